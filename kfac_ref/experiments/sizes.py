@@ -1,0 +1,434 @@
+"""How big is a Fisher block, and how big are its Kronecker factors? (MATH.md §9)
+
+The article's AlexNet figure, recomputed by counting.  For one layer with weight
+matrix W̄ : (d_out, d_in) — the bias folded in as the last column, so d_in counts
+the bias coordinate — K-FAC replaces the layer's dense Fisher block by a
+Kronecker product [MG15 §3, GM16]:
+
+    F_layer  ≈  G ⊗ A,    A = E[ā āᵀ] : (d_in, d_in),    G = E[g gᵀ] : (d_out, d_out)
+
+so the (d_in·d_out)² entries of the block become d_in² + d_out² entries of two
+factors.  Conventions (the MATH.md §9 table is the oracle):
+
+* conv:   d_in = C_in_per_group · kh · kw + 1,   d_out = C_out  (all groups)
+* linear: d_in = in_features + 1,                d_out = out_features
+* params  = d_in · d_out                       (weights + biases, exact count)
+* a grouped convolution (groups = γ) is γ independent layers, each with
+  d_in inputs and d_out/γ outputs; every per-group quantity is summed over γ:
+
+      params         = γ · d_in · (d_out/γ)          = d_in · d_out
+      fisher_entries = γ · (d_in · d_out/γ)²         (γ dense blocks)
+      a_entries      = γ · d_in²,   g_entries = γ · (d_out/γ)²
+
+* the *full* Fisher over all P parameters has P² entries; the block-diagonal
+  approximation keeps only Σ fisher_entries of them.
+
+Run it:  ``python -m kfac_ref.experiments.sizes --arch alexnet --out results/sizes``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+KINDS = ("conv", "linear")
+BYTES_PER_ENTRY = 4  # float32, for the "how much memory" notes
+
+
+# ---------------------------------------------------------------------------
+# One row of the table
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerSize:
+    """Sizes of one layer's Fisher block and Kronecker factors (MATH.md §9).
+
+    All counts are exact Python ints (no float rounding, no int64 overflow).
+    """
+
+    name: str  # "conv1", "fc6", …
+    kind: str  # "conv" | "linear"
+    d_in: int  # input dimension INCLUDING the bias coordinate (per group for a conv)
+    d_out: int  # output dimension: out_features, or C_out summed over all groups
+    groups: int = 1  # γ: conv groups (1 for linear layers)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"LayerSize {self.name!r}: kind={self.kind!r}, expected one of {KINDS}")
+        for field in ("d_in", "d_out", "groups"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"LayerSize {self.name!r}: {field}={value!r}, expected a positive int")
+        if self.kind == "linear" and self.groups != 1:
+            raise ValueError(f"LayerSize {self.name!r}: a linear layer has groups=1, got {self.groups}")
+        if self.d_out % self.groups:
+            raise ValueError(
+                f"LayerSize {self.name!r}: d_out={self.d_out} is not divisible by groups γ={self.groups}"
+            )
+
+    @property
+    def d_out_per_group(self) -> int:
+        """d_out / γ: the output dimension of each group's block."""
+        return self.d_out // self.groups
+
+    @property
+    def params(self) -> int:
+        """γ · d_in · (d_out/γ) = d_in · d_out: weights plus biases."""
+        return self.groups * self.d_in * self.d_out_per_group
+
+    @property
+    def fisher_entries(self) -> int:
+        """γ · (d_in · d_out/γ)²: entries of the layer's dense Fisher block(s)."""
+        return self.groups * (self.d_in * self.d_out_per_group) ** 2
+
+    @property
+    def a_entries(self) -> int:
+        """γ · d_in²: entries of the input factor(s) A = E[ā āᵀ]."""
+        return self.groups * self.d_in**2
+
+    @property
+    def g_entries(self) -> int:
+        """γ · (d_out/γ)²: entries of the output-gradient factor(s) G = E[g gᵀ]."""
+        return self.groups * self.d_out_per_group**2
+
+    @property
+    def factor_entries(self) -> int:
+        """A entries + G entries: what K-FAC stores instead of the block."""
+        return self.a_entries + self.g_entries
+
+    @property
+    def ratio(self) -> float:
+        """Fisher block entries / (A + G) entries: K-FAC's saving for this layer."""
+        return self.fisher_entries / self.factor_entries
+
+
+def conv_size(name: str, c_in: int, c_out: int, kernel: int, groups: int = 1) -> LayerSize:
+    """A kh = kw = kernel convolution: d_in = (C_in/γ)·kh·kw + 1, d_out = C_out."""
+    if c_in % groups:
+        raise ValueError(f"{name}: C_in={c_in} is not divisible by groups γ={groups}")
+    return LayerSize(name, "conv", (c_in // groups) * kernel * kernel + 1, c_out, groups)
+
+
+def linear_size(name: str, n_in: int, n_out: int) -> LayerSize:
+    """A fully-connected layer: d_in = in_features + 1, d_out = out_features."""
+    return LayerSize(name, "linear", n_in + 1, n_out)
+
+
+# ---------------------------------------------------------------------------
+# The three AlexNets
+# ---------------------------------------------------------------------------
+
+
+def _alexnet(channels: tuple[int, ...], groups: tuple[int, ...], n_classes: int = 1000) -> tuple[LayerSize, ...]:
+    """AlexNet on 224×224 ImageNet: five convolutions then three FC layers.
+
+    conv1 11×11 from RGB, conv2 5×5, conv3-5 3×3; the last conv's output is
+    pooled to 6×6, so fc6 sees C5·6·6 = 9,216 features.
+    """
+    kernels = (11, 5, 3, 3, 3)
+    c_ins = (3,) + channels[:-1]
+    convs = tuple(
+        conv_size(f"conv{i + 1}", c_in, c_out, k, g)
+        for i, (c_in, c_out, k, g) in enumerate(zip(c_ins, channels, kernels, groups))
+    )
+    fcs = (
+        linear_size("fc6", channels[-1] * 6 * 6, 4096),
+        linear_size("fc7", 4096, 4096),
+        linear_size("fc8", 4096, n_classes),
+    )
+    return convs + fcs
+
+
+ARCHS: dict[str, tuple[LayerSize, ...]] = {
+    # Krizhevsky et al. 2012 drawn on one GPU: conv channels 96-256-384-384-256.
+    "alexnet": _alexnet((96, 256, 384, 384, 256), (1, 1, 1, 1, 1)),
+    # The original two-GPU net: conv2, conv4, conv5 only see their own GPU's half.
+    "alexnet-grouped": _alexnet((96, 256, 384, 384, 256), (1, 2, 1, 2, 2)),
+    # torchvision.models.alexnet (the "one weird trick" variant): 64-192-384-256-256.
+    "alexnet-torchvision": _alexnet((64, 192, 384, 256, 256), (1, 1, 1, 1, 1)),
+}
+
+
+def layer_sizes(arch: str) -> list[LayerSize]:
+    """The LayerSize rows of a named architecture (a key of ARCHS)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
+    return list(ARCHS[arch])
+
+
+def sizes_from_layers(layers: Iterable) -> list[LayerSize]:
+    """LayerSize rows for any model's layers.
+
+    Each layer needs ``kind`` ('linear' | 'conv'), ``a_dim`` (d_in, bias
+    included, per group), ``g_dim`` (d_out, all groups) and ``name``; an
+    optional ``groups`` attribute (γ, default 1) marks a grouped convolution.
+    """
+    rows = []
+    for i, layer in enumerate(layers):
+        kind = getattr(layer, "kind", None)
+        name = getattr(layer, "name", None) or f"{kind}{i}"
+        if kind not in KINDS:
+            raise ValueError(f"layer {i} ({name!r}): kind={kind!r}, expected one of {KINDS}")
+        rows.append(LayerSize(name, kind, int(layer.a_dim), int(layer.g_dim), int(getattr(layer, "groups", 1))))
+    return rows
+
+
+def totals(rows: Iterable[LayerSize]) -> dict[str, int]:
+    """Sums over the layers, plus the full P×P Fisher for comparison.
+
+    params               P = Σ d_in·d_out
+    fisher_entries       Σ block entries (the block-diagonal Fisher)
+    a_entries, g_entries Σ of each factor's entries
+    factor_entries       a_entries + g_entries (what K-FAC stores)
+    full_fisher_entries  P² (the full Fisher, all cross-layer blocks included)
+    """
+    rows = list(rows)
+    out = {
+        "params": sum(r.params for r in rows),
+        "fisher_entries": sum(r.fisher_entries for r in rows),
+        "a_entries": sum(r.a_entries for r in rows),
+        "g_entries": sum(r.g_entries for r in rows),
+    }
+    out["factor_entries"] = out["a_entries"] + out["g_entries"]
+    out["full_fisher_entries"] = out["params"] ** 2
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Text: numbers and the Markdown table
+# ---------------------------------------------------------------------------
+
+
+def sci(x: float, digits: int = 3) -> str:
+    """Short scientific notation with `digits` significant figures: 1221083136 → '1.22e9'."""
+    mantissa, exponent = f"{float(x):.{digits - 1}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def big(x: int) -> str:
+    """Comma-separated below 100,000, scientific notation above: 9216 → '9,216', 132496 → '1.32e5'."""
+    return f"{x:,}" if x < 100_000 else sci(x)
+
+
+def human_bytes(n_entries: int, bytes_per_entry: int = BYTES_PER_ENTRY) -> str:
+    """Memory of n_entries float32 numbers in decimal units: 1.68e13 entries → '67.1 TB'."""
+    n = float(n_entries * bytes_per_entry)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB", "EB"):
+        if n < 1000 or unit == "EB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _squares(d: int, groups: int) -> str:
+    """'364² = 1.32e5', or '2 × 1,201² = 2.88e6' for a grouped layer."""
+    prefix = f"{groups} × " if groups > 1 else ""
+    return f"{prefix}{d:,}² = {big(groups * d * d)}"
+
+
+def _layer_label(r: LayerSize) -> str:
+    return f"{r.name} (γ={r.groups})" if r.groups > 1 else r.name
+
+
+def _dims(r: LayerSize) -> str:
+    if r.groups > 1:
+        return f"{r.groups} × ({r.d_in:,} → {r.d_out_per_group:,})"
+    return f"{r.d_in:,} → {r.d_out:,}"
+
+
+def _tick_label(r: LayerSize) -> str:
+    """Two or three short lines under a bar group: name, d_in → d_out, groups."""
+    if r.groups > 1:
+        return f"{r.name}\n{r.d_in:,} → {r.d_out_per_group:,}\n× {r.groups} groups"
+    return f"{r.name}\n{r.d_in:,} → {r.d_out:,}"
+
+
+def format_table(rows: Iterable[LayerSize], title: str) -> str:
+    """The MATH.md §9 table as Markdown, with a totals line and a memory note."""
+    rows = list(rows)
+    t = totals(rows)
+    lines = [
+        f"### {title}",
+        "",
+        "| layer | d_in → d_out | params | Fisher block entries | A entries | G entries | block / (A+G) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {_layer_label(r)} | {_dims(r)} | {r.params:,} | {sci(r.fisher_entries)} "
+            f"| {_squares(r.d_in, r.groups)} | {_squares(r.d_out_per_group, r.groups)} | {sci(r.ratio)} |"
+        )
+    lines.append(
+        f"| **total** | | **{t['params']:,}** | **{sci(t['fisher_entries'])}** "
+        f"| **{big(t['a_entries'])}** | **{big(t['g_entries'])}** "
+        f"| **{sci(t['fisher_entries'] / t['factor_entries'])}** |"
+    )
+    lines += [
+        "",
+        f"P = {t['params']:,} parameters. "
+        f"Full P×P Fisher: {sci(t['full_fisher_entries'])} entries ({human_bytes(t['full_fisher_entries'])} in float32); "
+        f"block-diagonal: {sci(t['fisher_entries'])} ({human_bytes(t['fisher_entries'])}); "
+        f"Kronecker factors A, G: {sci(t['factor_entries'])} ({human_bytes(t['factor_entries'])}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def format_totals(archs: Iterable[str]) -> str:
+    """One line per architecture: 'alexnet  62,378,344 parameters …'."""
+    lines = []
+    for arch in archs:
+        t = totals(layer_sizes(arch))
+        lines.append(
+            f"{arch:<20} {t['params']:>11,} parameters   "
+            f"block-diagonal Fisher {sci(t['fisher_entries'])} entries   "
+            f"K-FAC factors {sci(t['factor_entries'])} entries"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# The figure
+# ---------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place.
+
+    A failure leaves no half-written file behind (and an old file untouched).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))  # same folder: rename is atomic
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kronecker factor sizes") -> Path:
+    """Grouped bars per layer on a log axis: Fisher block vs A vs G entries.
+
+    Left panel: every layer, with the full P×P Fisher as a dashed line.  Right
+    panel: the final fully-connected layer in float32 bytes, dense block
+    against its two factors.  The format follows the suffix of `path` (.png,
+    .svg, .pdf); the figure is built on a bare matplotlib Figure (no pyplot,
+    no global state, no display needed).
+    """
+    from matplotlib.figure import Figure  # noqa: PLC0415  (plotting is optional at import time)
+
+    rows = list(rows)
+    if not rows:
+        raise ValueError("plot_sizes: no layers to plot")
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    t = totals(rows)
+
+    fig = Figure(figsize=(12, 5.0), layout="constrained")
+    ax, ax_last = fig.subplots(1, 2, width_ratios=(3.2, 1))
+    colors = {"block": "#c0392b", "A": "#2e86c1", "G": "#28b463"}
+
+    # (1) every layer: three bars each
+    width = 0.27
+    xs = range(len(rows))
+    series = (
+        ("dense Fisher block  (d_in·d_out)²", "block", [r.fisher_entries for r in rows], -width),
+        ("A = E[ā āᵀ]  d_in²", "A", [r.a_entries for r in rows], 0.0),
+        ("G = E[g gᵀ]  d_out²", "G", [r.g_entries for r in rows], width),
+    )
+    for label, key, values, dx in series:
+        ax.bar([x + dx for x in xs], values, width, label=label, color=colors[key])
+    for x, r in zip(xs, rows):  # the block's size, written down inside its bar
+        ax.annotate(sci(r.fisher_entries), (x - width, r.fisher_entries), xytext=(0, -4),
+                    textcoords="offset points", ha="center", va="top", rotation=90,
+                    color="white", fontsize=8, fontweight="bold")
+    ax.axhline(t["full_fisher_entries"], color="k", ls="--", lw=1)
+    ax.annotate(f"full P×P Fisher, P = {t['params']:,}: {sci(t['full_fisher_entries'])} entries",
+                (len(rows) - 0.5, t["full_fisher_entries"]), xytext=(-2, 3), textcoords="offset points",
+                ha="right", va="bottom", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(top=t["full_fisher_entries"] * 1e3)  # room above the dashed line for the legend
+    ax.set_xticks(list(xs), [_tick_label(r) for r in rows], fontsize=8)
+    ax.set_ylabel("matrix entries (log scale)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", ncols=3, fontsize=8, frameon=False)
+    ax.grid(axis="y", which="major", alpha=0.3)
+
+    # (2) the final fully-connected layer, in bytes
+    last = rows[-1]
+    names = ("Fisher\nblock", "A", "G", "A + G")
+    entries = (last.fisher_entries, last.a_entries, last.g_entries, last.factor_entries)
+    bars = ax_last.bar(names, [BYTES_PER_ENTRY * e for e in entries],
+                       color=[colors["block"], colors["A"], colors["G"], "#7f8c8d"])
+    for bar, e in zip(bars, entries):
+        ax_last.annotate(human_bytes(e), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                         xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ax_last.set_yscale("log")
+    ax_last.set_ylim(top=BYTES_PER_ENTRY * last.fisher_entries * 30)
+    ax_last.set_ylabel("float32 bytes (log scale)")
+    ax_last.set_title(f"last layer {last.name}: {_dims(last)}\nK-FAC stores {sci(last.ratio)}× fewer entries",
+                      fontsize=10)
+    ax_last.grid(axis="y", which="major", alpha=0.3)
+
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+TITLES = {
+    "alexnet": "AlexNet, ungrouped (96-256-384-384-256)",
+    "alexnet-grouped": "AlexNet, original two-group (conv2, conv4, conv5 with γ = 2)",
+    "alexnet-torchvision": "AlexNet, torchvision (64-192-384-256-256)",
+}
+
+
+def main(argv=None) -> int:
+    """``sizes --arch {alexnet,alexnet-grouped,alexnet-torchvision,all} [--out DIR] [--quiet]``.
+
+    ``--arch alexnet`` and ``--arch all`` print all three AlexNet variants (the
+    ungrouped one is the article's figure) and a totals comparison; a single
+    variant name prints that variant only.  With ``--out DIR`` each printed
+    table is also written to ``DIR/sizes_<arch>.md`` with its figure
+    ``DIR/sizes_<arch>.png``.  ``--quiet`` prints only the totals.
+    """
+    parser = argparse.ArgumentParser(
+        prog="kfac-ref sizes",
+        description="Fisher block vs Kronecker factor sizes for AlexNet (MATH.md §9).",
+    )
+    parser.add_argument("--arch", default="alexnet", choices=(*ARCHS, "all"),
+                        help="alexnet and all print the three variants (default: alexnet)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for sizes_<arch>.md and sizes_<arch>.png")
+    parser.add_argument("--quiet", action="store_true", help="print only the totals")
+    args = parser.parse_args(argv)
+
+    archs = list(ARCHS) if args.arch in ("alexnet", "all") else [args.arch]
+    try:
+        for arch in archs:
+            table = format_table(layer_sizes(arch), TITLES[arch])
+            if not args.quiet:
+                print(table)
+            if args.out is not None:
+                md = args.out / f"sizes_{arch}.md"
+                _atomic_write(md, lambda tmp, text=table: Path(tmp).write_text(text, encoding="utf-8"))
+                png = plot_sizes(layer_sizes(arch), args.out / f"sizes_{arch}.png", TITLES[arch])
+                if not args.quiet:
+                    print(f"wrote {md} and {png}\n")
+        print(format_totals(archs), end="")
+    except (OSError, ValueError) as exc:
+        print(f"kfac-ref sizes: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Gradients in θ's flat order: the batch gradient and per-sample gradients.
+
+Both come from the same per-sample statistics (:mod:`kfac_ref.backprop`) with the
+data labels as seeds, e_n = ∂ℓ(f_n, y_n)/∂f_n:
+
+    per-sample  ∇ℓ_n = [Σ_t g_{n,t} ā_{n,t}ᵀ]_{layers}          (N, P)
+    batch       ∇h   = (1/N) Σ_n ∇ℓ_n                          (P,)
+
+The batch gradient is contracted over samples directly and never forms the
+(N, P) matrix, so it costs what ordinary backprop costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backend import get_xp
+from .backprop import backward, forward
+from .params import wbar_to_flat
+
+
+def check_batch(model, loss_fn, x, y) -> None:
+    """Clear errors for mismatched batch sizes (targets are checked by the loss)."""
+    if not hasattr(x, "shape") or not hasattr(y, "shape"):
+        raise TypeError("inputs and targets must be arrays")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"inputs have {x.shape[0]} samples but targets have {y.shape[0]}")
+    if x.shape[0] < 1:
+        raise ValueError("the batch is empty")
+
+
+@dataclass(frozen=True)
+class GradResult:
+    """One forward + backward with the data labels.
+
+    loss  : averaged loss h (Python float)
+    grad  : ∇h in θ's order (P,)
+    trace : the forward trace (reusable for more seeds, e.g. Fisher seeds)
+    stats : per-layer :class:`~kfac_ref.backprop.LayerStats` for the label seeds
+    """
+
+    loss: float
+    grad: object
+    trace: object
+    stats: list
+
+
+def loss_and_grad(model, loss_fn, x, y) -> GradResult:
+    """Forward, averaged loss and batch gradient, keeping the trace and statistics."""
+    check_batch(model, loss_fn, x, y)
+    trace = forward(model, x)
+    loss = float(loss_fn(trace.output, y))
+    stats, _ = backward(model, trace, loss_fn.grad(trace.output, y))
+    xp = get_xp(trace.output)
+    grad = xp.concatenate([wbar_to_flat(st.layer, st.mean_wbar_grad()) for st in stats])
+    return GradResult(loss=loss, grad=grad, trace=trace, stats=stats)
+
+
+def per_sample_grads(model, loss_fn, x, y):
+    """∇θ ℓ(f(x_n), y_n) for every sample, in θ's order.  (N, P)
+
+    Their mean is :func:`batch_grad` (MATH.md §8.6).
+    """
+    check_batch(model, loss_fn, x, y)
+    trace = forward(model, x)
+    loss_fn.per_sample(trace.output, y)  # validates the targets
+    stats, _ = backward(model, trace, loss_fn.grad(trace.output, y))
+    return stats_to_flat(stats)[0]
+
+
+def stats_to_flat(stats):
+    """Per-seed, per-sample gradients in θ's order from layer statistics.  (S, N, P)"""
+    xp = get_xp(stats[0].g)
+    return xp.concatenate([wbar_to_flat(st.layer, st.per_sample_wbar_grads()) for st in stats], axis=-1)
+
+
+def batch_grad(model, loss_fn, x, y):
+    """∇h = (1/N) Σ_n ∇ℓ_n for the averaged loss, in θ's order.  (P,)"""
+    return loss_and_grad(model, loss_fn, x, y).grad
+
+
+def input_grad(model, loss_fn, x, y):
+    """∂h/∂x for the averaged loss (N, *in_shape): each row is ∂ℓ_n/∂x_n / N."""
+    check_batch(model, loss_fn, x, y)
+    trace = forward(model, x)
+    loss_fn.per_sample(trace.output, y)
+    _, gx = backward(model, trace, loss_fn.grad(trace.output, y), input_grad=True)
+    return gx[0] / x.shape[0]  # the 1/N of the averaged loss h

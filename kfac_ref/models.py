@@ -1,0 +1,51 @@
+"""Ready-made networks for the examples: the digits MLP and ConvNets.
+
+Each builder takes ``seed`` (initialisation), ``dtype`` and ``device``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def _activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def mlp(in_features: int, hidden=(64,), num_classes: int = 10, activation: str = "relu", *,
+        seed: int = 0, dtype=np.float64, device: str = "cpu") -> nn.Sequential:
+    """Linear → φ → … → Linear.  Input (N, in_features) → logits (N, num_classes)."""
+    act = _activation(activation)
+    layers, d = [], in_features
+    for h in hidden:
+        layers += [nn.Linear(d, h), act()]
+        d = h
+    layers.append(nn.Linear(d, num_classes))
+    return nn.Sequential(*layers, seed=seed).astype(dtype).to(device)
+
+
+def convnet(in_shape=(1, 8, 8), channels=(8, 16), hidden: int = 32, num_classes: int = 10,
+            activation: str = "relu", *, seed: int = 0, dtype=np.float64,
+            device: str = "cpu") -> nn.Sequential:
+    """[Conv2d 3×3 (padding 1) → φ → MaxPool 2×2] per channel count → Flatten → Linear → φ → Linear.
+
+    Input (N, C, H, W) → logits (N, num_classes).  With the defaults on the
+    8×8 digits this has P ≈ 3k parameters, small enough for the dense exact Fisher.
+    """
+    act = _activation(activation)
+    layers, c = [], in_shape[0]
+    for ch in channels:
+        layers += [nn.Conv2d(c, ch, 3, padding=1), act(), nn.MaxPool2d(2)]
+        c = ch
+    layers.append(nn.Flatten())
+    model = nn.Sequential(*layers, seed=None)
+    flat = model.output_shape(tuple(in_shape))[0]
+    tail = [nn.Linear(flat, hidden), act(), nn.Linear(hidden, num_classes)] if hidden else \
+        [nn.Linear(flat, num_classes)]
+    return nn.Sequential(model, *tail, seed=seed).astype(dtype).to(device)

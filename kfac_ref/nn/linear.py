@@ -1,0 +1,74 @@
+"""Fully-connected layer  s = W a + b  with its hand-written backward.
+
+Index legend: n sample, s seed vector, i input feature, o output unit.
+
+Forward, in homogeneous coordinates (MATH.md §1, [MG15] §3):
+    ā_n = [a_n; 1],   s_n = W̄ ā_n,   W̄ = [W | b]  (d_out, d_in + 1)
+Backward, for a seed g_n = ∂ℓ_n/∂s_n (per-sample scale):
+    ∂ℓ_n/∂a_n = Wᵀ g_n,   ∂ℓ_n/∂W̄ = g_n ā_nᵀ
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_xp
+from .module import ParamLayer
+
+
+class Linear(ParamLayer):
+    """``Linear(in_features, out_features, bias=True)`` in PyTorch's layout.
+
+    weight : (out_features, in_features);  bias : (out_features,)
+    Input (N, in_features) → output (N, out_features).  The cache holds
+    ā of shape (N, 1, in_features + 1) (T = 1 location, MATH.md §4).
+    """
+
+    kind = "linear"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 rng=None, dtype=np.float64):
+        for nm, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"Linear: {nm} must be a positive integer, got {v!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.d_in, self.d_out = self.in_features, self.out_features
+        self.weight = np.zeros((self.d_out, self.d_in), dtype=dtype)
+        self.bias = np.zeros(self.d_out, dtype=dtype) if bias else None
+        self.reset_parameters(rng)
+
+    def __repr__(self) -> str:
+        return f"Linear({self.d_in}→{self.d_out}{'' if self.bias is not None else ', bias=False'})"
+
+    def _check(self, x):
+        if x.ndim != 2 or x.shape[1] != self.d_in:
+            raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, "
+                             f"expected (N, {self.d_in})")
+
+    def forward(self, x):
+        self._check(x)
+        out = x @ self.weight.T  # (N, d_out)
+        return out if self.bias is None else out + self.bias
+
+    def forward_cached(self, x):
+        self._check(x)
+        xp = get_xp(x, self.weight)
+        n = x.shape[0]
+        a_bar = xp.empty((n, 1, self.a_dim), dtype=np.result_type(x.dtype, self.weight.dtype))
+        a_bar[:, 0, : self.d_in] = x
+        if self.bias is not None:
+            a_bar[:, 0, -1] = 1.0  # homogeneous coordinate, last (MATH.md §1)
+        out = a_bar[:, 0] @ self.wbar().T  # (N, d_out)
+        return out, {"a_bar": a_bar}
+
+    def backward(self, cache, grad_out):
+        """grad_out : (S, N, d_out) → grad_in : (S, N, d_in)."""
+        return grad_out @ self.weight  # (S, N, d_in)
+
+    def g_from_grad(self, grad_out):
+        return grad_out[:, :, None, :]  # (S, N, 1, d_out)
+
+    def output_shape(self, in_shape):
+        if tuple(in_shape) != (self.d_in,):
+            raise ValueError(f"{self!r}: per-sample input shape {tuple(in_shape)}, expected ({self.d_in},)")
+        return (self.d_out,)

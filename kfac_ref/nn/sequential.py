@@ -1,0 +1,128 @@
+"""Sequential: a chain of layers, the only container kfac_ref needs.
+
+``model(x)`` runs the layers in order.  The per-layer caches that the backward
+pass needs are returned by :func:`kfac_ref.backprop.forward` as a
+:class:`~kfac_ref.backprop.Trace`, never stored on the model, so a model holds
+only its parameters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import device_of, get_xp
+from .module import Layer, ParamLayer, as_rng
+
+
+class Sequential(Layer):
+    """``Sequential(*layers, seed=0)``.
+
+    Nested Sequentials are flattened.  Initialisation is seeded: with
+    ``seed`` an int (default 0) every parameter layer is re-drawn, in network
+    order, from ``numpy.random.default_rng(seed)``, so that the same seed gives
+    the same network and two layers of one shape still differ; ``seed=None``
+    keeps the parameters the layers were built with (e.g. their own ``rng=``).
+    """
+
+    def __init__(self, *layers, seed=0):
+        flat: list[Layer] = []
+        for layer in layers:
+            if isinstance(layer, Sequential):
+                flat.extend(layer.layers)
+            elif isinstance(layer, Layer):
+                flat.append(layer)
+            else:
+                raise TypeError(f"Sequential: expected kfac_ref.nn layers, got {type(layer).__name__}")
+        if not flat:
+            raise ValueError("Sequential: needs at least one layer")
+        self.layers = flat
+        if seed is not None:
+            self.reset_parameters(seed)
+
+    def __repr__(self) -> str:
+        body = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{body}\n)"
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    # ---- parameters --------------------------------------------------------------
+    def param_layers(self) -> list[ParamLayer]:
+        """The Linear/Conv2d layers in network order: the blocks of every Fisher."""
+        return [layer for layer in self.layers if isinstance(layer, ParamLayer)]
+
+    def params(self):
+        return [(f"{i}.{name}", value) for i, layer in enumerate(self.layers)
+                for name, value in layer.params()]
+
+    @property
+    def num_params(self) -> int:
+        """P, the length of the flat parameter vector θ."""
+        return sum(layer.num_params for layer in self.param_layers())
+
+    def reset_parameters(self, rng=None) -> None:
+        rng = as_rng(rng)
+        for layer in self.param_layers():
+            layer.reset_parameters(rng)
+
+    def to(self, device: str):
+        for layer in self.layers:
+            layer.to(device)
+        return self
+
+    def astype(self, dtype):
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    @property
+    def dtype(self):
+        return self.param_layers()[0].weight.dtype if self.param_layers() else np.dtype(np.float64)
+
+    @property
+    def device(self) -> str:
+        layers = self.param_layers()
+        return device_of(layers[0].weight) if layers else "cpu"
+
+    def output_shape(self, in_shape):
+        for layer in self.layers:
+            in_shape = layer.output_shape(in_shape)
+        return in_shape
+
+    # ---- forward -------------------------------------------------------------------
+    def check_input(self, x) -> None:
+        """Raise a clear error for inputs that are not finite, float, batched arrays."""
+        xp = get_xp(x, *(v for _, v in self.params()))
+        if not hasattr(x, "ndim") or x.ndim < 2:
+            raise ValueError(f"model input must be an array of shape (N, ...), got {getattr(x, 'shape', type(x))}")
+        if not xp.issubdtype(x.dtype, xp.floating):
+            raise TypeError(f"model input must be floating point, got dtype {x.dtype}")
+        bad = int((~xp.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"model input contains {bad} NaN/Inf value(s) out of {x.size}")
+
+    def forward(self, x):
+        """Outputs f(x) of shape (N, *out_shape); no cache is kept."""
+        self.check_input(x)
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def forward_cached(self, x):
+        self.check_input(x)
+        caches = []
+        for layer in self.layers:
+            x, cache = layer.forward_cached(x)
+            caches.append(cache)
+        return x, caches
+
+    def backward(self, caches, grad_out, input_grad: bool = True):
+        """Backward through all layers (see :func:`kfac_ref.backprop.backward` for statistics)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            if i == 0 and not input_grad:
+                return None
+            grad_out = self.layers[i].backward(caches[i], grad_out)
+        return grad_out
