@@ -9,7 +9,7 @@ Public entry points (see README.md):
 - ``kfac_ref.forward`` / ``kfac_ref.backward``: per-sample statistics ā and g
 """
 
-from . import nn
+from . import fisher, nn
 from .backprop import LayerStats, Trace, backward, forward
 from .grads import batch_grad, loss_and_grad, per_sample_grads
 from .params import get_flat_params, layer_slices, set_flat_params
@@ -18,5 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LayerStats", "Trace", "backward", "batch_grad", "forward", "get_flat_params",
-    "layer_slices", "loss_and_grad", "nn", "per_sample_grads", "set_flat_params",
+    "fisher", "layer_slices", "loss_and_grad", "nn", "per_sample_grads", "set_flat_params",
 ]

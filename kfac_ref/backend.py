@@ -96,9 +96,9 @@ def to_numpy(a):
     """Copy an array to host memory as a NumPy array (a no-op for NumPy input)."""
     if a is None or isinstance(a, np.ndarray):
         return a
-    if get_xp(a) is np:
-        return np.asarray(a)
-    return a.get()
+    if type(a).__module__.split(".")[0] == "cupy":
+        return a.get()
+    return np.asarray(a)  # lists, scalars, NumPy scalars
 
 
 def to_device(a, device: str):

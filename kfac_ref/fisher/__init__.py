@@ -1,0 +1,33 @@
+"""The Fisher matrices of the article, exact and approximate, in θ's order (MATH.md §3–8).
+
+Every function names the Fisher *kind* — ``"exact"``, ``"mc"`` or ``"empirical"``
+(:mod:`.seeds`) — because the word "Fisher" alone is ambiguous.
+
+- :func:`dense`           F (P, P)
+- :func:`block_diagonal`  its layer blocks, zeros elsewhere (P, P)
+- :func:`kfac_factors`    [(A, G)] per layer ((Ω, Γ) for Conv2d)
+- :func:`kfac_dense`      ⊕_l G_l ⊗ A_l as (P, P) in θ's order
+- :func:`fvp`, :func:`quadratic_form`   F v and vᵀ F w without forming F
+- :func:`dense_solve`, :func:`woodbury_solve`   (F + λI)⁻¹ g, two ways
+- :mod:`.kron`            damped Kronecker inverses (factored π, exact eigen)
+- :mod:`.metrics`         relative Frobenius errors, angles
+"""
+
+from .dense import block_diagonal, blocks_to_dense, dense, layer_blocks
+from .kfac import factors_to_dense, kfac_dense, kfac_factors
+from .kron import EigenInverse, FactoredInverse, factored_damping, kron_solve, pi_factor
+from .memory import DEFAULT_MAX_BYTES, check_dense_size
+from .metrics import angle_degrees, kfac_angle, layer_errors, rel_frobenius_error
+from .products import fvp, quadratic_form
+from .seeds import KINDS, fisher_seeds
+from .solve import dense_solve, woodbury_solve, woodbury_solve_vectors
+from .vectors import fisher_stats, fisher_vectors
+
+__all__ = [
+    "DEFAULT_MAX_BYTES", "EigenInverse", "FactoredInverse", "KINDS", "angle_degrees",
+    "block_diagonal", "blocks_to_dense", "check_dense_size", "dense", "dense_solve",
+    "factored_damping", "factors_to_dense", "fisher_seeds", "fisher_stats", "fisher_vectors",
+    "fvp", "kfac_angle", "kfac_dense", "kfac_factors", "kron_solve", "layer_blocks",
+    "layer_errors", "pi_factor", "quadratic_form", "rel_frobenius_error", "woodbury_solve",
+    "woodbury_solve_vectors",
+]

@@ -1,0 +1,103 @@
+"""Inverting Kronecker-factored blocks, with damping (MATH.md §4, §6).
+
+Row-major vec (MATH.md §1): (G ⊗ A) vec(V) = vec(G V A), hence
+
+    (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)                               (MATH.md §8.8)
+
+for a layer matrix V of shape (d_out, a_dim).  Two ways to add damping γ:
+
+- factored Tikhonov damping [MG15 §6.3]:
+      (A + π√γ I) ⊗ (G + (√γ/π) I),   π = sqrt((tr A / dim A) / (tr G / dim G)),
+  which is G ⊗ A + γ I plus the cross terms (√γ/π) I ⊗ A + π√γ G ⊗ I (row-major);
+- exact damping through eigendecompositions A = U_A diag(d_A) U_Aᵀ, G = U_G diag(d_G) U_Gᵀ:
+      (G ⊗ A + γ I)⁻¹ vec(V) = vec(U_G [(U_Gᵀ V U_A) ⊘ (d_G d_Aᵀ + γ)] U_Aᵀ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backend import get_xp
+
+
+def check_damping(damping, name="damping") -> float:
+    damping = float(damping)
+    if not damping >= 0:  # also catches NaN
+        raise ValueError(f"{name} (λ) must be ≥ 0, got {damping}")
+    return damping
+
+
+def pi_factor(a, g) -> float:
+    """π = sqrt((tr A / dim A) / (tr G / dim G)), [MG15] eq. (after §6.3)."""
+    ta, tg = float(get_xp(a).trace(a)) / a.shape[0], float(get_xp(g).trace(g)) / g.shape[0]
+    if ta <= 0 or tg <= 0:
+        return 1.0  # a zero factor (e.g. dead units): no preferred split
+    return (ta / tg) ** 0.5
+
+
+def factored_damping(a, g, gamma: float):
+    """(A + π√γ I, G + (√γ/π) I), the factored Tikhonov-damped pair."""
+    xp = get_xp(a)
+    gamma = check_damping(gamma)
+    pi = pi_factor(a, g)
+    root = gamma ** 0.5
+    return (a + pi * root * xp.eye(a.shape[0], dtype=a.dtype),
+            g + (root / pi) * xp.eye(g.shape[0], dtype=g.dtype))
+
+
+def spd_inverse(m):
+    """Inverse of a symmetric positive-definite matrix via Cholesky.  (d, d)"""
+    xp = get_xp(m)
+    low = xp.linalg.cholesky(m)
+    eye = xp.eye(m.shape[0], dtype=m.dtype)
+    linv = xp.linalg.solve(low, eye)  # L⁻¹ (a triangular solve through the general one: portable)
+    return linv.T @ linv
+
+
+@dataclass(frozen=True)
+class FactoredInverse:
+    """(A + π√γ I)⁻¹ and (G + √γ/π I)⁻¹ for one layer; ``apply`` solves with their Kronecker product."""
+
+    a_inv: object
+    g_inv: object
+
+    @classmethod
+    def from_factors(cls, a, g, gamma: float):
+        ad, gd = factored_damping(a, g, gamma)
+        return cls(spd_inverse(ad), spd_inverse(gd))
+
+    def apply(self, v):
+        """(G_d ⊗ A_d)⁻¹ vec(V) = vec(G_d⁻¹ V A_d⁻¹).  (d_out, a_dim) → (d_out, a_dim)"""
+        return self.g_inv @ v @ self.a_inv
+
+
+@dataclass(frozen=True)
+class EigenInverse:
+    """Eigendecompositions of A and G; ``apply`` solves with G ⊗ A + γ I exactly."""
+
+    u_a: object
+    d_a: object
+    u_g: object
+    d_g: object
+    gamma: float
+
+    @classmethod
+    def from_factors(cls, a, g, gamma: float):
+        xp = get_xp(a)
+        gamma = check_damping(gamma)
+        d_a, u_a = xp.linalg.eigh(a)
+        d_g, u_g = xp.linalg.eigh(g)
+        # Round-off can make tiny eigenvalues of a PSD factor negative: clip at 0.
+        return cls(u_a, xp.maximum(d_a, 0), u_g, xp.maximum(d_g, 0), gamma)
+
+    def apply(self, v):
+        """U_G [(U_Gᵀ V U_A) ⊘ (d_G d_Aᵀ + γ)] U_Aᵀ.  (d_out, a_dim) → (d_out, a_dim)"""
+        inner = self.u_g.T @ v @ self.u_a  # V in the Kronecker eigenbasis
+        inner = inner / (self.d_g[:, None] * self.d_a[None, :] + self.gamma)
+        return self.u_g @ inner @ self.u_a.T
+
+
+def kron_solve(a, g, v):
+    """Undamped (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹) for invertible A, G."""
+    xp = get_xp(a)
+    return xp.linalg.solve(g, xp.linalg.solve(a.T, v.T).T)

@@ -1,0 +1,97 @@
+"""Damped natural-gradient solves (F + λI)⁻¹ g, dense and by Woodbury (MATH.md §7).
+
+Dense (the textbook): build F (P, P), Cholesky-factor F + λI, two triangular
+solves.  Cost O(P² K) to build, O(P³) to factor, memory P².
+
+Woodbury: with F = Vᵀ V / N, V (K, P) the backpropagated vectors,
+
+    (F + λI)⁻¹ g = (1/λ) [ g − Vᵀ (N λ I_K + V Vᵀ)⁻¹ V g ]
+
+the *same* direction from a K×K system: cost O(P K² + K³), memory P·K.
+The Gram matrix V Vᵀ needs no per-sample gradients for a Linear layer:
+⟨g_i ā_iᵀ, g_j ā_jᵀ⟩ = (ā_i · ā_j)(g_i · g_j); for Conv2d it is formed from the
+layer's per-sample gradients.
+"""
+
+from __future__ import annotations
+
+from ..backend import get_xp
+from ..params import layer_slices, wbar_to_flat
+from .kron import check_damping
+from .products import _dots
+from .seeds import check_kind, check_mc_samples
+from .vectors import fisher_stats
+
+
+def cho_solve(m, b):
+    """Solve M x = b for symmetric positive-definite M via Cholesky M = L Lᵀ."""
+    xp = get_xp(m)
+    low = xp.linalg.cholesky(m)
+    return xp.linalg.solve(low.T, xp.linalg.solve(low, b))
+
+
+def dense_solve(fisher, g, damping: float):
+    """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,)"""
+    damping = check_damping(damping)
+    xp = get_xp(fisher)
+    m = fisher + damping * xp.eye(fisher.shape[0], dtype=fisher.dtype)
+    return cho_solve(m, g)
+
+
+def woodbury_solve_vectors(v, g, damping: float, n: int):
+    """(Vᵀ V / n + λI)⁻¹ g from the explicit factor V (K, P).  (P,)"""
+    damping = check_damping(damping)
+    if damping == 0:
+        raise ValueError("the Woodbury solve needs damping (λ) > 0")
+    xp = get_xp(v)
+    gram = v @ v.T  # (K, K)
+    inner = gram + n * damping * xp.eye(gram.shape[0], dtype=gram.dtype)
+    return (g - v.T @ cho_solve(inner, v @ g)) / damping
+
+
+def gram_from_stats(stats):
+    """V Vᵀ (K, K), K = S·N, from layer statistics (no (K, P) array for Linear layers)."""
+    xp = get_xp(stats[0].g)
+    total = 0
+    for st in stats:
+        s, n, t, d = st.g.shape
+        if t == 1:  # Linear: (ā_i · ā_j)(g_i · g_j)
+            a = st.a_bar[:, 0]  # (N, a_dim)
+            g = st.g[:, :, 0].reshape(s * n, d)  # (K, d_out)
+            aa = a @ a.T  # (N, N)
+            total = total + (g @ g.T) * xp.tile(aa, (s, s))
+        else:  # Conv2d: per-sample layer gradients Σ_t g ā ᵀ
+            u = st.per_sample_wbar_grads().reshape(s * n, -1)  # (K, d_out·a_dim)
+            total = total + u @ u.T
+    return total
+
+
+def _apply_vt(stats, c):
+    """Vᵀ c for c (K,) as a flat (P,) vector: Σ_{s,n} c_{s,n} u_{s,n}."""
+    xp = get_xp(c)
+    s, n = stats[0].g.shape[:2]
+    cm = c.reshape(s, n)
+    parts = [wbar_to_flat(st.layer, xp.einsum("sn,sntd,ntk->dk", cm, st.g, st.a_bar)) for st in stats]
+    return xp.concatenate(parts)
+
+
+def woodbury_solve_from_stats(stats, g, damping: float, n: int, slices):
+    """(F + λI)⁻¹ g from Fisher-seed statistics, never forming (P, P) (MATH.md §7).  (P,)"""
+    damping = check_damping(damping)
+    if damping == 0:
+        raise ValueError("the Woodbury solve needs damping (λ) > 0")
+    xp = get_xp(g)
+    gram = gram_from_stats(stats)  # (K, K)
+    vg = _dots(stats, slices, g).reshape(-1)  # (K,)  V g
+    coef = cho_solve(gram + n * damping * xp.eye(gram.shape[0], dtype=gram.dtype), vg)
+    return (g - _apply_vt(stats, coef)) / damping
+
+
+def woodbury_solve(model, loss_fn, x, y, g, damping: float, kind: str, rng=None, mc_samples: int = 1):
+    """(F + λI)⁻¹ g for the Fisher of ``kind`` on the batch, by Woodbury.  (P,)"""
+    check_kind(kind)
+    check_mc_samples(mc_samples)
+    if getattr(g, "shape", None) != (model.num_params,):
+        raise ValueError(f"g has shape {getattr(g, 'shape', type(g))}, expected ({model.num_params},)")
+    stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
+    return woodbury_solve_from_stats(stats, g, damping, x.shape[0], layer_slices(model))
