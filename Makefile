@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OUT    ?= results/demo
 
-.PHONY: demo test test-all bench venv clean
+.PHONY: demo test test-all bench notebooks venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest
+
+notebooks: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[notebooks]'
+	$(VENV)/bin/jupyter lab notebooks/
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_forward_backward.py

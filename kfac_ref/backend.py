@@ -116,3 +116,15 @@ def synchronize(x=None) -> None:
     xp = x if x is np or getattr(x, "__name__", None) == "cupy" else get_xp(x)
     if xp is not np:
         xp.cuda.get_current_stream().synchronize()
+
+
+def solve_triangular(low, b, lower: bool = True):
+    """Solve L x = b for a triangular L: SciPy on the CPU, cupyx.scipy on the GPU.
+
+    (NumPy has no triangular solve; a general solve would cost an O(d³) LU.)
+    """
+    if get_xp(low) is np:
+        from scipy.linalg import solve_triangular as solve  # noqa: PLC0415
+    else:  # pragma: no cover - needs a GPU
+        from cupyx.scipy.linalg import solve_triangular as solve  # noqa: PLC0415
+    return solve(low, b, lower=lower, check_finite=False)

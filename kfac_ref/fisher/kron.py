@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backend import get_xp
+from ..linalg import spd_inverse
 
 
 def check_damping(damping, name="damping") -> float:
@@ -43,15 +44,6 @@ def factored_damping(a, g, gamma: float):
     root = gamma ** 0.5
     return (a + pi * root * xp.eye(a.shape[0], dtype=a.dtype),
             g + (root / pi) * xp.eye(g.shape[0], dtype=g.dtype))
-
-
-def spd_inverse(m):
-    """Inverse of a symmetric positive-definite matrix via Cholesky.  (d, d)"""
-    xp = get_xp(m)
-    low = xp.linalg.cholesky(m)
-    eye = xp.eye(m.shape[0], dtype=m.dtype)
-    linv = xp.linalg.solve(low, eye)  # L⁻¹ (a triangular solve through the general one: portable)
-    return linv.T @ linv
 
 
 @dataclass(frozen=True)

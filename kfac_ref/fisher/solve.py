@@ -1,7 +1,7 @@
 """Damped natural-gradient solves (F + λI)⁻¹ g, dense and by Woodbury (MATH.md §7).
 
-Dense (the textbook): build F (P, P), Cholesky-factor F + λI, two triangular
-solves.  Cost O(P² K) to build, O(P³) to factor, memory P².
+Dense (the textbook): build F (P, P), Cholesky-factor F + λI = L Lᵀ, two
+triangular solves.  Cost O(P² K) to build, O(P³/3) to factor, memory P².
 
 Woodbury: with F = Vᵀ V / N, V (K, P) the backpropagated vectors,
 
@@ -11,23 +11,45 @@ the *same* direction from a K×K system: cost O(P K² + K³), memory P·K.
 The Gram matrix V Vᵀ needs no per-sample gradients for a Linear layer:
 ⟨g_i ā_iᵀ, g_j ā_jᵀ⟩ = (ā_i · ā_j)(g_i · g_j); for Conv2d it is formed from the
 layer's per-sample gradients.
+
+Index legend: s seed, n sample, t location (T = 1 for Linear), d output
+feature, k input feature (a_dim, with the ones coordinate).
 """
 
 from __future__ import annotations
 
 from ..backend import get_xp
+from ..linalg import cho_solve
 from ..params import layer_slices, wbar_to_flat
 from .kron import check_damping
 from .products import _dots
 from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
+TRIANGULAR_BLOCK = 128  # rows per step of the block substitution in solve_triangular
 
-def cho_solve(m, b):
-    """Solve M x = b for symmetric positive-definite M via Cholesky M = L Lᵀ."""
-    xp = get_xp(m)
-    low = xp.linalg.cholesky(m)
-    return xp.linalg.solve(low.T, xp.linalg.solve(low, b))
+
+def solve_triangular(t, b, lower: bool, block: int = TRIANGULAR_BLOCK):
+    """x with T x = b, T (n, n) lower or upper triangular, b (n,) or (n, r).
+
+    Block substitution (NumPy has no triangular solver): for each block of
+    rows j, in order (lower) or in reverse (upper),
+
+        x_j = T_jj⁻¹ (b_j − Σ_{i done} T_ji x_i)
+
+    The sum is one matrix product per block and T_jj is only (block, block), so
+    the cost is O(n² r) — not the O(n³) of a general solve with T.
+    """
+    xp = get_xp(t, b)
+    n = t.shape[0]
+    x = xp.empty_like(b)
+    starts = list(range(0, n, block))
+    for i in starts if lower else reversed(starts):
+        j = slice(i, min(i + block, n))
+        done = slice(0, i) if lower else slice(j.stop, n)  # rows of x already solved
+        rhs = b[j] - t[j, done] @ x[done]  # (block,) or (block, r)
+        x[j] = xp.linalg.solve(t[j, j], rhs)
+    return x
 
 
 def dense_solve(fisher, g, damping: float):
@@ -50,28 +72,41 @@ def woodbury_solve_vectors(v, g, damping: float, n: int):
 
 
 def gram_from_stats(stats):
-    """V Vᵀ (K, K), K = S·N, from layer statistics (no (K, P) array for Linear layers)."""
-    xp = get_xp(stats[0].g)
+    """V Vᵀ (K, K), K = S·N, from layer statistics (no (K, P) array for Linear layers).
+
+    Rows and columns are ordered k = s·N + n, as in V.
+    """
     total = 0
     for st in stats:
         s, n, t, d = st.g.shape
         if t == 1:  # Linear: (ā_i · ā_j)(g_i · g_j)
             a = st.a_bar[:, 0]  # (N, a_dim)
             g = st.g[:, :, 0].reshape(s * n, d)  # (K, d_out)
-            aa = a @ a.T  # (N, N)
-            total = total + (g @ g.T) * xp.tile(aa, (s, s))
+            aa = a @ a.T  # (N, N): depends on the samples only, so it repeats over seed pairs
+            gg = (g @ g.T).reshape(s, n, s, n)  # (S, N, S, N)
+            total = total + (gg * aa[None, :, None, :]).reshape(s * n, s * n)  # (K, K)
         else:  # Conv2d: per-sample layer gradients Σ_t g ā ᵀ
-            u = st.per_sample_wbar_grads().reshape(s * n, -1)  # (K, d_out·a_dim)
+            # = st.per_sample_wbar_grads(), written as a batched matrix product for speed
+            u = st.g.transpose(0, 1, 3, 2) @ st.a_bar  # (S, N, d_out, a_dim)
+            u = u.reshape(s * n, -1)  # (K, d_out·a_dim)
             total = total + u @ u.T
     return total
 
 
 def _apply_vt(stats, c):
-    """Vᵀ c for c (K,) as a flat (P,) vector: Σ_{s,n} c_{s,n} u_{s,n}."""
+    """Vᵀ c for c (K,) as a flat (P,) vector: Σ_{s,n} c_{s,n} u_{s,n}.
+
+    Per layer Σ_{s,n,t} c_{s,n} g_{s,n,t} ā_{n,t}ᵀ: first sum the seeds, h = Σ_s c g,
+    then one matrix product over (n, t).
+    """
     xp = get_xp(c)
     s, n = stats[0].g.shape[:2]
     cm = c.reshape(s, n)
-    parts = [wbar_to_flat(st.layer, xp.einsum("sn,sntd,ntk->dk", cm, st.g, st.a_bar)) for st in stats]
+    parts = []
+    for st in stats:
+        h = xp.einsum("sn,sntd->ntd", cm, st.g)  # (N, T, d_out)
+        m = h.reshape(-1, st.g.shape[-1]).T @ st.a_bar.reshape(-1, st.a_bar.shape[-1])  # (d_out, a_dim)
+        parts.append(wbar_to_flat(st.layer, m))
     return xp.concatenate(parts)
 
 

@@ -1,0 +1,137 @@
+"""The one interface every method shares: ``info = opt.step(x, y, rng)``.
+
+An optimizer holds the model and the loss.  A step does one whole iteration in
+labelled phases ([MG15] Alg. 1; kfac-jax's layout):
+
+    forward_backward   forward pass, averaged loss h, gradient ∇h (+ weight decay η θ)
+    curvature          the statistics the method needs (nothing for SGD)
+    inversion          factorisations / inverses (nothing for SGD)
+    update             the step direction, momentum, θ ← θ + δ
+
+and returns a dict with at least ``loss`` (h before the step), ``step_norm`` (‖δ‖)
+and ``times`` (seconds per phase, GPU synchronised).  ``state_dict`` /
+``load_state_dict`` carry everything a resumed run needs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..backend import get_xp, synchronize, to_device, to_numpy
+from ..grads import loss_and_grad
+from ..params import get_flat_params, set_flat_params
+
+PHASES = ("forward_backward", "curvature", "inversion", "update")
+
+
+class PhaseTimer:
+    """Wall-clock seconds per phase; synchronises the GPU before each reading."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.times = {p: 0.0 for p in PHASES}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        synchronize(self.xp)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.xp)
+            self.times[phase] += time.perf_counter() - start
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf; the training loop stops on it."""
+
+
+def check_number(name: str, value, *, low=None, high=None, low_open=False, integer=False):
+    """Validate a hyper-parameter, naming its symbol in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if integer and int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '≥'} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be ≤ {high}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+class Optimizer:
+    """Base class.  Subclasses implement :meth:`_direction` (and state handling)."""
+
+    name = "optimizer"
+
+    def __init__(self, model, loss_fn, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.model, self.loss_fn = model, loss_fn
+        self.lr = check_number("lr (η)", lr, low=0, low_open=True)
+        self.momentum = check_number("momentum (μ)", momentum, low=0, high=1)
+        if self.momentum == 1:
+            raise ValueError("momentum (μ) must be < 1, got 1")
+        self.weight_decay = check_number("weight_decay", weight_decay, low=0)
+        self.steps = 0  # k, iterations done
+        self.velocity = None  # momentum buffer (P,)
+
+    def __repr__(self) -> str:
+        keys = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
+        return f"{type(self).__name__}({keys})"
+
+    def hyper(self) -> dict:
+        """The hyper-parameters as a plain dict (for logs and checkpoints)."""
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+
+    # ---- the step -------------------------------------------------------------------
+    def step(self, x, y, rng=None) -> dict:
+        """One iteration on the batch (x, y); returns what it did (see module docstring)."""
+        xp = get_xp(x)
+        timer = PhaseTimer(xp)
+        with timer("forward_backward"):
+            res = loss_and_grad(self.model, self.loss_fn, x, y)
+            if not math.isfinite(res.loss):
+                raise NonFiniteLossError(f"the loss became {res.loss} at iteration {self.steps + 1}")
+            theta = get_flat_params(self.model)
+            grad = res.grad + self.weight_decay * theta if self.weight_decay else res.grad
+        info: dict = {}
+        delta = self._direction(res, grad, theta, x, y, rng, timer, info)  # δ, the change of θ
+        with timer("update"):
+            set_flat_params(self.model, theta + delta)
+            step_norm = float(xp.linalg.norm(delta))
+        self.steps += 1
+        info.update(loss=res.loss, step_norm=step_norm, times=dict(timer.times))
+        return info
+
+    def _direction(self, res, grad, theta, x, y, rng, timer, info):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _momentum_step(self, direction, nesterov: bool = False):
+        """δ = −η v with v ← μ v + d (heavy ball) or −η (d + μ v) (Nesterov), PyTorch's convention."""
+        if not self.momentum:
+            return -self.lr * direction
+        self.velocity = direction if self.velocity is None else self.momentum * self.velocity + direction
+        if nesterov:
+            return -self.lr * (direction + self.momentum * self.velocity)
+        return -self.lr * self.velocity
+
+    # ---- state ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Counters and buffers as NumPy arrays / Python scalars (see :mod:`kfac_ref.checkpoint`)."""
+        return {"steps": self.steps, "velocity": to_numpy(self.velocity)}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.model.device
+        self.steps = int(state["steps"])
+        self.velocity = None if state["velocity"] is None else to_device(state["velocity"], device)
+
+
+def needs_rng(kind: str, rng) -> None:
+    """The Monte-Carlo Fisher samples targets: it needs an explicit generator."""
+    if kind == "mc" and not isinstance(rng, np.random.Generator):
+        raise ValueError("kind='mc' samples targets: pass rng=numpy.random.Generator to step()")

@@ -1,0 +1,147 @@
+"""The training loop: one optimizer, one dataset, records by iteration and by wall-clock.
+
+Every iteration records ``iteration``, ``seconds`` (cumulative *training* time,
+GPU synchronised, evaluation excluded) and ``batch_loss`` (the mini-batch loss
+h before that step); every ``eval_every`` iterations (and at iteration 0) also
+the full training and validation loss and accuracy.  Fields not measured are
+None.  A NaN/Inf loss stops the run with a message; what was recorded is kept.
+
+Mini-batches are drawn without replacement, one seeded permutation per epoch,
+so a run is a function of its seed; :class:`Trainer` state (permutation,
+position, random generator, records) is what a checkpoint stores.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import get_xp, synchronize, to_device, to_numpy
+from .data.batches import epoch_order
+from .optim.base import NonFiniteLossError, check_number
+
+RECORD_FIELDS = ("iteration", "seconds", "batch_loss", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+@dataclass
+class History:
+    """What a run recorded: one dict per iteration with :data:`RECORD_FIELDS`."""
+
+    records: list = field(default_factory=list)
+    stopped: str | None = None  # why the run ended early (NaN loss, …), or None
+
+    def column(self, name: str):
+        """(iterations, values) where ``name`` was measured."""
+        pts = [(r["iteration"], r[name]) for r in self.records if r[name] is not None]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def evaluate(model, loss_fn, x, y, batch_size: int = 1024) -> tuple[float, float]:
+    """(mean loss, accuracy) of the model on (x, y), in chunks of ``batch_size``."""
+    total_loss, correct, n = 0.0, 0, x.shape[0]
+    for i in range(0, n, batch_size):
+        f = model(x[i:i + batch_size])
+        yb = y[i:i + batch_size]
+        total_loss += float(loss_fn.per_sample(f, yb).sum())
+        if yb.ndim == 1:  # class labels
+            correct += int((f.argmax(axis=1) == yb).sum())
+    return total_loss / n, (correct / n if y.ndim == 1 else float("nan"))
+
+
+class Trainer:
+    """Runs an optimizer over a :class:`~kfac_ref.data.Dataset`, resumably.
+
+    ``rng`` draws the batch order and is passed to ``opt.step`` (Monte-Carlo
+    targets), so one generator makes the whole run reproducible.
+    """
+
+    def __init__(self, optimizer, data, batch_size: int, rng, eval_every: int = 10):
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        n = data.n_train
+        self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
+        if self.batch_size > n:
+            raise ValueError(f"batch_size must be ≤ the {n} training samples, got {batch_size}")
+        self.eval_every = check_number("eval_every", eval_every, low=1, integer=True)
+        self.opt, self.data, self.rng = optimizer, data, rng
+        self.history = History()
+        self.seconds = 0.0  # cumulative training time
+        self.order, self.pos = None, 0  # current epoch's permutation and position in it
+
+    @property
+    def iteration(self) -> int:
+        return self.opt.steps
+
+    def _next_batch(self):
+        n = self.data.n_train
+        if self.order is None or self.pos + self.batch_size > n:  # new epoch (the tail is dropped)
+            self.order, self.pos = epoch_order(n, self.rng), 0
+        idx = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        idx = to_device(idx, "cpu" if get_xp(self.data.x_train) is np else "gpu")
+        return self.data.x_train[idx], self.data.y_train[idx]
+
+    def _record(self, batch_loss, measure: bool):
+        rec = dict.fromkeys(RECORD_FIELDS)
+        rec.update(iteration=self.iteration, seconds=self.seconds, batch_loss=batch_loss)
+        if measure:
+            m, lf, d = self.opt.model, self.opt.loss_fn, self.data
+            rec["train_loss"], rec["train_acc"] = evaluate(m, lf, d.x_train, d.y_train)
+            rec["val_loss"], rec["val_acc"] = evaluate(m, lf, d.x_val, d.y_val)
+        self.history.records.append(rec)
+        return rec
+
+    def run(self, until: int, progress=None) -> History:
+        """Train until ``until`` iterations in all; ``progress(rec)`` is called after each.
+
+        The full losses are measured every ``eval_every`` iterations and at ``until``.
+        """
+        until = check_number("iterations", until, low=0, integer=True)
+        if not self.history.records:
+            self._record(None, measure=True)  # the starting point
+        xp = get_xp(self.data.x_train)
+        while self.iteration < until and self.history.stopped is None:
+            xb, yb = self._next_batch()
+            synchronize(xp)
+            start = time.perf_counter()
+            try:
+                info = self.opt.step(xb, yb, self.rng)
+            except (NonFiniteLossError, np.linalg.LinAlgError) as exc:
+                self.history.stopped = f"stopped at iteration {self.iteration + 1}: {exc}"
+                break
+            synchronize(xp)
+            self.seconds += time.perf_counter() - start
+            measure = self.iteration % self.eval_every == 0 or self.iteration == until
+            rec = self._record(info["loss"], measure)
+            if measure and not math.isfinite(rec["train_loss"]):
+                self.history.stopped = (f"stopped at iteration {self.iteration}: "
+                                        f"the training loss became {rec['train_loss']}")
+            if progress is not None:
+                progress(rec)
+        return self.history
+
+    # ---- state ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds, "order": to_numpy(self.order), "pos": self.pos,
+                "rng": self.rng.bit_generator.state, "records": self.history.records,
+                "stopped": self.history.stopped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seconds = float(state["seconds"])
+        self.order = None if state["order"] is None else np.asarray(state["order"])
+        self.pos = int(state["pos"])
+        self.rng.bit_generator.state = state["rng"]
+        self.history = History(records=list(state["records"]), stopped=state["stopped"])
+
+
+def fit(optimizer, data, iterations: int, batch_size: int = 128, seed: int = 0, eval_every: int = 10,
+        progress=None) -> History:
+    """Train ``optimizer`` (holding its model) on ``data`` for ``iterations`` steps.
+
+    Returns the :class:`History`; see the module docstring for what is recorded.
+    """
+    trainer = Trainer(optimizer, data, batch_size, np.random.default_rng(seed), eval_every)
+    return trainer.run(iterations, progress)
