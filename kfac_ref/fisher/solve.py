@@ -26,32 +26,6 @@ from .products import _dots
 from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
-TRIANGULAR_BLOCK = 128  # rows per step of the block substitution in solve_triangular
-
-
-def solve_triangular(t, b, lower: bool, block: int = TRIANGULAR_BLOCK):
-    """x with T x = b, T (n, n) lower or upper triangular, b (n,) or (n, r).
-
-    Block substitution (NumPy has no triangular solver): for each block of
-    rows j, in order (lower) or in reverse (upper),
-
-        x_j = T_jj⁻¹ (b_j − Σ_{i done} T_ji x_i)
-
-    The sum is one matrix product per block and T_jj is only (block, block), so
-    the cost is O(n² r) — not the O(n³) of a general solve with T.
-    """
-    xp = get_xp(t, b)
-    n = t.shape[0]
-    x = xp.empty_like(b)
-    starts = list(range(0, n, block))
-    for i in starts if lower else reversed(starts):
-        j = slice(i, min(i + block, n))
-        done = slice(0, i) if lower else slice(j.stop, n)  # rows of x already solved
-        rhs = b[j] - t[j, done] @ x[done]  # (block,) or (block, r)
-        x[j] = xp.linalg.solve(t[j, j], rhs)
-    return x
-
-
 def dense_solve(fisher, g, damping: float):
     """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,)"""
     damping = check_damping(damping)

@@ -1,0 +1,222 @@
+"""The article's experiment: one model, one dataset, SGD vs NGD vs K-FAC.
+
+Every optimizer starts from the same initial parameters and sees the same
+mini-batches (one seed); the only difference between two runs is the method.
+Optionally a small grid search gives every optimizer the *same* budget (the
+same number of configurations, each trained for the same iterations) and
+keeps, per optimizer, the configuration with the lowest validation loss.
+
+Outputs (written to a temporary folder, then moved into ``out`` at the end, so
+a failed run leaves no partial results): ``history.json``, ``history_<opt>.csv``,
+``curves.png``/``curves.svg`` and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import models, nn
+from ..backend import to_numpy
+from ..data import load_dataset
+from ..optim import OPTIMIZERS
+from ..params import get_flat_params, set_flat_params
+from ..train import RECORD_FIELDS, Trainer
+from .curves import curves_figure, save_figure
+from .summary import format_summary, summarize
+
+# Defaults per optimizer for the digits ConvNet (chosen by `--grid`; see README).
+DEFAULT_SETTINGS = {
+    "sgd": {"lr": 0.1, "momentum": 0.9},
+    "ngd": {"lr": 0.5, "damping": 0.3, "kind": "exact", "solver": "dense"},
+    "block-ngd": {"lr": 0.5, "damping": 0.3, "kind": "exact"},
+    "kfac": {"lr": 0.1, "momentum": 0.9, "damping": 0.3, "kind": "mc", "T_inv": 20},
+}
+# The grid: the same number of configurations for every optimizer (the same budget).
+GRIDS = {
+    "sgd": [{"lr": lr, "momentum": m} for lr in (0.03, 0.1, 0.3) for m in (0.9,)],
+    "ngd": [{"lr": lr, "damping": d} for lr, d in ((0.3, 0.1), (0.5, 0.3), (1.0, 1.0))],
+    "block-ngd": [{"lr": lr, "damping": d} for lr, d in ((0.3, 0.1), (0.5, 0.3), (1.0, 1.0))],
+    "kfac": [{"lr": lr, "damping": d} for lr, d in ((0.05, 0.1), (0.1, 0.3), (0.3, 1.0))],
+}
+
+
+@dataclass
+class CompareConfig:
+    """Everything that defines a comparison (saved in history.json)."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "convnet"
+    hidden: tuple = (32,)  # MLP hidden widths, or the ConvNet's single FC width (first entry)
+    channels: tuple = (8, 16)  # ConvNet channels per conv block
+    optimizers: tuple = ("sgd", "ngd", "kfac")
+    kind: str | None = None  # Fisher kind for every Fisher method (None: each method's default)
+    iterations: int = 300
+    batch_size: int = 128
+    eval_every: int = 10
+    settings: dict = field(default_factory=dict)  # {opt: {hyper: value}} overrides
+    grid: bool = False
+    grid_iterations: int | None = None  # iterations per grid configuration (default: iterations)
+    device: str = "cpu"
+    dtype: str = "float64"
+    seed: int = 0
+    max_train: int | None = None  # use only the first n training samples (quick runs)
+
+
+def load_data(cfg: CompareConfig):
+    """The dataset, flattened for an MLP, cast and moved as configured."""
+    kwargs = {"dtype": np.dtype(cfg.dtype)}
+    data = load_dataset(cfg.dataset, cfg.data_dir, **kwargs)
+    if cfg.model == "mlp":
+        data = data.flat()
+    if cfg.max_train:
+        data = data.subset(n_train=min(cfg.max_train, data.n_train))
+    return data.to(cfg.device)
+
+
+def build_model(cfg: CompareConfig, data):
+    """The model for the data's input shape (seeded by cfg.seed)."""
+    kw = {"seed": cfg.seed, "dtype": np.dtype(cfg.dtype), "device": cfg.device}
+    if cfg.model == "mlp":
+        return models.mlp(data.input_shape[0], hidden=tuple(cfg.hidden), num_classes=data.num_classes, **kw)
+    if cfg.model == "convnet":
+        if len(data.input_shape) != 3:
+            raise ValueError(f"model 'convnet' needs image inputs (C, H, W), got {data.input_shape}")
+        return models.convnet(in_shape=data.input_shape, channels=tuple(cfg.channels),
+                              hidden=cfg.hidden[0] if cfg.hidden else 0, num_classes=data.num_classes, **kw)
+    raise ValueError(f"unknown model {cfg.model!r}: expected 'mlp' or 'convnet'")
+
+
+def settings_for(cfg: CompareConfig, name: str, base: dict | None = None) -> dict:
+    """Hyper-parameters for one optimizer: defaults, then the grid pick, then overrides."""
+    s = dict(DEFAULT_SETTINGS[name])
+    s.update(base or {})
+    if cfg.kind is not None and name != "sgd":
+        s["kind"] = cfg.kind
+    s.update(cfg.settings.get(name, {}))
+    return s
+
+
+def run_one(cfg, name, settings, data, theta0, iterations, progress=None):
+    """Train one optimizer from θ₀; returns {"optimizer", "settings", "records", "stopped"}."""
+    model = build_model(cfg, data)
+    set_flat_params(model, theta0)
+    opt = OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings)
+    trainer = Trainer(opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every)
+    hist = trainer.run(iterations, progress)
+    return {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
+
+
+def grid_search(cfg, name, data, theta0, progress_factory=None):
+    """Every configuration of GRIDS[name] with the same budget; the lowest validation loss wins."""
+    iters = cfg.grid_iterations or cfg.iterations
+    trials = []
+    for point in GRIDS[name]:
+        s = settings_for(cfg, name, point)
+        bar = progress_factory(f"{name} grid {point}", iters) if progress_factory else None
+        run = run_one(cfg, name, s, data, theta0, iters, bar)
+        if bar is not None:
+            bar.close()
+        last = [r for r in run["records"] if r["val_loss"] is not None][-1]
+        score = last["val_loss"] if run["stopped"] is None and np.isfinite(last["val_loss"]) else np.inf
+        trials.append({"settings": s, "val_loss": score, "stopped": run["stopped"]})
+    best = min(trials, key=lambda t: t["val_loss"])
+    return best["settings"], trials
+
+
+def machine_info(cfg: CompareConfig) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "device": cfg.device}
+    if cfg.device == "gpu":  # pragma: no cover - needs a GPU
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return info
+
+
+def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) -> dict:
+    """history.json, CSVs, curves.png/svg, summary.md — all or nothing."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
+    try:
+        summary = summarize(runs)
+        doc = {"config": _jsonable(asdict(cfg)), "machine": machine_info(cfg),
+               "runs": [{"optimizer": r["optimizer"], "settings": r["settings"], "records": r["records"]}
+                        for r in runs]}
+        for r, d in zip(runs, doc["runs"]):
+            if r["stopped"]:
+                d["stopped"] = r["stopped"]
+        if grid:
+            doc["grid"] = grid
+        (tmp / "history.json").write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+        for r in runs:
+            with open(tmp / f"history_{r['optimizer']}.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=RECORD_FIELDS)
+                w.writeheader()
+                w.writerows(r["records"])
+        title = (f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device} — "
+                 "solid: train, dashed: validation")
+        fig = curves_figure(runs, title)
+        save_figure(fig, tmp / "curves.png")
+        save_figure(fig, tmp / "curves.svg")
+        text = format_summary(summary)
+        (tmp / "summary.md").write_text(f"# {title}\n\n{text}")
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _jsonable(obj):
+    """Tuples → lists, NaN/Inf → None, NumPy scalars → Python (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> dict:
+    """Run the comparison and write its outputs; returns the summary."""
+    for name in cfg.optimizers:
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}: expected any of {sorted(OPTIMIZERS)}")
+    data = load_data(cfg)
+    model = build_model(cfg, data)
+    theta0 = to_numpy(get_flat_params(model))
+    log(f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples, input {data.input_shape}; "
+        f"{cfg.model} with P = {model.num_params:,} parameters; {cfg.iterations} iterations of batch "
+        f"{cfg.batch_size} on {cfg.device} ({cfg.dtype})")
+    grid, runs = {}, []
+    for name in cfg.optimizers:
+        settings = settings_for(cfg, name)
+        if cfg.grid:
+            best, trials = grid_search(cfg, name, data, theta0, progress_factory)
+            grid[name] = trials
+            settings = settings_for(cfg, name, {k: best[k] for k in GRIDS[name][0]})
+            log(f"{name}: grid search picked {({k: settings[k] for k in GRIDS[name][0]})}")
+        bar = progress_factory(name, cfg.iterations) if progress_factory else None
+        run = run_one(cfg, name, settings, data, theta0, cfg.iterations, bar)
+        if bar is not None:
+            bar.close()
+        if run["stopped"]:
+            log(f"{name}: {run['stopped']}")
+        runs.append(run)
+    summary = write_outputs(Path(out), cfg, runs, grid or None)
+    log(format_summary(summary))
+    return summary

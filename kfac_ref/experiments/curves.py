@@ -1,0 +1,63 @@
+"""The article's figure: loss and accuracy against iterations and against seconds.
+
+Two rows (loss, accuracy) × two columns (iterations, wall-clock seconds); one
+colour per optimizer; training solid, validation dashed — as in the article's
+SGD / NGD / K-FAC comparison.  Drawn on a bare :class:`matplotlib.figure.Figure`
+(no pyplot, no global state) and written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+COLORS = {"sgd": "#1f77b4", "ngd": "#d62728", "block-ngd": "#9467bd", "kfac": "#2ca02c"}
+LABELS = {"sgd": "SGD", "ngd": "NGD (full Fisher)", "block-ngd": "block-diagonal NGD", "kfac": "K-FAC"}
+
+
+def curves_figure(runs, title: str | None = None):
+    """A Figure with the four panels for a list of runs (history.json's "runs")."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for run in runs:
+        name = run["optimizer"]
+        color = COLORS.get(name)
+        label = LABELS.get(name, name)
+        for col, xkey in enumerate(("iteration", "seconds")):
+            for row, (metric, ylab) in enumerate((("loss", "loss"), ("acc", "accuracy"))):
+                ax = axes[row, col]
+                for split, style in (("train", "-"), ("val", "--")):
+                    pts = [(r[xkey], r[f"{split}_{metric}"]) for r in run["records"]
+                           if r[f"{split}_{metric}"] is not None]
+                    if pts:
+                        xs, ys = zip(*pts)
+                        ax.plot(xs, ys, style, color=color, lw=1.6,
+                                label=f"{label} ({'train' if split == 'train' else 'validation'})")
+                ax.set_xlabel("iterations" if xkey == "iteration" else "wall-clock seconds (training only)")
+                ax.set_ylabel(ylab)
+                if metric == "loss":
+                    ax.set_yscale("log")
+                ax.grid(True, alpha=0.3)
+    axes[0, 0].legend(fontsize=8, ncol=1)
+    fig.suptitle(title or "SGD vs NGD vs K-FAC — solid: train, dashed: validation")
+    return fig
+
+
+def save_figure(fig, path) -> Path:
+    """Write a Figure to ``path`` (format from the suffix) via a temporary file."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=130)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,121 @@
+"""The command line: `kfac-ref compare --quick`, `sizes`, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kfac_ref.cli import main
+from kfac_ref.experiments.summary import default_targets, summarize, time_to_target
+from kfac_ref.train import RECORD_FIELDS
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    code = main(["compare", "--quick", "--quiet", "--optimizers", "sgd,ngd,block-ngd,kfac", "--out", str(out)])
+    return code, out
+
+
+def test_compare_quick_writes_exactly_the_documented_outputs(quick_run):
+    code, out = quick_run
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["history.json", "curves.png", "curves.svg", "summary.md"]
+        + [f"history_{o}.csv" for o in ("sgd", "ngd", "block-ngd", "kfac")])
+    doc = json.loads((out / "history.json").read_text())
+    assert set(doc) == {"config", "machine", "runs"}
+    assert [r["optimizer"] for r in doc["runs"]] == ["sgd", "ngd", "block-ngd", "kfac"]
+    for run in doc["runs"]:
+        assert set(run) == {"optimizer", "settings", "records"}
+        assert run["records"][0]["iteration"] == 0
+        for rec in run["records"]:
+            assert list(rec) == list(RECORD_FIELDS)
+        last = run["records"][-1]
+        assert last["iteration"] == doc["config"]["iterations"] and last["train_loss"] is not None
+        unmeasured = [r for r in run["records"] if r["iteration"] % doc["config"]["eval_every"]
+                      and r["iteration"] != last["iteration"]]
+        assert unmeasured and all(r["val_acc"] is None for r in unmeasured)
+    assert (out / "curves.png").read_bytes()[:8] == PNG
+    assert (out / "curves.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    with open(out / "history_kfac.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == RECORD_FIELDS and len(rows) == len(doc["runs"][3]["records"])
+    assert "× fewer iterations" in (out / "summary.md").read_text()
+
+
+def test_every_optimizer_starts_from_the_same_point_and_sees_the_same_data(quick_run):
+    _, out = quick_run
+    doc = json.loads((out / "history.json").read_text())
+    starts = {(r["records"][0]["train_loss"], r["records"][0]["val_loss"]) for r in doc["runs"]}
+    assert len(starts) == 1
+    first_batch = {r["records"][1]["batch_loss"] for r in doc["runs"]}
+    assert len(first_batch) == 1  # same θ₀ and same first mini-batch
+
+
+def test_summary_counts_iterations_and_seconds_to_target():
+    recs = [dict.fromkeys(RECORD_FIELDS) for _ in range(4)]
+    for i, (loss, acc) in enumerate([(2.0, 0.1), (1.0, 0.5), (0.5, 0.8), (0.2, 0.9)]):
+        recs[i].update(iteration=i * 10, seconds=i * 1.5, train_loss=loss, val_acc=acc)
+    assert time_to_target(recs, "train_loss", 0.6) == (20, 3.0)
+    assert time_to_target(recs, "val_acc", 0.95) == (None, None)
+    fast = [dict(r, iteration=r["iteration"] // 5, seconds=r["seconds"] / 2) for r in recs]
+    runs = [{"optimizer": "sgd", "records": recs}, {"optimizer": "kfac", "records": fast[:3]}]
+    assert default_targets(runs) == {"train_loss": 0.5, "val_acc": 0.8}
+    rows = {r["optimizer"]: r for r in summarize(runs)["rows"]}
+    assert rows["kfac"]["train_loss_iterations"] == 4 and rows["sgd"]["train_loss_iterations"] == 20
+    assert rows["kfac"]["train_loss_iterations_sgd_ratio"] == 5.0
+    assert rows["kfac"]["train_loss_seconds_sgd_ratio"] == 2.0
+
+
+def test_sizes_prints_the_three_alexnet_totals(capsys):
+    assert main(["sizes", "--arch", "alexnet"]) == 0
+    text = capsys.readouterr().out
+    for total in ("62,378,344", "60,965,224", "61,100,840"):
+        assert total in text
+
+
+@pytest.mark.parametrize("args,message", [
+    (["compare", "--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
+    (["compare", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["compare", "--iterations", "-5"], "expected a positive integer, got '-5'"),
+    (["compare", "--lr", "kfac=-1"], "must be ≥ 0"),
+    (["compare", "--batch-size", "0"], "expected a positive integer"),
+])
+def test_bad_arguments_exit_nonzero_with_one_clear_line(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(args + ["--out", str(tmp_path / "out")])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "mnist"], "--dataset mnist needs --data-dir"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["--max-train", "20"], "batch_size must be ≤ the 20 training samples"),
+])
+def test_runtime_errors_give_one_line_and_no_results(args, message, capsys, tmp_path):
+    out = tmp_path / "out"
+    assert main(["compare", "--quiet", "--quick", "--out", str(out)] + args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kfac-ref compare: error:") and message in err[0]
+    assert not out.exists() or not any(p.suffix in (".json", ".png", ".md") for p in out.iterdir())
+
+
+def test_module_entry_point_and_help():
+    res = subprocess.run([sys.executable, "-m", "kfac_ref", "compare", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0
+    for flag in ("--dataset", "--data-dir", "--model", "--optimizers", "--kind", "--iterations", "--epochs",
+                 "--batch-size", "--lr", "--damping", "--momentum", "--grid", "--device", "--dtype", "--seed",
+                 "--out", "--quick", "--quiet"):
+        assert flag in res.stdout
