@@ -11,6 +11,10 @@ Arrays may come from NumPy or CuPy; they are converted at this edge.
     ellipse(ax, center, matrix, radius)   the level set {c + d : dᵀ M d = r²}
     eigen_arrows(ax, center, matrix)      the eigenvectors of a 2×2 matrix, scaled
     error_curve(ax, xs, errors, label)    an error against a size, log–log
+    block_lines(ax, boundaries)           thin lines between the blocks of a matrix
+    log_heatmap(ax, matrix, title)        |matrix| on a log colour scale, zeros in white
+    symlog_heatmap(ax, matrix, title)     a heatmap on a symmetric log scale, sign kept
+    symlog_ticks(vmax)                    colour-bar ticks for it
 """
 
 from __future__ import annotations
@@ -115,3 +119,79 @@ def error_curve(ax, xs, errors, label: str | None = None, *, reference_slope: fl
         ax.loglog(x, e[0] * (x / x[0]) ** reference_slope, linestyle="--", color="grey",
                   label=f"slope {reference_slope:g}")
     return line
+
+
+def block_lines(ax, boundaries, *, color: str = "0.35", linewidth: float = 0.6):
+    """Thin lines at the ``boundaries`` (indices where a new block starts) of a matrix drawn by imshow.
+
+    For a (P, P) matrix in θ's order, the offsets of the layers after the first
+    mark the layer blocks; the lines sit on the pixel edges (index − ½).
+    """
+    for b in boundaries:
+        ax.axhline(b - 0.5, color=color, linewidth=linewidth)
+        ax.axvline(b - 0.5, color=color, linewidth=linewidth)
+
+
+def log_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None, decades: float = 6.0,
+                cmap: str = "magma_r", colorbar: bool = True):
+    """Draw |matrix| (R, C) on a log colour scale from vmax·10^−decades to vmax; exact zeros white.
+
+    Shows structure a linear scale hides when a few entries dominate (the large
+    diagonal of a damped inverse, for instance).  ``vmax`` defaults to max |matrix|.
+    Returns the image.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+
+    m = np.abs(_np(matrix))
+    if m.ndim != 2:
+        raise ValueError(f"log_heatmap: expected a matrix, got shape {m.shape}")
+    if vmax is None:
+        vmax = float(m.max(initial=0.0)) or 1.0
+    shown = np.ma.masked_equal(m, 0.0)  # exact zeros → the "bad" colour
+    cm = colormaps[cmap].with_extremes(bad="white")
+    image = ax.imshow(shown, cmap=cm, norm=LogNorm(vmin=vmax * 10.0 ** -decades, vmax=vmax, clip=True),
+                      interpolation="antialiased")
+    if title:
+        ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        cax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)
+        ax.figure.colorbar(image, cax=cax)
+    return image
+
+
+def symlog_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None, decades: float = 4.0,
+                   cmap: str = "RdBu_r", colorbar: bool = True):
+    """Draw ``matrix`` (R, C) with a diverging map centred on zero, on a symmetric log scale.
+
+    Linear within ±vmax·10^−decades, logarithmic beyond, up to ±vmax (default
+    max |matrix|): the sign stays visible (red > 0, blue < 0) and so do entries
+    many orders of magnitude below the largest.  Returns the image.
+    """
+    from matplotlib.colors import SymLogNorm
+
+    m = _np(matrix)
+    if m.ndim != 2:
+        raise ValueError(f"symlog_heatmap: expected a matrix, got shape {m.shape}")
+    if vmax is None:
+        vmax = float(np.abs(m).max(initial=0.0)) or 1.0
+    norm = SymLogNorm(linthresh=vmax * 10.0 ** -decades, vmin=-vmax, vmax=vmax, base=10)
+    image = ax.imshow(m, cmap=cmap, norm=norm, interpolation="antialiased")
+    if title:
+        ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        cax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)
+        ax.figure.colorbar(image, cax=cax, ticks=symlog_ticks(vmax, decades))
+    return image
+
+
+def symlog_ticks(vmax: float, decades: float = 4.0, step: int = 1) -> list[float]:
+    """Colour-bar ticks for :func:`symlog_heatmap`: 0 and ±10^k for every ``step``-th power of ten
+    strictly inside (vmax·10^−decades, vmax] (none at the linear threshold, where they would crowd 0)."""
+    lo, hi = np.log10(vmax) - decades, np.log10(vmax)
+    powers = [10.0 ** k for k in range(int(np.floor(hi)), int(np.floor(lo)), -step) if k > lo]
+    return sorted([-p for p in powers] + [0.0] + powers)

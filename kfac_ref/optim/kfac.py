@@ -42,7 +42,8 @@ class KFAC(Optimizer):
     def __init__(self, model, loss_fn, lr: float = 0.1, momentum: float = 0.9, damping: float = 0.3,
                  kind: str = "mc", mc_samples: int = 1, T_cov: int = 1, T_inv: int = 20,
                  ema_decay: float = 0.95, damping_mode: str = "factored", weight_decay: float = 0.0,
-                 stats_fraction: float = 1.0, rescale: bool = False, adapt_damping: bool = False,
+                 stats_fraction: float = 1.0, rescale: bool = False, model_fraction: float = 1.0,
+                 adapt_damping: bool = False,
                  T_adapt: int = 5, omega: float | None = None, min_damping: float = 1e-8,
                  kl_clip: float | None = None):
         super().__init__(model, loss_fn, lr, momentum, weight_decay)
@@ -62,6 +63,7 @@ class KFAC(Optimizer):
             raise ValueError("damping_mode='factored' needs damping (λ) > 0; use damping_mode='exact' for λ = 0")
         self.stats_fraction = check_number("stats_fraction", stats_fraction, low=0, high=1, low_open=True)
         self.rescale = bool(rescale)
+        self.model_fraction = check_number("model_fraction", model_fraction, low=0, high=1, low_open=True)
         self.adapt_damping = bool(adapt_damping)
         self.T_adapt = check_number("T_adapt (T₁)", T_adapt, low=1, integer=True)
         # ω₁ = (19/20)^{T₁} [MG15] §6.5
@@ -80,7 +82,7 @@ class KFAC(Optimizer):
         return {**super().hyper(), "damping": self.damping, "kind": self.kind, "mc_samples": self.mc_samples,
                 "T_cov": self.T_cov, "T_inv": self.T_inv, "ema_decay": self.ema_decay,
                 "damping_mode": self.damping_mode, "stats_fraction": self.stats_fraction,
-                "rescale": self.rescale, "adapt_damping": self.adapt_damping, "T_adapt": self.T_adapt,
+                "rescale": self.rescale, "model_fraction": self.model_fraction, "adapt_damping": self.adapt_damping, "T_adapt": self.T_adapt,
                 "omega": self.omega, "kl_clip": self.kl_clip}
 
     # ---- phases ---------------------------------------------------------------------
@@ -140,28 +142,36 @@ class KFAC(Optimizer):
                 delta, change = self._rescaled_step(res, -nat, grad, x, info)
             else:
                 delta = self._momentum_step(nat)
-                change = self._model_change(res, delta, grad) if need_model else None
+                change = self._model_change(res, x, delta, grad) if need_model else None
             self.prev_delta = delta
             if self.adapt_damping and (self.steps + 1) % self.T_adapt == 0:
                 self._pending_lm = (res.loss, change)
             info["damping"] = self.damping
             return delta
 
-    def _exact_gram(self, res, vectors):
-        """[vᵢᵀ F vⱼ] with the exact mini-batch Fisher (C seeds per sample, same trace)."""
-        stats, _ = fisher_stats(self.model, self.loss_fn, None, None, "exact", trace=res.trace)
-        n = res.trace.output.shape[0]
-        return to_numpy(quadratic_form_from_stats(stats, vectors, n))
+    def _exact_gram(self, res, x, vectors):
+        """[vᵢᵀ F vⱼ] with the exact Fisher of the mini-batch (C seeds per sample).
 
-    def _model_change(self, res, delta, grad):
-        fdf = float(self._exact_gram(res, [delta])[0, 0])
+        On the first ``model_fraction`` of the batch (a new forward pass), or on
+        the whole batch reusing the gradient's trace.
+        """
+        n = x.shape[0]
+        m = max(1, int(round(self.model_fraction * n)))
+        if m == n:
+            stats, _ = fisher_stats(self.model, self.loss_fn, None, None, "exact", trace=res.trace)
+        else:
+            stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], None, "exact")
+        return to_numpy(quadratic_form_from_stats(stats, vectors, m))
+
+    def _model_change(self, res, x, delta, grad):
+        fdf = float(self._exact_gram(res, x, [delta])[0, 0])
         return model_change(fdf, float(delta @ delta), float(grad @ delta), self.damping + self.weight_decay)
 
     def _rescaled_step(self, res, proposal, grad, x, info):
         """[MG15] §7: δ = α Δ + μ δ₀ minimising the exact quadratic model; then scaled by η."""
         vectors = [proposal] if self.prev_delta is None else [proposal, self.prev_delta]
         xp = get_xp(grad)
-        fisher_gram = self._exact_gram(res, vectors)
+        fisher_gram = self._exact_gram(res, x, vectors)
         dots = to_numpy(xp.stack([xp.asarray([v @ w for w in vectors]) for v in vectors]))
         grad_dots = to_numpy(xp.stack([grad @ v for v in vectors]))
         coef, change = rescale_coefficients(fisher_gram, dots, grad_dots, self.damping + self.weight_decay)

@@ -1,0 +1,522 @@
+"""The article's figure: full Fisher → block-diagonal → Kronecker-factored, and their inverses.
+
+K-FAC in three steps ("Introducing K-FAC"; [MG15] §3–4), shown on a small
+trained network, with θ in MATH.md §1 order so that every matrix is (P, P):
+
+    step 1  block-diagonalise    F  ≈  F_bd = diag(F_11, …, F_LL)
+            (drop the correlations of parameters *across* layers)
+    step 2  Kronecker-factor     F_ll = E[(g gᵀ) ⊗ (ā āᵀ)]  ≈  E[g gᵀ] ⊗ E[ā āᵀ] = G_l ⊗ A_l
+            (drop the correlations between a layer's inputs and its output gradients)
+    step 3  invert the factors   (G_l ⊗ A_l)⁻¹ = G_l⁻¹ ⊗ A_l⁻¹
+            i.e. (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)  (row-major vec, MATH.md §8.8)
+
+Damping λ: the exact and block-diagonal matrices are inverted as (F + λI)⁻¹ and
+(F_bd + λI)⁻¹.  K-FAC is damped either
+
+- ``"factored"`` (the default, and the optimizer's): (G + √λ/π I) ⊗ (A + π√λ I)
+  [MG15 §6.3], whose inverse *is* the Kronecker product of the inverted damped
+  factors — step 3 literally; it damps more than λI (MATH.md §6), or
+- ``"exact"``: (G ⊗ A + λI)⁻¹, applied through the factors' eigendecompositions
+  (:class:`kfac_ref.fisher.EigenInverse`); the same damping as the other two.
+
+Either way the inverse is built block by block from the factors and checked
+against ``np.linalg.inv`` of the blocks of the damped dense K-FAC matrix.
+
+Two facts the numbers illustrate (and ``tests/test_fisher_plot.py`` checks):
+
+* F_bd agrees with F on the diagonal blocks and K-FAC lives on the same blocks,
+  so the errors are Pythagorean:  ‖K − F‖² = ‖K − F_bd‖² + ‖F_bd − F‖²  — K-FAC
+  is never closer to F than F_bd is.  Nothing of the kind holds for the inverses.
+* Step 3 loses nothing: its error is round-off.
+
+Run it:  ``kfac-ref fisher-plot --out results/fisher-plot``
+(or ``python -m kfac_ref.experiments.fisher_plot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import fisher, models, nn
+from ..backend import to_numpy
+from ..grads import batch_grad
+from ..params import flat_to_wbar, layer_slices, wbar_to_flat
+
+ARCHS = ("mlp", "convnet")
+DAMPING_MODES = ("factored", "exact")
+FORMATS = ("png", "svg", "pdf")
+SCALES = ("symlog", "linear", "log")
+
+
+# ---------------------------------------------------------------------------
+# 1. A small trained network
+# ---------------------------------------------------------------------------
+
+
+class TrainedNet(NamedTuple):
+    """What :func:`train_small_network` returns; unpacks as ``model, loss_fn, x, y, history``.
+
+    x : (N, 64) for the MLP, (N, 1, 8, 8) for the ConvNet     the fixed evaluation batch
+    y : (N,)                                                  its labels
+    """
+
+    model: object
+    loss_fn: object
+    x: np.ndarray
+    y: np.ndarray
+    history: object  # kfac_ref.train.History of the short SGD run
+
+
+def build_network(arch: str = "mlp", hidden=None, seed: int = 0):
+    """The untrained digits network: ``"mlp"`` or a tiny ``"convnet"``.
+
+    ``"mlp"``:     Linear(64→h) → ReLU → … → Linear(→10); ``hidden`` (h, …) default (12,), P = 910.
+    ``"convnet"``: Conv(1→4, 3×3) → pool → Conv(4→8, 3×3) → pool → Linear(32→h) → Linear(h→10);
+                   ``hidden`` (h,) default (16,), P = 1,034.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}: expected one of {ARCHS}")
+    if hidden is None:
+        hidden = (12,) if arch == "mlp" else (16,)
+    hidden = tuple(int(h) for h in np.atleast_1d(hidden))
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"hidden widths must be positive integers, got {hidden!r}")
+    if arch == "mlp":
+        return models.mlp(64, hidden=hidden, num_classes=10, seed=seed)
+    if len(hidden) != 1:
+        raise ValueError(f"the convnet has one hidden Linear layer: hidden=(h,), got {hidden!r}")
+    return models.convnet((1, 8, 8), channels=(4, 8), hidden=hidden[0], num_classes=10, seed=seed)
+
+
+def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch: str = "mlp",
+                        n_eval: int = 256, lr: float = 0.1, batch_size: int = 64) -> TrainedNet:
+    """Train a small digits network briefly with SGD (momentum 0.9) through :func:`kfac_ref.train.fit`.
+
+    So that the Fisher is that of a *trained* net.  Returns the model, the
+    cross-entropy loss and the fixed evaluation batch: the first ``n_eval``
+    training samples (the training split is already shuffled).
+    """
+    from ..data import load_digits
+    from ..optim import SGD
+    from ..train import fit
+
+    model = build_network(arch, hidden, seed)
+    data = load_digits(flatten=(arch == "mlp"))
+    if not 1 <= n_eval <= data.n_train:
+        raise ValueError(f"n_eval (N) must lie in [1, {data.n_train}], got {n_eval}")
+    loss_fn = nn.CrossEntropyLoss()
+    history = fit(SGD(model, loss_fn, lr=lr, momentum=0.9), data, iterations, batch_size=batch_size,
+                  seed=seed, eval_every=max(int(iterations), 1))
+    if history.stopped:
+        raise ValueError(f"training the small network failed: {history.stopped}")
+    return TrainedNet(model, loss_fn, data.x_train[:n_eval], data.y_train[:n_eval], history)
+
+
+# ---------------------------------------------------------------------------
+# 2. The matrices and their errors
+# ---------------------------------------------------------------------------
+
+
+def check_damping(damping) -> float:
+    """λ must be a finite number > 0 (the undamped Fisher of a small batch is singular)."""
+    try:
+        value = float(damping)
+    except (TypeError, ValueError):
+        raise ValueError(f"damping (λ) must be a number, got {damping!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"damping (λ) must be a finite number > 0, got {damping!r}")
+    return value
+
+
+def _block_of_inverse(layer, inverse):
+    """The (p_l, p_l) matrix of a layer's K-FAC inverse in θ's order, by applying it to unit vectors.
+
+    ``inverse.apply`` maps V (d_out, a_dim) to the solve in W̄ form; applied to the
+    p_l unit vectors of θ_l it gives the columns of the (symmetric) inverse.
+    """
+    unit = flat_to_wbar(layer, np.eye(layer.num_params))  # (p_l, d_out, a_dim)
+    return wbar_to_flat(layer, inverse.apply(unit)).T  # row j is the inverse applied to e_j  (p_l, p_l)
+
+
+def kfac_inverse(model, factors, damping: float, mode: str = "factored"):
+    """K-FAC's damped inverse (P, P), built layer by layer from the factors — step 3.
+
+    ``"factored"``: ⊕_l (G_l + √λ/π I)⁻¹ ⊗ (A_l + π√λ I)⁻¹ — the Kronecker product of the
+                    inverted factors (:class:`kfac_ref.fisher.FactoredInverse`).
+    ``"exact"``:    ⊕_l (G_l ⊗ A_l + λI)⁻¹ from A = U_A diag(d_A) U_Aᵀ, G = U_G diag(d_G) U_Gᵀ
+                    (:class:`kfac_ref.fisher.EigenInverse`).
+    """
+    if mode == "factored":
+        inverses = [fisher.FactoredInverse.from_factors(a, g, damping) for a, g in factors]
+        return fisher.factors_to_dense(model, [(inv.a_inv, inv.g_inv) for inv in inverses])
+    if mode == "exact":
+        blocks = [_block_of_inverse(layer, fisher.EigenInverse.from_factors(a, g, damping))
+                  for layer, (a, g) in zip(model.param_layers(), factors)]
+        return fisher.blocks_to_dense(model, blocks)
+    raise ValueError(f"unknown damping_mode {mode!r}: expected one of {DAMPING_MODES}")
+
+
+def kfac_damped(model, factors, damping: float, mode: str = "factored"):
+    """The damped dense K-FAC matrix (P, P) whose inverse :func:`kfac_inverse` builds."""
+    if mode == "factored":  # ⊕_l (G_l + √λ/π I) ⊗ (A_l + π√λ I)
+        return fisher.factors_to_dense(model, [fisher.factored_damping(a, g, damping) for a, g in factors])
+    if mode == "exact":
+        k = fisher.factors_to_dense(model, factors)
+        return k + damping * np.eye(k.shape[0])
+    raise ValueError(f"unknown damping_mode {mode!r}: expected one of {DAMPING_MODES}")
+
+
+def _blockwise_inverse(model, m, damping: float):
+    """(M + λI)⁻¹ of a block-diagonal (P, P) matrix, one ``np.linalg.inv`` per layer block."""
+    blocks = [np.linalg.inv(m[sl, sl] + damping * np.eye(sl.stop - sl.start)) for sl in layer_slices(model)]
+    return fisher.blocks_to_dense(model, blocks)
+
+
+def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 1e-3,
+                    damping_mode: str = "factored", seed: int = 0) -> dict:
+    """The three matrices of the figure, their damped inverses and their errors.
+
+    Every matrix is a dense (P, P) NumPy array in θ's order (MATH.md §1):
+
+    ``exact``               F (``kind``: "exact", "mc" or "empirical"; :func:`kfac_ref.fisher.dense`)
+    ``block_diagonal``      F_bd: the layer blocks of F, zero elsewhere          (step 1)
+    ``kfac``                ⊕_l G_l ⊗ A_l                                        (step 2)
+    ``exact_inv``           (F + λI)⁻¹ (np.linalg.inv)
+    ``block_diagonal_inv``  (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹ (np.linalg.inv per block)
+    ``kfac_inv``            K-FAC's damped inverse from the factors              (step 3)
+    ``kfac_damped``         the damped dense K-FAC matrix; ``kfac_inv`` is its inverse
+
+    and ``factors`` [(A_l, G_l)], ``grad`` ∇h (P,), ``directions`` {name: (damped inverse) ∇h},
+    ``boundaries`` (the offsets in θ where a layer starts, after the first), ``layers``
+    (their names), ``kind``, ``damping``, ``damping_mode``, ``n``, ``p``, and
+    ``errors``: relative Frobenius errors ``{"overall": e, "layers": [e_l]}`` (per
+    diagonal block) of ``block_diagonal``, ``kfac`` and ``kfac_vs_block_diagonal`` (step 2
+    alone) against F, of ``block_diagonal_inv`` and ``kfac_inv`` against (F + λI)⁻¹,
+    ``kron_identity`` (step 3: ``kfac_inv`` against ``np.linalg.inv`` of each block of
+    ``kfac_damped``), and
+    ``angles``: the natural-gradient direction of each approximation against the exact one, in degrees.
+
+    For ``kind="mc"`` every call draws its labels from ``np.random.default_rng(seed)``, so
+    F, F_bd and the factors all use the same sampled labels.
+    """
+    if kind not in fisher.KINDS:
+        raise ValueError(f"unknown Fisher kind {kind!r}: expected one of {fisher.KINDS}")
+    if damping_mode not in DAMPING_MODES:
+        raise ValueError(f"unknown damping_mode {damping_mode!r}: expected one of {DAMPING_MODES}")
+    lam = check_damping(damping)
+
+    def rng():  # the same Monte-Carlo labels for every matrix
+        return np.random.default_rng(seed)
+
+    f = to_numpy(fisher.dense(model, loss_fn, x, y, kind, rng()))  # (P, P)
+    f_bd = to_numpy(fisher.block_diagonal(model, loss_fn, x, y, kind, rng()))  # (P, P)  step 1
+    factors = [(to_numpy(a), to_numpy(g)) for a, g in fisher.kfac_factors(model, loss_fn, x, y, kind, rng())]
+    f_kfac = fisher.factors_to_dense(model, factors)  # (P, P)  step 2
+    slices = layer_slices(model)
+    f_inv = np.linalg.inv(f + lam * np.eye(f.shape[0]))  # the one P × P inverse
+    bd_inv = _blockwise_inverse(model, f_bd, lam)  # (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹
+    k_damped = kfac_damped(model, factors, lam, damping_mode)
+    k_inv = kfac_inverse(model, factors, lam, damping_mode)  # step 3, from the factors
+
+    grad = to_numpy(batch_grad(model, loss_fn, x, y))  # ∇h  (P,)
+    directions = {"exact": f_inv @ grad, "block_diagonal": bd_inv @ grad, "kfac": k_inv @ grad}
+    errors = {
+        "block_diagonal": fisher.layer_errors(model, f_bd, f),
+        "kfac": fisher.layer_errors(model, f_kfac, f),
+        "kfac_vs_block_diagonal": fisher.layer_errors(model, f_kfac, f_bd),
+        "block_diagonal_inv": fisher.layer_errors(model, bd_inv, f_inv),
+        "kfac_inv": fisher.layer_errors(model, k_inv, f_inv),
+        "kron_identity": fisher.rel_frobenius_error(k_inv, _blockwise_inverse(model, k_damped, 0.0)),
+        "angles": {name: fisher.angle_degrees(d, directions["exact"])
+                   for name, d in directions.items() if name != "exact"},
+    }
+    return {
+        "exact": f, "block_diagonal": f_bd, "kfac": f_kfac,
+        "exact_inv": f_inv, "block_diagonal_inv": bd_inv, "kfac_inv": k_inv, "kfac_damped": k_damped,
+        "factors": factors, "grad": grad, "directions": directions,
+        "boundaries": [sl.start for sl in slices[1:]],
+        "layers": [repr(layer) for layer in model.param_layers()],
+        "kind": kind, "damping": lam, "damping_mode": damping_mode,
+        "n": int(x.shape[0]), "p": int(f.shape[0]), "errors": errors,
+    }
+
+
+# ---------------------------------------------------------------------------
+# 3. Text: the errors table, storage and cost
+# ---------------------------------------------------------------------------
+
+
+def _fmt(e: float) -> str:
+    return f"{e:.3f}" if e >= 1e-3 else f"{e:.1e}"
+
+
+def format_errors(matrices: dict) -> str:
+    """The errors of :func:`fisher_matrices` as a Markdown table (and a line for step 3)."""
+    m, e = matrices, matrices["errors"]
+    damp = "(G + √λ/π I)⁻¹ ⊗ (A + π√λ I)⁻¹" if m["damping_mode"] == "factored" else "(G ⊗ A + λI)⁻¹"
+    rows = [
+        ("step 1: block-diagonal F_bd", "F", e["block_diagonal"], None),
+        ("step 2 alone: K-FAC ⊕ G⊗A", "F_bd", e["kfac_vs_block_diagonal"], None),
+        ("steps 1+2: K-FAC ⊕ G⊗A", "F", e["kfac"], None),
+        ("(F_bd + λI)⁻¹", "(F + λI)⁻¹", e["block_diagonal_inv"], e["angles"]["block_diagonal"]),
+        (f"K-FAC inverse ⊕ {damp}", "(F + λI)⁻¹", e["kfac_inv"], e["angles"]["kfac"]),
+    ]
+    lines = [
+        f"### Fisher approximations: {m['kind']} Fisher, P = {m['p']:,} parameters, N = {m['n']} samples, "
+        f"λ = {m['damping']:g} ({m['damping_mode']} damping for K-FAC)",
+        "",
+        "| matrix | compared with | relative Frobenius error | per layer (diagonal blocks) "
+        "| angle of (·)∇h to (F + λI)⁻¹∇h |",
+        "|---|---|---:|---|---:|",
+    ]
+    for name, ref, err, angle in rows:
+        per_layer = ", ".join(_fmt(v) for v in err["layers"])
+        lines.append(f"| {name} | {ref} | {_fmt(err['overall'])} | {per_layer} "
+                     f"| {'' if angle is None else f'{angle:.1f}°'} |")
+    lines += ["", f"Step 3 (the inverse built from the factors) loses nothing: ‖K-FAC inverse from the factors − "
+                  f"inv(damped K-FAC)‖ / ‖·‖ = {e['kron_identity']:.1e}.",
+              f"Layers: {'; '.join(m['layers'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def storage_and_cost(rows) -> dict:
+    """Entries stored and inversion flops (∝ d³) for the full Fisher, its blocks and K-FAC's factors.
+
+    ``rows``: :class:`kfac_ref.experiments.sizes.LayerSize` (e.g. from ``sizes_from_layers``).
+    Entries: P², Σ_l p_l², Σ_l (d_in² + d_out²).  Inversion: P³, Σ_l p_l³, Σ_l (d_in³ + d_out³)
+    (exact Python ints; per group for grouped convolutions).
+    """
+    rows = list(rows)
+    p = sum(r.params for r in rows)
+    return {
+        "params": p,
+        "full_entries": p ** 2,
+        "block_entries": sum(r.fisher_entries for r in rows),
+        "factor_entries": sum(r.factor_entries for r in rows),
+        "full_flops": p ** 3,
+        "block_flops": sum(r.groups * (r.d_in * r.d_out_per_group) ** 3 for r in rows),
+        "factor_flops": sum(r.groups * (r.d_in ** 3 + r.d_out_per_group ** 3) for r in rows),
+    }
+
+
+def format_storage_and_cost(rows, title: str) -> str:
+    """:func:`storage_and_cost` as a Markdown table, with the savings over the full Fisher."""
+    from .sizes import sci
+
+    c = storage_and_cost(rows)
+    table = [("full Fisher", "P²", c["full_entries"], "P³", c["full_flops"]),
+             ("block-diagonal", "Σ p_l²", c["block_entries"], "Σ p_l³", c["block_flops"]),
+             ("K-FAC factors", "Σ (d_in² + d_out²)", c["factor_entries"],
+              "Σ (d_in³ + d_out³)", c["factor_flops"])]
+    lines = [f"### {title}: P = {c['params']:,}", "",
+             "| matrix | entries stored | fewer than P² by | inversion cost ∝ | less than P³ by |",
+             "|---|---:|---:|---:|---:|"]
+    for name, e_sym, entries, f_sym, flops in table:
+        lines.append(f"| {name} | {e_sym} = {sci(entries)} | {sci(c['full_entries'] / entries)}× "
+                     f"| {f_sym} = {sci(flops)} | {sci(c['full_flops'] / flops)}× |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# 4. The figure
+# ---------------------------------------------------------------------------
+
+PANELS = (("exact", "block_diagonal", "kfac"), ("exact_inv", "block_diagonal_inv", "kfac_inv"))
+
+
+def _panel_titles(m: dict) -> list[list[str]]:
+    e = m["errors"]
+    factored = ("$\\oplus_l\\,(G_l + \\frac{\\sqrt{\\lambda}}{\\pi} I)^{-1} "
+                "\\otimes (A_l + \\pi\\sqrt{\\lambda} I)^{-1}$")
+    kfac_inv = factored if m["damping_mode"] == "factored" else "$\\oplus_l\\,(G_l \\otimes A_l + \\lambda I)^{-1}$"
+    return [
+        [f"{m['kind']} Fisher $F$",
+         f"1. block-diagonal $F_{{bd}}$\nerror {_fmt(e['block_diagonal']['overall'])}",
+         f"2. K-FAC $\\oplus_l\\, G_l \\otimes A_l$\nerror {_fmt(e['kfac']['overall'])}"],
+        ["$(F + \\lambda I)^{-1}$",
+         f"$(F_{{bd}} + \\lambda I)^{{-1}}$\nerror {_fmt(e['block_diagonal_inv']['overall'])}, "
+         f"angle {e['angles']['block_diagonal']:.0f}°",
+         f"3. {kfac_inv}\nerror {_fmt(e['kfac_inv']['overall'])}, angle {e['angles']['kfac']:.0f}°"],
+    ]
+
+
+def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "symlog", rows=(0, 1)):
+    """Draw the figure on ``fig`` (a matplotlib Figure): rows × (exact, block-diagonal, K-FAC).
+
+    Row 0 holds the matrices, row 1 their damped inverses; ``rows=(0,)`` draws only
+    the first.  Each row has one colour range, set by its largest |entry|, and one
+    colour bar.  ``scale``:
+
+    ``"symlog"``  diverging map centred at 0, symmetric log scale (the default: a few
+                  entries dominate these matrices, and a linear scale shows little else)
+    ``"linear"``  diverging map centred at 0, linear scale
+    ``"log"``     |entries| on a log scale, six decades; exact zeros white
+
+    Thin lines mark the layer boundaries; the titles give the relative Frobenius
+    errors vs the exact matrix of the row and the angle of each natural-gradient
+    direction to the exact one.  Returns the axes, (len(rows), 3).
+    """
+    from . import plots
+
+    draw = {"symlog": plots.symlog_heatmap, "linear": plots.heatmap, "log": plots.log_heatmap}
+    if scale not in draw:
+        raise ValueError(f"unknown scale {scale!r}: expected one of {SCALES}")
+    rows = tuple(rows)
+    if not rows or any(r not in (0, 1) for r in rows) or len(set(rows)) != len(rows):
+        raise ValueError(f"rows must be a non-empty subset of (0, 1), got {rows!r}")
+    titles = _panel_titles(matrices)
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for i, r in enumerate(rows):
+        mats = [matrices[key] for key in PANELS[r]]
+        vmax = max(float(np.abs(a).max()) for a in mats) or 1.0  # one colour range per row
+        for ax, a, text in zip(axes[i], mats, titles[r]):
+            image = draw[scale](ax, a, text, vmax=vmax, colorbar=False)
+            image.set_interpolation("antialiased")  # P > pixels: average, do not drop entries
+            plots.block_lines(ax, matrices["boundaries"])
+            ax.title.set_fontsize(10)
+        ticks = plots.symlog_ticks(vmax, step=2 if np.log10(vmax) > 0 else 1) if scale == "symlog" else None
+        fig.colorbar(image, ax=list(axes[i]), shrink=0.9, ticks=ticks)
+    if title:
+        fig.suptitle(title)
+    return axes
+
+
+def default_title(m: dict) -> str:
+    return (f"Full Fisher → block-diagonal → Kronecker-factored (K-FAC): {m['kind']} Fisher of a trained "
+            f"net, P = {m['p']:,}, N = {m['n']}, λ = {m['damping']:g}")
+
+
+def _figure(matrices: dict, title: str | None, scale: str):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no window
+
+    fig = Figure(figsize=(15, 9.6), layout="constrained")
+    draw_fisher(fig, matrices, default_title(matrices) if title is None else title, scale=scale)
+    return fig
+
+
+def _write_together(writers) -> list[Path]:
+    """Write every (path, write(tmp)) to a temporary file beside its path, then rename them all.
+
+    All or nothing: on any error the temporary files are removed, no target is
+    touched, and a folder this call created is removed again if left empty.
+    """
+    targets = [Path(p) for p, _ in writers]
+    created = []
+    for folder in dict.fromkeys(p.parent for p in targets):
+        missing = [d for d in (folder, *folder.parents) if not d.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        created += missing
+    tmps = []
+    try:
+        for path, (_, write) in zip(targets, writers):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: rename is atomic
+            tmps.append(tmp)
+            write(tmp)
+        for tmp, path in zip(tmps, targets):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in tmps:
+            if tmp.exists():
+                tmp.unlink()
+        for d in created:  # innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise
+    return targets
+
+
+#: dots per inch: PNG; the images inside SVG/PDF (the heatmaps hold ~10⁶ noisy pixels each)
+DPI = {"png": 100, "svg": 72, "pdf": 72}
+
+
+def _figure_writers(fig, paths):
+    """(path, write) pairs saving ``fig`` to each path, in the format its suffix names."""
+    out = []
+    for path in map(Path, paths):
+        fmt = path.suffix.lstrip(".").lower()
+        if fmt not in FORMATS:
+            raise ValueError(f"{path}: unknown figure format {path.suffix!r}, expected one of "
+                             f"{', '.join('.' + f for f in FORMATS)}")
+        out.append((path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI[fmt])))
+    return out
+
+
+def plot_fisher(matrices: dict, path, title: str | None = None, *, svg: bool = False,
+                scale: str = "symlog") -> list[Path]:
+    """Save the figure of :func:`draw_fisher` at ``path`` (.png, or .svg/.pdf), and an SVG beside it if ``svg``.
+
+    All files are written atomically (temporary file, then rename), all or none.
+    Returns the paths written.
+    """
+    path = Path(path)
+    paths = [path] + ([path.with_suffix(".svg")] if svg and path.suffix.lower() != ".svg" else [])
+    _figure_writers(None, paths)  # check the formats before drawing
+    return _write_together(_figure_writers(_figure(matrices, title, scale), paths))
+
+
+# ---------------------------------------------------------------------------
+# 5. Command line
+# ---------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    """``kfac-ref fisher-plot [--out DIR] [--kind K] [--arch A] [--hidden H…] [--damping λ] [--damping-mode M]
+    [--seed S] [--scale SCALE] [--quiet]``: writes DIR/fisher.png, fisher.svg and fisher_errors.md."""
+    parser = argparse.ArgumentParser(
+        prog="kfac-ref fisher-plot",
+        description="The article's figure: the full Fisher of a small trained network, its "
+                    "block-diagonal and K-FAC approximations, and their damped inverses.")
+    parser.add_argument("--out", type=Path, default=Path("results/fisher-plot"),
+                        help="folder for fisher.png, fisher.svg, fisher_errors.md (default: results/fisher-plot)")
+    parser.add_argument("--kind", default="exact", choices=fisher.KINDS, help="which Fisher (default: exact)")
+    parser.add_argument("--arch", default="mlp", choices=ARCHS,
+                        help="mlp: 64→12→10 (P = 910); convnet: two 3×3 convs + two Linear (P = 1,034)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=None, metavar="H",
+                        help="hidden widths (default: 12 for the mlp, 16 for the convnet's Linear layer)")
+    parser.add_argument("--damping", type=float, default=1e-3, help="λ (default: 1e-3)")
+    parser.add_argument("--damping-mode", default="factored", choices=DAMPING_MODES,
+                        help="K-FAC's damping: factored [MG15 §6.3] or exact λI (default: factored)")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation, batch order, MC labels")
+    parser.add_argument("--scale", default="symlog", choices=SCALES,
+                        help="colour scale of the heatmaps (default: symlog, a diverging map on a symmetric "
+                             "log scale; log shows |entries|)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    args = parser.parse_args(argv)
+
+    try:
+        check_damping(args.damping)
+        if args.seed < 0:
+            raise ValueError(f"seed must be ≥ 0, got {args.seed}")
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} exists and is not a folder")
+        start = time.perf_counter()
+        net = train_small_network(seed=args.seed, arch=args.arch, hidden=args.hidden)
+        m = fisher_matrices(net.model, net.loss_fn, net.x, net.y, args.kind, args.damping,
+                            args.damping_mode, seed=args.seed)
+        table = format_errors(m)
+        fig = _figure(m, None, args.scale)
+        md = args.out / "fisher_errors.md"
+        written = _write_together(
+            _figure_writers(fig, [args.out / "fisher.png", args.out / "fisher.svg"])
+            + [(md, lambda tmp: Path(tmp).write_text(table, encoding="utf-8"))])
+    except (OSError, ValueError, MemoryError, np.linalg.LinAlgError) as exc:
+        print(f"kfac-ref fisher-plot: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(table)
+        print(f"wrote {', '.join(str(p) for p in written)} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

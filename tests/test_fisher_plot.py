@@ -1,0 +1,172 @@
+"""The full Fisher → block-diagonal → K-FAC figure (kfac_ref.experiments.fisher_plot).
+
+What is proved: F_bd is F's diagonal blocks; step 3 (the inverse from the factors)
+equals the dense inverse; the errors are Pythagorean, so K-FAC is never closer to F
+than F_bd (a guarantee, since both agree on — or live on — the same blocks); the
+oracle N = 1 makes step 2 exact; the CLI writes all its files or none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kfac_ref import fisher, nn
+from kfac_ref.experiments import fisher_plot, sizes
+from kfac_ref.params import layer_slices, wbar_order
+
+from .helpers import classification_batch, tiny_mlp
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _case(n=12, kind="exact", damping=1e-2, damping_mode="factored", sizes_=(4, 5, 3)):
+    model = tiny_mlp("tanh", sizes_, seed=0)
+    x, y = classification_batch(np.random.default_rng(0), n, (sizes_[0],), sizes_[-1])
+    loss_fn = nn.CrossEntropyLoss()
+    m = fisher_plot.fisher_matrices(model, loss_fn, x, y, kind, damping, damping_mode, seed=3)
+    return model, loss_fn, x, y, m
+
+
+def _rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_block_diagonal_is_the_diagonal_blocks_of_the_fisher_and_zero_elsewhere():
+    model, *_, m = _case()
+    f, f_bd = m["exact"], m["block_diagonal"]
+    mask = np.zeros_like(f, dtype=bool)
+    for sl in layer_slices(model):
+        assert _rel(f_bd[sl, sl], f[sl, sl]) < 1e-12
+        mask[sl, sl] = True
+    assert not f_bd[~mask].any()
+    assert not m["kfac"][~mask].any()
+    assert m["boundaries"] == [sl.start for sl in layer_slices(model)[1:]]
+
+
+def test_block_diagonal_inverse_is_the_inverse_of_damped_block_diagonal():
+    _, _, _, _, m = _case()
+    damped = m["block_diagonal"] + m["damping"] * np.eye(m["p"])
+    assert _rel(m["block_diagonal_inv"], np.linalg.inv(damped)) < 1e-10
+    assert _rel(m["exact_inv"], np.linalg.inv(m["exact"] + m["damping"] * np.eye(m["p"]))) < 1e-12
+
+
+@pytest.mark.parametrize("mode", fisher_plot.DAMPING_MODES)
+def test_kfac_inverse_from_the_factors_equals_the_dense_inverse_of_damped_kfac(mode):
+    _, _, _, _, m = _case(damping_mode=mode)
+    assert _rel(m["kfac_inv"], np.linalg.inv(m["kfac_damped"])) < 1e-8
+    assert m["errors"]["kron_identity"] < 1e-8
+
+
+def test_factored_inverse_block_is_the_kronecker_product_of_the_inverted_damped_factors():
+    model, *_, m = _case()
+    for layer, sl, (a, g) in zip(model.param_layers(), layer_slices(model), m["factors"]):
+        pi = np.sqrt((np.trace(a) / len(a)) / (np.trace(g) / len(g)))
+        root = np.sqrt(m["damping"])
+        a_d, g_d = a + pi * root * np.eye(len(a)), g + root / pi * np.eye(len(g))
+        perm = wbar_order(layer)  # θ order → row-major vec(W̄) order
+        block = m["kfac_inv"][sl, sl][np.ix_(perm, perm)]
+        assert _rel(block, np.kron(np.linalg.inv(g_d), np.linalg.inv(a_d))) < 1e-10
+
+
+def test_exact_damping_inverse_is_inverse_of_kfac_plus_lambda_identity():
+    _, _, _, _, m = _case(damping_mode="exact")
+    p = m["p"]
+    assert _rel(m["kfac_inv"], np.linalg.inv(m["kfac"] + m["damping"] * np.eye(p))) < 1e-8
+
+
+@pytest.mark.parametrize("kind", fisher.KINDS)
+def test_errors_are_pythagorean_so_kfac_is_never_closer_to_F_than_block_diagonal(kind):
+    _, _, _, _, m = _case(kind=kind)
+    f, f_bd, k = m["exact"], m["block_diagonal"], m["kfac"]
+    # K − F_bd lives on the diagonal blocks, F_bd − F off them: orthogonal in Frobenius.
+    lhs = np.linalg.norm(k - f) ** 2
+    rhs = np.linalg.norm(k - f_bd) ** 2 + np.linalg.norm(f_bd - f) ** 2
+    assert abs(lhs - rhs) <= 1e-10 * lhs
+    e = m["errors"]
+    assert e["block_diagonal"]["overall"] <= e["kfac"]["overall"]
+    assert e["kfac"]["layers"] == pytest.approx(e["kfac_vs_block_diagonal"]["layers"], rel=1e-10)
+
+
+def test_all_errors_and_angles_are_finite_and_nonnegative():
+    _, _, _, _, m = _case()
+    e = m["errors"]
+    values = [e["kron_identity"], *e["angles"].values()]
+    for key in ("block_diagonal", "kfac", "kfac_vs_block_diagonal", "block_diagonal_inv", "kfac_inv"):
+        values += [e[key]["overall"], *e[key]["layers"]]
+    assert all(np.isfinite(v) and v >= 0 for v in values)
+    assert all(0 <= a <= 180 for a in e["angles"].values())
+
+
+def test_one_sample_with_exact_seeds_makes_step_two_exact():
+    # MATH.md §8.1: N = 1, exact seeds → every K-FAC block equals the exact Fisher block.
+    _, _, _, _, m = _case(n=1)
+    assert m["errors"]["kfac_vs_block_diagonal"]["overall"] < 1e-12
+
+
+def test_exact_damping_angle_agrees_with_fisher_kfac_angle():
+    model, loss_fn, x, y, m = _case(damping_mode="exact")
+    expected = fisher.kfac_angle(model, loss_fn, x, y, m["damping"], "exact")
+    assert m["errors"]["angles"]["kfac"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("damping", [0.0, -1.0, float("nan"), float("inf"), "x"])
+def test_damping_must_be_a_finite_positive_number(damping):
+    with pytest.raises(ValueError, match="damping"):
+        fisher_plot.check_damping(damping)
+
+
+def test_storage_and_cost_of_alexnet_matches_the_sizes_table():
+    rows = sizes.layer_sizes("alexnet")
+    c, t = fisher_plot.storage_and_cost(rows), sizes.totals(rows)
+    assert c["full_entries"] == t["full_fisher_entries"] == 62_378_344 ** 2
+    assert (c["block_entries"], c["factor_entries"]) == (t["fisher_entries"], t["factor_entries"])
+    assert c["factor_flops"] < c["block_flops"] < c["full_flops"]
+
+
+def test_plot_fisher_writes_a_png_and_refuses_an_unknown_format_before_drawing(tmp_path):
+    _, _, _, _, m = _case()
+    written = fisher_plot.plot_fisher(m, tmp_path / "f.png", scale="log")
+    assert [p.name for p in written] == ["f.png"]
+    assert (tmp_path / "f.png").read_bytes()[:8] == PNG_SIGNATURE
+    with pytest.raises(ValueError, match="format"):
+        fisher_plot.plot_fisher(m, tmp_path / "g.jpeg", svg=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_failed_write_leaves_no_partial_outputs_and_no_new_folder(tmp_path):
+    out = tmp_path / "new" / "folder"
+
+    def fail(tmp):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        fisher_plot._write_together([(out / "a.md", lambda tmp: open(tmp, "w").write("a")), (out / "b.md", fail)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_main_trains_plots_and_writes_png_svg_and_table(tmp_path, capsys):
+    # a 64 → 4 → 10 MLP (P = 310) keeps this fast; the default (P = 910) runs in notebook 03
+    assert fisher_plot.main(["--out", str(tmp_path / "out"), "--hidden", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "block-diagonal" in out and "P = 310" in out
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["fisher.png", "fisher.svg", "fisher_errors.md"]
+    assert (tmp_path / "out" / "fisher.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert b"<svg" in (tmp_path / "out" / "fisher.svg").read_bytes()[:1000]
+    assert "| step 1: block-diagonal F_bd |" in (tmp_path / "out" / "fisher_errors.md").read_text(encoding="utf-8")
+
+
+def test_main_bad_kind_exits_nonzero(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        fisher_plot.main(["--kind", "fancy", "--out", str(tmp_path / "out")])
+    assert exc.value.code != 0
+    assert "kfac-ref fisher-plot: error:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_main_bad_damping_is_one_line_on_stderr_and_writes_nothing(tmp_path, capsys):
+    assert fisher_plot.main(["--damping", "-1", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kfac-ref fisher-plot: error: damping (λ)") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
