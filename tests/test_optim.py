@@ -17,8 +17,9 @@ NEWTON_CASES = [
     ("ngd-dense", lambda m, l: optim.NGD(m, l, lr=1.0, damping=0.0, kind="exact")),
     ("block-ngd", lambda m, l: optim.BlockNGD(m, l, lr=1.0, damping=0.0, kind="exact")),
     ("kfac-exact-damping", lambda m, l: optim.KFAC(m, l, lr=1.0, momentum=0.0, damping=0.0, kind="exact",
-                                                   damping_mode="exact")),
-    ("kfac-factored", lambda m, l: optim.KFAC(m, l, lr=1.0, momentum=0.0, damping=1e-20, kind="exact")),
+                                                   damping_mode="exact", stats_fraction=1.0)),
+    ("kfac-factored", lambda m, l: optim.KFAC(m, l, lr=1.0, momentum=0.0, damping=1e-20, kind="exact",
+                                              stats_fraction=1.0)),
 ]
 
 
@@ -160,7 +161,7 @@ def test_kfac_moving_average_schedule(rng):
     model, loss = tiny_mlp(), nn.CrossEntropyLoss()
     x1, y1 = classification_batch(rng, 5, (4,), 3)
     x2, y2 = classification_batch(rng, 5, (4,), 3)
-    opt = optim.KFAC(model, loss, lr=1e-12, momentum=0.0, damping=1.0, kind="exact")
+    opt = optim.KFAC(model, loss, lr=1e-12, momentum=0.0, damping=1.0, kind="exact", stats_fraction=1.0)
     opt.step(x1, y1)
     f1 = fisher.kfac_factors(model, loss, x1, y1, "exact")
     for (a, g), (ar, gr) in zip(opt.factors, f1):
@@ -235,3 +236,21 @@ def test_devices_agree_for_one_kfac_step(device, rng):
     optim.KFAC(other, nn.CrossEntropyLoss(), momentum=0.0).step(
         to_device(x, device), to_device(y, device), rng=np.random.default_rng(3))
     assert rel_error(K.get_flat_params(other), K.get_flat_params(ref)) <= 1e-10
+
+
+def test_kfac_statistics_on_a_fraction_of_the_batch(rng):
+    """stats_fraction = 1/4: factors from x[:m] only; loss and gradient still of the whole batch."""
+    model, loss = tiny_convnet(), nn.CrossEntropyLoss()
+    x, y = classification_batch(rng, 8, (2, 6, 6), 3)
+    ref = tiny_convnet()
+    factors = fisher.kfac_factors(ref, loss, x[:2], y[:2], "exact")
+    g = K.batch_grad(ref, loss, x, y)
+    opt = optim.KFAC(model, loss, lr=0.5, momentum=0.0, damping=0.2, kind="exact", stats_fraction=0.25,
+                     damping_mode="exact")
+    info = opt.step(x, y)
+    assert np.isclose(info["loss"], float(loss(ref(x), y)), rtol=1e-13)
+    for (a, gg), (ar, gr) in zip(opt.factors, factors):
+        assert rel_error(a, ar) <= 1e-12 and rel_error(gg, gr) <= 1e-12
+    kfac_matrix = fisher.factors_to_dense(ref, factors)
+    expected = K.get_flat_params(ref) - 0.5 * np.linalg.solve(kfac_matrix + 0.2 * np.eye(len(g)), g)
+    assert rel_error(K.get_flat_params(model), expected) <= 1e-10

@@ -94,7 +94,7 @@ class Optimizer:
         xp = get_xp(x)
         timer = PhaseTimer(xp)
         with timer("forward_backward"):
-            res = loss_and_grad(self.model, self.loss_fn, x, y)
+            res = self._forward_backward(x, y)
             if not math.isfinite(res.loss):
                 raise NonFiniteLossError(f"the loss became {res.loss} at iteration {self.steps + 1}")
             theta = get_flat_params(self.model)
@@ -107,6 +107,10 @@ class Optimizer:
         self.steps += 1
         info.update(loss=res.loss, step_norm=step_norm, times=dict(timer.times))
         return info
+
+    def _forward_backward(self, x, y):
+        """h, ∇h and the forward trace (:func:`kfac_ref.grads.loss_and_grad`)."""
+        return loss_and_grad(self.model, self.loss_fn, x, y)
 
     def _direction(self, res, grad, theta, x, y, rng, timer, info):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -24,6 +24,7 @@ from ..fisher.kron import EigenInverse, FactoredInverse, check_damping
 from ..fisher.products import quadratic_form_from_stats
 from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.vectors import fisher_stats
+from ..grads import GradResult, loss_and_grad
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
 from .base import Optimizer, check_number, needs_rng
 from .quadratic import lm_ratio, lm_update, model_change, rescale_coefficients
@@ -42,7 +43,7 @@ class KFAC(Optimizer):
     def __init__(self, model, loss_fn, lr: float = 0.1, momentum: float = 0.9, damping: float = 0.3,
                  kind: str = "mc", mc_samples: int = 1, T_cov: int = 1, T_inv: int = 20,
                  ema_decay: float = 0.95, damping_mode: str = "factored", weight_decay: float = 0.0,
-                 stats_fraction: float = 1.0, rescale: bool = False, model_fraction: float = 1.0,
+                 stats_fraction: float = 0.25, rescale: bool = False, model_fraction: float = 1.0,
                  adapt_damping: bool = False,
                  T_adapt: int = 5, omega: float | None = None, min_damping: float = 1e-8,
                  kl_clip: float | None = None):
@@ -86,16 +87,32 @@ class KFAC(Optimizer):
                 "omega": self.omega, "kl_clip": self.kl_clip}
 
     # ---- phases ---------------------------------------------------------------------
+    def _stats_size(self, n: int) -> int:
+        """m, the number of samples the factors are estimated on."""
+        return max(1, int(round(self.stats_fraction * n)))
+
+    def _forward_backward(self, x, y):
+        """With stats_fraction < 1, run the batch as two chunks, [:m] and [m:], so that the
+        first chunk's trace serves the factors without a second forward pass ([MG15] §8).
+
+        h and ∇h are the size-weighted means of the chunks', i.e. those of the whole batch.
+        """
+        n = x.shape[0]
+        m = self._stats_size(n)
+        if m == n:
+            return loss_and_grad(self.model, self.loss_fn, x, y)
+        head = loss_and_grad(self.model, self.loss_fn, x[:m], y[:m])
+        tail = loss_and_grad(self.model, self.loss_fn, x[m:], y[m:])
+        return GradResult(loss=(m * head.loss + (n - m) * tail.loss) / n,
+                          grad=(m * head.grad + (n - m) * tail.grad) / n,
+                          trace=head.trace, stats=head.stats)  # the trace of x[:m]
+
     def _update_factors(self, res, x, y, rng):
         """Step 2: batch factors from the Fisher seeds, folded into the moving averages."""
         needs_rng(self.kind, rng)
-        n = x.shape[0]
-        m = max(1, int(round(self.stats_fraction * n)))
-        if m == n:  # reuse the forward pass of the gradient
-            stats, _ = fisher_stats(self.model, self.loss_fn, x, y, self.kind, rng, self.mc_samples,
-                                    trace=res.trace)
-        else:  # [MG15]: statistics on a fraction of the batch
-            stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], y[:m], self.kind, rng, self.mc_samples)
+        m = res.trace.output.shape[0]  # = _stats_size(N): the trace covers x[:m]
+        stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], y[:m], self.kind, rng, self.mc_samples,
+                                trace=res.trace)
         batch = [(factor_a(st.a_bar), factor_g(st.g)) for st in stats]
         self.stat_updates += 1
         eps = min(1 - 1 / self.stat_updates, self.ema_decay)  # ε_k: the first update takes the batch value
@@ -152,12 +169,11 @@ class KFAC(Optimizer):
     def _exact_gram(self, res, x, vectors):
         """[vᵢᵀ F vⱼ] with the exact Fisher of the mini-batch (C seeds per sample).
 
-        On the first ``model_fraction`` of the batch (a new forward pass), or on
-        the whole batch reusing the gradient's trace.
+        On the first ``model_fraction`` of the batch, reusing the gradient's
+        forward pass when it covers exactly those samples, else with a new one.
         """
-        n = x.shape[0]
-        m = max(1, int(round(self.model_fraction * n)))
-        if m == n:
+        m = max(1, int(round(self.model_fraction * x.shape[0])))
+        if m == res.trace.output.shape[0]:  # the gradient's forward pass covers exactly x[:m]
             stats, _ = fisher_stats(self.model, self.loss_fn, None, None, "exact", trace=res.trace)
         else:
             stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], None, "exact")
