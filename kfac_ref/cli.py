@@ -34,6 +34,16 @@ def _positive_int(text):
     return v
 
 
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
 def _int_list(text):
     try:
         vals = tuple(int(t) for t in text.split(",") if t.strip())
@@ -103,6 +113,12 @@ def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iterat
     g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=_positive_int,
+                   help="BLAS threads (via threadpoolctl); 1 is often fastest for these small matrices")
+    g.add_argument("--target-loss", type=_positive_float,
+                   help="training-loss target of the summary (default: the hardest every run reaches)")
+    g.add_argument("--target-acc", type=_positive_float,
+                   help="validation-accuracy target of the summary (default: the hardest every run reaches)")
     g.add_argument("--out", default=f"results/{name}", help="output folder")
     g.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
@@ -124,7 +140,8 @@ def config_from_args(args) -> CompareConfig:
                         channels=args.channels, optimizers=args.optimizers, kind=args.kind,
                         iterations=args.iterations, batch_size=args.batch_size, eval_every=args.eval_every,
                         settings=settings, grid=args.grid, grid_iterations=args.grid_iterations,
-                        device=args.device, dtype=args.dtype, seed=args.seed, max_train=args.max_train)
+                        device=args.device, dtype=args.dtype, seed=args.seed, max_train=args.max_train,
+                        target_loss=args.target_loss, target_acc=args.target_acc)
     if args.quick:
         cfg = replace(cfg, iterations=min(cfg.iterations, 12), eval_every=min(cfg.eval_every, 4),
                       batch_size=min(cfg.batch_size, 32), max_train=cfg.max_train or 256,
@@ -151,6 +168,19 @@ class ProgressBar:
         self.bar.close()
 
 
+def _blas_threads(n):
+    """A context limiting BLAS threads to n (no-op for None)."""
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        raise RuntimeError("--threads needs threadpoolctl (pip install threadpoolctl)") from exc
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def cmd_compare(args) -> int:
     cfg = config_from_args(args)
     if args.dataset != "digits" and not args.data_dir:
@@ -160,7 +190,8 @@ def cmd_compare(args) -> int:
         n = load_data(cfg).n_train
         cfg = replace(cfg, iterations=args.epochs * max(1, n // cfg.batch_size))
     log = (lambda *a, **k: None) if args.quiet else print
-    run_compare(cfg, args.out, progress_factory=None if args.quiet else ProgressBar, log=log)
+    with _blas_threads(args.threads):
+        run_compare(cfg, args.out, progress_factory=None if args.quiet else ProgressBar, log=log)
     if not args.quiet:
         print(f"wrote {args.out}/history.json, curves.png, curves.svg, summary.md")
     return 0

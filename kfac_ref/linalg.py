@@ -24,3 +24,11 @@ def spd_inverse(m):
     low = xp.linalg.cholesky(m)
     linv = solve_triangular(low, xp.eye(m.shape[0], dtype=m.dtype), lower=True)  # L⁻¹
     return linv.T @ linv
+
+
+def add_diagonal(m, value: float):
+    """M + value·I as a new array, without forming I (a (d, d) identity is d² memory)."""
+    out = m.copy()
+    d = out.shape[0]
+    out.reshape(-1)[:: d + 1] += value  # the diagonal of a C-contiguous (d, d) array
+    return out

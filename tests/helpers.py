@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from kfac_ref import nn
 from kfac_ref.backend import to_device
 

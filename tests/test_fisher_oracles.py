@@ -7,7 +7,7 @@ import pytest
 
 import kfac_ref as K
 from kfac_ref import fisher, nn
-from kfac_ref.backend import to_device, to_numpy
+from kfac_ref.backend import to_numpy
 from kfac_ref.gradcheck import numerical_jacobian, param_fun, rel_error
 from tests.helpers import classification_batch, regression_batch, tiny_convnet, tiny_mlp
 

@@ -31,7 +31,7 @@ from ..optim import OPTIMIZERS
 from ..params import get_flat_params, set_flat_params
 from ..train import RECORD_FIELDS, Trainer
 from .curves import curves_figure, save_figure
-from .summary import format_summary, summarize
+from .summary import default_targets, format_summary, summarize
 
 # Settings per optimizer for the digits ConvNet: the picks of `kfac-ref compare --grid`
 # (README.md, "Results"); any of them can be overridden on the command line.
@@ -71,6 +71,8 @@ class CompareConfig:
     dtype: str = "float64"
     seed: int = 0
     max_train: int | None = None  # use only the first n training samples (quick runs)
+    target_loss: float | None = None  # summary target; None: the hardest every run reaches
+    target_acc: float | None = None
 
 
 def load_data(cfg: CompareConfig):
@@ -150,7 +152,12 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
     try:
-        summary = summarize(runs)
+        targets = default_targets(runs)
+        if cfg.target_loss is not None:
+            targets["train_loss"] = cfg.target_loss
+        if cfg.target_acc is not None:
+            targets["val_acc"] = cfg.target_acc
+        summary = summarize(runs, targets)
         doc = {"config": _jsonable(asdict(cfg)), "machine": machine_info(cfg),
                "runs": [{"optimizer": r["optimizer"], "settings": r["settings"], "records": r["records"]}
                         for r in runs]}

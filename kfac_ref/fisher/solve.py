@@ -19,7 +19,7 @@ feature, k input feature (a_dim, with the ones coordinate).
 from __future__ import annotations
 
 from ..backend import get_xp
-from ..linalg import cho_solve
+from ..linalg import add_diagonal, cho_solve
 from ..params import layer_slices, wbar_to_flat
 from .kron import check_damping
 from .products import _dots
@@ -29,9 +29,7 @@ from .vectors import fisher_stats
 def dense_solve(fisher, g, damping: float):
     """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,)"""
     damping = check_damping(damping)
-    xp = get_xp(fisher)
-    m = fisher + damping * xp.eye(fisher.shape[0], dtype=fisher.dtype)
-    return cho_solve(m, g)
+    return cho_solve(add_diagonal(fisher, damping), g)
 
 
 def woodbury_solve_vectors(v, g, damping: float, n: int):
@@ -39,9 +37,8 @@ def woodbury_solve_vectors(v, g, damping: float, n: int):
     damping = check_damping(damping)
     if damping == 0:
         raise ValueError("the Woodbury solve needs damping (λ) > 0")
-    xp = get_xp(v)
     gram = v @ v.T  # (K, K)
-    inner = gram + n * damping * xp.eye(gram.shape[0], dtype=gram.dtype)
+    inner = add_diagonal(gram, n * damping)
     return (g - v.T @ cho_solve(inner, v @ g)) / damping
 
 
@@ -89,10 +86,9 @@ def woodbury_solve_from_stats(stats, g, damping: float, n: int, slices):
     damping = check_damping(damping)
     if damping == 0:
         raise ValueError("the Woodbury solve needs damping (λ) > 0")
-    xp = get_xp(g)
     gram = gram_from_stats(stats)  # (K, K)
     vg = _dots(stats, slices, g).reshape(-1)  # (K,)  V g
-    coef = cho_solve(gram + n * damping * xp.eye(gram.shape[0], dtype=gram.dtype), vg)
+    coef = cho_solve(add_diagonal(gram, n * damping), vg)
     return (g - _apply_vt(stats, coef)) / damping
 
 

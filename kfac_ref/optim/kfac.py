@@ -148,7 +148,6 @@ class KFAC(Optimizer):
                 self._refresh_inverses()
             nat = self.precondition(grad)  # F̃⁻¹ ∇h
         with timer("update"):
-            xp = get_xp(grad)
             if self.kl_clip is not None:  # ν = min(1, √(κ / (η² F̃⁻¹∇h · ∇h)))
                 vg = self.lr ** 2 * float(nat @ grad)
                 nu = min(1.0, (self.kl_clip / vg) ** 0.5) if vg > 0 else 1.0

@@ -22,10 +22,9 @@ from ..fisher.dense import blocks_to_dense
 from ..fisher.kron import check_damping
 from ..fisher.memory import check_dense_size
 from ..fisher.seeds import check_kind, check_mc_samples
-from ..fisher.solve import woodbury_solve_from_stats
+from ..fisher.solve import dense_solve, woodbury_solve_from_stats
 from ..fisher.vectors import fisher_stats
 from ..grads import stats_to_flat
-from ..linalg import cho_solve
 from ..params import layer_slices
 from .base import Optimizer, check_number, needs_rng
 
@@ -94,9 +93,7 @@ class NGD(_FisherMethod):
                 self.fisher = _ema(self.fisher, (v.T @ v) / n, self.ema_decay)  # F = VᵀV / N
         with timer("inversion"):
             if self.solver == "dense":
-                xp = get_xp(grad)
-                eye = xp.eye(len(grad), dtype=grad.dtype)
-                direction = cho_solve(self.fisher + self.damping * eye, grad)
+                direction = dense_solve(self.fisher, grad, self.damping)
             else:
                 direction = woodbury_solve_from_stats(stats, grad, self.damping, n, layer_slices(self.model))
         with timer("update"):
@@ -136,8 +133,7 @@ class BlockNGD(_FisherMethod):
         with timer("inversion"):
             parts = []
             for sl, block in zip(layer_slices(self.model), self.blocks):
-                eye = xp.eye(block.shape[0], dtype=block.dtype)
-                parts.append(cho_solve(block + self.damping * eye, grad[sl]))
+                parts.append(dense_solve(block, grad[sl], self.damping))
             direction = xp.concatenate(parts)
         with timer("update"):
             return self._momentum_step(direction)
