@@ -143,3 +143,14 @@ def test_layer_size_rejects_inconsistent_groups():
         LayerSize("conv2", "conv", 1201, 255, groups=2)
     with pytest.raises(ValueError, match="groups"):
         LayerSize("fc", "linear", 10, 4, groups=2)
+
+
+@pytest.mark.parametrize("arch", sizes.PROJECT_MODELS)
+def test_project_models_sizes_match_their_parameter_counts(arch):
+    """The size table of kfac_ref's own networks counts exactly the model's P parameters."""
+    model = sizes._project_models()[arch]()
+    rows = sizes.layer_sizes(arch)
+    assert sizes.totals(rows)["params"] == model.num_params
+    for row, layer in zip(rows, model.param_layers()):
+        assert (row.d_in, row.d_out) == (layer.a_dim, layer.d_out)
+        assert row.fisher_entries == layer.num_params ** 2

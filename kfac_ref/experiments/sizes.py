@@ -154,11 +154,27 @@ ARCHS: dict[str, tuple[LayerSize, ...]] = {
 }
 
 
+def _project_models() -> dict:
+    """This project's own networks (kfac_ref.models), built on demand."""
+    from .. import models
+
+    return {
+        "digits-mlp": lambda: models.mlp(64, hidden=(32,)),
+        "digits-convnet": lambda: models.convnet(),
+        "cifar-convnet": lambda: models.convnet(in_shape=(3, 32, 32), channels=(8, 16), hidden=32),
+    }
+
+
+PROJECT_MODELS = ("digits-mlp", "digits-convnet", "cifar-convnet")
+
+
 def layer_sizes(arch: str) -> list[LayerSize]:
-    """The LayerSize rows of a named architecture (a key of ARCHS)."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
-    return list(ARCHS[arch])
+    """The LayerSize rows of a named architecture: a key of ARCHS or of PROJECT_MODELS."""
+    if arch in ARCHS:
+        return list(ARCHS[arch])
+    if arch in PROJECT_MODELS:
+        return sizes_from_layers(_project_models()[arch]().param_layers())
+    raise ValueError(f"unknown arch {arch!r}; choose one of: {', '.join((*ARCHS, *PROJECT_MODELS))}")
 
 
 def sizes_from_layers(layers: Iterable) -> list[LayerSize]:
@@ -389,6 +405,9 @@ TITLES = {
     "alexnet": "AlexNet, ungrouped (96-256-384-384-256)",
     "alexnet-grouped": "AlexNet, original two-group (conv2, conv4, conv5 with γ = 2)",
     "alexnet-torchvision": "AlexNet, torchvision (64-192-384-256-256)",
+    "digits-mlp": "kfac_ref digits MLP (64-32-10)",
+    "digits-convnet": "kfac_ref digits ConvNet (conv 8, conv 16, fc 32, fc 10)",
+    "cifar-convnet": "kfac_ref CIFAR-10 ConvNet of the README (conv 8, conv 16, fc 32, fc 10)",
 }
 
 
@@ -405,13 +424,14 @@ def main(argv=None) -> int:
         prog="kfac-ref sizes",
         description="Fisher block vs Kronecker factor sizes for AlexNet (MATH.md §9).",
     )
-    parser.add_argument("--arch", default="alexnet", choices=(*ARCHS, "all"),
-                        help="alexnet and all print the three variants (default: alexnet)")
+    parser.add_argument("--arch", default="alexnet", choices=(*ARCHS, *PROJECT_MODELS, "all"),
+                        help="alexnet prints the three AlexNet variants; all adds this project's models "
+                             "(default: alexnet)")
     parser.add_argument("--out", type=Path, default=None, help="folder for sizes_<arch>.md and sizes_<arch>.png")
     parser.add_argument("--quiet", action="store_true", help="print only the totals")
     args = parser.parse_args(argv)
 
-    archs = list(ARCHS) if args.arch in ("alexnet", "all") else [args.arch]
+    archs = {"alexnet": list(ARCHS), "all": [*ARCHS, *PROJECT_MODELS]}.get(args.arch, [args.arch])
     try:
         for arch in archs:
             table = format_table(layer_sizes(arch), TITLES[arch])
