@@ -10,7 +10,8 @@ One step, in the phases of :mod:`.base` (MATH.md §4–6):
    Tikhonov damping with π, or exact damping through eigendecompositions.
 4. update: the proposal Δ_l = −(G_l ⊗ A_l + damping)⁻¹ ∇_l h = −G⁻¹ ∇_{W̄} h A⁻¹
    per layer; then either heavy-ball momentum and step size η, or [MG15] §7's
-   (α, μ) from the exact quadratic model; optional KL-clipping; optional
+   (α, μ) from the exact quadratic model (its Fisher products by forward mode,
+   :mod:`kfac_ref.jvp`); optional KL-clipping; optional
    Levenberg–Marquardt adaptation of λ every T₁ steps.
 """
 
@@ -19,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 
 from ..backend import get_xp, to_device, to_numpy
+from ..backprop import forward
 from ..fisher.kfac import check_supported, factor_a, factor_g
 from ..fisher.kron import EigenInverse, FactoredInverse, check_damping
-from ..fisher.products import quadratic_form_from_stats
 from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.vectors import fisher_stats
 from ..grads import GradResult, loss_and_grad
+from ..jvp import fisher_gram_jvp
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
 from .base import Optimizer, check_number, needs_rng
 from .quadratic import lm_ratio, lm_update, model_change, rescale_coefficients
@@ -166,17 +168,15 @@ class KFAC(Optimizer):
             return delta
 
     def _exact_gram(self, res, x, vectors):
-        """[vᵢᵀ F vⱼ] with the exact Fisher of the mini-batch (C seeds per sample).
+        """[vᵢᵀ F vⱼ] with the exact Fisher of the mini-batch, by forward mode (:mod:`kfac_ref.jvp`).
 
         On the first ``model_fraction`` of the batch, reusing the gradient's
         forward pass when it covers exactly those samples, else with a new one.
         """
+        xp = get_xp(vectors[0])
         m = max(1, int(round(self.model_fraction * x.shape[0])))
-        if m == res.trace.output.shape[0]:  # the gradient's forward pass covers exactly x[:m]
-            stats, _ = fisher_stats(self.model, self.loss_fn, None, None, "exact", trace=res.trace)
-        else:
-            stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], None, "exact")
-        return to_numpy(quadratic_form_from_stats(stats, vectors, m))
+        trace = res.trace if m == res.trace.output.shape[0] else forward(self.model, x[:m])
+        return to_numpy(fisher_gram_jvp(self.model, self.loss_fn, trace, xp.stack(vectors)))
 
     def _model_change(self, res, x, delta, grad):
         fdf = float(self._exact_gram(res, x, [delta])[0, 0])

@@ -1,0 +1,115 @@
+"""Forward mode: Jacobian-vector products J v through a traced forward pass.
+
+For a direction v in parameter space (θ's order) the output tangent ḟ_n = J_n v
+(J_n = ∂f(x_n)/∂θ) is carried through the layers in the order of the forward
+pass, reading the caches a :func:`kfac_ref.backprop.forward` left:
+
+    Linear / Conv2d   ṡ = W ȧ + V̄ ā              (V̄ = v reshaped like W̄ = [W | b]; ȧ = 0 at the input)
+    ReLU/Tanh/Sigmoid ȧ' = φ'(s) ⊙ ṡ
+    MaxPool2d         ȧ' = ȧ at each window's arg-max
+    AvgPool2d         ȧ' = the window mean of ȧ
+    Flatten           a reshape
+
+Each rule is a plain function in :data:`RULES` (one per layer type), so the
+layers themselves stay forward/backward pairs.  With several directions at once
+(k of them) every array carries a leading axis k.
+
+What it is for: the exact-Fisher quadratic forms of [MG15] §7,
+
+    vᵀ F w = (1/N) Σ_n (J_n v)ᵀ Λ_n (J_n w)                          (MATH.md §6)
+
+cost one forward pass per direction here, instead of C backward passes (one per
+column of S_n) through :func:`kfac_ref.fisher.products.quadratic_form_from_stats`.
+"""
+
+from __future__ import annotations
+
+from .backend import get_xp
+from .nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
+from .nn.im2col import im2col, pad2d, windows
+from .params import flat_to_wbar, layer_slices
+
+
+def _linear(layer, cache, dx, vbar):
+    """ṡ = ȧ Wᵀ + ā V̄ᵀ.  dx : (k, N, d_in) or None, vbar : (k, d_out, a_dim) → (k, N, d_out)."""
+    a_bar = cache["a_bar"][:, 0]  # (N, a_dim)
+    ds = a_bar @ vbar.transpose(0, 2, 1)  # (k, N, d_out): the parameter direction
+    if dx is not None:
+        ds = ds + dx @ layer.weight.T  # the input tangent
+    return ds
+
+
+def _conv(layer, cache, dx, vbar):
+    """ṡ = conv(ȧ; W) + V̄ ā_t at every location.  → (k, N, C_out, Ho, Wo)."""
+    xp = get_xp(vbar)
+    a_bar = cache["a_bar"]  # (N, T, a_dim)
+    n, c_in, h, w = cache["x_shape"]
+    c_out, ho, wo = layer.output_shape((c_in, h, w))
+    k = vbar.shape[0]
+    ds = xp.matmul(vbar[:, None], a_bar.transpose(0, 2, 1)[None])  # (k, N, C_out, T)
+    if dx is not None:
+        ks = layer.kernel_size
+        cols = im2col(dx.reshape(k * n, c_in, h, w), ks, ks, layer.stride, layer.padding, ones=False)
+        wmat = layer.weight.reshape(c_out, layer.d_in)  # (C_out, K)
+        ds = ds + (wmat @ cols.transpose(0, 2, 1)).reshape(k, n, c_out, ho * wo)  # (k, N, C_out, T)
+    return ds.reshape(k, n, c_out, ho, wo)
+
+
+def _elementwise(layer, cache, dx, vbar):
+    return dx * cache["dphi"]
+
+
+def _maxpool(layer, cache, dx, vbar):
+    """The tangent at each window's (first) arg-max: Σ_{i,j} first_max[i, j] ⊙ ȧ[window offset (i, j)]."""
+    ks = layer.kernel_size
+    win = windows(pad2d(dx, layer.padding), ks, ks, layer.stride)  # (k, N, C, Ho, Wo, ks, ks)
+    first_max = cache["first_max"]  # (ks, ks, N, C, Ho, Wo)
+    out = 0
+    for i, j in layer.offsets:
+        out = out + win[..., i, j] * first_max[i, j]
+    return out
+
+
+def _avgpool(layer, cache, dx, vbar):
+    k, n = dx.shape[:2]
+    out = layer.forward(dx.reshape(k * n, *dx.shape[2:]))  # pooling is linear
+    return out.reshape(k, n, *out.shape[1:])
+
+
+def _flatten(layer, cache, dx, vbar):
+    return dx.reshape(dx.shape[0], dx.shape[1], -1)
+
+
+RULES = {Linear: _linear, Conv2d: _conv, ReLU: _elementwise, Tanh: _elementwise, Sigmoid: _elementwise,
+         MaxPool2d: _maxpool, AvgPool2d: _avgpool, Flatten: _flatten}
+
+
+def jvp(model, trace, vectors):
+    """J v for each direction: vectors (k, P) in θ's order → output tangents (k, N, *out_shape)."""
+    xp = get_xp(vectors)
+    vectors = xp.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] != model.num_params:
+        raise ValueError(f"jvp: vectors have shape {tuple(vectors.shape)}, expected (k, {model.num_params})")
+    slices = iter(layer_slices(model))
+    dx = None  # the input does not depend on θ
+    for layer, cache in zip(model.layers, trace.caches):
+        rule = RULES.get(type(layer))
+        if rule is None:
+            raise TypeError(f"jvp: no forward-mode rule for {layer!r}")
+        vbar = flat_to_wbar(layer, vectors[:, next(slices)]) if layer.has_params else None  # (k, d_out, a_dim)
+        if dx is None and vbar is None:
+            continue  # still independent of θ (layers before the first parameter layer)
+        dx = rule(layer, cache, dx, vbar)
+    return dx
+
+
+def fisher_gram_jvp(model, loss_fn, trace, vectors):
+    """[vᵢᵀ F vⱼ] for the exact Fisher of the traced batch, by forward mode.  (k, k)
+
+    F = (1/N) Σ_n J_nᵀ Λ_n J_n (MATH.md §3), so vᵢᵀ F vⱼ = (1/N) Σ_n (J_n vᵢ)ᵀ Λ_n (J_n vⱼ).
+    """
+    xp = get_xp(vectors)
+    jv = jvp(model, trace, vectors)  # (k, N, C)
+    lam = loss_fn.output_fisher(trace.output)  # (N, C, C)
+    n = trace.output.shape[0]
+    return xp.einsum("inc,ncd,jnd->ij", jv, lam, jv) / n  # the 1/N of F
