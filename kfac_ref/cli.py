@@ -101,6 +101,8 @@ def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iterat
     for hp in ("lr", "momentum", "damping", "T_inv", "T_cov", "weight_decay"):
         g.add_argument(f"--{hp.replace('_', '-')}", type=_hyper(hp), action="append", default=[],
                        metavar="[OPT=]VALUE", help=f"{hp} for one optimizer (OPT=VALUE) or all (VALUE); repeatable")
+    g.add_argument("--solver", choices=("dense", "woodbury"),
+                   help="NGD's solver: dense (build F, Cholesky) or woodbury (the same direction, MATH.md §7)")
     g.add_argument("--grid", action="store_true",
                    help="small grid search per optimizer, the same budget for each, picked by validation loss")
     g.add_argument("--grid-iterations", type=_positive_int, help="iterations per grid configuration")
@@ -136,6 +138,8 @@ def config_from_args(args) -> CompareConfig:
                 if hp == "damping" and t == "sgd":
                     continue
                 settings.setdefault(t, {})[hp] = v
+    if args.solver and "ngd" in args.optimizers:
+        settings.setdefault("ngd", {})["solver"] = args.solver
     cfg = CompareConfig(dataset=args.dataset, data_dir=args.data_dir, model=args.model, hidden=args.hidden,
                         channels=args.channels, optimizers=args.optimizers, kind=args.kind,
                         iterations=args.iterations, batch_size=args.batch_size, eval_every=args.eval_every,

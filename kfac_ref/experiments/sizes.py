@@ -161,7 +161,7 @@ def _project_models() -> dict:
     return {
         "digits-mlp": lambda: models.mlp(64, hidden=(32,)),
         "digits-convnet": lambda: models.convnet(),
-        "cifar-convnet": lambda: models.convnet(in_shape=(3, 32, 32), channels=(8, 16), hidden=32),
+        "cifar-convnet": lambda: models.convnet(in_shape=(3, 32, 32), channels=(8, 16, 16), hidden=32),
     }
 
 
@@ -407,7 +407,7 @@ TITLES = {
     "alexnet-torchvision": "AlexNet, torchvision (64-192-384-256-256)",
     "digits-mlp": "kfac_ref digits MLP (64-32-10)",
     "digits-convnet": "kfac_ref digits ConvNet (conv 8, conv 16, fc 32, fc 10)",
-    "cifar-convnet": "kfac_ref CIFAR-10 ConvNet of the README (conv 8, conv 16, fc 32, fc 10)",
+    "cifar-convnet": "kfac_ref CIFAR-10 ConvNet of the README (conv 8, conv 16, conv 16, fc 32, fc 10)",
 }
 
 
