@@ -117,10 +117,12 @@ def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iterat
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=_positive_int,
                    help="BLAS threads (via threadpoolctl); 1 is often fastest for these small matrices")
-    g.add_argument("--target-loss", type=_positive_float,
-                   help="training-loss target of the summary (default: the hardest every run reaches)")
-    g.add_argument("--target-acc", type=_positive_float,
-                   help="validation-accuracy target of the summary (default: the hardest every run reaches)")
+    g.add_argument("--target-loss", type=_positive_float, action="append", default=[],
+                   help="a training-loss target of the summary; repeatable (default: 0.1, 0.01 and the "
+                        "hardest every run reaches)")
+    g.add_argument("--target-acc", type=_positive_float, action="append", default=[],
+                   help="a validation-accuracy target of the summary; repeatable (default: 0.9, 0.95 and "
+                        "the hardest every run reaches)")
     g.add_argument("--out", default=f"results/{name}", help="output folder")
     g.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
@@ -145,7 +147,7 @@ def config_from_args(args) -> CompareConfig:
                         iterations=args.iterations, batch_size=args.batch_size, eval_every=args.eval_every,
                         settings=settings, grid=args.grid, grid_iterations=args.grid_iterations,
                         device=args.device, dtype=args.dtype, seed=args.seed, max_train=args.max_train,
-                        target_loss=args.target_loss, target_acc=args.target_acc)
+                        target_loss=tuple(args.target_loss), target_acc=tuple(args.target_acc))
     if args.quick:
         cfg = replace(cfg, iterations=min(cfg.iterations, 12), eval_every=min(cfg.eval_every, 4),
                       batch_size=min(cfg.batch_size, 32), max_train=cfg.max_train or 256,

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from kfac_ref.cli import main
-from kfac_ref.experiments.summary import default_targets, summarize, time_to_target
+from kfac_ref.experiments.summary import default_targets, format_summary, summarize, target_list, time_to_target
 from kfac_ref.train import RECORD_FIELDS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -47,7 +47,7 @@ def test_compare_quick_writes_exactly_the_documented_outputs(quick_run):
     with open(out / "history_kfac.csv") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == RECORD_FIELDS and len(rows) == len(doc["runs"][3]["records"])
-    assert "× fewer iterations" in (out / "summary.md").read_text()
+    assert "× fewer iterations than SGD" in (out / "summary.md").read_text()
 
 
 def test_every_optimizer_starts_from_the_same_point_and_sees_the_same_data(quick_run):
@@ -68,10 +68,15 @@ def test_summary_counts_iterations_and_seconds_to_target():
     fast = [dict(r, iteration=r["iteration"] // 5, seconds=r["seconds"] / 2) for r in recs]
     runs = [{"optimizer": "sgd", "records": recs}, {"optimizer": "kfac", "records": fast[:3]}]
     assert default_targets(runs) == {"train_loss": 0.5, "val_acc": 0.8}
-    rows = {r["optimizer"]: r for r in summarize(runs)["rows"]}
-    assert rows["kfac"]["train_loss_iterations"] == 4 and rows["sgd"]["train_loss_iterations"] == 20
-    assert rows["kfac"]["train_loss_iterations_sgd_ratio"] == 5.0
-    assert rows["kfac"]["train_loss_seconds_sgd_ratio"] == 2.0
+    assert target_list(runs) == [("train_loss", 0.5), ("train_loss", 0.1), ("train_loss", 0.01),
+                                 ("val_acc", 0.8), ("val_acc", 0.9), ("val_acc", 0.95)]
+    summary = summarize(runs, [("train_loss", 0.5), ("val_acc", 0.9)])
+    rows = {(r["metric"], r["optimizer"]): r for r in summary["rows"]}
+    assert rows["train_loss", "kfac"]["iterations"] == 4 and rows["train_loss", "sgd"]["iterations"] == 20
+    assert rows["train_loss", "kfac"]["iterations_sgd_ratio"] == 5.0
+    assert rows["train_loss", "kfac"]["seconds_sgd_ratio"] == 2.0
+    assert rows["val_acc", "kfac"]["iterations"] is None and rows["val_acc", "sgd"]["iterations"] == 30
+    assert "| train loss ≤ 0.5 | kfac | 4 | 5.0 | 1.50 | 2.0 |" in format_summary(summary)
 
 
 def test_sizes_prints_the_three_alexnet_totals(capsys):

@@ -31,13 +31,13 @@ from ..optim import OPTIMIZERS
 from ..params import get_flat_params, set_flat_params
 from ..train import RECORD_FIELDS, Trainer
 from .curves import curves_figure, save_figure
-from .summary import default_targets, format_summary, summarize
+from .summary import format_summary, summarize, target_list
 
 # Settings per optimizer for the digits ConvNet: the picks of `kfac-ref compare --grid`
 # (README.md, "Results"); any of them can be overridden on the command line.
 DEFAULT_SETTINGS = {
     "sgd": {"lr": 0.03, "momentum": 0.9},
-    "ngd": {"lr": 0.5, "damping": 0.3, "kind": "exact", "solver": "dense"},
+    "ngd": {"lr": 0.3, "damping": 0.1, "kind": "exact", "solver": "dense"},
     "block-ngd": {"lr": 0.5, "damping": 0.3, "kind": "exact"},
     # [MG15]'s recipe: the step rescaled by the exact quadratic model (α, μ; §7) and λ adapted
     # by Levenberg–Marquardt (§6.5); factors from 1/4 of each batch, inverses every 20 steps.
@@ -74,8 +74,8 @@ class CompareConfig:
     dtype: str = "float64"
     seed: int = 0
     max_train: int | None = None  # use only the first n training samples (quick runs)
-    target_loss: float | None = None  # summary target; None: the hardest every run reaches
-    target_acc: float | None = None
+    target_loss: tuple = ()  # summary targets; empty: round values and the hardest every run reaches
+    target_acc: tuple = ()
 
 
 def load_data(cfg: CompareConfig):
@@ -155,12 +155,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
     try:
-        targets = default_targets(runs)
-        if cfg.target_loss is not None:
-            targets["train_loss"] = cfg.target_loss
-        if cfg.target_acc is not None:
-            targets["val_acc"] = cfg.target_acc
-        summary = summarize(runs, targets)
+        summary = summarize(runs, target_list(runs, cfg.target_loss, cfg.target_acc))
         doc = {"config": _jsonable(asdict(cfg)), "machine": machine_info(cfg),
                "runs": [{"optimizer": r["optimizer"], "settings": r["settings"], "records": r["records"]}
                         for r in runs]}

@@ -31,12 +31,14 @@ def curves_figure(runs, title: str | None = None):
                 ax = axes[row, col]
                 for split, style in (("train", "-"), ("val", "--")):
                     pts = [(r[xkey], r[f"{split}_{metric}"]) for r in run["records"]
-                           if r[f"{split}_{metric}"] is not None]
+                           if r[f"{split}_{metric}"] is not None and (xkey == "iteration" or r[xkey] > 0)]
                     if pts:
                         xs, ys = zip(*pts)
                         ax.plot(xs, ys, style, color=color, lw=1.6,
                                 label=f"{label} ({'train' if split == 'train' else 'validation'})")
-                ax.set_xlabel("iterations" if xkey == "iteration" else "wall-clock seconds (training only)")
+                if xkey == "seconds":  # log scale: methods whose costs differ 100× stay readable
+                    ax.set_xscale("log")
+                ax.set_xlabel("iterations" if xkey == "iteration" else "wall-clock seconds (training only, log scale)")
                 ax.set_ylabel(ylab)
                 if metric == "loss":
                     ax.set_yscale("log")

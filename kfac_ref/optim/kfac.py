@@ -28,7 +28,7 @@ from ..fisher.vectors import fisher_stats
 from ..grads import GradResult, loss_and_grad
 from ..jvp import fisher_gram_jvp
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
-from .base import Optimizer, check_number, needs_rng
+from .base import Optimizer, PhaseTimer, check_number, needs_rng
 from .quadratic import lm_ratio, lm_update, model_change, rescale_coefficients
 
 DAMPING_MODES = ("factored", "exact")
@@ -202,10 +202,13 @@ class KFAC(Optimizer):
         self._pending_lm = None
         info = super().step(x, y, rng)
         if self._pending_lm is not None:  # LM: one more forward at θ + δ on the same batch
-            h_old, change = self._pending_lm
-            h_new = float(self.loss_fn(self.model(x), y))
-            rho = lm_ratio(h_old, h_new, change)
-            self.damping = max(self.min_damping, lm_update(self.damping, rho, self.omega))
+            timer = PhaseTimer(get_xp(x))
+            with timer("update"):
+                h_old, change = self._pending_lm
+                h_new = float(self.loss_fn(self.model(x), y))
+                rho = lm_ratio(h_old, h_new, change)
+                self.damping = max(self.min_damping, lm_update(self.damping, rho, self.omega))
+            info["times"]["update"] += timer.times["update"]
             info["rho"] = rho
             info["damping"] = self.damping
         return info
