@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="{compare,demo,sizes,fisher-plot}")
     compare_parser(sub)
     demo = compare_parser(sub, "demo", "the comparison on the bundled digits ConvNet (make demo)")
-    demo.set_defaults(out="results/demo")
+    demo.set_defaults(out="results/demo", iterations=200)
     sub.add_parser("sizes", help="Fisher-block vs Kronecker-factor sizes (kfac-ref sizes --help)")
     sub.add_parser("fisher-plot", help="heatmaps of the Fisher and its approximations (kfac-ref fisher-plot --help)")
     args = parser.parse_args(argv)
