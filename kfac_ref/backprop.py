@@ -61,9 +61,11 @@ class LayerStats:
         if self.g.shape[0] != 1:
             raise ValueError(f"mean_wbar_grad needs one seed per sample, got {self.g.shape[0]}")
         n = self.a_bar.shape[0]
-        g = self.g[0].reshape(-1, self.layer.d_out)  # (N·T, d_out)
+        # A Conv2d's g is a view of its (N, d_out, T) output gradient: ordering it as
+        # (d_out, N, T) moves whole runs of T values, a cheaper copy than (N, T, d_out).
+        g = self.g[0].transpose(2, 0, 1).reshape(self.layer.d_out, -1)  # (d_out, N·T)
         a = self.a_bar.reshape(-1, self.layer.a_dim)  # (N·T, a_dim)
-        return (g.T @ a) / n  # the 1/N of the averaged loss h
+        return (g @ a) / n  # the 1/N of the averaged loss h
 
 
 def forward(model, x) -> Trace:

@@ -19,8 +19,7 @@ class ReLU(Layer):
         return get_xp(x).maximum(x, 0)
 
     def forward_cached(self, x):
-        mask = x > 0  # (N, ...)
-        return x * mask, {"dphi": mask}
+        return self.forward(x), {"dphi": x > 0}  # φ' = [x > 0] : (N, ...) bool
 
     def backward(self, cache, grad_out):
         return grad_out * cache["dphi"]

@@ -78,17 +78,26 @@ class Conv2d(ParamLayer):
         n = x.shape[0]
         a_bar = im2col(x, self.kernel_size, self.kernel_size, self.stride, self.padding,
                        ones=self.bias is not None)  # (N, T, a_dim)
-        s = a_bar.reshape(n * ho * wo, self.a_dim) @ self.wbar().T  # (N·T, C_out)
-        out = s.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2)  # (N, C_out, Ho, Wo)
+        # s_{n,t} = W̄ ā_{n,t} for all t at once: W̄ ā_nᵀ, one (C_out, T) product per
+        # sample, which is already the (C_out, Ho, Wo) layout of the output.  (The
+        # single product ā W̄ᵀ of shape (N·T, C_out) would need a transpose, and the
+        # non-contiguous result would slow down every element-wise layer after it.)
+        s = self.wbar() @ a_bar.transpose(0, 2, 1)  # (N, C_out, T)
+        out = s.reshape(n, c_out, ho, wo)  # (N, C_out, Ho, Wo)
         return out, {"a_bar": a_bar, "x_shape": x.shape}
 
     def backward(self, cache, grad_out):
         """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W)."""
         s_, n, c_out, ho, wo = grad_out.shape
-        k = self.kernel_size
+        k, c_in = self.kernel_size, self.in_channels
         w = self.weight.reshape(c_out, self.d_in)  # (C_out, K)
-        g = grad_out.transpose(0, 1, 3, 4, 2)  # (S, N, Ho, Wo, C_out)
-        cols = (g @ w).reshape(s_, n, ho, wo, self.in_channels, k, k)  # (S, N, Ho, Wo, C, kh, kw)
+        g = grad_out.reshape(s_ * n, c_out, ho * wo)  # (S·N, C_out, T)
+        # ∂ℓ/∂patch_t = Wᵀ g_t for all t at once: Wᵀ g, one (K, T) product per sample.
+        cols = (w.T @ g).reshape(s_, n, c_in, k, k, ho, wo)  # (S, N, C, kh, kw, Ho, Wo)
+        # col2im takes (..., Ho, Wo, C, kh, kw); the transpose is a view, and in this
+        # memory order each kernel offset's slice (..., C, Ho, Wo) that col2im adds
+        # back is contiguous along Wo.
+        cols = cols.transpose(0, 1, 5, 6, 2, 3, 4)  # (S, N, Ho, Wo, C, kh, kw)
         return col2im(cols, cache["x_shape"], k, k, self.stride, self.padding)
 
     def g_from_grad(self, grad_out):

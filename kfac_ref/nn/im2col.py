@@ -9,8 +9,12 @@ zero padding p, the output has Ho × Wo locations,
 and the patch of location t = (u, v) is x_pad[:, :, u·s : u·s + kh, v·s : v·s + kw],
 flattened in (c, i, j) order — the order of ``Conv2d.weight.reshape(C_out, -1)``.
 
-Both functions work for NumPy and CuPy arrays; the only loop is over the kh·kw
-kernel offsets, never over samples.
+im2col is a gather with a fixed index table: entry (t, k) of every sample's
+patch matrix reads one element of that sample's padded input, at the same flat
+position for every sample (:func:`patch_index`).  col2im, its adjoint, adds the
+patch gradients back with one strided slice-add per kernel offset (kh·kw of them).
+
+Both functions work for NumPy and CuPy arrays and never loop over samples.
 """
 
 from __future__ import annotations
@@ -43,8 +47,24 @@ def windows(x_pad, kh: int, kw: int, stride: int):
     return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)
 
 
+def patch_index(c: int, hp: int, wp: int, kh: int, kw: int, stride: int, xp):
+    """Where each patch entry sits in one flattened padded sample (C·Hp·Wp values).  (T, K)
+
+        index[t, (c, i, j)] = corner[t] + offset[c, i, j]
+        corner[(u, v)]      = u·s·Wp + v·s                 the top-left element of patch t
+        offset[c, i, j]     = c·Hp·Wp + i·Wp + j           entry (c, i, j) relative to it
+
+    T = Ho·Wo locations in (u, v) row-major order, K = C·kh·kw in (c, i, j) order.
+    """
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    corner = (xp.arange(ho)[:, None] * (stride * wp) + xp.arange(wo)[None, :] * stride)  # (Ho, Wo)
+    offset = (xp.arange(c)[:, None, None] * (hp * wp) + xp.arange(kh)[None, :, None] * wp
+              + xp.arange(kw)[None, None, :])  # (C, kh, kw)
+    return corner.reshape(-1, 1) + offset.reshape(1, -1)  # (T, K)
+
+
 def im2col(x, kh: int, kw: int, stride: int, padding: int, ones: bool):
-    """Patch matrix ā of shape (N, Ho·Wo, C·kh·kw [+ 1]).
+    """Patch matrix ā of shape (N, Ho·Wo, C·kh·kw [+ 1]), a C-contiguous array.
 
     With ``ones=True`` a last column of ones is appended: the homogeneous
     coordinate of MATH.md §1, so that the convolution with bias is the single
@@ -52,19 +72,16 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int, ones: bool):
     """
     xp = get_xp(x)
     n, c, _, _ = x.shape
-    win = windows(pad2d(x, padding), kh, kw, stride)  # (N, C, Ho, Wo, kh, kw)
-    ho, wo = win.shape[2], win.shape[3]
-    k = c * kh * kw
-    a_bar = xp.empty((n, ho, wo, k + ones), dtype=x.dtype)  # (N, Ho, Wo, K [+1])
-    # Write the patches straight into the first K columns through a strided view
-    # (N, Ho, Wo, C, kh, kw) of a_bar: one copy, no temporary.
-    sn, su, sv, sk = a_bar.strides
-    patches = xp.lib.stride_tricks.as_strided(
-        a_bar, shape=(n, ho, wo, c, kh, kw), strides=(sn, su, sv, sk * kh * kw, sk * kw, sk))
-    patches[...] = win.transpose(0, 2, 3, 1, 4, 5)
+    x_pad = pad2d(x, padding)  # (N, C, Hp, Wp)
+    hp, wp = x_pad.shape[-2:]
+    index = patch_index(c, hp, wp, kh, kw, stride, xp)  # (T, K)
+    flat = x_pad.reshape(n, c * hp * wp)  # (N, C·Hp·Wp)
     if ones:
-        a_bar[..., k] = 1.0
-    return a_bar.reshape(n, ho * wo, k + ones)  # (N, T, K [+1])
+        # Give every sample one more value, 1, and point a last index column at it:
+        # the ones column then comes out of the same gather.
+        flat = xp.concatenate([flat, xp.ones((n, 1), dtype=x.dtype)], axis=1)  # (N, C·Hp·Wp + 1)
+        index = xp.concatenate([index, xp.full((index.shape[0], 1), c * hp * wp)], axis=1)  # (T, K + 1)
+    return xp.take(flat, index, axis=1)  # (N, T, K [+1]): ā[n, t, k] = flat[n, index[t, k]]
 
 
 def col2im(cols, x_shape, kh: int, kw: int, stride: int, padding: int):

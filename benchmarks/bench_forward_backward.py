@@ -1,0 +1,328 @@
+"""Forward + backward time of kfac_ref, side by side with PyTorch when it is importable.
+
+What is timed is one training step's gradient work,
+
+    kfac_ref.loss_and_grad(model, loss_fn, x, y)
+
+i.e. forward, averaged cross-entropy loss and backward to every parameter
+gradient, for three networks and a batch of N = 128 (``--batch``):
+
+    mlp       kfac_ref.models.mlp(64, hidden=(128, 64), num_classes=10)      x : (N, 64)
+    convnet   kfac_ref.models.convnet()                                       x : (N, 1, 8, 8)
+    cifar     kfac_ref.models.convnet(in_shape=(3, 32, 32), channels=(32, 64), hidden=128)
+                                                                              x : (N, 3, 32, 32)
+
+each in float32 and float64.  PyTorch is never a dependency of kfac_ref: when
+``import torch`` works, the same architecture is built in torch with the weights
+copied over (the same model), and ``forward + loss.backward()`` is timed on the
+same batch in the same dtype, with ``torch.set_num_threads`` equal to the number
+of threads NumPy's BLAS uses.  Repetitions alternate (kfac_ref, torch, kfac_ref,
+torch, ...) after a warm-up, so both see the same machine state; the table
+reports the medians and their ratio.  The gradients are compared once, so the
+comparison is between two computations of the same numbers.
+
+Goals (issue acceptance): kfac_ref / torch ≤ 1.5 for the MLP, ≤ 3 for the ConvNets.
+
+    python benchmarks/bench_forward_backward.py                 # the full table
+    python benchmarks/bench_forward_backward.py --quick         # a smoke run (seconds)
+    python benchmarks/bench_forward_backward.py --json out.json --reps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+try:
+    import resource  # Unix only: kernel (system) CPU time, mostly page faults here
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
+import numpy as np
+
+import kfac_ref
+from kfac_ref import nn
+from kfac_ref.backend import synchronize, to_device, to_numpy, xp_for
+from kfac_ref.models import convnet, mlp
+
+try:  # PyTorch is only a yardstick here, never a dependency of the package.
+    import torch
+except ImportError:  # pragma: no cover - depends on the environment
+    torch = None
+
+NUM_CLASSES = 10
+
+# name → (builder(dtype, device), per-sample input shape, goal for kfac_ref / torch)
+MODELS = {
+    "mlp": (lambda dtype, device: mlp(64, hidden=(128, 64), num_classes=NUM_CLASSES,
+                                      dtype=dtype, device=device), (64,), 1.5),
+    "convnet": (lambda dtype, device: convnet(dtype=dtype, device=device), (1, 8, 8), 3.0),
+    "cifar": (lambda dtype, device: convnet(in_shape=(3, 32, 32), channels=(32, 64), hidden=128,
+                                            dtype=dtype, device=device), (3, 32, 32), 3.0),
+}
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+# ---- threads ---------------------------------------------------------------------------
+def blas_threads() -> tuple[int, str]:
+    """The number of threads NumPy's BLAS uses, and where that number comes from."""
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415  (optional)
+    except ImportError:
+        threadpool_info = None
+    if threadpool_info is not None:
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"
+                and "numpy" in p["filepath"].replace("\\", "/").split("site-packages/")[-1]]
+        blas = blas or [p for p in threadpool_info() if p["user_api"] == "blas"]
+        if blas:
+            return int(blas[0]["num_threads"]), f"threadpoolctl ({blas[0]['internal_api']})"
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var]), f"${var}"
+    return os.cpu_count() or 1, "os.cpu_count()"
+
+
+def limit_blas_threads(n: int):
+    """Limit NumPy's BLAS to n threads (needs threadpoolctl); returns the limiter to keep alive."""
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    except ImportError:
+        sys.exit("--threads needs threadpoolctl (pip install threadpoolctl), "
+                 "or set OPENBLAS_NUM_THREADS / MKL_NUM_THREADS before starting Python")
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in the process (glibc only); True if it worked.
+
+    By default glibc hands large freed blocks back to the OS, so every step's
+    large temporaries (patch matrices, activations) are page-faulted and zeroed
+    by the kernel anew: time that shows up as system CPU time.  Raising the mmap
+    and trim thresholds makes malloc reuse them.  It applies to the whole
+    process, so to both frameworks.
+    """
+    path = ctypes.util.find_library("c")
+    if path is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(path).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+def system_seconds() -> float:
+    """Kernel CPU time of this process so far (0 where the platform does not say)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime if resource is not None else 0.0
+
+
+# ---- the torch twin --------------------------------------------------------------------
+def torch_twin(model, dtype, device: str):
+    """The same network in torch, with kfac_ref's weights copied in."""
+    tnn, tdtype = torch.nn, getattr(torch, np.dtype(dtype).name)
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, nn.Linear):
+            t = tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+        elif isinstance(layer, nn.Conv2d):
+            t = tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                           stride=layer.stride, padding=layer.padding, bias=layer.bias is not None)
+        elif isinstance(layer, nn.MaxPool2d):
+            t = tnn.MaxPool2d(layer.kernel_size, stride=layer.stride, padding=layer.padding)
+        elif isinstance(layer, nn.AvgPool2d):
+            t = tnn.AvgPool2d(layer.kernel_size, stride=layer.stride, padding=layer.padding)
+        elif isinstance(layer, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Flatten)):
+            t = getattr(tnn, type(layer).__name__)()
+        else:
+            raise TypeError(f"no torch twin for {layer!r}")
+        t = t.to(device=device, dtype=tdtype)  # cast first, then copy: no rounding of the weights
+        with torch.no_grad():
+            for name, value in layer.params():
+                getattr(t, name).copy_(torch.from_numpy(to_numpy(value).copy()))
+        layers.append(t)
+    return tnn.Sequential(*layers)
+
+
+def torch_flat_grad(tmodel):
+    """The torch gradient in kfac_ref's θ order (per layer: weight raveled, then bias)."""
+    return np.concatenate([p.grad.detach().cpu().numpy().ravel() for p in tmodel.parameters()])
+
+
+# ---- timing ----------------------------------------------------------------------------
+def time_once(step, sync) -> float:
+    """Wall-clock seconds of one call, with the device drained before each clock reading."""
+    sync()
+    t0 = time.perf_counter()
+    step()
+    sync()
+    return time.perf_counter() - t0
+
+
+def bench_case(name, dtype_name, args, use_torch):
+    build, in_shape, goal = MODELS[name]
+    dtype = DTYPES[dtype_name]
+    xp = xp_for(args.device)
+    rng = np.random.default_rng(0)
+    model = build(dtype, args.device)
+    loss_fn = nn.CrossEntropyLoss()
+    x_np = rng.standard_normal((args.batch, *in_shape)).astype(dtype)  # (N, *in_shape)
+    y_np = rng.integers(0, NUM_CLASSES, size=args.batch)  # (N,)
+    x, y = to_device(x_np, args.device), to_device(y_np, args.device)
+
+    def kfac_step():
+        return kfac_ref.loss_and_grad(model, loss_fn, x, y)
+
+    steps = {"kfac_ref": (kfac_step, lambda: synchronize(xp))}
+    row = {"model": name, "dtype": dtype_name, "batch": args.batch, "params": model.num_params,
+           "goal": goal}
+
+    if use_torch:
+        tdev = "cuda" if args.device == "gpu" else "cpu"
+        tmodel = torch_twin(model, dtype, tdev)
+        tx, ty = torch.from_numpy(x_np).to(tdev), torch.from_numpy(y_np).to(tdev)
+        tloss = torch.nn.CrossEntropyLoss()  # the mean over the batch, like kfac_ref's h
+
+        def torch_step():
+            for p in tmodel.parameters():
+                p.grad = None  # a fresh gradient each step, as kfac_ref computes
+            loss = tloss(tmodel(tx), ty)
+            loss.backward()
+            return loss.detach()
+
+        tsync = torch.cuda.synchronize if tdev == "cuda" else (lambda: None)
+        steps["torch"] = (torch_step, tsync)
+
+        # Honesty check: both compute the same loss and gradient.
+        res, tl = kfac_step(), torch_step()
+        g, tg = to_numpy(res.grad), torch_flat_grad(tmodel)
+        row["loss_rel_err"] = abs(res.loss - float(tl)) / abs(float(tl))
+        row["grad_rel_err"] = float(np.linalg.norm(g - tg) / np.linalg.norm(tg))
+
+    # Repetitions alternate between the frameworks (kfac_ref's turn, torch's turn,
+    # ...), so that a slow spell of the machine hits both.  After a call, each
+    # framework's worker threads (OpenBLAS's, torch's OpenMP) spin for a while, and
+    # on a machine with few cores they would steal the CPU from the other
+    # framework's next call.  So a turn starts with a pause (--pause: the other
+    # side's threads go to sleep) and an untimed call (this side's threads wake up),
+    # then times calls for at least --turn seconds (one call for the big models,
+    # several for the sub-millisecond ones): the steady state of a training loop.
+    # A repetition's time is the median of its turn.
+    times = {k: [] for k in steps}
+    sys_time = {k: [0.0, 0] for k in steps}  # kernel seconds, calls
+    for rnd in range(args.warmup + args.reps):
+        for key, (step, sync) in steps.items():  # kfac_ref, torch, kfac_ref, torch, ...
+            time.sleep(args.pause)
+            time_once(step, sync)
+            turn, start, sys0 = [], time.perf_counter(), system_seconds()
+            while not turn or time.perf_counter() - start < args.turn:
+                turn.append(time_once(step, sync))
+            if rnd >= args.warmup:
+                times[key].append(statistics.median(turn))
+                sys_time[key][0] += system_seconds() - sys0
+                sys_time[key][1] += len(turn)
+    for key, ts in times.items():
+        row[f"{key}_ms"] = 1e3 * statistics.median(ts)
+        row[f"{key}_ms_min"] = 1e3 * min(ts)
+        row[f"{key}_sys_ms"] = 1e3 * sys_time[key][0] / sys_time[key][1]  # mean kernel time per call
+    if use_torch:
+        row["ratio"] = row["kfac_ref_ms"] / row["torch_ms"]
+    return row
+
+
+# ---- report ----------------------------------------------------------------------------
+def print_table(rows, meta):
+    print(f"kfac_ref {meta['kfac_ref']}  numpy {meta['numpy']}  torch {meta['torch'] or '—'}  "
+          f"device {meta['device']}  batch {meta['batch']}  reps {meta['reps']} (median)")
+    load = "—" if meta["load_average_1min"] is None else f"{meta['load_average_1min']:.2f}"
+    print(f"threads: numpy BLAS {meta['threads']} [{meta['threads_source']}], "
+          f"torch {meta['torch_threads'] or '—'};  cpu_count {meta['cpu_count']};  load before start {load}")
+    print(f"malloc: {meta['malloc']}")
+    head = f"{'model':<9}{'dtype':<9}{'P':>9}{'kfac_ref ms':>13}{'torch ms':>10}{'ratio':>8}" \
+           f"{'goal':>6}{'':>5}{'grad rel err':>13}{'sys ms kfac/torch':>19}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        torch_ms = f"{r['torch_ms']:10.2f}" if "torch_ms" in r else f"{'—':>10}"
+        ratio = f"{r['ratio']:8.2f}" if "ratio" in r else f"{'—':>8}"
+        ok = ("ok" if r["ratio"] <= r["goal"] else "MISS") if "ratio" in r else ""
+        err = f"{r['grad_rel_err']:13.1e}" if "grad_rel_err" in r else f"{'—':>13}"
+        sys_ms = f"{r['kfac_ref_sys_ms']:.1f}/" + (f"{r['torch_sys_ms']:.1f}" if "torch_sys_ms" in r else "—")
+        print(f"{r['model']:<9}{r['dtype']:<9}{r['params']:>9,}{r['kfac_ref_ms']:13.2f}{torch_ms}"
+              f"{ratio}{'≤' + format(r['goal'], 'g'):>6}   {ok:<4}{err}{sys_ms:>19}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=128, help="batch size N (default 128)")
+    ap.add_argument("--reps", type=int, default=20, help="timed repetitions per case (default 20)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions first (default 3)")
+    ap.add_argument("--pause", type=float, default=0.2,
+                    help="seconds of idle before each framework's turn, so that the other "
+                         "framework's spinning threads have gone to sleep (default 0.2)")
+    ap.add_argument("--turn", type=float, default=0.02,
+                    help="seconds of timed calls per framework turn (default 0.02)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 3 reps, 1 warm-up")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {list(MODELS)}")
+    ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of float32,float64")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="'gpu' needs CuPy")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="limit NumPy's BLAS (threadpoolctl) and torch to this many threads")
+    ap.add_argument("--no-torch", action="store_true", help="time kfac_ref alone")
+    ap.add_argument("--tune-malloc", action="store_true",
+                    help="glibc only: keep freed memory in the process instead of returning it to "
+                         "the OS, so large temporaries are not page-faulted in again every step "
+                         "(both frameworks; see the 'sys ms' column)")
+    ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.reps, args.warmup = 3, 1
+    names, dtypes = args.models.split(","), args.dtypes.split(",")
+    for v, known in ((names, MODELS), (dtypes, DTYPES)):
+        bad = [k for k in v if k not in known]
+        if bad:
+            ap.error(f"unknown {bad}: expected a subset of {list(known)}")
+
+    _limiter = limit_blas_threads(args.threads) if args.threads else None  # noqa: F841 (kept alive)
+    malloc = "system default"
+    if args.tune_malloc:
+        malloc = "tuned (mmap/trim thresholds 1 GiB)" if tune_malloc() else "system default (tuning unavailable)"
+    threads, source = blas_threads()
+    use_torch = torch is not None and not args.no_torch
+    if use_torch and args.device == "gpu" and not torch.cuda.is_available():
+        print("torch has no CUDA device: timing kfac_ref alone", file=sys.stderr)
+        use_torch = False
+    if use_torch:
+        torch.set_num_threads(threads)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None and load > 0.5:
+        print(f"warning: load average {load:.2f} before starting: other processes are using the "
+              f"CPU and the timings will be noisy", file=sys.stderr)
+    meta = {"kfac_ref": kfac_ref.__version__, "numpy": np.__version__,
+            "torch": torch.__version__ if torch is not None else None, "device": args.device,
+            "batch": args.batch, "reps": args.reps, "warmup": args.warmup, "pause_s": args.pause, "turn_s": args.turn, "threads": threads,
+            "threads_source": source, "torch_threads": torch.get_num_threads() if use_torch else None,
+            "cpu_count": os.cpu_count(), "load_average_1min": load, "malloc": malloc, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": platform.processor()}
+    rows = []
+    for name in names:
+        for dtype_name in dtypes:
+            rows.append(bench_case(name, dtype_name, args, use_torch))
+    print_table(rows, meta)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"meta": meta, "results": rows}, fh, indent=2)
+        print(f"saved {args.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
