@@ -117,6 +117,7 @@ def test_checkpoint_is_plain_arrays_and_refuses_garbage(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_a_diverging_run_stops_with_a_message_and_keeps_its_records():
     data = _toy_data()
     model = models.mlp(5, hidden=(8,), num_classes=3)
