@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -58,6 +57,8 @@ from kfac_ref.data import load_digits
 from kfac_ref.fisher.solve import woodbury_solve_from_stats
 from kfac_ref.models import convnet, mlp
 from kfac_ref.params import layer_slices
+
+from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
 
 KINDS = ("exact", "mc", "empirical")
 
@@ -84,39 +85,6 @@ Woodbury pays off when K ≪ P: for 'exact' K = C·N = 1280, so at P ≈ 10³ it
 
 
 # ---- machine ---------------------------------------------------------------------------
-def blas_threads():
-    """(threads, library) of NumPy's BLAS when threadpoolctl is importable, else (None, None)."""
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415  (optional)
-    except ImportError:
-        return None, None
-    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
-    return (int(blas[0]["num_threads"]), blas[0]["internal_api"]) if blas else (None, None)
-
-
-def limit_blas_threads(n):
-    """Limit NumPy's BLAS to n threads (needs threadpoolctl); returns the limiter to keep alive."""
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415  (optional)
-    except ImportError:
-        sys.exit("--threads needs threadpoolctl (pip install threadpoolctl), "
-                 "or set OPENBLAS_NUM_THREADS / MKL_NUM_THREADS before starting Python")
-    return threadpool_limits(limits=n, user_api="blas")
-
-
-def machine_info(device):
-    threads, blas = blas_threads()
-    info = {"kfac_ref": kfac_ref.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "blas": blas, "blas_threads": threads, "device": device,
-            "machine": platform.machine(), "processor": platform.processor() or None}
-    if hasattr(os, "getloadavg"):
-        info["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
-    if device == "gpu":
-        import cupy  # noqa: PLC0415  (only here, and only when asked for)
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    return info
-
-
 # ---- timing ----------------------------------------------------------------------------
 def timed(fn, xp):
     """(result, seconds) of one call, the device drained before each clock reading."""

@@ -52,6 +52,8 @@ from kfac_ref import nn
 from kfac_ref.backend import synchronize, to_device, to_numpy, xp_for
 from kfac_ref.models import convnet, mlp
 
+from common import blas_threads, limit_blas_threads  # noqa: E402  (benchmarks/common.py)
+
 try:  # PyTorch is only a yardstick here, never a dependency of the package.
     import torch
 except ImportError:  # pragma: no cover - depends on the environment
@@ -71,34 +73,6 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 # ---- threads ---------------------------------------------------------------------------
-def blas_threads() -> tuple[int, str]:
-    """The number of threads NumPy's BLAS uses, and where that number comes from."""
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415  (optional)
-    except ImportError:
-        threadpool_info = None
-    if threadpool_info is not None:
-        blas = [p for p in threadpool_info() if p["user_api"] == "blas"
-                and "numpy" in p["filepath"].replace("\\", "/").split("site-packages/")[-1]]
-        blas = blas or [p for p in threadpool_info() if p["user_api"] == "blas"]
-        if blas:
-            return int(blas[0]["num_threads"]), f"threadpoolctl ({blas[0]['internal_api']})"
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var]), f"${var}"
-    return os.cpu_count() or 1, "os.cpu_count()"
-
-
-def limit_blas_threads(n: int):
-    """Limit NumPy's BLAS to n threads (needs threadpoolctl); returns the limiter to keep alive."""
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415
-    except ImportError:
-        sys.exit("--threads needs threadpoolctl (pip install threadpoolctl), "
-                 "or set OPENBLAS_NUM_THREADS / MKL_NUM_THREADS before starting Python")
-    return threadpool_limits(limits=n, user_api="blas")
-
-
 def tune_malloc() -> bool:
     """Keep freed memory in the process (glibc only); True if it worked.
 

@@ -55,7 +55,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -90,6 +89,8 @@ from kfac_ref.data import BatchStream, load_digits  # noqa: E402
 from kfac_ref.models import convnet, mlp  # noqa: E402
 from kfac_ref.optim import KFAC, NGD, PHASES, SGD, BlockNGD  # noqa: E402
 
+from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
+
 LR = 0.01  # small: the timings must not depend on convergence, and nothing may diverge
 GOAL = 1.5  # K-FAC (T_inv = 20) / SGD on the ConvNet
 GOAL_MODEL, GOAL_ROW = "convnet", "kfac"
@@ -117,44 +118,6 @@ QUICK_SKIP = ("ngd-dense", "block-ngd")  # --quick leaves out the rows with a Ch
 
 
 # ---- machine ---------------------------------------------------------------------------
-def blas_threads():
-    """(threads, library) of NumPy's BLAS: threadpoolctl when importable, else the environment."""
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415  (optional)
-    except ImportError:
-        for var in THREAD_VARS:
-            if os.environ.get(var, "").isdigit():
-                return int(os.environ[var]), f"${var}"
-        return None, None
-    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
-    return (int(blas[0]["num_threads"]), blas[0]["internal_api"]) if blas else (None, None)
-
-
-def limit_blas_threads(n):
-    """Limit NumPy's BLAS to n threads with threadpoolctl, if installed (the environment did the rest)."""
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415  (optional)
-    except ImportError:
-        if os.environ.get("OPENBLAS_NUM_THREADS") != str(n):  # main() called from Python, numpy loaded
-            print("warning: --threads needs threadpoolctl when not run as a script; BLAS threads unchanged",
-                  file=sys.stderr)
-        return None
-    return threadpool_limits(limits=n, user_api="blas")
-
-
-def machine_info(device):
-    threads, blas = blas_threads()
-    info = {"kfac_ref": kfac_ref.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "blas": blas, "blas_threads": threads, "device": device,
-            "machine": platform.machine(), "processor": platform.processor() or None}
-    if hasattr(os, "getloadavg"):
-        info["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
-    if device == "gpu":
-        import cupy  # noqa: PLC0415  (only here, and only when asked for)
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    return info
-
-
 # ---- timing ----------------------------------------------------------------------------
 class Runner:
     """One optimizer on its own model copy, batch stream and MC generator; records every step."""

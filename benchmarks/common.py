@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmark scripts: BLAS threads and the machine header.
+
+The scripts run as ``python benchmarks/<script>.py``, so this folder is on
+``sys.path`` and ``from common import ...`` finds this module.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import kfac_ref
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def blas_threads() -> tuple[int, str]:
+    """The number of threads NumPy's BLAS uses, and where that number comes from."""
+    infos = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    # Prefer NumPy's own BLAS over SciPy's (both may be loaded).
+    numpy_blas = [p for p in infos if "numpy" in p["filepath"].replace("\\", "/").split("site-packages/")[-1]]
+    blas = numpy_blas or infos
+    if blas:
+        return int(blas[0]["num_threads"]), f"threadpoolctl ({blas[0]['internal_api']})"
+    for var in THREAD_VARS:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var]), f"${var}"
+    return os.cpu_count() or 1, "os.cpu_count()"
+
+
+def limit_blas_threads(n: int):
+    """Limit every loaded BLAS to n threads; returns the limiter (keep it alive)."""
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def machine_info(device: str) -> dict:
+    """What the numbers were measured on (printed and saved with every benchmark)."""
+    threads, blas = blas_threads()
+    info = {"kfac_ref": kfac_ref.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "blas": blas, "blas_threads": threads, "device": device,
+            "machine": platform.machine(), "processor": platform.processor() or None}
+    if hasattr(os, "getloadavg"):
+        info["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
+    if device == "gpu":
+        import cupy  # noqa: PLC0415  (only here, and only when asked for)
+        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+        info["gpu"] = name.decode() if isinstance(name, bytes) else name
+    return info
