@@ -178,13 +178,9 @@ def _blas_threads(n):
     """A context limiting BLAS threads to n (no-op for None)."""
     import contextlib
 
-    if n is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError as exc:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        raise RuntimeError("--threads needs threadpoolctl (pip install threadpoolctl)") from exc
-    return threadpool_limits(limits=n, user_api="blas")
+    from threadpoolctl import threadpool_limits
+
+    return contextlib.nullcontext() if n is None else threadpool_limits(limits=n, user_api="blas")
 
 
 def cmd_compare(args) -> int:
