@@ -107,14 +107,14 @@ def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iterat
                    help="small grid search per optimizer, the same budget for each, picked by validation loss")
     g.add_argument("--grid-iterations", type=_positive_int, help="iterations per grid configuration")
     g = p.add_argument_group("budget and run")
-    g.add_argument("--iterations", type=_positive_int, default=300)
+    g.add_argument("--iterations", type=_positive_int, default=300, help="training iterations per optimizer")
     g.add_argument("--epochs", type=_positive_int, help="train for this many epochs instead of --iterations")
-    g.add_argument("--batch-size", type=_positive_int, default=128)
+    g.add_argument("--batch-size", type=_positive_int, default=128, help="mini-batch size N")
     g.add_argument("--eval-every", type=_positive_int, default=10,
                    help="measure the full training and validation loss every k iterations")
     g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="initialisation, batch order and Monte-Carlo targets")
     g.add_argument("--threads", type=_positive_int,
                    help="BLAS threads (via threadpoolctl); 1 is often fastest for these small matrices")
     g.add_argument("--target-loss", type=_positive_float, action="append", default=[],
