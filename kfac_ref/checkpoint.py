@@ -103,6 +103,11 @@ def load(path, trainer) -> None:
     opt = trainer.opt
     if state["optimizer"] != opt.name:
         raise ValueError(f"{path} holds a {state['optimizer']!r} run, not {opt.name!r}")
+    saved, now = state["hyper"], opt.hyper()
+    differ = sorted(k for k in set(saved) | set(now) if k != "damping" and saved.get(k) != now.get(k))
+    if differ:  # (λ itself may have been adapted by Levenberg–Marquardt)
+        raise ValueError(f"{path} was saved with other hyper-parameters: "
+                         + ", ".join(f"{k}={saved.get(k)!r} (now {now.get(k)!r})" for k in differ))
     params = state["params"]
     if params.shape != (opt.model.num_params,):
         raise ValueError(f"{path} holds {params.shape[0]} parameters, the model has {opt.model.num_params}")

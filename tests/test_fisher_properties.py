@@ -213,9 +213,13 @@ def test_relative_errors_and_angles(rng):
     assert np.isclose(errs["overall"], np.linalg.norm(off) / np.linalg.norm(f))
     assert np.isclose(fisher.angle_degrees([1.0, 0.0], [1.0, 1.0]), 45.0)
     assert fisher.angle_degrees([1.0, 2.0], [2.0, 4.0]) < 1e-6
-    # At one sample with exact seeds K-FAC is exact per block, so only cross-layer terms remain.
-    angle = fisher.kfac_angle(model, loss, x[:1], y[:1], 1e-2, "exact")
-    assert 0 <= angle < 90
+    # kfac_angle against the same angle from the dense matrices, solved independently.
+    g = K.batch_grad(model, loss, x, y)
+    kd = fisher.kfac_dense(model, loss, x, y, "exact")
+    exact_dir = np.linalg.solve(f + 1e-2 * np.eye(len(g)), g)
+    kfac_dir = np.linalg.solve(kd + 1e-2 * np.eye(len(g)), g)
+    cos = exact_dir @ kfac_dir / (np.linalg.norm(exact_dir) * np.linalg.norm(kfac_dir))
+    assert np.isclose(fisher.kfac_angle(model, loss, x, y, 1e-2, "exact"), np.degrees(np.arccos(cos)), atol=1e-6)
 
 
 # --- bad input ------------------------------------------------------------------------

@@ -100,25 +100,46 @@ def test_kfac_rescaled_step_is_stationary_for_the_exact_quadratic_model(rng):
     assert info["mu"] != 0.0
 
 
-def test_levenberg_marquardt_ratio_matches_brute_force(rng):
-    """ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)), from two loss evaluations and a dense F."""
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+def test_levenberg_marquardt_ratio_matches_brute_force(wd, rng):
+    """ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)) for the regularised h = loss + ½ η_wd ‖θ‖²,
+    from two loss evaluations and a dense F."""
     model, loss = tiny_mlp("tanh", sizes=(4, 6, 3)), nn.CrossEntropyLoss()
     x, y = classification_batch(rng, 10, (4,), 3)
     lam = 0.5
     opt = optim.KFAC(model, loss, lr=0.5, momentum=0.0, damping=lam, kind="exact", adapt_damping=True,
-                     T_adapt=1)
+                     T_adapt=1, weight_decay=wd)
     theta = K.get_flat_params(model)
-    h0 = float(loss(model(x), y))
+    h0 = float(loss(model(x), y)) + 0.5 * wd * theta @ theta
     f = fisher.dense(model, loss, x, y, "exact")
-    g = K.batch_grad(model, loss, x, y)
+    g = K.batch_grad(model, loss, x, y) + wd * theta
     info = opt.step(x, y)
-    delta = K.get_flat_params(model) - theta
-    h1 = float(loss(model(x), y))
-    m = 0.5 * delta @ (f + lam * np.eye(len(g))) @ delta + g @ delta
-    assert np.isclose(info["rho"], (h1 - h0) / m, rtol=1e-10)
+    theta1 = K.get_flat_params(model)
+    delta = theta1 - theta
+    h1 = float(loss(model(x), y)) + 0.5 * wd * theta1 @ theta1
+    m = 0.5 * delta @ (f + (lam + wd) * np.eye(len(g))) @ delta + g @ delta
+    rho = (h1 - h0) / m
+    assert np.isclose(info["rho"], rho, rtol=1e-10)
     omega = (19 / 20) ** 1
-    expected = lam * omega if info["rho"] > 0.75 else lam / omega if info["rho"] < 0.25 else lam
+    expected = lam * omega if rho > 0.75 else lam / omega if rho < 0.25 else lam
     assert np.isclose(opt.damping, expected)
+
+
+def test_factored_inverses_follow_the_adapted_damping(rng):
+    """After LM changes λ, the next step's factored inverses use the new λ, not the one of the last refresh."""
+    model, loss = tiny_mlp("tanh", sizes=(4, 6, 3)), nn.CrossEntropyLoss()
+    x, y = classification_batch(rng, 10, (4,), 3)
+    opt = optim.KFAC(model, loss, lr=0.5, momentum=0.0, damping=0.5, kind="exact", adapt_damping=True,
+                     T_adapt=1, T_inv=100, stats_fraction=1.0)
+    opt.step(x, y)
+    lam = opt.damping
+    assert lam != 0.5
+    opt.step(x, y)
+    assert opt.inverse_damping == lam
+    a, gg = opt.factors[0]
+    ad, gd = fisher.factored_damping(a, gg, lam)
+    np.testing.assert_allclose(opt.inverses[0].a_inv, np.linalg.inv(ad), rtol=1e-8)
+    np.testing.assert_allclose(opt.inverses[0].g_inv, np.linalg.inv(gd), rtol=1e-8)
 
 
 def test_lm_rule_moves_damping_the_right_way():
@@ -173,6 +194,21 @@ def test_kfac_moving_average_schedule(rng):
         assert rel_error(g, 0.5 * g1 + 0.5 * g2) <= 1e-8
 
 
+def test_kfac_moving_average_is_capped_at_epsilon(rng):
+    """With ε = 0.6, step 3 uses ε_3 = min(1 − 1/3, 0.6) = 0.6, not 2/3."""
+    model, loss = tiny_mlp(), nn.CrossEntropyLoss()
+    batches = [classification_batch(rng, 5, (4,), 3) for _ in range(3)]
+    opt = optim.KFAC(model, loss, lr=1e-12, momentum=0.0, damping=1.0, kind="exact", stats_fraction=1.0,
+                     ema_decay=0.6)
+    per_batch = []
+    for x, y in batches:
+        per_batch.append(fisher.kfac_factors(model, loss, x, y, "exact"))
+        opt.step(x, y)
+    for layer, (a, g) in enumerate(opt.factors):
+        a12 = 0.5 * per_batch[0][layer][0] + 0.5 * per_batch[1][layer][0]
+        assert rel_error(a, 0.6 * a12 + 0.4 * per_batch[2][layer][0]) <= 1e-8
+
+
 def test_step_reports_loss_norm_and_phase_times(rng):
     model, loss = tiny_convnet(), nn.CrossEntropyLoss()
     x, y = classification_batch(rng, 6, (2, 6, 6), 3)
@@ -208,6 +244,7 @@ def test_every_optimizer_runs_on_every_backend(name, device, rng):
     (lambda m, l: optim.KFAC(m, l, T_cov=1.5), "T_cov must be an integer"),
     (lambda m, l: optim.KFAC(m, l, ema_decay=1.0), "ema_decay"),
     (lambda m, l: optim.KFAC(m, l, damping_mode="magic"), "unknown damping_mode"),
+    (lambda m, l: optim.KFAC(m, l, rescale=True, kl_clip=1e-3), "use one or the other"),
     (lambda m, l: optim.KFAC(m, l, lr=float("nan")), "lr .* must be finite"),
     (lambda m, l: optim.make_optimizer("adam", m, l), "unknown optimizer 'adam'"),
 ])
@@ -229,6 +266,8 @@ def test_dense_ngd_refuses_a_fisher_too_large_for_memory():
 
 
 def test_devices_agree_for_one_kfac_step(device, rng):
+    if device == "cpu":
+        pytest.skip("compares CuPy with NumPy: nothing to compare on the CPU alone")
     x, y = classification_batch(rng, 6, (2, 6, 6), 3)
     ref = tiny_convnet()
     optim.KFAC(ref, nn.CrossEntropyLoss(), momentum=0.0).step(x, y, rng=np.random.default_rng(3))

@@ -33,7 +33,7 @@ OPTS = {
     "block-ngd": lambda m: optim.BlockNGD(m, nn.CrossEntropyLoss(), lr=0.5, damping=0.1, ema_decay=0.5),
     "kfac": _kfac,
     "kfac-rescaled": lambda m: optim.KFAC(m, nn.CrossEntropyLoss(), lr=1.0, damping=0.1, rescale=True,
-                                          damping_mode="exact", T_inv=2, kl_clip=0.1),
+                                          damping_mode="exact", T_inv=4, adapt_damping=True, T_adapt=2),
 }
 
 
@@ -77,7 +77,7 @@ def test_save_load_continue_equals_an_uninterrupted_run(name, tmp_path):
 
     model_a = models.mlp(5, hidden=(8,), num_classes=3, seed=4)
     first = Trainer(OPTS[name](model_a), data, 16, np.random.default_rng(7), eval_every=4)
-    first.run(6)
+    first.run(7)  # not a refresh step of T_inv = 3 or 4: the saved inverses must be used
     checkpoint.save(tmp_path / "ckpt.npz", first)
 
     model_b = models.mlp(5, hidden=(8,), num_classes=3, seed=99)  # different init: must be overwritten
@@ -87,7 +87,7 @@ def test_save_load_continue_equals_an_uninterrupted_run(name, tmp_path):
 
     np.testing.assert_array_equal(K.get_flat_params(model_b), K.get_flat_params(model))
     # Same mini-batch losses at every iteration; the interrupted run also measured
-    # the full losses at its stopping point (iteration 6), which changes nothing else.
+    # the full losses at its stopping point (iteration 7), which changes nothing else.
     assert [r["batch_loss"] for r in resumed.history.records] == \
         [r["batch_loss"] for r in straight.history.records]
     for r, s in zip(resumed.history.records, straight.history.records):
@@ -114,6 +114,11 @@ def test_checkpoint_is_plain_arrays_and_refuses_garbage(tmp_path):
     other = Trainer(OPTS["sgd"](models.mlp(5, hidden=(8,), num_classes=3)), data, 16, np.random.default_rng(0))
     with pytest.raises(ValueError, match="holds a 'kfac' run, not 'sgd'"):
         checkpoint.load(path, other)
+    changed = Trainer(optim.KFAC(models.mlp(5, hidden=(8,), num_classes=3), nn.CrossEntropyLoss(), lr=0.2,
+                                 T_inv=3, kind="mc", adapt_damping=True, T_adapt=2, damping_mode="exact"),
+                      data, 16, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"other hyper-parameters: damping_mode='factored' \(now 'exact'\)"):
+        checkpoint.load(path, changed)
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
 
 

@@ -27,7 +27,7 @@ from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.vectors import fisher_stats
 from ..grads import GradResult, loss_and_grad
 from ..jvp import fisher_gram_jvp
-from ..params import flat_to_wbar, layer_slices, wbar_to_flat
+from ..params import flat_to_wbar, get_flat_params, layer_slices, wbar_to_flat
 from .base import Optimizer, PhaseTimer, check_number, needs_rng
 from .quadratic import lm_ratio, lm_update, model_change, rescale_coefficients
 
@@ -74,19 +74,24 @@ class KFAC(Optimizer):
                                                                                    high=1, low_open=True)
         self.min_damping = check_number("min_damping", min_damping, low=0)
         self.kl_clip = None if kl_clip is None else check_number("kl_clip (κ)", kl_clip, low=0, low_open=True)
+        if self.kl_clip is not None and self.rescale:
+            raise ValueError("kl_clip bounds η² ∇hᵀF̃⁻¹∇h of the plain step; with rescale=True the exact "
+                             "quadratic model sets the step size (α), which would undo the clipping: "
+                             "use one or the other")
         # state
         self.factors = None  # [(A, G)] moving averages
         self.inverses = None  # [FactoredInverse | EigenInverse]
         self.stat_updates = 0  # k in ε_k = min(1 − 1/k, ε)
         self.prev_delta = None  # δ₀, the previous step (rescale=True)
         self._pending_lm = None  # (h(θ), M(δ) − M(0)) awaiting the LM test after the update
+        self.inverse_damping = None  # the γ the current inverses were built with
 
     def hyper(self) -> dict:
         return {**super().hyper(), "damping": self.damping, "kind": self.kind, "mc_samples": self.mc_samples,
                 "T_cov": self.T_cov, "T_inv": self.T_inv, "ema_decay": self.ema_decay,
                 "damping_mode": self.damping_mode, "stats_fraction": self.stats_fraction,
                 "rescale": self.rescale, "model_fraction": self.model_fraction, "adapt_damping": self.adapt_damping, "T_adapt": self.T_adapt,
-                "omega": self.omega, "kl_clip": self.kl_clip}
+                "omega": self.omega, "min_damping": self.min_damping, "kl_clip": self.kl_clip}
 
     # ---- phases ---------------------------------------------------------------------
     def _stats_size(self, n: int) -> int:
@@ -129,6 +134,7 @@ class KFAC(Optimizer):
         gamma = self.damping + self.weight_decay
         cls = FactoredInverse if self.damping_mode == "factored" else EigenInverse
         self.inverses = [cls.from_factors(a, g, gamma) for a, g in self.factors]
+        self.inverse_damping = gamma
 
     def precondition(self, grad):
         """The K-FAC direction ⊕_l (G_l ⊗ A_l + damping)⁻¹ ∇_l h, in θ's order.  (P,)"""
@@ -146,7 +152,9 @@ class KFAC(Optimizer):
             if self.steps % self.T_cov == 0 or self.factors is None:
                 self._update_factors(res, x, y, rng)
         with timer("inversion"):
-            if self.steps % self.T_inv == 0 or self.inverses is None:
+            stale = (self.damping_mode == "factored"  # the factored inverses bake in γ: follow LM's λ
+                     and self.inverse_damping != self.damping + self.weight_decay)
+            if self.steps % self.T_inv == 0 or self.inverses is None or stale:
                 self._refresh_inverses()
             nat = self.precondition(grad)  # F̃⁻¹ ∇h
         with timer("update"):
@@ -163,7 +171,8 @@ class KFAC(Optimizer):
                 change = self._model_change(res, x, delta, grad) if need_model else None
             self.prev_delta = delta
             if self.adapt_damping and (self.steps + 1) % self.T_adapt == 0:
-                self._pending_lm = (res.loss, change)
+                # h(θ) of the objective M models: the loss plus ½ η_wd ‖θ‖² ([MG15]'s ℓ2 term)
+                self._pending_lm = (res.loss + 0.5 * self.weight_decay * float(theta @ theta), change)
             info["damping"] = self.damping
             return delta
 
@@ -206,6 +215,9 @@ class KFAC(Optimizer):
             with timer("update"):
                 h_old, change = self._pending_lm
                 h_new = float(self.loss_fn(self.model(x), y))
+                if self.weight_decay:
+                    theta = get_flat_params(self.model)
+                    h_new += 0.5 * self.weight_decay * float(theta @ theta)
                 rho = lm_ratio(h_old, h_new, change)
                 self.damping = max(self.min_damping, lm_update(self.damping, rho, self.omega))
             info["times"]["update"] += timer.times["update"]
@@ -222,7 +234,8 @@ class KFAC(Optimizer):
         return {**super().state_dict(),
                 "damping": self.damping, "stat_updates": self.stat_updates,
                 "factors": None if self.factors is None else [[to_numpy(a), to_numpy(g)] for a, g in self.factors],
-                "inverses": inv_state, "prev_delta": to_numpy(self.prev_delta)}
+                "inverses": inv_state, "inverse_damping": self.inverse_damping,
+                "prev_delta": to_numpy(self.prev_delta)}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -235,4 +248,5 @@ class KFAC(Optimizer):
         self.inverses = None if state["inverses"] is None else \
             [cls(**{k: to_device(v, dev) if hasattr(v, "shape") else v for k, v in d.items()})
              for d in state["inverses"]]
+        self.inverse_damping = state["inverse_damping"]
         self.prev_delta = None if state["prev_delta"] is None else to_device(state["prev_delta"], dev)
