@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m kfac_ref demo --out $(OUT)
+	$(PY) -m kfac_ref demo --threads 1 --out $(OUT)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"

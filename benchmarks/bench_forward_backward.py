@@ -72,7 +72,7 @@ MODELS = {
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
-# ---- threads ---------------------------------------------------------------------------
+# ---- process set-up --------------------------------------------------------------------
 def tune_malloc() -> bool:
     """Keep freed memory in the process (glibc only); True if it worked.
 
@@ -282,10 +282,12 @@ def main(argv=None):
               f"CPU and the timings will be noisy", file=sys.stderr)
     meta = {"kfac_ref": kfac_ref.__version__, "numpy": np.__version__,
             "torch": torch.__version__ if torch is not None else None, "device": args.device,
-            "batch": args.batch, "reps": args.reps, "warmup": args.warmup, "pause_s": args.pause, "turn_s": args.turn, "threads": threads,
-            "threads_source": source, "torch_threads": torch.get_num_threads() if use_torch else None,
-            "cpu_count": os.cpu_count(), "load_average_1min": load, "malloc": malloc, "python": platform.python_version(),
-            "machine": platform.machine(), "processor": platform.processor()}
+            "batch": args.batch, "reps": args.reps, "warmup": args.warmup, "pause_s": args.pause,
+            "turn_s": args.turn, "threads": threads, "threads_source": source,
+            "torch_threads": torch.get_num_threads() if use_torch else None,
+            "cpu_count": os.cpu_count(), "load_average_1min": load, "malloc": malloc,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor()}
     rows = []
     for name in names:
         for dtype_name in dtypes:
