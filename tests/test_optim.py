@@ -125,16 +125,18 @@ def test_levenberg_marquardt_ratio_matches_brute_force(wd, rng):
     assert np.isclose(opt.damping, expected)
 
 
-def test_factored_inverses_follow_the_adapted_damping(rng):
-    """After LM changes λ, the next step's factored inverses use the new λ, not the one of the last refresh."""
+def test_factored_inverses_take_the_adapted_damping_at_their_next_refresh(rng):
+    """LM changes λ every step here; the factored inverses are rebuilt with the current λ every T_inv steps."""
     model, loss = tiny_mlp("tanh", sizes=(4, 6, 3)), nn.CrossEntropyLoss()
     x, y = classification_batch(rng, 10, (4,), 3)
     opt = optim.KFAC(model, loss, lr=0.5, momentum=0.0, damping=0.5, kind="exact", adapt_damping=True,
-                     T_adapt=1, T_inv=100, stats_fraction=1.0)
-    opt.step(x, y)
+                     T_adapt=1, T_inv=2, stats_fraction=1.0)
+    opt.step(x, y)  # refresh with λ = 0.5, then LM changes λ
+    assert opt.inverse_damping == 0.5 and opt.damping != 0.5
+    opt.step(x, y)  # no refresh at step 2
+    assert opt.inverse_damping == 0.5
     lam = opt.damping
-    assert lam != 0.5
-    opt.step(x, y)
+    opt.step(x, y)  # step 3 refreshes with the current λ
     assert opt.inverse_damping == lam
     a, gg = opt.factors[0]
     ad, gd = fisher.factored_damping(a, gg, lam)

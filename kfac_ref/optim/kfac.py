@@ -152,9 +152,10 @@ class KFAC(Optimizer):
             if self.steps % self.T_cov == 0 or self.factors is None:
                 self._update_factors(res, x, y, rng)
         with timer("inversion"):
-            stale = (self.damping_mode == "factored"  # the factored inverses bake in γ: follow LM's λ
-                     and self.inverse_damping != self.damping + self.weight_decay)
-            if self.steps % self.T_inv == 0 or self.inverses is None or stale:
+            # Factored inverses bake in γ = λ + η_wd: an LM change of λ reaches them at the next
+            # refresh (exact damping follows λ at once).  Following λ at every change made the
+            # digits runs unstable once LM had shrunk λ.
+            if self.steps % self.T_inv == 0 or self.inverses is None:
                 self._refresh_inverses()
             nat = self.precondition(grad)  # F̃⁻¹ ∇h
         with timer("update"):
