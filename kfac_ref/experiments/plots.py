@@ -29,6 +29,18 @@ def _np(a) -> np.ndarray:
     return np.asarray(to_numpy(a), dtype=np.float64)
 
 
+def _finish(ax, image, title, colorbar, ticks=None):
+    """Title, no axis ticks, and a colour bar as tall as the image, whatever its aspect ratio."""
+    if title:
+        ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        cax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)
+        ax.figure.colorbar(image, cax=cax, ticks=ticks)
+    return image
+
+
 def heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None,
             cmap: str = "RdBu_r", colorbar: bool = True):
     """Draw ``matrix`` (R, C) with a diverging colour map centred on zero.
@@ -43,14 +55,7 @@ def heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None,
     if vmax is None:
         vmax = float(np.abs(m).max(initial=0.0)) or 1.0
     image = ax.imshow(m, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
-    if title:
-        ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if colorbar:  # a colour bar as tall as the image, whatever its aspect ratio
-        cax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)
-        ax.figure.colorbar(image, cax=cax)
-    return image
+    return _finish(ax, image, title, colorbar)
 
 
 def loss_contours(ax, t0, t1, values, *, levels: int = 20, color: str = "0.6"):
@@ -152,14 +157,7 @@ def log_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = No
     cm = colormaps[cmap].with_extremes(bad="white")
     image = ax.imshow(shown, cmap=cm, norm=LogNorm(vmin=vmax * 10.0 ** -decades, vmax=vmax, clip=True),
                       interpolation="antialiased")
-    if title:
-        ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if colorbar:
-        cax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)
-        ax.figure.colorbar(image, cax=cax)
-    return image
+    return _finish(ax, image, title, colorbar)
 
 
 def symlog_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None, decades: float = 4.0,
@@ -179,14 +177,7 @@ def symlog_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None =
         vmax = float(np.abs(m).max(initial=0.0)) or 1.0
     norm = SymLogNorm(linthresh=vmax * 10.0 ** -decades, vmin=-vmax, vmax=vmax, base=10)
     image = ax.imshow(m, cmap=cmap, norm=norm, interpolation="antialiased")
-    if title:
-        ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if colorbar:
-        cax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)
-        ax.figure.colorbar(image, cax=cax, ticks=symlog_ticks(vmax, decades))
-    return image
+    return _finish(ax, image, title, colorbar, ticks=symlog_ticks(vmax, decades))
 
 
 def symlog_ticks(vmax: float, decades: float = 4.0, step: int = 1) -> list[float]:
