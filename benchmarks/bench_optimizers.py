@@ -79,10 +79,9 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402  (after the thread variables)
 
 try:
-    import kfac_ref  # noqa: E402
+    import kfac_ref  # noqa: E402, F401  (only to find the package)
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import kfac_ref  # noqa: E402
 from kfac_ref import nn  # noqa: E402
 from kfac_ref.backend import synchronize, to_device, xp_for  # noqa: E402
 from kfac_ref.data import BatchStream, load_digits  # noqa: E402

@@ -25,8 +25,13 @@ def _param_layers(model):
 
 def layer_slices(model) -> list[slice]:
     """The slice of θ that belongs to each Linear/Conv2d layer, in network order."""
+    return slices_for(_param_layers(model))
+
+
+def slices_for(layers) -> list[slice]:
+    """Consecutive slices of θ for parameter layers given in network order."""
     out, start = [], 0
-    for layer in _param_layers(model):
+    for layer in layers:
         out.append(slice(start, start + layer.num_params))
         start += layer.num_params
     return out

@@ -12,7 +12,7 @@ only the layer statistics (ā, g) are needed: no (K, P) or (P, P) array.
 from __future__ import annotations
 
 from ..backend import get_xp
-from ..params import flat_to_wbar, layer_slices, wbar_to_flat
+from ..params import flat_to_wbar, layer_slices, slices_for, wbar_to_flat
 from .vectors import fisher_stats
 
 
@@ -31,7 +31,7 @@ def fvp_from_stats(stats, v, n: int, slices=None):
     """F v (P,) from Fisher-seed statistics (see module docstring)."""
     xp = get_xp(v)
     if slices is None:
-        slices = _slices_of(stats)
+        slices = slices_for(st.layer for st in stats)
     c = _dots(stats, slices, v)  # (S, N)
     parts = []
     for st in stats:
@@ -39,14 +39,6 @@ def fvp_from_stats(stats, v, n: int, slices=None):
         m = xp.einsum("sntd,ntk->dk", cg, st.a_bar)  # Σ_{s,n,t} c g āᵀ
         parts.append(wbar_to_flat(st.layer, m))
     return xp.concatenate(parts) / n  # the 1/N of F
-
-
-def _slices_of(stats):
-    out, start = [], 0
-    for st in stats:
-        out.append(slice(start, start + st.layer.num_params))
-        start += st.layer.num_params
-    return out
 
 
 def _check_vector(model, v, name="v"):
@@ -72,6 +64,6 @@ def quadratic_form(model, loss_fn, x, y, v, w, kind: str, rng=None, mc_samples: 
 def quadratic_form_from_stats(stats, vectors, n: int):
     """The Gram matrix M_ij = v_iᵀ F v_j for a few vectors (e.g. [Δ, δ₀] of [MG15] §7).  (k, k)"""
     xp = get_xp(vectors[0])
-    slices = _slices_of(stats)
+    slices = slices_for(st.layer for st in stats)
     c = xp.stack([_dots(stats, slices, v).reshape(-1) for v in vectors])  # (k, S·N)
     return xp.asarray(c @ c.T / n)

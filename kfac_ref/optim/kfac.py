@@ -164,14 +164,14 @@ class KFAC(Optimizer):
                 nu = min(1.0, (self.kl_clip / vg) ** 0.5) if vg > 0 else 1.0
                 nat = nu * nat
                 info["kl_clip_nu"] = nu
-            need_model = self.rescale or (self.adapt_damping and (self.steps + 1) % self.T_adapt == 0)
+            lm_now = self.adapt_damping and (self.steps + 1) % self.T_adapt == 0
             if self.rescale:
                 delta, change = self._rescaled_step(res, -nat, grad, x, info)
             else:
                 delta = self._momentum_step(nat)
-                change = self._model_change(res, x, delta, grad) if need_model else None
+                change = self._model_change(res, x, delta, grad) if lm_now else None
             self.prev_delta = delta
-            if self.adapt_damping and (self.steps + 1) % self.T_adapt == 0:
+            if lm_now:
                 # h(θ) of the objective M models: the loss plus ½ η_wd ‖θ‖² ([MG15]'s ℓ2 term)
                 self._pending_lm = (res.loss + 0.5 * self.weight_decay * float(theta @ theta), change)
             info["damping"] = self.damping
