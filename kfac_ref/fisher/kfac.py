@@ -68,11 +68,19 @@ def kfac_factors(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1)
 
 def kron_in_param_order(layer, a, g):
     """G ⊗ A (row-major vec(W̄) order) permuted into θ's order for this layer.  (p_l, p_l)"""
-    xp = get_xp(a)
-    perm = xp.asarray(wbar_order(layer))
-    k = xp.kron(g, a)  # (d_out·a_dim, d_out·a_dim), index (o, i) ↦ o·a_dim + i
-    out = xp.empty_like(k)
-    out[perm[:, None], perm[None, :]] = k  # entry (perm_i, perm_j) of θ's order
+    k = get_xp(a).kron(g, a)  # (d_out·a_dim, d_out·a_dim), index (o, i) ↦ o·a_dim + i
+    return wbar_block_to_param_order(layer, layer, k)
+
+
+def wbar_block_to_param_order(row_layer, col_layer, block):
+    """A block indexed by vec(W̄_i) × vec(W̄_j) (row-major) reindexed into θ's order.  (p_i, p_j)
+
+    ``block[r, c]`` lands at ``(perm_i[r], perm_j[c])`` with perm = :func:`~kfac_ref.params.wbar_order`.
+    """
+    xp = get_xp(block)
+    perm_i, perm_j = xp.asarray(wbar_order(row_layer)), xp.asarray(wbar_order(col_layer))
+    out = xp.empty_like(block)
+    out[perm_i[:, None], perm_j[None, :]] = block  # entry (perm_i, perm_j) of θ's order
     return out
 
 
