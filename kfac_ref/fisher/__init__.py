@@ -10,6 +10,7 @@ Every function names the Fisher *kind* — ``"exact"``, ``"mc"`` or ``"empirical
 - :func:`fvp`, :func:`quadratic_form`   F v and vᵀ F w without forming F
 - :func:`dense_solve`, :func:`woodbury_solve`   (F + λI)⁻¹ g, two ways
 - :mod:`.kron`            damped Kronecker inverses (factored π, exact eigen)
+- :func:`kfac_tridiag_dense`, :class:`TridiagInverse`   block-tridiagonal K-FAC [MG15 §4.3] (docs/math.md §11)
 - :mod:`.metrics`         relative Frobenius errors, angles
 """
 
@@ -21,13 +22,15 @@ from .metrics import angle_degrees, kfac_angle, layer_errors, rel_frobenius_erro
 from .products import fvp, quadratic_form
 from .seeds import KINDS, fisher_seeds
 from .solve import dense_solve, woodbury_solve, woodbury_solve_vectors
+from .tridiag import (TridiagInverse, cross_factors_from_stats, kfac_tridiag_dense, tridiag_factors,
+                      tridiag_to_dense)
 from .vectors import fisher_stats, fisher_vectors
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "EigenInverse", "FactoredInverse", "KINDS", "angle_degrees",
-    "block_diagonal", "blocks_to_dense", "check_dense_size", "dense", "dense_solve",
-    "factored_damping", "factors_to_dense", "fisher_seeds", "fisher_stats", "fisher_vectors",
-    "fvp", "kfac_angle", "kfac_dense", "kfac_factors", "kron_solve", "layer_blocks",
-    "layer_errors", "pi_factor", "quadratic_form", "rel_frobenius_error", "woodbury_solve",
-    "woodbury_solve_vectors",
+    "DEFAULT_MAX_BYTES", "EigenInverse", "FactoredInverse", "KINDS", "TridiagInverse",
+    "angle_degrees", "block_diagonal", "blocks_to_dense", "check_dense_size", "cross_factors_from_stats",
+    "dense", "dense_solve", "factored_damping", "factors_to_dense", "fisher_seeds", "fisher_stats", "fisher_vectors",
+    "fvp", "kfac_angle", "kfac_dense", "kfac_factors", "kfac_tridiag_dense", "kron_solve",
+    "layer_blocks", "layer_errors", "pi_factor", "quadratic_form", "rel_frobenius_error", "tridiag_factors",
+    "tridiag_to_dense", "woodbury_solve", "woodbury_solve_vectors",
 ]
