@@ -1,0 +1,115 @@
+"""EKFAC [GLBV18]: K-FAC's Kronecker eigenbasis with the diagonal refitted from per-sample gradients.
+
+docs/math.md §12.  Index legend: s seed, n sample, t location, k input feature (ā), d output (g).
+
+1. **Eigenbasis** of the layer's K-FAC factors (A, G for Linear; Ω, Γ for Conv2d, :mod:`.kfac`):
+       A = U_A diag(d_A) U_Aᵀ,  G = U_G diag(d_G) U_Gᵀ,   Q = U_G ⊗ U_A  (row-major vec(W̄))
+   so Qᵀ vec(V) = vec(U_Gᵀ V U_A).  K-FAC's block is Q diag(d_G ⊗ d_A) Qᵀ.  A positive
+   rescaling of Ω or Γ (the location split of MATH.md §5) leaves U_Ω, U_Γ unchanged, so
+   EKFAC does not depend on that convention.
+2. **Scalings** ([GLBV18] eq. for s*): with ∇_{W̄}ℓ_{s,n} = Σ_t g_{s,n,t} ā_{n,t}ᵀ the
+   per-sample gradient of the kind's seed s (a sum over locations for Conv2d),
+       S = (1/N) Σ_n Σ_s (U_Gᵀ ∇_{W̄}ℓ_{s,n} U_A)²                 (d_out, a_dim)
+   which is exactly diag(Qᵀ F_l Q) for the layer block F_l = (1/N) Σ_{n,s} u_{s,n} u_{s,n}ᵀ
+   of :func:`.dense.dense`, reshaped to (d_out, a_dim).  The EKFAC block
+       F_EKFAC = Q diag(S) Qᵀ
+   is the Frobenius-closest matrix to F_l that is diagonal in the basis Q; K-FAC's
+   block is another such matrix, so EKFAC's error is never larger ([GLBV18] §3).
+3. **Damped inverse** ([GLBV18] Alg. 1): (F_EKFAC + λ I)⁻¹ vec(V) = vec(U_G [(U_Gᵀ V U_A) ⊘ (S + λ)] U_Aᵀ).
+   The bases cost O(a³ + d³) per refresh (two eigh, every T_inv steps); refitting S
+   alone costs one rotation of the statistics, O(N T (a² + d²) + S N d a), and can be
+   done more often (every T_scale steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..backend import get_xp
+from .dense import blocks_to_dense
+from .kfac import check_supported, factors_from_stats, wbar_block_to_param_order
+from .kron import check_damping
+from .memory import check_dense_size
+from .seeds import check_kind, check_mc_samples
+from .vectors import fisher_stats
+
+
+def eigenbasis(a, g):
+    """(U_A (a_dim, a_dim), U_G (d_out, d_out)): eigenvectors of K-FAC's factors (Ω, Γ for Conv2d)."""
+    xp = get_xp(a)
+    return xp.linalg.eigh(a)[1], xp.linalg.eigh(g)[1]
+
+
+def eigenbasis_scalings(u_a, u_g, a_bar, g):
+    """S = (1/N) Σ_{s,n} (U_Gᵀ [Σ_t g_{s,n,t} ā_{n,t}ᵀ] U_A)².  a_bar (N, T, a_dim), g (S, N, T, d_out) → (d_out, a_dim)"""
+    xp = get_xp(a_bar)
+    n, t, _ = a_bar.shape
+    a_rot = a_bar @ u_a  # ā in A's eigenbasis   (N, T, a_dim)
+    g_rot = g @ u_g  # g in G's eigenbasis      (S, N, T, d_out)
+    if t == 1:  # Linear: the rotated gradient is g̃ ãᵀ, so its square is g̃² (ã²)ᵀ
+        return xp.einsum("snd,nk->dk", g_rot[:, :, 0] ** 2, a_rot[:, 0] ** 2) / n  # the 1/N of F
+    grads = xp.einsum("sntd,ntk->sndk", g_rot, a_rot)  # U_Gᵀ ∇_{W̄}ℓ_{s,n} U_A   (S, N, d_out, a_dim)
+    return xp.einsum("sndk,sndk->dk", grads, grads) / n  # the 1/N of F
+
+
+@dataclass(frozen=True)
+class EKFACInverse:
+    """One layer's EKFAC curvature: bases U_A, U_G and scalings S; ``apply`` solves with F_EKFAC + λI.
+
+    u_a : (a_dim, a_dim)   u_g : (d_out, d_out)   s : (d_out, a_dim)   damping : λ ≥ 0
+    """
+
+    u_a: object
+    u_g: object
+    s: object
+    damping: float
+
+    @classmethod
+    def from_stats(cls, a, g, a_bar, g_stats, damping: float):
+        """Bases from the factors (A, G), scalings from the statistics (ā, g) of the same or a new batch."""
+        u_a, u_g = eigenbasis(a, g)
+        return cls(u_a, u_g, eigenbasis_scalings(u_a, u_g, a_bar, g_stats), check_damping(damping))
+
+    def refit_scalings(self, a_bar, g_stats):
+        """The T_scale refresh of [GLBV18]: new S from new statistics, the bases kept."""
+        return replace(self, s=eigenbasis_scalings(self.u_a, self.u_g, a_bar, g_stats))
+
+    def with_scalings(self, s):
+        """Same bases, given scalings S (d_out, a_dim), e.g. a moving average of refits."""
+        if tuple(s.shape) != tuple(self.s.shape):
+            raise ValueError(f"EKFAC scalings have shape {tuple(s.shape)}, expected {tuple(self.s.shape)}")
+        return replace(self, s=s)
+
+    def with_damping(self, damping: float):
+        return replace(self, damping=check_damping(damping))
+
+    def apply(self, v):
+        """U_G [(U_Gᵀ V U_A) ⊘ (S + λ)] U_Aᵀ.  (d_out, a_dim) → (d_out, a_dim)"""
+        if tuple(v.shape) != tuple(self.s.shape):
+            raise ValueError(f"EKFACInverse.apply: V has shape {tuple(v.shape)}, expected {tuple(self.s.shape)}")
+        inner = self.u_g.T @ v @ self.u_a  # V in the Kronecker eigenbasis
+        return self.u_g @ (inner / (self.s + self.damping)) @ self.u_a.T
+
+    def dense(self):
+        """Q diag(vec S) Qᵀ, Q = U_G ⊗ U_A, in row-major vec(W̄) order.  (d_out·a_dim, d_out·a_dim)"""
+        xp = get_xp(self.s)
+        q = xp.kron(self.u_g, self.u_a)  # (p_l, p_l), column (d, k) ↦ d·a_dim + k
+        return (q * self.s.reshape(-1)[None, :]) @ q.T
+
+
+def ekfac_layers(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, damping: float = 0.0):
+    """One :class:`EKFACInverse` per Linear/Conv2d layer, bases and scalings from one set of seeds."""
+    check_kind(kind)
+    check_mc_samples(mc_samples)
+    check_supported(model)
+    stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
+    return [EKFACInverse.from_stats(a, g, st.a_bar, st.g, damping)
+            for (a, g), st in zip(factors_from_stats(stats), stats)]
+
+
+def ekfac_dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, max_bytes=None):
+    """EKFAC's block-diagonal approximation (undamped) as a dense (P, P) matrix in θ's order."""
+    check_dense_size(model.num_params, model.dtype, max_bytes, "dense EKFAC matrix")
+    layers = ekfac_layers(model, loss_fn, x, y, kind, rng, mc_samples)
+    return blocks_to_dense(model, [wbar_block_to_param_order(layer, layer, ek.dense())
+                                   for layer, ek in zip(model.param_layers(), layers)])
