@@ -214,3 +214,10 @@ def test_tridiag_matches_brute_force_from_per_sample_gradients(loss_name, kind, 
     ref = np.block([[blocks[(l, m)] if l <= m else blocks[(m, l)].T for m in range(num)] for l in range(num)])
     got = fisher.kfac_tridiag_dense(model, loss, x, y, kind)
     assert rel_error(got, from_wbar_order(model, ref)) <= 1e-8
+
+
+def test_undamped_inverse_of_singular_factors_asks_for_damping(rng):
+    model, loss, x, y = _problem("ce", 3, rng)  # N = 3 < a_dim: A_l is singular
+    diag, cross = tridiag_factors(model, loss, x, y, "exact")
+    with pytest.raises(ValueError, match=r"need damping γ > 0, got γ = 0.0"):
+        TridiagInverse.from_factors(diag, cross, 0.0)

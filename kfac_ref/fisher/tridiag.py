@@ -188,6 +188,29 @@ def kron_difference_inverse(a, c_a, g, c_g):
     return k_a, k_g, 1 - s_g[:, None] * s_a[None, :]  # (d, a)
 
 
+def _conditional_inverse(l, damped, cross_factors):
+    """Layer l's (Ψ^A_l, Ψ^G_l) (None for the last layer), (K_A, K_G) and 1 − s_G s_Aᵀ of Σ_{l|l+1}⁻¹."""
+    a, g = damped[l]
+    if l + 1 == len(damped):
+        k_a, k_g, den = kron_difference_inverse(a, None, g, None)  # Σ_L = G_L ⊗ A_L
+        return None, (k_a, k_g), den
+    (a_lm, g_lm), (a_m, g_m) = cross_factors[l], damped[l + 1]
+    psi_a = cho_solve(a_m, a_lm.T).T  # A_{l,l+1} A_{l+1}⁻¹   (a_l, a_{l+1})
+    psi_g = cho_solve(g_m, g_lm.T).T  # G_{l,l+1} G_{l+1}⁻¹   (d_l, d_{l+1})
+    c_a, c_g = psi_a @ a_lm.T, psi_g @ g_lm.T  # Ψ^A A_{l+1} Ψ^Aᵀ, Ψ^G G_{l+1} Ψ^Gᵀ
+    k_a, k_g, den = kron_difference_inverse(a, (c_a + c_a.T) / 2, g, (c_g + c_g.T) / 2)
+    if float(den.min()) <= 0:
+        raise ValueError(f"Σ_(l|l+1) of layers {l}, {l + 1} is not positive definite (min 1 − s_G s_A = "
+                         f"{float(den.min()):.3g}): the diagonal and cross factors must come from the same "
+                         f"statistics (averaged alike), and singular factors need damping γ > 0")
+    return (psi_a, psi_g), (k_a, k_g), den
+
+
+def xp_linalg_error(a):
+    """The LinAlgError class of a's backend (NumPy's, or CuPy's)."""
+    return get_xp(a).linalg.LinAlgError
+
+
 def _whitened_eig(m, c):
     """K with Kᵀ M K = I and Kᵀ C K = diag(s): M = L Lᵀ, L⁻¹ C L⁻ᵀ = E diag(s) Eᵀ, K = L⁻ᵀ E."""
     xp = get_xp(m)
@@ -222,23 +245,17 @@ class TridiagInverse:
         gamma = check_damping(gamma)
         damped = damped_diagonal(diag_factors, gamma)
         psi, k, denom = [], [], []
-        for l, (a, g) in enumerate(damped):
-            if l + 1 < len(damped):
-                (a_lm, g_lm), (a_m, g_m) = cross_factors[l], damped[l + 1]
-                psi_a = cho_solve(a_m, a_lm.T).T  # A_{l,l+1} A_{l+1}⁻¹   (a_l, a_{l+1})
-                psi_g = cho_solve(g_m, g_lm.T).T  # G_{l,l+1} G_{l+1}⁻¹   (d_l, d_{l+1})
-                c_a, c_g = psi_a @ a_lm.T, psi_g @ g_lm.T  # Ψ^A A_{l+1} Ψ^Aᵀ, Ψ^G G_{l+1} Ψ^Gᵀ
-                psi.append((psi_a, psi_g))
-                k_a, k_g, den = kron_difference_inverse(a, (c_a + c_a.T) / 2, g, (c_g + c_g.T) / 2)
-                if float(den.min()) <= 0:
-                    raise ValueError(
-                        f"Σ_(l|l+1) of layers {l}, {l + 1} is not positive definite (min 1 − s_G s_A = "
-                        f"{float(den.min()):.3g}): the diagonal and cross factors must come from the same "
-                        f"statistics (averaged alike), and singular factors need damping γ > 0")
-            else:
-                k_a, k_g, den = kron_difference_inverse(a, None, g, None)  # Σ_L = G_L ⊗ A_L
-            k.append((k_a, k_g))
-            denom.append(den)
+        for l in range(len(damped)):
+            try:
+                psi_l, k_l, den_l = _conditional_inverse(l, damped, cross_factors)
+            except xp_linalg_error(damped[l][0]) as exc:
+                raise ValueError(f"block-tridiagonal K-FAC, layer {l}: a damped diagonal factor of layer {l} "
+                                 f"or {l + 1} is not positive definite ({exc}); singular factors (few samples, "
+                                 f"dead units, the last layer's G under cross-entropy) need damping γ > 0, "
+                                 f"got γ = {gamma}") from exc
+            psi += [psi_l] if psi_l is not None else []
+            k.append(k_l)
+            denom.append(den_l)
         return cls(tuple(psi), tuple(k), tuple(denom), gamma)
 
     def apply(self, grads):
