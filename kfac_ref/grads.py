@@ -37,12 +37,14 @@ class GradResult:
     grad  : ∇h in θ's order (P,)
     trace : the forward trace (reusable for more seeds, e.g. Fisher seeds)
     stats : per-layer :class:`~kfac_ref.backprop.LayerStats` for the label seeds
+    layer_grads : per layer ∇_{W̄} h, (d_out, a_dim) — ``grad`` is their concatenation in θ's order
     """
 
     loss: float
     grad: object
     trace: object
     stats: list
+    layer_grads: list
 
 
 def loss_and_grad(model, loss_fn, x, y) -> GradResult:
@@ -52,8 +54,9 @@ def loss_and_grad(model, loss_fn, x, y) -> GradResult:
     loss = float(loss_fn(trace.output, y))
     stats, _ = backward(model, trace, loss_fn.grad(trace.output, y))
     xp = get_xp(trace.output)
-    grad = xp.concatenate([wbar_to_flat(st.layer, st.mean_wbar_grad()) for st in stats])
-    return GradResult(loss=loss, grad=grad, trace=trace, stats=stats)
+    layer_grads = [st.mean_wbar_grad() for st in stats]  # (d_out, a_dim) each
+    grad = xp.concatenate([wbar_to_flat(st.layer, m) for st, m in zip(stats, layer_grads)])
+    return GradResult(loss=loss, grad=grad, trace=trace, stats=stats, layer_grads=layer_grads)
 
 
 def per_sample_grads(model, loss_fn, x, y):

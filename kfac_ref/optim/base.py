@@ -50,14 +50,21 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf; the training loop stops on it."""
 
 
+def check_flag(name: str, value) -> bool:
+    """A switch: only ``True`` or ``False`` (``"no"`` or ``0`` would be taken by truthiness)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_number(name: str, value, *, low=None, high=None, low_open=False, integer=False):
     """Validate a hyper-parameter, naming its symbol in the error."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    if integer and int(value) != value:
-        raise ValueError(f"{name} must be an integer, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    if integer and int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"{name} must be {'>' if low_open else '≥'} {low}, got {value!r}")
     if high is not None and value > high:
@@ -88,7 +95,7 @@ class Optimizer:
         """The hyper-parameters as a plain dict (for logs and checkpoints)."""
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
-    # ---- the step -------------------------------------------------------------------
+    # ---- the step ----------------------------------------------------------------------
     def step(self, x, y, rng=None) -> dict:
         """One iteration on the batch (x, y); returns what it did (see module docstring)."""
         xp = get_xp(x)
@@ -104,6 +111,7 @@ class Optimizer:
         with timer("update"):
             set_flat_params(self.model, theta + delta)
             step_norm = float(xp.linalg.norm(delta))
+        self._after_update(res, theta, x, y, timer, info)
         self.steps += 1
         info.update(loss=res.loss, step_norm=step_norm, times=dict(timer.times))
         return info
@@ -113,7 +121,11 @@ class Optimizer:
         return loss_and_grad(self.model, self.loss_fn, x, y)
 
     def _direction(self, res, grad, theta, x, y, rng, timer, info):  # pragma: no cover - abstract
+        """The change δ of θ for this step; may add diagnostics to ``info``."""
         raise NotImplementedError
+
+    def _after_update(self, res, theta, x, y, timer, info) -> None:
+        """Work that needs θ + δ (K-FAC's Levenberg–Marquardt test); nothing by default."""
 
     def _momentum_step(self, direction, nesterov: bool = False):
         """δ = −η v with v ← μ v + d (heavy ball) or −η (d + μ v) (Nesterov), PyTorch's convention."""

@@ -1,18 +1,24 @@
 """K-FAC [MG15] (KFC [GM16] for Conv2d layers) as an optimizer.
 
-One step, in the phases of :mod:`.base` (MATH.md §4–6):
+One step reads as [MG15] Algorithm 1, in the phases of :mod:`.base` (MATH.md §4–6):
 
-1. forward_backward: h, ∇h, and the trace of the forward pass.
+1. forward_backward: h, ∇h per layer (∇_{W̄} h), and the trace of the forward pass.
 2. curvature (every T_cov steps): backpropagate the Fisher seeds of ``kind``
-   through the same trace; per layer A = E[ā āᵀ], G = E[g gᵀ] (Ω, Γ for conv);
+   through that trace; per layer A = E[ā āᵀ], G = E[g gᵀ] (Ω, Γ for conv);
    moving averages X ← ε_k X + (1 − ε_k) X_batch, ε_k = min(1 − 1/k, ε).
 3. inversion (every T_inv steps): damped inverses of the factors — factored
-   Tikhonov damping with π, or exact damping through eigendecompositions.
-4. update: the proposal Δ_l = −(G_l ⊗ A_l + damping)⁻¹ ∇_l h = −G⁻¹ ∇_{W̄} h A⁻¹
-   per layer; then either heavy-ball momentum and step size η, or [MG15] §7's
-   (α, μ) from the exact quadratic model (its Fisher products by forward mode,
-   :mod:`kfac_ref.jvp`); optional KL-clipping; optional
-   Levenberg–Marquardt adaptation of λ every T₁ steps.
+   Tikhonov damping with π, or exact damping through eigendecompositions —
+   and the proposal Δ_l = −(G_l ⊗ A_l + damping)⁻¹ ∇_l h = −G⁻¹ ∇_{W̄} h A⁻¹.
+4. update: one step-size rule (:mod:`.quadratic`) —
+   KL-clipping ν (the default) then heavy-ball momentum and η, or
+   [MG15] §7's (α, μ) from the exact quadratic model (``rescale=True``);
+   θ ← θ + δ; and, every T₁ steps with ``adapt_damping=True``, the
+   Levenberg–Marquardt test of λ at θ + δ ([MG15] §6.5).
+
+The defaults are the textbook method: factors from the whole mini-batch at every
+step, inverses refreshed every step, a safeguard on the step length (KL-clipping,
+κ = 10⁻³).  Every amortisation is an explicit option: ``T_cov``, ``T_inv``,
+``stats_fraction`` (factors from the first m samples), ``model_fraction``.
 """
 
 from __future__ import annotations
@@ -21,21 +27,20 @@ import dataclasses
 
 from ..backend import get_xp, to_device, to_numpy
 from ..backprop import forward
-from ..fisher.kfac import check_supported, factor_a, factor_g
+from ..fisher.kfac import check_supported, factors_from_stats
 from ..fisher.kron import EigenInverse, FactoredInverse, check_damping
 from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.vectors import fisher_stats
-from ..grads import GradResult, loss_and_grad
 from ..jvp import fisher_gram_jvp
 from ..params import flat_to_wbar, get_flat_params, layer_slices, wbar_to_flat
-from .base import Optimizer, PhaseTimer, check_number, needs_rng
-from .quadratic import lm_ratio, lm_update, model_change, rescale_coefficients
+from .base import Optimizer, check_flag, check_number, needs_rng
+from .quadratic import kl_clip_factor, lm_ratio, lm_update, model_change, rescale_coefficients, scaled_change
 
 DAMPING_MODES = ("factored", "exact")
 
 
 class KFAC(Optimizer):
-    """``KFAC(model, loss_fn, lr=0.1, momentum=0.9, damping=0.3, kind="mc", T_cov=1, T_inv=20, ...)``.
+    """``KFAC(model, loss_fn, lr=0.1, momentum=0.9, damping=0.3, kind="mc", kl_clip=1e-3, ...)``.
 
     See README.md for every hyper-parameter, its symbol in [MG15] and its default.
     """
@@ -43,12 +48,11 @@ class KFAC(Optimizer):
     name = "kfac"
 
     def __init__(self, model, loss_fn, lr: float = 0.1, momentum: float = 0.9, damping: float = 0.3,
-                 kind: str = "mc", mc_samples: int = 1, T_cov: int = 1, T_inv: int = 20,
+                 kind: str = "mc", mc_samples: int = 1, T_cov: int = 1, T_inv: int = 1,
                  ema_decay: float = 0.95, damping_mode: str = "factored", weight_decay: float = 0.0,
-                 stats_fraction: float = 0.25, rescale: bool = False, model_fraction: float = 1.0,
-                 adapt_damping: bool = False,
-                 T_adapt: int = 5, omega: float | None = None, min_damping: float = 1e-8,
-                 kl_clip: float | None = None):
+                 stats_fraction: float = 1.0, kl_clip: float | None = 1e-3, rescale: bool = False,
+                 model_fraction: float = 1.0, adapt_damping: bool = False, T_adapt: int = 5,
+                 omega: float | None = None, min_damping: float = 1e-8):
         super().__init__(model, loss_fn, lr, momentum, weight_decay)
         check_supported(model)
         self.damping = check_damping(damping)
@@ -65,62 +69,103 @@ class KFAC(Optimizer):
         if self.damping_mode == "factored" and self.damping == 0:
             raise ValueError("damping_mode='factored' needs damping (λ) > 0; use damping_mode='exact' for λ = 0")
         self.stats_fraction = check_number("stats_fraction", stats_fraction, low=0, high=1, low_open=True)
-        self.rescale = bool(rescale)
+        self.kl_clip = None if kl_clip is None else check_number("kl_clip (κ)", kl_clip, low=0, low_open=True)
+        self.rescale = check_flag("rescale", rescale)
         self.model_fraction = check_number("model_fraction", model_fraction, low=0, high=1, low_open=True)
-        self.adapt_damping = bool(adapt_damping)
+        self.adapt_damping = check_flag("adapt_damping", adapt_damping)
         self.T_adapt = check_number("T_adapt (T₁)", T_adapt, low=1, integer=True)
         # ω₁ = (19/20)^{T₁} [MG15] §6.5
         self.omega = (19 / 20) ** self.T_adapt if omega is None else check_number("omega (ω₁)", omega, low=0,
                                                                                    high=1, low_open=True)
         self.min_damping = check_number("min_damping", min_damping, low=0)
-        self.kl_clip = None if kl_clip is None else check_number("kl_clip (κ)", kl_clip, low=0, low_open=True)
+        if self.min_damping > self.damping:
+            raise ValueError(f"min_damping ({self.min_damping:g}) must be ≤ damping (λ = {self.damping:g})")
         if self.kl_clip is not None and self.rescale:
             raise ValueError("kl_clip bounds η² ∇hᵀF̃⁻¹∇h of the plain step; with rescale=True the exact "
                              "quadratic model sets the step size (α), which would undo the clipping: "
-                             "use one or the other")
+                             "pass kl_clip=None with rescale=True")
         # state
         self.factors = None  # [(A, G)] moving averages
         self.inverses = None  # [FactoredInverse | EigenInverse]
         self.stat_updates = 0  # k in ε_k = min(1 − 1/k, ε)
         self.prev_delta = None  # δ₀, the previous step (rescale=True)
-        self._pending_lm = None  # (h(θ), M(δ) − M(0)) awaiting the LM test after the update
         self.inverse_damping = None  # the γ the current inverses were built with
 
     def hyper(self) -> dict:
         return {**super().hyper(), "damping": self.damping, "kind": self.kind, "mc_samples": self.mc_samples,
                 "T_cov": self.T_cov, "T_inv": self.T_inv, "ema_decay": self.ema_decay,
                 "damping_mode": self.damping_mode, "stats_fraction": self.stats_fraction,
-                "rescale": self.rescale, "model_fraction": self.model_fraction, "adapt_damping": self.adapt_damping, "T_adapt": self.T_adapt,
-                "omega": self.omega, "min_damping": self.min_damping, "kl_clip": self.kl_clip}
+                "kl_clip": self.kl_clip, "rescale": self.rescale, "model_fraction": self.model_fraction,
+                "adapt_damping": self.adapt_damping, "T_adapt": self.T_adapt, "omega": self.omega,
+                "min_damping": self.min_damping}
 
-    # ---- phases ---------------------------------------------------------------------
+    @property
+    def gamma(self) -> float:
+        """γ = λ + η_wd, the damping of the curvature the step is preconditioned with."""
+        return self.damping + self.weight_decay
+
+    # ---- the phases of one step -----------------------------------------------------
+    def _direction(self, res, grad, theta, x, y, rng, timer, info):
+        with timer("curvature"):  # step 2
+            if self.factors is None or self.steps % self.T_cov == 0:
+                self._update_factors(res, x, y, rng)
+        with timer("inversion"):  # step 3
+            # Factored inverses bake in γ: an LM change of λ reaches them at the next refresh
+            # (exact damping follows λ at once).  Following λ at every change made the digits
+            # runs unstable once LM had shrunk λ.
+            if self.inverses is None or self.steps % self.T_inv == 0:
+                self._refresh_inverses()
+            proposal = -self.precondition(self._layer_grads(res, theta))  # Δ = −F̃⁻¹∇h  (P,)
+        with timer("update"):  # step 4
+            if self.rescale:
+                delta = self._rescaled_step(res, proposal, grad, x, info)
+            else:
+                if self.kl_clip is not None:
+                    nu = kl_clip_factor(self.lr, self.kl_clip, -float(proposal @ grad))
+                    proposal = nu * proposal
+                    info["kl_clip_nu"] = nu
+                delta = self._momentum_step(-proposal)
+                if self._lm_due():
+                    info["model_change"] = self._model_change(res, x, delta, grad)
+            self.prev_delta = delta
+            info["damping"] = self.damping
+            return delta
+
+    def _after_update(self, res, theta, x, y, timer, info) -> None:
+        """Levenberg–Marquardt ([MG15] §6.5): ρ from one more forward pass at θ + δ, same batch."""
+        if not self._lm_due():
+            return
+        with timer("update"):
+            h_old = res.loss + 0.5 * self.weight_decay * float(theta @ theta)  # the objective M models
+            h_new = float(self.loss_fn(self.model(x), y))
+            if self.weight_decay:
+                new = get_flat_params(self.model)
+                h_new += 0.5 * self.weight_decay * float(new @ new)
+            rho = lm_ratio(h_old, h_new, info["model_change"])
+            self.damping = max(self.min_damping, lm_update(self.damping, rho, self.omega))
+        info["rho"] = rho
+        info["damping"] = self.damping
+
+    def _lm_due(self) -> bool:
+        return self.adapt_damping and (self.steps + 1) % self.T_adapt == 0
+
+    # ---- step 2: statistics ---------------------------------------------------------
     def _stats_size(self, n: int) -> int:
-        """m, the number of samples the factors are estimated on."""
+        """m, the number of samples the factors are estimated on (``stats_fraction`` of N)."""
         return max(1, int(round(self.stats_fraction * n)))
 
-    def _forward_backward(self, x, y):
-        """With stats_fraction < 1, run the batch as two chunks, [:m] and [m:], so that the
-        first chunk's trace serves the factors without a second forward pass ([MG15] §8).
-
-        h and ∇h are the size-weighted means of the chunks', i.e. those of the whole batch.
-        """
-        n = x.shape[0]
-        m = self._stats_size(n)
-        if m == n:
-            return loss_and_grad(self.model, self.loss_fn, x, y)
-        head = loss_and_grad(self.model, self.loss_fn, x[:m], y[:m])
-        tail = loss_and_grad(self.model, self.loss_fn, x[m:], y[m:])
-        return GradResult(loss=(m * head.loss + (n - m) * tail.loss) / n,
-                          grad=(m * head.grad + (n - m) * tail.grad) / n,
-                          trace=head.trace, stats=head.stats)  # the trace of x[:m]
-
     def _update_factors(self, res, x, y, rng):
-        """Step 2: batch factors from the Fisher seeds, folded into the moving averages."""
+        """Batch factors from the Fisher seeds, folded into the moving averages.
+
+        On the whole batch the gradient's trace is reused; with stats_fraction < 1 the
+        first m samples get a forward pass of their own (cost ∝ m, only on these steps).
+        """
         needs_rng(self.kind, rng)
-        m = res.trace.output.shape[0]  # = _stats_size(N): the trace covers x[:m]
+        m = self._stats_size(x.shape[0])
+        trace = res.trace if m == x.shape[0] else forward(self.model, x[:m])
         stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], y[:m], self.kind, rng, self.mc_samples,
-                                trace=res.trace)
-        batch = [(factor_a(st.a_bar), factor_g(st.g)) for st in stats]
+                                trace=trace)
+        batch = factors_from_stats(stats)
         self.stat_updates += 1
         eps = min(1 - 1 / self.stat_updates, self.ema_decay)  # ε_k: the first update takes the batch value
         if self.factors is None:
@@ -129,102 +174,60 @@ class KFAC(Optimizer):
             self.factors = [(eps * a + (1 - eps) * ab, eps * g + (1 - eps) * gb)
                             for (a, g), (ab, gb) in zip(self.factors, batch)]
 
+    # ---- step 3: inverses and the proposal ------------------------------------------
     def _refresh_inverses(self):
-        """Step 3: damped inverses (factored π) or eigendecompositions (exact damping)."""
-        gamma = self.damping + self.weight_decay
+        """Damped inverses (factored π) or eigendecompositions (exact damping)."""
         cls = FactoredInverse if self.damping_mode == "factored" else EigenInverse
-        self.inverses = [cls.from_factors(a, g, gamma) for a, g in self.factors]
-        self.inverse_damping = gamma
+        self.inverses = [cls.from_factors(a, g, self.gamma) for a, g in self.factors]
+        self.inverse_damping = self.gamma
 
-    def precondition(self, grad):
-        """The K-FAC direction ⊕_l (G_l ⊗ A_l + damping)⁻¹ ∇_l h, in θ's order.  (P,)"""
-        xp = get_xp(grad)
-        gamma = self.damping + self.weight_decay
+    def _layer_grads(self, res, theta):
+        """∇_{W̄} (h + ½ η_wd ‖θ‖²) per layer, (d_out, a_dim) each — without a round trip through θ."""
+        if not self.weight_decay:
+            return res.layer_grads
+        return [g + self.weight_decay * flat_to_wbar(layer, theta[sl])
+                for g, layer, sl in zip(res.layer_grads, self.model.param_layers(), layer_slices(self.model))]
+
+    def precondition(self, layer_grads):
+        """The K-FAC direction ⊕_l (G_l ⊗ A_l + damping)⁻¹ ∇_l h in θ's order.  [(d_out, a_dim)] → (P,)"""
+        xp = get_xp(layer_grads[0])
         parts = []
-        for layer, sl, inv in zip(self.model.param_layers(), layer_slices(self.model), self.inverses):
-            if isinstance(inv, EigenInverse) and inv.gamma != gamma:
-                inv = dataclasses.replace(inv, gamma=gamma)  # exact damping follows λ at once
-            parts.append(wbar_to_flat(layer, inv.apply(flat_to_wbar(layer, grad[sl]))))
+        for layer, grad, inv in zip(self.model.param_layers(), layer_grads, self.inverses):
+            if isinstance(inv, EigenInverse) and inv.gamma != self.gamma:
+                inv = dataclasses.replace(inv, gamma=self.gamma)  # exact damping follows λ at once
+            parts.append(wbar_to_flat(layer, inv.apply(grad)))
         return xp.concatenate(parts)
 
-    def _direction(self, res, grad, theta, x, y, rng, timer, info):
-        with timer("curvature"):
-            if self.steps % self.T_cov == 0 or self.factors is None:
-                self._update_factors(res, x, y, rng)
-        with timer("inversion"):
-            # Factored inverses bake in γ = λ + η_wd: an LM change of λ reaches them at the next
-            # refresh (exact damping follows λ at once).  Following λ at every change made the
-            # digits runs unstable once LM had shrunk λ.
-            if self.steps % self.T_inv == 0 or self.inverses is None:
-                self._refresh_inverses()
-            nat = self.precondition(grad)  # F̃⁻¹ ∇h
-        with timer("update"):
-            if self.kl_clip is not None:  # ν = min(1, √(κ / (η² F̃⁻¹∇h · ∇h)))
-                vg = self.lr ** 2 * float(nat @ grad)
-                nu = min(1.0, (self.kl_clip / vg) ** 0.5) if vg > 0 else 1.0
-                nat = nu * nat
-                info["kl_clip_nu"] = nu
-            lm_now = self.adapt_damping and (self.steps + 1) % self.T_adapt == 0
-            if self.rescale:
-                delta, change = self._rescaled_step(res, -nat, grad, x, info)
-            else:
-                delta = self._momentum_step(nat)
-                change = self._model_change(res, x, delta, grad) if lm_now else None
-            self.prev_delta = delta
-            if lm_now:
-                # h(θ) of the objective M models: the loss plus ½ η_wd ‖θ‖² ([MG15]'s ℓ2 term)
-                self._pending_lm = (res.loss + 0.5 * self.weight_decay * float(theta @ theta), change)
-            info["damping"] = self.damping
-            return delta
-
+    # ---- step 4: the exact quadratic model (rescale, LM) ----------------------------
     def _exact_gram(self, res, x, vectors):
         """[vᵢᵀ F vⱼ] with the exact Fisher of the mini-batch, by forward mode (:mod:`kfac_ref.jvp`).
 
-        On the first ``model_fraction`` of the batch, reusing the gradient's
-        forward pass when it covers exactly those samples, else with a new one.
+        On the first ``model_fraction`` of the batch, reusing the gradient's forward pass
+        when that is the whole batch, else with a new one.
         """
         xp = get_xp(vectors[0])
         m = max(1, int(round(self.model_fraction * x.shape[0])))
-        trace = res.trace if m == res.trace.output.shape[0] else forward(self.model, x[:m])
+        trace = res.trace if m == x.shape[0] else forward(self.model, x[:m])
         return to_numpy(fisher_gram_jvp(self.model, self.loss_fn, trace, xp.stack(vectors)))
 
     def _model_change(self, res, x, delta, grad):
+        """M(δ) − M(0) for the step δ taken (LM without rescaling)."""
         fdf = float(self._exact_gram(res, x, [delta])[0, 0])
-        return model_change(fdf, float(delta @ delta), float(grad @ delta), self.damping + self.weight_decay)
+        return model_change(fdf, float(delta @ delta), float(grad @ delta), self.gamma)
 
     def _rescaled_step(self, res, proposal, grad, x, info):
-        """[MG15] §7: δ = α Δ + μ δ₀ minimising the exact quadratic model; then scaled by η."""
+        """[MG15] §7: δ = η (α Δ + μ δ₀) with (α, μ) minimising the exact quadratic model."""
         vectors = [proposal] if self.prev_delta is None else [proposal, self.prev_delta]
         xp = get_xp(grad)
         fisher_gram = self._exact_gram(res, x, vectors)
-        dots = to_numpy(xp.stack([xp.asarray([v @ w for w in vectors]) for v in vectors]))
-        grad_dots = to_numpy(xp.stack([grad @ v for v in vectors]))
-        coef, change = rescale_coefficients(fisher_gram, dots, grad_dots, self.damping + self.weight_decay)
-        info["alpha"] = float(coef[0])
-        info["mu"] = float(coef[1]) if len(coef) > 1 else 0.0
-        delta = sum(c * v for c, v in zip(coef, vectors))
-        if self.lr != 1.0:  # M is quadratic: scaling δ by η changes it to η²·q/2 + η·b
-            q_part = change - float(grad_dots @ coef)
-            change = self.lr ** 2 * q_part + self.lr * float(grad_dots @ coef)
-        return self.lr * delta, change
-
-    def step(self, x, y, rng=None) -> dict:
-        self._pending_lm = None
-        info = super().step(x, y, rng)
-        if self._pending_lm is not None:  # LM: one more forward at θ + δ on the same batch
-            timer = PhaseTimer(get_xp(x))
-            with timer("update"):
-                h_old, change = self._pending_lm
-                h_new = float(self.loss_fn(self.model(x), y))
-                if self.weight_decay:
-                    theta = get_flat_params(self.model)
-                    h_new += 0.5 * self.weight_decay * float(theta @ theta)
-                rho = lm_ratio(h_old, h_new, change)
-                self.damping = max(self.min_damping, lm_update(self.damping, rho, self.omega))
-            info["times"]["update"] += timer.times["update"]
-            info["rho"] = rho
-            info["damping"] = self.damping
-        return info
+        dots = to_numpy(xp.stack([xp.stack([v @ w for w in vectors]) for v in vectors]))  # (k, k)
+        grad_dots = to_numpy(xp.stack([grad @ v for v in vectors]))  # (k,)
+        coef, change = rescale_coefficients(fisher_gram, dots, grad_dots, self.gamma)
+        info["alpha"] = coef[0]
+        info["mu"] = coef[1] if len(coef) > 1 else 0.0
+        if self._lm_due():
+            info["model_change"] = scaled_change(change, coef, grad_dots, self.lr)
+        return self.lr * sum(c * v for c, v in zip(coef, vectors))
 
     # ---- state ----------------------------------------------------------------------
     def state_dict(self) -> dict:

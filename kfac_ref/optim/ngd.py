@@ -2,9 +2,10 @@
 
 Exact NGD ([A98]; the article's "NGD"):
 
-    θ ← θ − η (F + λI)⁻¹ (∇h + η_wd θ)
+    θ ← θ − η ν (F + λI)⁻¹ (∇h + η_wd θ)
 
-with F the Fisher of the chosen kind on the mini-batch (optionally a moving
+with ν ≤ 1 the KL-clipping factor of :func:`.quadratic.kl_clip_factor` (κ = 10⁻²
+by default; ``kl_clip=None`` gives the plain step), F the Fisher of the chosen kind on the mini-batch (optionally a moving
 average F ← ε F + (1 − ε) F_batch), solved either as the textbook does —
 build F (P, P), Cholesky — or by the Woodbury identity, the same direction
 from an (S·N, S·N) system (MATH.md §7).
@@ -27,6 +28,7 @@ from ..fisher.vectors import fisher_stats
 from ..grads import stats_to_flat
 from ..params import layer_slices
 from .base import Optimizer, check_number, needs_rng
+from .quadratic import kl_clip_factor
 
 SOLVERS = ("dense", "woodbury")
 
@@ -39,8 +41,10 @@ def _ema(old, new, decay: float):
 class _FisherMethod(Optimizer):
     """Shared hyper-parameters of the Fisher-based methods."""
 
-    def __init__(self, model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay):
+    def __init__(self, model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay,
+                 kl_clip):
         super().__init__(model, loss_fn, lr, momentum, weight_decay)
+        self.kl_clip = None if kl_clip is None else check_number("kl_clip (κ)", kl_clip, low=0, low_open=True)
         self.damping = check_damping(damping)
         self.kind = check_kind(kind)
         self.mc_samples = check_mc_samples(mc_samples)
@@ -50,7 +54,7 @@ class _FisherMethod(Optimizer):
 
     def hyper(self) -> dict:
         return {**super().hyper(), "damping": self.damping, "kind": self.kind,
-                "mc_samples": self.mc_samples, "ema_decay": self.ema_decay}
+                "mc_samples": self.mc_samples, "ema_decay": self.ema_decay, "kl_clip": self.kl_clip}
 
     def _stats(self, res, x, y, rng):
         needs_rng(self.kind, rng)
@@ -58,16 +62,25 @@ class _FisherMethod(Optimizer):
                                 trace=res.trace)
         return stats
 
+    def _step_from(self, direction, grad, info):
+        """KL-clip the natural-gradient direction (if asked), then momentum and η."""
+        if self.kl_clip is not None:
+            nu = kl_clip_factor(self.lr, self.kl_clip, float(direction @ grad))
+            direction = nu * direction
+            info["kl_clip_nu"] = nu
+        return self._momentum_step(direction)
+
 
 class NGD(_FisherMethod):
-    """``NGD(model, loss_fn, lr=0.5, damping=0.3, kind="exact", solver="dense", ...)``."""
+    """``NGD(model, loss_fn, lr=0.5, damping=0.3, kind="exact", solver="dense", kl_clip=1e-2, ...)``."""
 
     name = "ngd"
 
     def __init__(self, model, loss_fn, lr: float = 0.5, momentum: float = 0.0, damping: float = 0.3,
                  kind: str = "exact", solver: str = "dense", mc_samples: int = 1, ema_decay: float = 0.0,
-                 weight_decay: float = 0.0, max_bytes=None):
-        super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay)
+                 weight_decay: float = 0.0, kl_clip: float | None = 1e-2, max_bytes=None):
+        super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay,
+                         kl_clip)
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}: expected one of {SOLVERS}")
         if solver == "woodbury":
@@ -97,7 +110,7 @@ class NGD(_FisherMethod):
             else:
                 direction = woodbury_solve_from_stats(stats, grad, self.damping, n, layer_slices(self.model))
         with timer("update"):
-            return self._momentum_step(direction)
+            return self._step_from(direction, grad, info)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "fisher": to_numpy(self.fisher)}
@@ -109,13 +122,15 @@ class NGD(_FisherMethod):
 
 
 class BlockNGD(_FisherMethod):
-    """``BlockNGD(model, loss_fn, lr=0.5, damping=0.3, kind="exact", ...)``: exact layer blocks."""
+    """``BlockNGD(model, loss_fn, lr=0.5, damping=0.3, kind="exact", kl_clip=1e-2, ...)``: exact layer blocks."""
 
     name = "block-ngd"
 
     def __init__(self, model, loss_fn, lr: float = 0.5, momentum: float = 0.0, damping: float = 0.3,
-                 kind: str = "exact", mc_samples: int = 1, ema_decay: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay)
+                 kind: str = "exact", mc_samples: int = 1, ema_decay: float = 0.0, weight_decay: float = 0.0,
+                 kl_clip: float | None = 1e-2):
+        super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay,
+                         kl_clip)
         self.blocks = None  # [(p_l, p_l)] per layer
 
     def _direction(self, res, grad, theta, x, y, rng, timer, info):
@@ -136,7 +151,7 @@ class BlockNGD(_FisherMethod):
                 parts.append(dense_solve(block, grad[sl], self.damping))
             direction = xp.concatenate(parts)
         with timer("update"):
-            return self._momentum_step(direction)
+            return self._step_from(direction, grad, info)
 
     def dense_blocks(self):
         """The current block-diagonal matrix as (P, P) (for plots and tests)."""

@@ -1,14 +1,20 @@
-"""The exact quadratic model of [MG15] §6–7: step rescaling, momentum, and the LM rule.
+"""Step-size rules from quadratic models of the loss ([MG15] §6–7; KL-clipping).
 
 With F the *exact* mini-batch Fisher, λ the damping and η_wd the weight decay,
 
     M(δ) = ½ δᵀ (F + (λ + η_wd) I) δ + ∇hᵀ δ                     (MATH.md §6)
 
 - rescaling and momentum [MG15 §7]: δ = α Δ + μ δ₀ with (α, μ) minimising M,
-  a 2×2 linear system whose entries vᵀ F w come from
-  :func:`kfac_ref.fisher.products.quadratic_form_from_stats`;
+  a 2×2 linear system whose entries vᵀ F w come from forward mode
+  (:func:`kfac_ref.jvp.fisher_gram_jvp`);
 - Levenberg–Marquardt [MG15 §6.5]: ρ = (h(θ + δ) − h(θ)) / (M(δ) − M(0));
-  ρ > 3/4 → λ ← ω₁ λ,  ρ < 1/4 → λ ← λ / ω₁,  ω₁ = (19/20)^{T₁}.
+  ρ > 3/4 → λ ← ω₁ λ,  ρ < 1/4 → λ ← λ / ω₁,  ω₁ = (19/20)^{T₁};
+- KL-clipping ([BGM17] Ba, Grosse & Martens 2017, distributed K-FAC; the default of the PyTorch K-FAC
+  implementations): the step −η F̃⁻¹∇h changes the model's output distribution
+  by KL ≈ ½ η² ∇hᵀ F̃⁻¹ ∇h to second order; scaling it by
+  ν = min(1, √(κ / (η² ∇hᵀ F̃⁻¹ ∇h))) keeps that quadratic form below κ, so a
+  poor curvature estimate (a tiny eigenvalue, a stale inverse) cannot make the
+  step arbitrarily long whatever η is.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ def rescale_coefficients(fisher_gram, dot_gram, grad_dots, damping: float):
     dot_gram    : (k, k)  [vᵢᵀ vⱼ]
     grad_dots   : (k,)    [∇hᵀ vᵢ]
     damping     : λ + η_wd
-    Returns (coefficients (k,), model change).  With k = 1:
+    Returns (coefficients as k Python floats, model change).  With k = 1:
     α = −∇hᵀΔ / (Δᵀ (F + λ I) Δ)  (MATH.md §6).
     """
     q = np.asarray(fisher_gram, dtype=np.float64) + damping * np.asarray(dot_gram, dtype=np.float64)
     b = np.asarray(grad_dots, dtype=np.float64)
     coef = -np.linalg.lstsq(q, b, rcond=None)[0]  # lstsq: δ₀ ∥ Δ makes q singular
-    return coef, float(0.5 * coef @ q @ coef + b @ coef)
+    change = float(0.5 * coef @ q @ coef + b @ coef)
+    return [float(c) for c in coef], change  # Python floats: they keep a float32 step float32
 
 
 def model_change(delta_f_delta: float, delta_dot_delta: float, grad_dot_delta: float, damping: float) -> float:
@@ -51,3 +58,19 @@ def lm_update(damping: float, rho: float, omega: float) -> float:
     if rho < 0.25:
         return damping / omega
     return damping
+
+
+def kl_clip_factor(lr: float, kappa: float, nat_dot_grad: float) -> float:
+    """ν = min(1, √(κ / (η² ∇hᵀ F̃⁻¹ ∇h))): the factor that bounds the step's quadratic KL by κ.
+
+    nat_dot_grad : ∇hᵀ F̃⁻¹ ∇h (F̃ the damped curvature the step was preconditioned with).
+    A non-positive value (a zero gradient) leaves the step as it is.
+    """
+    vg = lr * lr * nat_dot_grad
+    return min(1.0, (kappa / vg) ** 0.5) if vg > 0 else 1.0
+
+
+def scaled_change(change: float, coef, grad_dots, lr: float) -> float:
+    """M(η δ) − M(0) from M(δ) − M(0) = q/2 + b, b = ∇hᵀδ: M is quadratic, so η² q/2 + η b."""
+    b = float(sum(c * g for c, g in zip(coef, grad_dots)))
+    return lr * lr * (change - b) + lr * b
