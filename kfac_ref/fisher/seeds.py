@@ -15,6 +15,8 @@ reduced by the same (1/N) Σ_n Σ_s.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 KINDS = ("exact", "mc", "empirical")
@@ -47,9 +49,11 @@ def fisher_seeds(loss_fn, f, y, kind: str, rng=None, mc_samples: int = 1):
     if kind == "mc":
         if not isinstance(rng, np.random.Generator):
             raise ValueError("kind='mc' samples targets and needs an explicit rng=numpy.random.Generator")
-        y_hat = loss_fn.sample(f, rng, mc_samples)  # (M, N) or (M, N, C)
-        return loss_fn.grad(f, y_hat) / np.sqrt(mc_samples)  # (M, N, C)
+        _, seeds = loss_fn.sampled_grad(f, rng, mc_samples)  # ŷ (M, N) or (M, N, C) → (M, N, C)
+        return seeds / math.sqrt(mc_samples)  # a Python float: keeps float32 seeds float32
     if y is None:
         raise ValueError("kind='empirical' uses the data labels: y must be given")
-    loss_fn.per_sample(f, y)  # validates the targets
-    return loss_fn.grad(f, y)[None]  # (1, N, C)
+    if getattr(y, "ndim", 0) not in (1, 2) or len(y) != f.shape[0]:
+        raise ValueError(f"kind='empirical': targets have shape {getattr(y, 'shape', type(y))}, "
+                         f"expected one per sample ({f.shape[0]})")
+    return loss_fn.grad(f, y)[None]  # (1, N, C), validates the targets
