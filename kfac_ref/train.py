@@ -21,7 +21,8 @@ import numpy as np
 
 from .backend import get_xp, synchronize, to_device, to_numpy
 from .data.batches import epoch_order
-from .optim.base import NonFiniteLossError, check_number
+from .errors import NonFiniteError
+from .optim.base import check_number
 
 RECORD_FIELDS = ("iteration", "seconds", "batch_loss", "train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -89,8 +90,11 @@ class Trainer:
         rec.update(iteration=self.iteration, seconds=self.seconds, batch_loss=batch_loss)
         if measure:
             m, lf, d = self.opt.model, self.opt.loss_fn, self.data
-            rec["train_loss"], rec["train_acc"] = evaluate(m, lf, d.x_train, d.y_train)
-            rec["val_loss"], rec["val_acc"] = evaluate(m, lf, d.x_val, d.y_val)
+            try:
+                rec["train_loss"], rec["train_acc"] = evaluate(m, lf, d.x_train, d.y_train)
+                rec["val_loss"], rec["val_acc"] = evaluate(m, lf, d.x_val, d.y_val)
+            except NonFiniteError:  # NaN/Inf outputs: the run diverged (stopped by run())
+                rec["train_loss"] = rec["val_loss"] = float("nan")
         self.history.records.append(rec)
         return rec
 
@@ -109,7 +113,7 @@ class Trainer:
             start = time.perf_counter()
             try:
                 info = self.opt.step(xb, yb, self.rng)
-            except (NonFiniteLossError, np.linalg.LinAlgError) as exc:
+            except (NonFiniteError, np.linalg.LinAlgError) as exc:  # the run diverged: stop it, keep it
                 self.history.stopped = f"stopped at iteration {self.iteration + 1}: {exc}"
                 break
             synchronize(xp)
