@@ -70,7 +70,8 @@ class Trainer:
         self.opt, self.data, self.rng = optimizer, data, rng
         self.history = History()
         self.seconds = 0.0  # cumulative training time
-        self.order, self.pos = None, 0  # current epoch's permutation and position in it
+        self.order, self.pos = None, 0  # current epoch's permutation (host) and position in it
+        self._order_on_device = None  # the same permutation on the data's device (one copy per epoch)
 
     @property
     def iteration(self) -> int:
@@ -80,9 +81,11 @@ class Trainer:
         n = self.data.n_train
         if self.order is None or self.pos + self.batch_size > n:  # new epoch (the tail is dropped)
             self.order, self.pos = epoch_order(n, self.rng), 0
-        idx = self.order[self.pos:self.pos + self.batch_size]
+            self._order_on_device = None
+        if self._order_on_device is None:  # one host→device copy per epoch, not per batch
+            self._order_on_device = to_device(self.order, "cpu" if get_xp(self.data.x_train) is np else "gpu")
+        idx = self._order_on_device[self.pos:self.pos + self.batch_size]  # (B,)
         self.pos += self.batch_size
-        idx = to_device(idx, "cpu" if get_xp(self.data.x_train) is np else "gpu")
         return self.data.x_train[idx], self.data.y_train[idx]
 
     def _record(self, batch_loss, measure: bool):
@@ -136,6 +139,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.seconds = float(state["seconds"])
         self.order = None if state["order"] is None else np.asarray(state["order"])
+        self._order_on_device = None
         self.pos = int(state["pos"])
         self.rng.bit_generator.state = state["rng"]
         self.history = History(records=list(state["records"]), stopped=state["stopped"])

@@ -29,9 +29,13 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def check_mc_samples(mc_samples) -> int:
+def check_mc_samples(mc_samples, kind: str | None = None) -> int:
+    """M ≥ 1; with ``kind`` given, M ≠ 1 only for kind 'mc' (the other kinds draw nothing)."""
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, (int, np.integer)) or mc_samples < 1:
         raise ValueError(f"mc_samples must be an integer ≥ 1, got {mc_samples!r}")
+    if kind is not None and kind != "mc" and mc_samples != 1:
+        raise ValueError(f"mc_samples={mc_samples} is only used by kind='mc'; kind={kind!r} draws no "
+                         "targets (leave mc_samples=1 or choose kind='mc')")
     return int(mc_samples)
 
 
@@ -43,7 +47,7 @@ def fisher_seeds(loss_fn, f, y, kind: str, rng=None, mc_samples: int = 1):
     S = C for "exact", M for "mc", 1 for "empirical".
     """
     check_kind(kind)
-    mc_samples = check_mc_samples(mc_samples)
+    mc_samples = check_mc_samples(mc_samples, kind)
     if kind == "exact":
         return loss_fn.sqrt_output_fisher(f).transpose(2, 0, 1)  # (C, N, C): seed c is column c of S_n
     if kind == "mc":

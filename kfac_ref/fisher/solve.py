@@ -101,7 +101,7 @@ def woodbury_solve_from_stats(stats, g, damping: float, n: int, slices):
 def woodbury_solve(model, loss_fn, x, y, g, damping: float, kind: str, rng=None, mc_samples: int = 1):
     """(F + λI)⁻¹ g for the Fisher of ``kind`` on the batch, by Woodbury.  (P,)"""
     check_kind(kind)
-    check_mc_samples(mc_samples)
+    check_mc_samples(mc_samples, kind)
     if getattr(g, "shape", None) != (model.num_params,):
         raise ValueError(f"g has shape {getattr(g, 'shape', type(g))}, expected ({model.num_params},)")
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)

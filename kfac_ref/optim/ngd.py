@@ -43,7 +43,7 @@ class _FisherMethod(Optimizer):
         super().__init__(model, loss_fn, lr, momentum, weight_decay)
         self.damping = check_damping(damping)
         self.kind = check_kind(kind)
-        self.mc_samples = check_mc_samples(mc_samples)
+        self.mc_samples = check_mc_samples(mc_samples, self.kind)
         self.ema_decay = check_number("ema_decay (ε)", ema_decay, low=0, high=1)
         if self.ema_decay == 1:
             raise ValueError("ema_decay (ε) must be < 1, got 1 (the Fisher would never change)")
