@@ -36,7 +36,8 @@ def check_damping(damping, name="damping") -> float:
 
 def pi_factor(a, g) -> float:
     """π = sqrt((tr A / dim A) / (tr G / dim G)), [MG15] eq. (after §6.3)."""
-    ta, tg = float(get_xp(a).trace(a)) / a.shape[0], float(get_xp(g).trace(g)) / g.shape[0]
+    xp = get_xp(a, g)
+    ta, tg = xp.stack([xp.trace(a) / a.shape[0], xp.trace(g) / g.shape[0]]).tolist()  # one sync for both
     if ta <= 0 or tg <= 0:
         return 1.0  # a zero factor (e.g. dead units): no preferred split
     return (ta / tg) ** 0.5
