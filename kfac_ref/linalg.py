@@ -4,10 +4,13 @@
     M⁻¹ = L⁻ᵀ L⁻¹
 
 Cholesky costs d³/3 flops, half an LU, and fails loudly when M is not positive
-definite — a useful check on a damped Fisher.  It fails loudly on both backends:
-NumPy raises by itself, CuPy only inside :func:`kfac_ref.backend.raising_linalg`
-(its default is to return garbage silently).  A failure is reported as a
-:class:`CurvatureError` that says whether the matrix held NaN/Inf (the loss
+definite — a useful check on a damped Fisher.  Here it fails loudly on both
+backends: NumPy raises for some failures but returns NaN for a NaN matrix, and
+CuPy never raises by default (``cupyx.errstate(linalg='ignore')``): LAPACK's
+potrf stops at the first pivot that is ≤ 0 or NaN and leaves it on the
+diagonal.  So every factorisation checks its result — diag(L) > 0 and finite,
+finite eigenpairs — in one device→host read, and a failure is a
+:class:`CurvatureError` saying whether the matrix held NaN/Inf (the loss
 diverged) or was merely not positive definite.
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_xp, raising_linalg, solve_triangular
+from .backend import get_xp, solve_triangular
 
 
 class CurvatureError(np.linalg.LinAlgError):
@@ -37,20 +40,24 @@ def cholesky(m, what: str = "the damped curvature matrix"):
     """Lower-triangular L with M = L Lᵀ, or a :class:`CurvatureError` naming ``what``."""
     xp = get_xp(m)
     try:
-        with raising_linalg(xp):
-            return xp.linalg.cholesky(m)
-    except np.linalg.LinAlgError as exc:
+        low = xp.linalg.cholesky(m)
+    except np.linalg.LinAlgError as exc:  # NumPy, for some failures
         raise _failure(m, what, exc) from exc
+    if not bool((xp.diagonal(low) > 0).all()):  # a failed pivot (≤ 0 or NaN) stays on the diagonal
+        raise _failure(m, what, "a pivot of the Cholesky factorisation is ≤ 0")
+    return low
 
 
 def eigh(m, what: str = "the curvature factor"):
     """(eigenvalues, eigenvectors) of a symmetric M, or a :class:`CurvatureError` naming ``what``."""
     xp = get_xp(m)
     try:
-        with raising_linalg(xp):
-            return xp.linalg.eigh(m)
-    except np.linalg.LinAlgError as exc:
+        d, u = xp.linalg.eigh(m)
+    except np.linalg.LinAlgError as exc:  # NumPy: "Eigenvalues did not converge"
         raise _failure(m, what, exc) from exc
+    if not bool(xp.isfinite(d).all() & xp.isfinite(u).all()):
+        raise _failure(m, what, "the eigendecomposition did not converge")
+    return d, u
 
 
 def cho_solve(m, b, what: str = "the damped curvature matrix"):

@@ -14,9 +14,10 @@ of CuPy that code written on NumPy breaks without noticing:
 - ``float()``, ``int()``, ``bool()``, ``.item()``, ``.tolist()``, ``repr`` of a
   device array are device→host *syncs* (counted in :data:`COUNTS`), ``.get()``
   and :func:`asnumpy` are device→host *transfers* (counted);
-- linalg (cholesky, eigh, solve, inv) does not raise on failure but returns NaN,
-  unless inside ``cupyx.errstate(linalg='raise')``, where a failure raises
-  ``numpy.linalg.LinAlgError`` and each factorisation costs one sync.
+- linalg does not raise on failure, unless inside ``cupyx.errstate(linalg='raise')``
+  (then a failure raises ``numpy.linalg.LinAlgError`` and each factorisation
+  costs one sync): cholesky returns what cuSOLVER's potrf leaves (the failed
+  pivot, ≤ 0 or NaN, on the diagonal; the rest unfactored), eigh/solve/inv NaN.
 
 Usage:  ``fake_cupy.COUNTS.reset()`` … ``fake_cupy.COUNTS.syncs``.
 """
@@ -186,6 +187,8 @@ class ndarray:  # noqa: N801  (CuPy's name)
         return (ndarray(np.asarray(v)) if not isinstance(v, np.ndarray) else ndarray(v) for v in self._a)
 
     def __getattr__(self, name):
+        if name.startswith("_"):  # e.g. __array_interface__: NumPy would read the data through it
+            raise AttributeError(f"stand-in device array has no attribute {name!r}")
         attr = getattr(self._a, name)  # AttributeError for what NumPy lacks too
         if not callable(attr):
             return _wrap(attr)
@@ -252,9 +255,18 @@ ndarray.__hash__ = None
 _DEVICE = types.SimpleNamespace(id=0, synchronize=lambda: None)
 
 
+def _device_sequence(a) -> bool:
+    """A (nested) list of device arrays: CuPy builds the array on the device, no transfer."""
+    if isinstance(a, (list, tuple)) and a:
+        return all(isinstance(v, ndarray) or _device_sequence(v) for v in a)
+    return False
+
+
 def asarray(a, dtype=None, order=None):
     if isinstance(a, ndarray):
         return a if dtype is None or np.dtype(dtype) == a.dtype else a.astype(dtype)
+    if _device_sequence(a):
+        return ndarray(np.array(_unwrap(a, "asarray"), dtype=dtype, order=order))
     COUNTS.h2d += 1
     return ndarray(np.array(a, dtype=dtype, order=order, copy=True))
 
@@ -322,6 +334,31 @@ def _linalg_mode() -> str:
     return getattr(_state, "linalg", "ignore")
 
 
+def _potrf(m):
+    """LAPACK's unblocked Cholesky (dpotf2), failure included: it stops at the first pivot
+    that is ≤ 0 or NaN, leaves that pivot on the diagonal and the rest unfactored."""
+    low = np.tril(m).astype(m.dtype, copy=True)
+    for j in range(m.shape[0]):
+        ajj = low[j, j] - low[j, :j] @ low[j, :j]
+        if not ajj > 0:
+            low[j, j] = ajj
+            return low, j + 1
+        low[j, j] = np.sqrt(ajj)
+        low[j + 1:, j] = (low[j + 1:, j] - low[j + 1:, :j] @ low[j, :j]) / low[j, j]
+    return low, 0
+
+
+def _cholesky(m):
+    m = _unwrap(m, "cupy.linalg.cholesky")
+    low, info = _potrf(m)
+    if _linalg_mode() == "raise":
+        COUNTS.sync("linalg.cholesky status")
+        if info:
+            raise np.linalg.LinAlgError("Error reported by potrf in cuSOLVER. devInfo = "
+                                        f"{info}. Please refer to the cuSOLVER documentation.")
+    return ndarray(low)
+
+
 def _factorisation(name, fn):
     def wrapped(*args, **kwargs):
         args, kwargs = _unwrap(args, f"cupy.linalg.{name}"), _unwrap(kwargs, f"cupy.linalg.{name}")
@@ -349,8 +386,9 @@ def _nan_like(x):
 
 
 linalg = types.ModuleType("cupy.linalg")
-for _name in ("cholesky", "eigh", "solve", "inv"):
+for _name in ("eigh", "solve", "inv"):
     setattr(linalg, _name, _factorisation(_name, getattr(np.linalg, _name)))
+linalg.cholesky = _cholesky
 
 
 def _plain(name):
