@@ -18,7 +18,6 @@ bytes (0x1F 0x8B) rather than at the file name to tell.
 
 from __future__ import annotations
 
-import gzip
 import math
 import zlib
 from pathlib import Path
