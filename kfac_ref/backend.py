@@ -94,6 +94,12 @@ def gpu_unavailable_reason() -> str | None:
     return None
 
 
+def gpu_name(index: int = 0) -> str:
+    """The CUDA device's name (e.g. 'NVIDIA H100 80GB HBM3'), for logs and reports."""
+    name = _cupy().cuda.runtime.getDeviceProperties(index)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def check_device(device: str) -> str:
     """Validate a device name ('cpu' or 'gpu') and return it."""
     if device not in DEVICES:

@@ -78,6 +78,10 @@ def test_ngd_without_damping_says_lambda_zero_leaves_a_singular_fisher(device, r
         opt.step(x, y)
 
 
+def test_gpu_name_comes_from_the_backend(standin):
+    assert backend.gpu_name() == "stand-in (NumPy)"
+
+
 # ---- availability means "can multiply a matrix" -----------------------------------------------
 def _broken_cupy():
     """CuPy with a driver but no cuBLAS: imports, counts devices, fails at the first matmul."""
