@@ -13,6 +13,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import kfac_ref
+import kfac_ref.backend
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -45,7 +46,5 @@ def machine_info(device: str) -> dict:
     if hasattr(os, "getloadavg"):
         info["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
     if device == "gpu":
-        import cupy  # noqa: PLC0415  (only here, and only when asked for)
-        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
-        info["gpu"] = name.decode() if isinstance(name, bytes) else name
+        info["gpu"] = kfac_ref.backend.gpu_name()
     return info

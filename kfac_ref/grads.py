@@ -51,8 +51,8 @@ def loss_and_grad(model, loss_fn, x, y) -> GradResult:
     """Forward, averaged loss and batch gradient, keeping the trace and statistics."""
     check_batch(model, loss_fn, x, y)
     trace = forward(model, x)
-    loss = float(loss_fn(trace.output, y))
-    stats, _ = backward(model, trace, loss_fn.grad(trace.output, y))
+    loss = float(loss_fn(trace.output, y))  # validates the outputs and targets
+    stats, _ = backward(model, trace, loss_fn._grad(trace.output, y))  # (validated just above)
     xp = get_xp(trace.output)
     layer_grads = [st.mean_wbar_grad() for st in stats]  # (d_out, a_dim) each
     grad = xp.concatenate([wbar_to_flat(st.layer, m) for st, m in zip(stats, layer_grads)])
@@ -66,8 +66,7 @@ def per_sample_grads(model, loss_fn, x, y):
     """
     check_batch(model, loss_fn, x, y)
     trace = forward(model, x)
-    loss_fn.per_sample(trace.output, y)  # validates the targets
-    stats, _ = backward(model, trace, loss_fn.grad(trace.output, y))
+    stats, _ = backward(model, trace, loss_fn.grad(trace.output, y))  # validates the targets
     return stats_to_flat(stats)[0]
 
 
@@ -86,6 +85,5 @@ def input_grad(model, loss_fn, x, y):
     """∂h/∂x for the averaged loss (N, *in_shape): each row is ∂ℓ_n/∂x_n / N."""
     check_batch(model, loss_fn, x, y)
     trace = forward(model, x)
-    loss_fn.per_sample(trace.output, y)
-    _, gx = backward(model, trace, loss_fn.grad(trace.output, y), input_grad=True)
+    _, gx = backward(model, trace, loss_fn.grad(trace.output, y), input_grad=True)  # validates y
     return gx[0] / x.shape[0]  # the 1/N of the averaged loss h

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import get_xp
+from .errors import NonFiniteError
 
 
 def _param_layers(model):
@@ -53,8 +54,10 @@ def set_flat_params(model, theta) -> None:
                          f"expected ({p},) for this model")
     xp = get_xp(layers[0].weight)
     theta = xp.asarray(theta)
-    if not bool(xp.isfinite(theta).all()):
-        raise ValueError("set_flat_params: theta contains NaN/Inf")
+    bad = int(xp.count_nonzero(~xp.isfinite(theta)))
+    if bad:  # e.g. an update that overflowed; the model is left as it was
+        raise NonFiniteError(f"set_flat_params: θ would contain {bad} NaN/Inf value(s) "
+                             "(the update overflowed: the run diverged); the parameters were not changed")
     start = 0
     for layer in layers:
         for name, value in layer.params():

@@ -21,7 +21,8 @@ import numpy as np
 
 from .backend import get_xp, synchronize, to_device, to_numpy
 from .data.batches import epoch_order
-from .optim.base import NonFiniteLossError, check_number
+from .errors import NonFiniteError
+from .optim.base import check_number
 
 RECORD_FIELDS = ("iteration", "seconds", "batch_loss", "train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -69,7 +70,8 @@ class Trainer:
         self.opt, self.data, self.rng = optimizer, data, rng
         self.history = History()
         self.seconds = 0.0  # cumulative training time
-        self.order, self.pos = None, 0  # current epoch's permutation and position in it
+        self.order, self.pos = None, 0  # current epoch's permutation (host) and position in it
+        self._order_on_device = None  # the same permutation on the data's device (one copy per epoch)
 
     @property
     def iteration(self) -> int:
@@ -79,9 +81,11 @@ class Trainer:
         n = self.data.n_train
         if self.order is None or self.pos + self.batch_size > n:  # new epoch (the tail is dropped)
             self.order, self.pos = epoch_order(n, self.rng), 0
-        idx = self.order[self.pos:self.pos + self.batch_size]
+            self._order_on_device = None
+        if self._order_on_device is None:  # one host→device copy per epoch, not per batch
+            self._order_on_device = to_device(self.order, "cpu" if get_xp(self.data.x_train) is np else "gpu")
+        idx = self._order_on_device[self.pos:self.pos + self.batch_size]  # (B,)
         self.pos += self.batch_size
-        idx = to_device(idx, "cpu" if get_xp(self.data.x_train) is np else "gpu")
         return self.data.x_train[idx], self.data.y_train[idx]
 
     def _record(self, batch_loss, measure: bool):
@@ -89,8 +93,11 @@ class Trainer:
         rec.update(iteration=self.iteration, seconds=self.seconds, batch_loss=batch_loss)
         if measure:
             m, lf, d = self.opt.model, self.opt.loss_fn, self.data
-            rec["train_loss"], rec["train_acc"] = evaluate(m, lf, d.x_train, d.y_train)
-            rec["val_loss"], rec["val_acc"] = evaluate(m, lf, d.x_val, d.y_val)
+            try:
+                rec["train_loss"], rec["train_acc"] = evaluate(m, lf, d.x_train, d.y_train)
+                rec["val_loss"], rec["val_acc"] = evaluate(m, lf, d.x_val, d.y_val)
+            except NonFiniteError:  # NaN/Inf outputs: the run diverged (stopped by run())
+                rec["train_loss"] = rec["val_loss"] = float("nan")
         self.history.records.append(rec)
         return rec
 
@@ -109,7 +116,7 @@ class Trainer:
             start = time.perf_counter()
             try:
                 info = self.opt.step(xb, yb, self.rng)
-            except (NonFiniteLossError, np.linalg.LinAlgError) as exc:
+            except (NonFiniteError, np.linalg.LinAlgError) as exc:  # the run diverged: stop it, keep it
                 self.history.stopped = f"stopped at iteration {self.iteration + 1}: {exc}"
                 break
             synchronize(xp)
@@ -132,6 +139,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.seconds = float(state["seconds"])
         self.order = None if state["order"] is None else np.asarray(state["order"])
+        self._order_on_device = None
         self.pos = int(state["pos"])
         self.rng.bit_generator.state = state["rng"]
         self.history = History(records=list(state["records"]), stopped=state["stopped"])

@@ -145,7 +145,8 @@ def test_synthetic_needs_explicit_randomness():
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
 def test_minibatches_and_dataset_on_gpu_match_cpu():
-    import cupy
+    from kfac_ref.backend import xp_for
+    cupy = xp_for("gpu")  # real CuPy, or the test suite's stand-in
     x, y = indexed(11)
     cpu = list(minibatches(x, y, 4, np.random.default_rng(3)))
     gpu = list(minibatches(cupy.asarray(x), cupy.asarray(y), 4, np.random.default_rng(3)))

@@ -76,6 +76,8 @@ def download(url: str, dest, md5: str, timeout: float = 60.0, chunk_size: int = 
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in URL_SCHEMES:
         raise ValueError(f"download: URL {url!r} has scheme {scheme!r}, expected one of {URL_SCHEMES}")
+    if dest.is_dir():
+        raise IsADirectoryError(f"download: destination {str(dest)!r} is a directory, expected a file path")
     if dest.is_file() and file_md5(dest) == md5:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +174,12 @@ def safe_extract(archive_path, target_dir) -> list[Path]:
     """
     archive_path, target_dir = Path(archive_path), Path(target_dir)
     archive = str(archive_path)
+    if archive_path.is_dir():
+        raise IsADirectoryError(f"archive {archive!r} is a directory, expected a .tar or .tar.gz file")
     if not archive_path.is_file():
         raise FileNotFoundError(f"archive {archive!r} does not exist")
+    if target_dir.exists() and not target_dir.is_dir():
+        raise NotADirectoryError(f"safe_extract: target {str(target_dir)!r} is a file, expected a folder")
     try:
         tar = tarfile.open(archive_path, "r:*")
     except tarfile.TarError as exc:

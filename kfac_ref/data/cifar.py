@@ -18,6 +18,7 @@ nothing else.
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -52,12 +53,29 @@ class UnsafePickleError(ValueError):
     """A pickle asked for a global that is not on the allow-list."""
 
 
+def _refuse(source: str, what: str):
+    raise UnsafePickleError(f"CIFAR pickle {source!r}: {what}")
+
+
+def _check_shape(source: str, shape) -> tuple:
+    if not isinstance(shape, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                               for d in shape):
+        _refuse(source, f"array shape {shape!r} is not a tuple of non-negative integers")
+    return shape
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that can rebuild NumPy arrays, dicts, lists and scalars only.
 
     A pickle names the globals (module.name) it wants called while loading; a
     malicious one names os.system.  Here :meth:`find_class` answers only the
-    three globals a pickled ndarray needs and refuses everything else.
+    globals a pickled ndarray needs, each wrapped so that it checks its
+    arguments: numeric dtypes only, and an array's data must really be in the
+    file — ``ndarray(shape, dtype, buffer, offset, strides)`` needs a bytes
+    buffer that covers offset + shape × itemsize with C-order strides, so that
+    a file cannot declare 100,000 images backed by one byte (zero strides) or
+    ask for an uninitialised allocation (no buffer).  Nothing is allocated
+    from a size the file declares.
     """
 
     ALLOWED = {
@@ -76,7 +94,54 @@ class RestrictedUnpickler(pickle.Unpickler):
             allowed = ", ".join(sorted(f"{m}.{n}" for m, n in self.ALLOWED))
             raise UnsafePickleError(f"CIFAR pickle {self.source!r}: refused to load global '{module}.{name}'; "
                              f"only {allowed} are allowed")
-        return {"_reconstruct": _numpy_reconstruct(), "ndarray": np.ndarray, "dtype": np.dtype}[name]
+        return {"_reconstruct": self._reconstruct, "ndarray": self._ndarray, "dtype": self._dtype}[name]
+
+    def _dtype(self, spec, align=False, copy=False):
+        """numpy.dtype, for plain numbers only (an object dtype would unpickle arbitrary lists)."""
+        try:
+            dt = np.dtype(spec, align=bool(align), copy=bool(copy))
+        except (TypeError, ValueError) as exc:
+            _refuse(self.source, f"bad dtype {spec!r} ({exc})")
+        if dt.kind not in "biuf" or dt.fields is not None or dt.subdtype is not None:
+            _refuse(self.source, f"dtype {dt} refused: only plain booleans, integers and floats are allowed")
+        return dt
+
+    def _reconstruct(self, subtype, shape, dtype):
+        """numpy's _reconstruct: an empty array that pickle's BUILD then fills (NumPy checks that size)."""
+        if subtype != self._ndarray:  # the file's 'numpy.ndarray' global is answered by self._ndarray
+            _refuse(self.source, f"can only rebuild numpy.ndarray, got {subtype!r}")
+        if _check_shape(self.source, shape) != (0,):
+            _refuse(self.source, f"_reconstruct with shape {shape}, expected (0,) (the data follows in the file)")
+        return _numpy_reconstruct()(np.ndarray, shape, self._dtype(dtype))
+
+    def _ndarray(self, shape, dtype=float, buffer=None, offset=0, strides=None, order=None):
+        """numpy.ndarray(...), only as a C-order view of bytes that are in the file."""
+        src = self.source
+        shape = _check_shape(src, shape if isinstance(shape, tuple) else (shape,))
+        dt = self._dtype(dtype)
+        if not isinstance(buffer, (bytes, bytearray)):
+            _refuse(src, f"ndarray{shape} without a bytes buffer ({type(buffer).__name__}): its data is not in the file")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= len(buffer):
+            _refuse(src, f"ndarray offset {offset!r} is outside the {len(buffer)}-byte buffer")
+        need = math.prod(shape) * dt.itemsize
+        if offset + need > len(buffer):
+            _refuse(src, f"ndarray{shape} of {dt} needs {need:,} bytes but the file holds only "
+                         f"{len(buffer) - offset:,} from offset {offset}")
+        contiguous = _c_strides(shape, dt.itemsize)
+        if strides is not None and tuple(strides) != contiguous:
+            _refuse(src, f"ndarray strides {strides!r} refused, expected None or the C-order {contiguous} "
+                         "(zero, negative or odd strides let a few bytes pose as a large array)")
+        if order not in (None, "C"):
+            _refuse(src, f"ndarray order {order!r} refused, expected 'C'")
+        return np.ndarray(shape, dt, buffer, offset)
+
+
+def _c_strides(shape: tuple, itemsize: int) -> tuple:
+    strides, step = [], itemsize
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(strides))
 
 
 def read_cifar_python_batch(path) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +195,8 @@ def read_cifar_binary_batch(path) -> tuple[np.ndarray, np.ndarray]:
 def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:
     """Read one batch file of either version (a '.bin' name means the binary one)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"CIFAR batch {str(path)!r} is a directory, expected a batch file")
     if not path.is_file():
         raise FileNotFoundError(f"CIFAR batch {str(path)!r} does not exist")
     if path.suffix == ".bin":
@@ -158,6 +225,11 @@ def find_cifar10_folder(folder) -> tuple[Path, list[str], str]:
     the binary version is preferred when both are present (no unpickling needed).
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"load_cifar10: {str(folder)!r} is a file, expected the folder that holds "
+                                 f"(or is) cifar-10-batches-bin or cifar-10-batches-py")
+    if not folder.exists():
+        raise FileNotFoundError(f"load_cifar10: folder {str(folder)!r} does not exist. Get CIFAR-10 from {WHERE_TO_GET}")
     for candidate in [folder / name for name in LAYOUTS] + [folder]:
         for train_names, test_name in LAYOUTS.values():
             if (candidate / train_names[0]).is_file() and (candidate / test_name).is_file():

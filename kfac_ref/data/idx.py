@@ -18,7 +18,6 @@ bytes (0x1F 0x8B) rather than at the file name to tell.
 
 from __future__ import annotations
 
-import gzip
 import math
 import zlib
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from kfac_ref.data.dataset import Dataset, check_float_dtype, standardise
 
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_IDX_BYTES = 2**31  # 2 GiB: far above MNIST's 47 MB, far below a gzip bomb
 
 # IDX dtype code -> big-endian NumPy dtype
 IDX_DTYPES = {
@@ -60,14 +60,13 @@ def read_idx(path) -> np.ndarray:
     not match the header (truncated or with trailing bytes).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"IDX file {str(path)!r} is a directory, expected an IDX file")
     if not path.is_file():
         raise FileNotFoundError(f"IDX file {str(path)!r} does not exist")
     raw = path.read_bytes()
     if raw[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"IDX file {str(path)!r}: corrupt gzip stream ({exc})") from exc
+        raw = _gunzip_bounded(raw, path)
 
     # 1. fixed 4-byte header: magic, dtype code, ndim
     if len(raw) < 4:
@@ -99,6 +98,30 @@ def read_idx(path) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="))          # native byte order, writable copy
 
 
+def _gunzip_bounded(raw: bytes, path: Path) -> bytes:
+    """Decompress a gzipped IDX file, never more than its header says plus one byte.
+
+    The header (4 + 4·ndim bytes) is decompressed first; the payload size it
+    declares is refused above MAX_IDX_BYTES, then at most that much (+1, to
+    detect trailing bytes) is decompressed: a gzip bomb cannot fill memory.
+    """
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
+    try:
+        head = d.decompress(raw, 4)
+        if len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in IDX_DTYPES:
+            head += d.decompress(d.unconsumed_tail, 4 * head[3])
+            if len(head) == 4 + 4 * head[3]:
+                shape = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
+                need = math.prod(int(s) for s in shape) * IDX_DTYPES[head[2]].itemsize
+                if need > MAX_IDX_BYTES:
+                    raise ValueError(f"IDX file {str(path)!r}: header declares {need:,} bytes of data, over the "
+                                     f"limit of {MAX_IDX_BYTES:,}; expected an MNIST-sized file")
+                return head + d.decompress(d.unconsumed_tail, need + 1)
+        return head  # a bad header: reported by read_idx
+    except zlib.error as exc:
+        raise ValueError(f"IDX file {str(path)!r}: corrupt gzip stream ({exc})") from exc
+
+
 def find_mnist_file(folder, canonical: str) -> Path | None:
     """The first existing spelling of an MNIST file name in `folder`, or None.
 
@@ -127,6 +150,8 @@ def load_mnist(folder, dtype=np.float64, flatten: bool = False, name: str = "mni
     dtype = check_float_dtype(dtype, "load_mnist")
     folder = Path(folder)
     expected = ", ".join(f"{n}[.gz]" for n in MNIST_FILES.values())
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"load_mnist: {str(folder)!r} is a file, expected a folder holding {expected}")
     if not folder.is_dir():
         raise FileNotFoundError(f"load_mnist: folder {str(folder)!r} does not exist; expected it to hold "
                                 f"{expected}. Get them from {WHERE_TO_GET}")

@@ -127,6 +127,8 @@ def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch:
 
 def check_damping(damping) -> float:
     """λ must be a finite number > 0 (the undamped Fisher of a small batch is singular)."""
+    if isinstance(damping, (bool, np.bool_)):
+        raise ValueError(f"damping (λ) must be a number, got the boolean {damping!r}")
     try:
         value = float(damping)
     except (TypeError, ValueError):

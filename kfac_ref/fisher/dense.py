@@ -20,7 +20,7 @@ from .vectors import fisher_stats
 def dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, max_bytes=None):
     """The Fisher of ``kind`` ("exact", "mc", "empirical") on the batch.  (P, P)"""
     check_kind(kind)
-    check_mc_samples(mc_samples)
+    check_mc_samples(mc_samples, kind)
     check_dense_size(model.num_params, model.dtype, max_bytes)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
     v = stats_to_flat(stats)  # (S, N, P)
@@ -31,7 +31,7 @@ def dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, max_by
 def layer_blocks(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1):
     """The exact diagonal blocks F[l, l] (p_l, p_l) of the Fisher, one per layer, θ's order."""
     check_kind(kind)
-    check_mc_samples(mc_samples)
+    check_mc_samples(mc_samples, kind)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
     n, blocks = x.shape[0], []
     for st in stats:

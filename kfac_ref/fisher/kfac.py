@@ -60,7 +60,7 @@ def factors_from_stats(stats):
 def kfac_factors(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1):
     """One (A, G) pair per Linear/Conv2d layer in network order ((Ω, Γ) for Conv2d)."""
     check_kind(kind)
-    check_mc_samples(mc_samples)
+    check_mc_samples(mc_samples, kind)
     check_supported(model)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
     return factors_from_stats(stats)

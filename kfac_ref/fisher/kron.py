@@ -15,22 +15,29 @@ for a layer matrix V of shape (d_out, a_dim).  Two ways to add damping γ:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from ..backend import get_xp
-from ..linalg import spd_inverse
+import numpy as np
+
+from ..backend import get_xp, raising_linalg
+from ..linalg import eigh, spd_inverse
 
 
 def check_damping(damping, name="damping") -> float:
+    """λ (or γ) must be a finite real number ≥ 0, not a boolean; returned as a float."""
+    if isinstance(damping, (bool, np.bool_)) or not isinstance(damping, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} (λ) must be a number, got {damping!r}")
     damping = float(damping)
-    if not damping >= 0:  # also catches NaN
-        raise ValueError(f"{name} (λ) must be ≥ 0, got {damping}")
+    if not (math.isfinite(damping) and damping >= 0):  # also catches NaN
+        raise ValueError(f"{name} (λ) must be ≥ 0 and finite, got {damping}")
     return damping
 
 
 def pi_factor(a, g) -> float:
     """π = sqrt((tr A / dim A) / (tr G / dim G)), [MG15] eq. (after §6.3)."""
-    ta, tg = float(get_xp(a).trace(a)) / a.shape[0], float(get_xp(g).trace(g)) / g.shape[0]
+    xp = get_xp(a, g)
+    ta, tg = xp.stack([xp.trace(a) / a.shape[0], xp.trace(g) / g.shape[0]]).tolist()  # one sync for both
     if ta <= 0 or tg <= 0:
         return 1.0  # a zero factor (e.g. dead units): no preferred split
     return (ta / tg) ** 0.5
@@ -56,7 +63,7 @@ class FactoredInverse:
     @classmethod
     def from_factors(cls, a, g, gamma: float):
         ad, gd = factored_damping(a, g, gamma)
-        return cls(spd_inverse(ad), spd_inverse(gd))
+        return cls(spd_inverse(ad, "the damped K-FAC factor A"), spd_inverse(gd, "the damped K-FAC factor G"))
 
     def apply(self, v):
         """(G_d ⊗ A_d)⁻¹ vec(V) = vec(G_d⁻¹ V A_d⁻¹).  (d_out, a_dim) → (d_out, a_dim)"""
@@ -77,8 +84,8 @@ class EigenInverse:
     def from_factors(cls, a, g, gamma: float):
         xp = get_xp(a)
         gamma = check_damping(gamma)
-        d_a, u_a = xp.linalg.eigh(a)
-        d_g, u_g = xp.linalg.eigh(g)
+        d_a, u_a = eigh(a, "the K-FAC factor A")
+        d_g, u_g = eigh(g, "the K-FAC factor G")
         # Round-off can make tiny eigenvalues of a PSD factor negative: clip at 0.
         return cls(u_a, xp.maximum(d_a, 0), u_g, xp.maximum(d_g, 0), gamma)
 
@@ -92,4 +99,5 @@ class EigenInverse:
 def kron_solve(a, g, v):
     """Undamped (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹) for invertible A, G."""
     xp = get_xp(a)
-    return xp.linalg.solve(g, xp.linalg.solve(a.T, v.T).T)
+    with raising_linalg(xp):
+        return xp.linalg.solve(g, xp.linalg.solve(a.T, v.T).T)

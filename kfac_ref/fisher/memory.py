@@ -17,6 +17,11 @@ def _human(nbytes: float) -> str:
 
 def check_dense_size(p: int, dtype, max_bytes=None, what: str = "dense Fisher") -> None:
     """Raise MemoryError if a (p, p) matrix of ``dtype`` would exceed ``max_bytes``."""
+    if max_bytes is not None and (isinstance(max_bytes, (bool, np.bool_))
+                                  or not isinstance(max_bytes, (int, float, np.integer, np.floating))
+                                  or not max_bytes > 0):
+        raise ValueError(f"max_bytes must be a positive number of bytes (or None for "
+                         f"{_human(DEFAULT_MAX_BYTES)}), got {max_bytes!r}")
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     need = p * p * np.dtype(dtype).itemsize
     if need > limit:

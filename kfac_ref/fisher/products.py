@@ -58,7 +58,7 @@ def quadratic_form(model, loss_fn, x, y, v, w, kind: str, rng=None, mc_samples: 
     _check_vector(model, v, "v")
     _check_vector(model, w, "w")
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
-    return quadratic_form_from_stats(stats, [v, w], x.shape[0])[0, 1]
+    return float(quadratic_form_from_stats(stats, [v, w], x.shape[0])[0, 1])  # a float, as promised
 
 
 def quadratic_form_from_stats(stats, vectors, n: int):

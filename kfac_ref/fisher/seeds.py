@@ -15,6 +15,8 @@ reduced by the same (1/N) Σ_n Σ_s.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 KINDS = ("exact", "mc", "empirical")
@@ -27,9 +29,13 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def check_mc_samples(mc_samples) -> int:
+def check_mc_samples(mc_samples, kind: str | None = None) -> int:
+    """M ≥ 1; with ``kind`` given, M ≠ 1 only for kind 'mc' (the other kinds draw nothing)."""
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, (int, np.integer)) or mc_samples < 1:
         raise ValueError(f"mc_samples must be an integer ≥ 1, got {mc_samples!r}")
+    if kind is not None and kind != "mc" and mc_samples != 1:
+        raise ValueError(f"mc_samples={mc_samples} is only used by kind='mc'; kind={kind!r} draws no "
+                         "targets (leave mc_samples=1 or choose kind='mc')")
     return int(mc_samples)
 
 
@@ -41,15 +47,17 @@ def fisher_seeds(loss_fn, f, y, kind: str, rng=None, mc_samples: int = 1):
     S = C for "exact", M for "mc", 1 for "empirical".
     """
     check_kind(kind)
-    mc_samples = check_mc_samples(mc_samples)
+    mc_samples = check_mc_samples(mc_samples, kind)
     if kind == "exact":
         return loss_fn.sqrt_output_fisher(f).transpose(2, 0, 1)  # (C, N, C): seed c is column c of S_n
     if kind == "mc":
         if not isinstance(rng, np.random.Generator):
             raise ValueError("kind='mc' samples targets and needs an explicit rng=numpy.random.Generator")
-        y_hat = loss_fn.sample(f, rng, mc_samples)  # (M, N) or (M, N, C)
-        return loss_fn.grad(f, y_hat) / np.sqrt(mc_samples)  # (M, N, C)
+        _, seeds = loss_fn.sampled_grad(f, rng, mc_samples)  # ŷ (M, N) or (M, N, C) → (M, N, C)
+        return seeds / math.sqrt(mc_samples)  # a Python float: keeps float32 seeds float32
     if y is None:
         raise ValueError("kind='empirical' uses the data labels: y must be given")
-    loss_fn.per_sample(f, y)  # validates the targets
-    return loss_fn.grad(f, y)[None]  # (1, N, C)
+    if getattr(y, "ndim", 0) not in (1, 2) or len(y) != f.shape[0]:
+        raise ValueError(f"kind='empirical': targets have shape {getattr(y, 'shape', type(y))}, "
+                         f"expected one per sample ({f.shape[0]})")
+    return loss_fn.grad(f, y)[None]  # (1, N, C), validates the targets

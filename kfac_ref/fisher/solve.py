@@ -19,7 +19,7 @@ feature, k input feature (a_dim, with the ones coordinate).
 from __future__ import annotations
 
 from ..backend import get_xp
-from ..linalg import add_diagonal, cho_solve
+from ..linalg import CurvatureError, add_diagonal, cho_solve
 from ..params import layer_slices, wbar_to_flat
 from .kron import check_damping
 from .products import _dots
@@ -29,7 +29,13 @@ from .vectors import fisher_stats
 def dense_solve(fisher, g, damping: float):
     """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,)"""
     damping = check_damping(damping)
-    return cho_solve(add_diagonal(fisher, damping), g)
+    try:
+        return cho_solve(add_diagonal(fisher, damping), g, "the damped Fisher F + λI")
+    except CurvatureError as exc:
+        if damping == 0 and "NaN/Inf" not in str(exc):
+            raise CurvatureError(f"{exc}: damping λ = 0 leaves a singular Fisher (F = VᵀV/N has rank "
+                                 "≤ seeds × batch size, usually < P); use damping > 0") from exc
+        raise
 
 
 def woodbury_solve_vectors(v, g, damping: float, n: int):
@@ -95,7 +101,7 @@ def woodbury_solve_from_stats(stats, g, damping: float, n: int, slices):
 def woodbury_solve(model, loss_fn, x, y, g, damping: float, kind: str, rng=None, mc_samples: int = 1):
     """(F + λI)⁻¹ g for the Fisher of ``kind`` on the batch, by Woodbury.  (P,)"""
     check_kind(kind)
-    check_mc_samples(mc_samples)
+    check_mc_samples(mc_samples, kind)
     if getattr(g, "shape", None) != (model.num_params,):
         raise ValueError(f"g has shape {getattr(g, 'shape', type(g))}, expected ({model.num_params},)")
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .im2col import col2im, im2col, out_size
-from .module import ParamLayer
+from .module import ParamLayer, float_dtype
 
 
 def _pair(v, name):
@@ -49,6 +49,7 @@ class Conv2d(ParamLayer):
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = k, s, p
         self.d_in, self.d_out = self.in_channels * k * k, self.out_channels
+        dtype = float_dtype(dtype, f"Conv2d({self.in_channels}→{self.out_channels})")
         self.weight = np.zeros((self.out_channels, self.in_channels, k, k), dtype=dtype)
         self.bias = np.zeros(self.out_channels, dtype=dtype) if bias else None
         self.reset_parameters(rng)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
-from .module import ParamLayer
+from .module import ParamLayer, float_dtype
 
 
 class Linear(ParamLayer):
@@ -33,6 +33,7 @@ class Linear(ParamLayer):
                 raise ValueError(f"Linear: {nm} must be a positive integer, got {v!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.d_in, self.d_out = self.in_features, self.out_features
+        dtype = float_dtype(dtype, f"Linear({self.d_in}→{self.d_out})")
         self.weight = np.zeros((self.d_out, self.d_in), dtype=dtype)
         self.bias = np.zeros(self.d_out, dtype=dtype) if bias else None
         self.reset_parameters(rng)

@@ -37,6 +37,20 @@ def as_rng(rng) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
 
 
+def float_dtype(dtype, who: str) -> np.dtype:
+    """np.dtype(dtype) if it is a floating type (float32, float64), else a TypeError naming ``who``.
+
+    Integer parameters would make every update round to nothing: training would silently do nothing.
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{who}: dtype must be a floating type (float32 or float64), got {dtype!r}") from exc
+    if dt.kind != "f":
+        raise TypeError(f"{who}: dtype must be a floating type (float32 or float64), got {dt}")
+    return dt
+
+
 class Layer:
     """Base class: a layer without parameters (activations, pooling, reshapes)."""
 
@@ -70,7 +84,8 @@ class Layer:
         return self
 
     def astype(self, dtype):
-        """Cast parameters to ``dtype`` (in place); returns self."""
+        """Cast parameters to the floating ``dtype`` (in place); returns self."""
+        dtype = float_dtype(dtype, f"{self!r}.astype")
         for name, value in self.params():
             setattr(self, name, value.astype(dtype))
         return self

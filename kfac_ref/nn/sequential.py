@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import device_of, get_xp
-from .module import Layer, ParamLayer, as_rng
+from .module import Layer, ParamLayer, as_rng, float_dtype
 
 
 class Sequential(Layer):
@@ -74,6 +74,8 @@ class Sequential(Layer):
         return self
 
     def astype(self, dtype):
+        """Cast every layer's parameters to the floating ``dtype`` (in place); returns self."""
+        float_dtype(dtype, "Sequential.astype")
         for layer in self.layers:
             layer.astype(dtype)
         return self

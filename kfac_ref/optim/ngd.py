@@ -47,7 +47,7 @@ class _FisherMethod(Optimizer):
         self.kl_clip = None if kl_clip is None else check_number("kl_clip (κ)", kl_clip, low=0, low_open=True)
         self.damping = check_damping(damping)
         self.kind = check_kind(kind)
-        self.mc_samples = check_mc_samples(mc_samples)
+        self.mc_samples = check_mc_samples(mc_samples, self.kind)
         self.ema_decay = check_number("ema_decay (ε)", ema_decay, low=0, high=1)
         if self.ema_decay == 1:
             raise ValueError("ema_decay (ε) must be < 1, got 1 (the Fisher would never change)")

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .base import Optimizer
+from .base import Optimizer, check_flag
 
 
 class SGD(Optimizer):
@@ -18,9 +18,9 @@ class SGD(Optimizer):
     def __init__(self, model, loss_fn, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(model, loss_fn, lr, momentum, weight_decay)
-        if nesterov and not self.momentum:
+        self.nesterov = check_flag("nesterov", nesterov)
+        if self.nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum (μ) > 0")
-        self.nesterov = bool(nesterov)
 
     def hyper(self) -> dict:
         return {**super().hyper(), "nesterov": self.nesterov}
