@@ -30,7 +30,7 @@ from .nn.module import ParamLayer
 class Trace:
     """What one forward pass leaves for the backward passes.
 
-    output : (N, *out_shape) the model outputs f
+    output : ``(N, *out_shape)`` the model outputs f
     caches : one cache per layer, in network order (read-only)
     """
 
@@ -77,10 +77,10 @@ def forward(model, x) -> Trace:
 def backward(model, trace: Trace, seeds, input_grad: bool = False):
     """Backpropagate seed vectors through a traced forward pass.
 
-    seeds : (N, *out_shape) or (S, N, *out_shape), e_n = ∂ℓ_n/∂f_n (per-sample scale)
+    seeds : ``(N, *out_shape)`` or ``(S, N, *out_shape)``, e_n = ∂ℓ_n/∂f_n (per-sample scale)
     Returns ``(stats, grad_input)``: a list of :class:`LayerStats` in network
     order, with g of shape (S, N, T, d_out) (S = 1 when seeds had no seed
-    axis), and ∂ℓ_n/∂x_n of shape (S, N, *in_shape) if ``input_grad`` else None.
+    axis), and ∂ℓ_n/∂x_n of shape ``(S, N, *in_shape)`` if ``input_grad`` else None.
     """
     out = trace.output
     if seeds.shape == out.shape:

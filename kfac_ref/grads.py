@@ -80,7 +80,7 @@ def batch_grad(model, loss_fn, x, y):
 
 
 def input_grad(model, loss_fn, x, y):
-    """∂h/∂x for the averaged loss (N, *in_shape): each row is ∂ℓ_n/∂x_n / N."""
+    """∂h/∂x for the averaged loss ``(N, *in_shape)``: each row is ∂ℓ_n/∂x_n / N."""
     check_batch(model, loss_fn, x, y)
     trace = forward(model, x)
     loss_fn.per_sample(trace.output, y)

@@ -85,7 +85,7 @@ RULES = {Linear: _linear, Conv2d: _conv, ReLU: _elementwise, Tanh: _elementwise,
 
 
 def jvp(model, trace, vectors):
-    """J v for each direction: vectors (k, P) in θ's order → output tangents (k, N, *out_shape)."""
+    """J v for each direction: vectors (k, P) in θ's order → output tangents ``(k, N, *out_shape)``."""
     xp = get_xp(vectors)
     vectors = xp.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[1] != model.num_params:

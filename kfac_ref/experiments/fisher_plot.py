@@ -78,9 +78,11 @@ class TrainedNet(NamedTuple):
 def build_network(arch: str = "mlp", hidden=None, seed: int = 0):
     """The untrained digits network: ``"mlp"`` or a tiny ``"convnet"``.
 
-    ``"mlp"``:     Linear(64→h) → ReLU → … → Linear(→10); ``hidden`` (h, …) default (12,), P = 910.
-    ``"convnet"``: Conv(1→4, 3×3) → pool → Conv(4→8, 3×3) → pool → Linear(32→h) → Linear(h→10);
-                   ``hidden`` (h,) default (16,), P = 1,034.
+    ``"mlp"``
+        Linear(64→h) → ReLU → … → Linear(→10); ``hidden`` (h, …) default (12,), P = 910.
+    ``"convnet"``
+        Conv(1→4, 3×3) → pool → Conv(4→8, 3×3) → pool → Linear(32→h) → Linear(h→10);
+        ``hidden`` (h,) default (16,), P = 1,034.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}: expected one of {ARCHS}")
@@ -352,13 +354,16 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
     """Draw the figure on ``fig`` (a matplotlib Figure): rows × (exact, block-diagonal, K-FAC).
 
     Row 0 holds the matrices, row 1 their damped inverses; ``rows=(0,)`` draws only
-    the first.  Each row has one colour range, set by its largest |entry|, and one
+    the first.  Each row has one colour range, set by its largest absolute entry, and one
     colour bar.  ``scale``:
 
-    ``"symlog"``  diverging map centred at 0, symmetric log scale (the default: a few
-                  entries dominate these matrices, and a linear scale shows little else)
-    ``"linear"``  diverging map centred at 0, linear scale
-    ``"log"``     |entries| on a log scale, six decades; exact zeros white
+    ``"symlog"``
+        diverging map centred at 0, symmetric log scale (the default: a few
+        entries dominate these matrices, and a linear scale shows little else)
+    ``"linear"``
+        diverging map centred at 0, linear scale
+    ``"log"``
+        absolute values on a log scale, six decades; exact zeros white
 
     Thin lines mark the layer boundaries; the titles give the relative Frobenius
     errors vs the exact matrix of the row and the angle of each natural-gradient

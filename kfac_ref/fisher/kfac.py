@@ -8,6 +8,7 @@ Linear layer (T = 1), MATH.md §4:
 Conv2d layer (T locations), MATH.md §5 — the location split chosen here:
     Ω = (1/N) Σ_n Σ_t ā_{n,t} ā_{n,t}ᵀ           a *sum* over locations
     Γ = (1/(N T)) Σ_n Σ_s Σ_t g_{s,n,t} g_{s,n,t}ᵀ  a *mean* over locations
+
 so that, with T = 1, both reduce to the Linear formulas, and under KFC's
 assumptions (independence, spatial homogeneity, spatially uncorrelated
 derivatives) the layer block Σ_{t,t'} E[g_t g_{t'}ᵀ] ⊗ E[ā_t ā_{t'}ᵀ] ≈ Γ ⊗ Ω.
