@@ -59,7 +59,7 @@ def loss_and_grad(model, loss_fn, x, y) -> GradResult:
 def per_sample_grads(model, loss_fn, x, y):
     """∇θ ℓ(f(x_n), y_n) for every sample, in θ's order.  (N, P)
 
-    Their mean is :func:`batch_grad` (MATH.md §8.6).
+    Their mean is :func:`batch_grad` (docs/math.md §8.6).
     """
     check_batch(model, loss_fn, x, y)
     trace = forward(model, x)

@@ -1,21 +1,21 @@
 """The article's figure: full Fisher → block-diagonal → Kronecker-factored, and their inverses.
 
 K-FAC in three steps ("Introducing K-FAC"; [MG15] §3–4), shown on a small
-trained network, with θ in MATH.md §1 order so that every matrix is (P, P):
+trained network, with θ in docs/math.md §1 order so that every matrix is (P, P):
 
     step 1  block-diagonalise    F  ≈  F_bd = diag(F_11, …, F_LL)
             (drop the correlations of parameters *across* layers)
     step 2  Kronecker-factor     F_ll = E[(g gᵀ) ⊗ (ā āᵀ)]  ≈  E[g gᵀ] ⊗ E[ā āᵀ] = G_l ⊗ A_l
             (drop the correlations between a layer's inputs and its output gradients)
     step 3  invert the factors   (G_l ⊗ A_l)⁻¹ = G_l⁻¹ ⊗ A_l⁻¹
-            i.e. (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)  (row-major vec, MATH.md §8.8)
+            i.e. (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)  (row-major vec, docs/math.md §8.8)
 
 Damping λ: the exact and block-diagonal matrices are inverted as (F + λI)⁻¹ and
 (F_bd + λI)⁻¹.  K-FAC is damped either
 
 - ``"factored"`` (the default, and the optimizer's): (G + √λ/π I) ⊗ (A + π√λ I)
   [MG15 §6.3], whose inverse *is* the Kronecker product of the inverted damped
-  factors — step 3 literally; it damps more than λI (MATH.md §6), or
+  factors — step 3 literally; it damps more than λI (docs/math.md §6), or
 - ``"exact"``: (G ⊗ A + λI)⁻¹, applied through the factors' eigendecompositions
   (:class:`kfac_ref.fisher.EigenInverse`); the same damping as the other two.
 
@@ -186,7 +186,7 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
                     damping_mode: str = "factored", seed: int = 0) -> dict:
     """The three matrices of the figure, their damped inverses and their errors.
 
-    Every matrix is a dense (P, P) NumPy array in θ's order (MATH.md §1):
+    Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1):
 
     ``exact``               F (``kind``: "exact", "mc" or "empirical"; :func:`kfac_ref.fisher.dense`)
     ``block_diagonal``      F_bd: the layer blocks of F, zero elsewhere          (step 1)

@@ -1,8 +1,8 @@
-"""Inverting Kronecker-factored blocks, with damping (MATH.md §4, §6).
+"""Inverting Kronecker-factored blocks, with damping (docs/math.md §4, §6).
 
-Row-major vec (MATH.md §1): (G ⊗ A) vec(V) = vec(G V A), hence
+Row-major vec (docs/math.md §1): (G ⊗ A) vec(V) = vec(G V A), hence
 
-    (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)                               (MATH.md §8.8)
+    (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)                               (docs/math.md §8.8)
 
 for a layer matrix V of shape (d_out, a_dim).  Two ways to add damping γ:
 

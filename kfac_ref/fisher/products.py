@@ -1,4 +1,4 @@
-"""Fisher-vector products and quadratic forms without forming F (MATH.md §6–7).
+"""Fisher-vector products and quadratic forms without forming F (docs/math.md §6–7).
 
 With u_{s,n} the backpropagated gradients of :mod:`.seeds`,
 

@@ -1,4 +1,4 @@
-"""Damped natural-gradient solves (F + λI)⁻¹ g, dense and by Woodbury (MATH.md §7).
+"""Damped natural-gradient solves (F + λI)⁻¹ g, dense and by Woodbury (docs/math.md §7).
 
 Dense (the textbook): build F (P, P), Cholesky-factor F + λI = L Lᵀ, two
 triangular solves.  Cost O(P² K) to build, O(P³/3) to factor, memory P².
@@ -82,7 +82,7 @@ def _apply_vt(stats, c):
 
 
 def woodbury_solve_from_stats(stats, g, damping: float, n: int, slices):
-    """(F + λI)⁻¹ g from Fisher-seed statistics, never forming (P, P) (MATH.md §7).  (P,)"""
+    """(F + λI)⁻¹ g from Fisher-seed statistics, never forming (P, P) (docs/math.md §7).  (P,)"""
     damping = check_damping(damping)
     if damping == 0:
         raise ValueError("the Woodbury solve needs damping (λ) > 0")

@@ -1,4 +1,4 @@
-"""Losses as negative log-likelihoods, with what the Fisher needs (MATH.md §2).
+"""Losses as negative log-likelihoods, with what the Fisher needs (docs/math.md §2).
 
 Index legend: m sampled target, n sample, c class / output coordinate.
 
