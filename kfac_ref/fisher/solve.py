@@ -22,7 +22,7 @@ from ..backend import get_xp
 from ..linalg import add_diagonal, cho_solve
 from ..params import layer_slices, wbar_to_flat
 from .kron import check_damping
-from .products import _dots
+from .products import seed_dots
 from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
@@ -87,7 +87,7 @@ def woodbury_solve_from_stats(stats, g, damping: float, n: int, slices):
     if damping == 0:
         raise ValueError("the Woodbury solve needs damping (λ) > 0")
     gram = gram_from_stats(stats)  # (K, K)
-    vg = _dots(stats, slices, g).reshape(-1)  # (K,)  V g
+    vg = seed_dots(stats, slices, g).reshape(-1)  # (K,)  V g
     coef = cho_solve(add_diagonal(gram, n * damping), vg)
     return (g - _apply_vt(stats, coef)) / damping
 
