@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install, run the SGD / NGD / K-FAC comparison on digits
 #   make test   create .venv, install with the test extras, run the test suite
+# and, for developers: make docs (the documentation site), make test-cov, make lint
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OUT    ?= results/demo
 
-.PHONY: demo test test-all bench notebooks venv clean
+.PHONY: demo test test-all test-cov docs lint bench notebooks venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,28 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest
 
+# the fast suite with line coverage of kfac_ref (terminal report; htmlcov/ for the pages)
+test-cov: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow" --cov=kfac_ref --cov-report=term --cov-report=html
+
+# the documentation site, offline, into docs/_build/html; every notebook is executed,
+# and any warning fails the build (-E: a fresh read every time, so no warning hides in the cache)
+$(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	MPLBACKEND=Agg $(PY) -m sphinx -b html -E -W --keep-going -q docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 notebooks: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[notebooks]'
 	$(VENV)/bin/jupyter lab notebooks/
@@ -33,4 +56,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_forward_backward.py
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache docs/_build docs/notebooks docs/api/generated htmlcov .coverage

@@ -1,0 +1,80 @@
+"""Sphinx configuration for the kfac_ref documentation site.
+
+Built by ``make docs`` into docs/_build/html, offline: no intersphinx, no
+remote images, every notebook executed at build time by myst-nb.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+
+project = "kfac_ref"
+author = "the kfac_ref developers"
+copyright = "the kfac_ref developers"  # noqa: A001 - Sphinx's name
+release = version = "0.1.0"
+
+extensions = [
+    "myst_nb",  # Markdown (myst-parser) and notebooks, executed at build time
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",  # numpy-style docstring sections
+    "sphinx.ext.mathjax",
+]
+
+# ---- sources --------------------------------------------------------------------------
+# The notebooks live in notebooks/ (stored without outputs); Sphinx only reads files
+# under docs/, so each build copies them into docs/notebooks/ (ignored by git).
+NB_SRC, NB_DST = ROOT / "notebooks", DOCS / "notebooks"
+NB_DST.mkdir(exist_ok=True)
+for stale in NB_DST.glob("*.ipynb"):
+    if not (NB_SRC / stale.name).exists():
+        stale.unlink()
+for nb in sorted(NB_SRC.glob("*.ipynb")):
+    dst = NB_DST / nb.name
+    if not dst.exists() or dst.read_bytes() != nb.read_bytes():
+        shutil.copyfile(nb, dst)
+
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+root_doc = "index"
+exclude_patterns = [
+    "_build",
+    "README-proposed.md",  # the proposed front page, for the lead to move to README.md
+    "**/.ipynb_checkpoints",
+]
+
+# ---- Markdown ------------------------------------------------------------------------
+myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 3  # "math.md#8-cases-where…" style anchors for the headings
+suppress_warnings = [
+    # The same notebook cell may produce a figure and a text repr; myst-nb picks one.
+    "mystnb.unknown_mime_type",
+]
+
+# ---- notebooks -----------------------------------------------------------------------
+nb_execution_mode = "force"  # stored without outputs: execute each one on every build
+nb_execution_timeout = 120  # seconds per cell; the test suite holds each notebook under 60 s
+nb_execution_raise_on_error = True  # a failing cell fails the build
+nb_execution_show_tb = True
+nb_merge_streams = True
+
+# ---- API reference -------------------------------------------------------------------
+autosummary_generate = True
+# ignore-module-all: a package's __init__ re-exports names from its modules (kfac_ref.fisher.dense
+# is both a module and the function it defines); each object is documented once, where it is defined.
+autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": True, "ignore-module-all": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+add_module_names = False
+
+# ---- HTML ----------------------------------------------------------------------------
+html_theme = "furo"
+html_title = "kfac_ref"
+html_static_path: list[str] = []
