@@ -58,17 +58,20 @@ def citations(text: str) -> list[tuple[int, str, str]]:
 
 def unresolved(text: str, sections: dict[str, set[str]]) -> list[str]:
     """The citations in ``text`` whose section is not a heading of the cited page."""
-    return [f"line {line}: {page} §{sec}" for line, page, sec in citations(text)
-            if sec not in sections[page]]
+    return [f"line {line}: {page} §{sec}" for line, page, sec in citations(text) if sec not in sections[page]]
 
 
 def searched_files() -> list[Path]:
-    files = [p for p in ROOT.glob("*.md")]
+    files = list(ROOT.glob("*.md"))
     for top in SEARCHED:
         for p in (ROOT / top).rglob("*"):
             rel = p.relative_to(ROOT)
-            if p.is_file() and p.suffix in SUFFIXES and not SKIPPED_DIRS & set(rel.parts) \
-                    and rel.parts[:2] != ("docs", "notebooks"):  # the build's copies of notebooks/
+            if (
+                p.is_file()
+                and p.suffix in SUFFIXES
+                and not SKIPPED_DIRS & set(rel.parts)
+                and rel.parts[:2] != ("docs", "notebooks")
+            ):  # the build's copies of notebooks/
                 files.append(p)
     return sorted(files)
 
@@ -130,6 +133,5 @@ def test_a_made_up_citation_in_a_file_fails_the_file_check(tmp_path, sections):
 def test_the_parser_reads_the_citation_forms_the_tree_uses():
     assert cited_sections("§4–6") == ["4", "5", "6"]
     assert cited_sections("§3, §8.6") == ["3", "8.6"]
-    assert [c[2] for c in citations(f"see {FAKE_MATH} §3–8 and {OLD} §8.10.")] == \
-        ["3", "4", "5", "6", "7", "8", "8.10"]
+    assert [c[2] for c in citations(f"see {FAKE_MATH} §3–8 and {OLD} §8.10.")] == ["3", "4", "5", "6", "7", "8", "8.10"]
     assert headings("# Title\n## 8. Oracles\n### 8.4. Least squares\n#### not numbered\n") == {"8", "8.4"}
