@@ -37,7 +37,7 @@ $(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
 	touch $@
 
 docs: $(VENV)/.installed-docs
-	MPLBACKEND=Agg $(PY) -m sphinx -b html -E -W --keep-going -q docs docs/_build/html
+	$(PY) -m sphinx -b html -E -W --keep-going -q docs docs/_build/html
 	@echo "docs: open docs/_build/html/index.html"
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml

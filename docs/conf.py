@@ -6,6 +6,7 @@ remote images, every notebook executed at build time by myst-nb.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ suppress_warnings = [
 ]
 
 # ---- notebooks -----------------------------------------------------------------------
+# The kernels inherit this process's environment.  Matplotlib's inline backend makes every
+# figure (plt.show() included) a PNG output of its cell; with MPLBACKEND=Agg, as the tests use,
+# plt.show() would draw nothing and the pages would have no figures.
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 nb_execution_mode = "force"  # stored without outputs: execute each one on every build
 nb_execution_timeout = 120  # seconds per cell; the test suite holds each notebook under 60 s
 nb_execution_raise_on_error = True  # a failing cell fails the build
@@ -78,3 +83,22 @@ add_module_names = False
 html_theme = "furo"
 html_title = "kfac_ref"
 html_static_path: list[str] = []
+
+
+# ---- a check after the build ----------------------------------------------------------
+def _check_notebook_figures(app, exception):
+    """Fail the build if a notebook that draws figures shows none on its page."""
+    if exception is not None or app.builder.name != "html":
+        return
+    missing = []
+    for nb in sorted(NB_SRC.glob("*.ipynb")):
+        draws = any(key in nb.read_text(encoding="utf-8") for key in ("plt.", "display("))
+        page = Path(app.outdir) / "notebooks" / f"{nb.stem}.html"
+        if draws and page.exists() and "<img" not in page.read_text(encoding="utf-8"):
+            missing.append(nb.name)
+    if missing:
+        raise RuntimeError(f"notebook pages without figures (is the inline backend in use?): {missing}")
+
+
+def setup(app):
+    app.connect("build-finished", _check_notebook_figures)
