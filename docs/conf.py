@@ -7,6 +7,7 @@ remote images, every notebook executed at build time by myst-nb.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",  # numpy-style docstring sections
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into _static: the pages render math without a network
 ]
 
 # ---- sources --------------------------------------------------------------------------
@@ -85,6 +87,37 @@ html_title = "kfac_ref"
 html_static_path: list[str] = []
 
 
+# ---- citations in docstrings become links --------------------------------------------
+# "docs/math.md §8.8" (or the old "MATH.md §8.8") in a docstring links to the heading labelled
+# (math-8-8)= in docs/math.md; tests/test_docs_citations.py guarantees that the heading exists.
+_CITATION = re.compile(r"(docs/math\.md|MATH\.md|docs/style\.md|STYLE\.md) §(\d+(?:\.\d+)*)")
+_PAGES = {"docs/math.md": "math", "MATH.md": "math", "docs/style.md": "style", "STYLE.md": "style"}
+_LABELS = {
+    page: set(
+        re.findall(r"^\((" + page + r"-[\d-]+)\)=$", (DOCS / f"{page}.md").read_text(encoding="utf-8"), re.MULTILINE)
+    )
+    for page in ("math", "style")
+}
+
+
+def _link_citations(app, what, name, obj, options, lines):
+    def link(m):
+        page = _PAGES[m.group(1)]
+        label = f"{page}-{m.group(2).replace('.', '-')}"
+        if label not in _LABELS[page]:
+            return m.group(0)
+        return f":ref:`docs/{page}.md §{m.group(2)} <{label}>`"
+
+    in_literal = False
+    for i, line in enumerate(lines):
+        if in_literal and line.strip() and not line.startswith((" ", "\t")):
+            in_literal = False
+        if not in_literal:
+            lines[i] = _CITATION.sub(link, line)
+        if line.rstrip().endswith("::"):
+            in_literal = True  # leave literal blocks as they are
+
+
 # ---- a check after the build ----------------------------------------------------------
 def _check_notebook_figures(app, exception):
     """Fail the build if a notebook that draws figures shows none on its page."""
@@ -101,4 +134,5 @@ def _check_notebook_figures(app, exception):
 
 
 def setup(app):
+    app.connect("autodoc-process-docstring", _link_citations)
     app.connect("build-finished", _check_notebook_figures)
