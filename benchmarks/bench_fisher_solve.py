@@ -1,4 +1,4 @@
-"""Exact natural gradient two ways: the dense Fisher + Cholesky against Woodbury (MATH.md §7).
+"""Exact natural gradient two ways: the dense Fisher + Cholesky against Woodbury (docs/math.md §7).
 
 For digits MLPs and ConvNets with P ≈ 10³, 3·10³ and 10⁴ parameters, a batch of
 N = 128 real digits (``--batch``) in float64, and each Fisher kind ("exact",

@@ -1,19 +1,19 @@
 """Per-sample statistics: one forward pass, any number of backpropagated seeds.
 
-Data flows one way (STYLE.md):  x → :func:`forward` → outputs f and a
+Data flows one way (docs/style.md §2):  x → :func:`forward` → outputs f and a
 :class:`Trace` → seed vectors e_n = ∂ℓ_n/∂f_n chosen by the caller →
 :func:`backward` → for every Linear/Conv2d layer a :class:`LayerStats` holding
 
     a_bar : (N, T, a_dim)        the homogeneous layer input ā_n (ones column last)
     g     : (S, N, T, d_out)     the pre-activation gradient g_n = ∂ℓ_n/∂s_n, per seed
 
-in *per-sample scale* (never divided by N; MATH.md §1).  T = 1 for Linear, the
+in *per-sample scale* (never divided by N; docs/math.md §1).  T = 1 for Linear, the
 number of output locations for Conv2d.  The per-sample gradient of the layer
 matrix W̄ is Σ_t g_{n,t} ā_{n,t}ᵀ ([MG15] §3, [GM16] §2).
 
 What the seeds are decides what comes out: the data-label gradient gives the
 batch gradient and the empirical Fisher, sampled labels the Monte-Carlo Fisher,
-the columns of S_n (S_n S_nᵀ = Λ_n) the exact Fisher (MATH.md §3).  Seeds of
+the columns of S_n (S_n S_nᵀ = Λ_n) the exact Fisher (docs/math.md §3).  Seeds of
 shape (S, N, C) carry S vectors per sample through one backward pass; the
 trace is only read, so several backward passes on one trace are independent.
 """
@@ -30,7 +30,7 @@ from .nn.module import ParamLayer
 class Trace:
     """What one forward pass leaves for the backward passes.
 
-    output : (N, *out_shape) the model outputs f
+    output : ``(N, *out_shape)`` the model outputs f
     caches : one cache per layer, in network order (read-only)
     """
 
@@ -77,10 +77,10 @@ def forward(model, x) -> Trace:
 def backward(model, trace: Trace, seeds, input_grad: bool = False):
     """Backpropagate seed vectors through a traced forward pass.
 
-    seeds : (N, *out_shape) or (S, N, *out_shape), e_n = ∂ℓ_n/∂f_n (per-sample scale)
+    seeds : ``(N, *out_shape)`` or ``(S, N, *out_shape)``, e_n = ∂ℓ_n/∂f_n (per-sample scale)
     Returns ``(stats, grad_input)``: a list of :class:`LayerStats` in network
     order, with g of shape (S, N, T, d_out) (S = 1 when seeds had no seed
-    axis), and ∂ℓ_n/∂x_n of shape (S, N, *in_shape) if ``input_grad`` else None.
+    axis), and ∂ℓ_n/∂x_n of shape ``(S, N, *in_shape)`` if ``input_grad`` else None.
     """
     out = trace.output
     if seeds.shape == out.shape:

@@ -31,7 +31,7 @@ def numerical_grad(fun, z, eps: float = 1e-6):
 
 
 def numerical_jacobian(fun, z, eps: float = 1e-6):
-    """Central-difference Jacobian ∂fun(z)/∂z of shape (*out_shape, z.size)."""
+    """Central-difference Jacobian ∂fun(z)/∂z of shape ``(*out_shape, z.size)``."""
     z = np.array(to_numpy(z), dtype=np.float64)
     flat = z.reshape(-1)
     cols = []
@@ -67,7 +67,7 @@ def numerical_param_grad(model, loss_fn, x, y, eps: float = 1e-6):
 
 
 def rel_error(a, b) -> float:
-    """max |a − b| / max(|a|, |b|): scale-free, 0 for identical arrays."""
+    """``max |a − b| / max(|a|, |b|)``: scale-free, 0 for identical arrays."""
     a, b = np.asarray(to_numpy(a), dtype=np.float64), np.asarray(to_numpy(b), dtype=np.float64)
     scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), np.finfo(np.float64).tiny)
     return float(np.abs(a - b).max(initial=0.0) / scale)

@@ -62,7 +62,7 @@ def loss_and_grad(model, loss_fn, x, y) -> GradResult:
 def per_sample_grads(model, loss_fn, x, y):
     """∇θ ℓ(f(x_n), y_n) for every sample, in θ's order.  (N, P)
 
-    Their mean is :func:`batch_grad` (MATH.md §8.6).
+    Their mean is :func:`batch_grad` (docs/math.md §8.6).
     """
     check_batch(model, loss_fn, x, y)
     trace = forward(model, x)
@@ -82,7 +82,7 @@ def batch_grad(model, loss_fn, x, y):
 
 
 def input_grad(model, loss_fn, x, y):
-    """∂h/∂x for the averaged loss (N, *in_shape): each row is ∂ℓ_n/∂x_n / N."""
+    """∂h/∂x for the averaged loss ``(N, *in_shape)``: each row is ∂ℓ_n/∂x_n / N."""
     check_batch(model, loss_fn, x, y)
     trace = forward(model, x)
     _, gx = backward(model, trace, loss_fn.grad(trace.output, y), input_grad=True)  # validates y

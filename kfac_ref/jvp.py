@@ -16,7 +16,7 @@ layers themselves stay forward/backward pairs.  With several directions at once
 
 What it is for: the exact-Fisher quadratic forms of [MG15] §7,
 
-    vᵀ F w = (1/N) Σ_n (J_n v)ᵀ Λ_n (J_n w)                          (MATH.md §6)
+    vᵀ F w = (1/N) Σ_n (J_n v)ᵀ Λ_n (J_n w)                          (docs/math.md §6)
 
 cost one forward pass per direction here, instead of C backward passes (one per
 column of S_n) through :func:`kfac_ref.fisher.products.quadratic_form_from_stats`.
@@ -85,7 +85,7 @@ RULES = {Linear: _linear, Conv2d: _conv, ReLU: _elementwise, Tanh: _elementwise,
 
 
 def jvp(model, trace, vectors):
-    """J v for each direction: vectors (k, P) in θ's order → output tangents (k, N, *out_shape)."""
+    """J v for each direction: vectors (k, P) in θ's order → output tangents ``(k, N, *out_shape)``."""
     xp = get_xp(vectors)
     vectors = xp.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[1] != model.num_params:
@@ -106,7 +106,7 @@ def jvp(model, trace, vectors):
 def fisher_gram_jvp(model, loss_fn, trace, vectors):
     """[vᵢᵀ F vⱼ] for the exact Fisher of the traced batch, by forward mode.  (k, k)
 
-    F = (1/N) Σ_n J_nᵀ Λ_n J_n (MATH.md §3), so vᵢᵀ F vⱼ = (1/N) Σ_n (J_n vᵢ)ᵀ Λ_n (J_n vⱼ).
+    F = (1/N) Σ_n J_nᵀ Λ_n J_n (docs/math.md §3), so vᵢᵀ F vⱼ = (1/N) Σ_n (J_n vᵢ)ᵀ Λ_n (J_n vⱼ).
     """
     xp = get_xp(vectors)
     jv = jvp(model, trace, vectors)  # (k, N, C)

@@ -1,4 +1,4 @@
-"""The flat parameter vector θ and its per-layer pieces (MATH.md §1).
+"""The flat parameter vector θ and its per-layer pieces (docs/math.md §1).
 
 θ lists the Linear/Conv2d layers in network order; within a layer the weight
 (raveled in C order, PyTorch's layout) and then the bias.  Every dense matrix in
@@ -39,7 +39,7 @@ def slices_for(layers) -> list[slice]:
 
 
 def get_flat_params(model):
-    """θ, a new array of shape (P,) in MATH.md §1 order."""
+    """θ, a new array of shape (P,) in docs/math.md §1 order."""
     layers = _param_layers(model)
     xp = get_xp(layers[0].weight)
     return xp.concatenate([value.ravel() for layer in layers for _, value in layer.params()])
@@ -88,7 +88,7 @@ def flat_to_wbar(layer, v):
 
 
 def wbar_order(layer) -> np.ndarray:
-    """perm (p_layer,) with vec(W̄) = θ_layer[perm], vec row-major (MATH.md §1).
+    """perm (p_layer,) with vec(W̄) = θ_layer[perm], vec row-major (docs/math.md §1).
 
     So a matrix M_flat in θ's order becomes M_flat[perm][:, perm] in vec(W̄)
     order (the order of the Kronecker product G ⊗ A), and back with argsort(perm).

@@ -1,4 +1,4 @@
-"""The exact cases of MATH.md §8 (1–10), one test each, named after what it proves."""
+"""The exact cases of docs/math.md §8 (1–10), one test each, named after what it proves."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_linear_least_squares_fisher_is_identity_kron_a_and_newton_solves_it(rng
 
 # --- 5 ------------------------------------------------------------------------------
 def test_monte_carlo_fisher_approaches_exact_as_samples_grow(rng):
-    """Seeded, loose: the MC error shrinks roughly like 1/√M (MATH.md §8.5)."""
+    """Seeded, loose: the MC error shrinks roughly like 1/√M (docs/math.md §8.5)."""
     model = tiny_mlp("tanh", sizes=(3, 4, 3))
     x, y = classification_batch(rng, 2, (3,), 3)
     loss = nn.CrossEntropyLoss()
@@ -126,7 +126,7 @@ def test_kronecker_inverse_identity_row_major(rng):
 
 
 def test_row_major_g_kron_a_is_column_major_a_kron_g(rng):
-    """The same operator V ↦ G V A written in both conventions (MATH.md §1)."""
+    """The same operator V ↦ G V A written in both conventions (docs/math.md §1)."""
     a, g, v = _spd(rng, 4), _spd(rng, 3), rng.standard_normal((3, 4))
     np.testing.assert_allclose(np.kron(g, a) @ v.ravel(order="C"), (g @ v @ a).ravel(order="C"), rtol=1e-12)
     np.testing.assert_allclose(np.kron(a, g) @ v.ravel(order="F"), (g @ v @ a).ravel(order="F"), rtol=1e-12)
@@ -137,7 +137,7 @@ def test_row_major_g_kron_a_is_column_major_a_kron_g(rng):
 # --- 9 ------------------------------------------------------------------------------
 @pytest.mark.parametrize("loss_name", ["ce", "se"])
 def test_second_order_kl_is_the_exact_fisher_quadratic_form(loss_name, rng):
-    """2 KL(p_θ ‖ p_{θ+εd}) / (ε² dᵀ F d) → 1 as ε → 0 (MATH.md §8.9)."""
+    """2 KL(p_θ ‖ p_{θ+εd}) / (ε² dᵀ F d) → 1 as ε → 0 (docs/math.md §8.9)."""
     model = tiny_mlp("tanh", sizes=(3, 5, 3))
     if loss_name == "ce":
         x, y = classification_batch(rng, 4, (3,), 3)

@@ -99,7 +99,7 @@ def test_all_errors_and_angles_are_finite_and_nonnegative():
 
 
 def test_one_sample_with_exact_seeds_makes_step_two_exact():
-    # MATH.md §8.1: N = 1, exact seeds → every K-FAC block equals the exact Fisher block.
+    # docs/math.md §8.1: N = 1, exact seeds → every K-FAC block equals the exact Fisher block.
     _, _, _, _, m = _case(n=1)
     assert m["errors"]["kfac_vs_block_diagonal"]["overall"] < 1e-12
 

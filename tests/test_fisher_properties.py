@@ -98,7 +98,7 @@ def test_dense_solve_solves_the_damped_system(rng):
     np.testing.assert_allclose((f + 0.1 * np.eye(len(g))) @ d, g, rtol=1e-10, atol=1e-14)
 
 
-# --- damping of Kronecker blocks (MATH.md §6) ---------------------------------------
+# --- damping of Kronecker blocks (docs/math.md §6) ---------------------------------------
 def _factors(rng, da=5, dg=3):
     a = rng.standard_normal((da, 2 * da))
     g = rng.standard_normal((dg, 2 * dg))

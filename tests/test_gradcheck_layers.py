@@ -3,7 +3,7 @@
 For a layer y = L(x) and a random projection r, φ(x) = Σ r ⊙ L(x) has gradient
 ∂φ/∂x = Lᵀ r — exactly what ``layer.backward(cache, r)`` returns.  For
 parameter layers also ∂φ/∂W̄ = Σ_{n,t} g ā ᵀ with g = r.  Reference: central
-differences, relative error ≤ 1e-6 (MATH.md §8.6).
+differences, relative error ≤ 1e-6 (docs/math.md §8.6).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Whole networks: gradients w.r.t. parameters and inputs, per-sample gradients,
-and independent backward passes on one forward pass (MATH.md §8.6)."""
+and independent backward passes on one forward pass (docs/math.md §8.6)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_per_sample_grads_equal_single_sample_passes(name, make, in_shape, loss,
 
 
 def test_per_sample_grad_matches_finite_differences(rng):
-    """MATH.md §8.6: a per-sample gradient is the central difference of that sample's loss."""
+    """docs/math.md §8.6: a per-sample gradient is the central difference of that sample's loss."""
     model = tiny_convnet()
     loss_fn = nn.CrossEntropyLoss()
     x, y = classification_batch(rng, 3, (2, 6, 6), 3)
@@ -136,7 +136,7 @@ def test_layer_statistics_shapes_and_homogeneous_coordinate(rng):
 
 
 def test_flat_params_roundtrip_and_order():
-    """θ lists each layer's weight (C order) then bias, layers in network order (MATH.md §1)."""
+    """θ lists each layer's weight (C order) then bias, layers in network order (docs/math.md §1)."""
     model = tiny_convnet()
     theta = K.get_flat_params(model)
     conv1 = model.param_layers()[0]

@@ -1,4 +1,4 @@
-"""Losses as likelihoods (MATH.md §2): values, gradients, Λ, S, sampling."""
+"""Losses as likelihoods (docs/math.md §2): values, gradients, Λ, S, sampling."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_output_gradient_is_per_sample_and_matches_finite_differences(kind, devi
 
 @pytest.mark.parametrize("kind", sorted(LOSSES))
 def test_output_fisher_is_the_hessian_in_the_logits(kind, rng):
-    """MATH.md §8.7: Λ(f) equals the finite-difference Hessian of ℓ in f."""
+    """docs/math.md §8.7: Λ(f) equals the finite-difference Hessian of ℓ in f."""
     loss, make_y = LOSSES[kind]
     f, y = rng.standard_normal((1, 4)), make_y(rng, 1, 4)
     hess = numerical_jacobian(lambda z: loss.grad(z, y)[0], f, eps=1e-5)  # (4, 4)

@@ -1,4 +1,4 @@
-"""Optimizers against exact answers and brute force (MATH.md §6–8)."""
+"""Optimizers against exact answers and brute force (docs/math.md §6–8)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ NEWTON_CASES = [
 
 @pytest.mark.parametrize("name,make", NEWTON_CASES, ids=[c[0] for c in NEWTON_CASES])
 def test_linear_least_squares_is_solved_in_one_newton_step(name, make, device, rng):
-    """MATH.md §8.4: F = G ⊗ A with G = I, so each method takes the Newton step."""
+    """docs/math.md §8.4: F = G ⊗ A with G = I, so each method takes the Newton step."""
     model = nn.Sequential(nn.Linear(4, 3), seed=0).to(device)
     x, y = regression_batch(rng, 30, (4,), 3, device)
     make(model, nn.SquaredErrorLoss()).step(x, y)
@@ -76,7 +76,7 @@ def test_rescale_coefficients_minimise_the_quadratic_model(rng):
     ref = minimize(m, np.zeros(2), method="BFGS", options={"gtol": 1e-12}).x
     np.testing.assert_allclose(coef, ref, rtol=1e-6)
     assert np.isclose(change, m(coef), rtol=1e-12)
-    # With δ₀ = 0: α = −∇hᵀΔ / Δᵀ(F + λI)Δ (MATH.md §6).
+    # With δ₀ = 0: α = −∇hᵀΔ / Δᵀ(F + λI)Δ (docs/math.md §6).
     (alpha,), _ = rescale_coefficients([[big_delta @ f @ big_delta]], [[big_delta @ big_delta]],
                                        [g @ big_delta], lam)
     assert np.isclose(alpha, -(g @ big_delta) / (big_delta @ (f + lam * np.eye(len(g))) @ big_delta))

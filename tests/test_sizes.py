@@ -1,4 +1,4 @@
-"""The AlexNet size table (MATH.md §9) against brute-force parameter counting."""
+"""The AlexNet size table (docs/math.md §9) against brute-force parameter counting."""
 
 from math import prod
 from types import SimpleNamespace
@@ -35,7 +35,7 @@ SHAPES = {
 GROUPS = {"alexnet": 1, "alexnet-grouped": {"conv2": 2, "conv4": 2, "conv5": 2}, "alexnet-torchvision": 1}
 EXPECTED_TOTAL = {"alexnet": 62_378_344, "alexnet-grouped": 60_965_224, "alexnet-torchvision": 61_100_840}
 
-# MATH.md §9, row by row: layer, d_in, d_out, params, Fisher block entries as printed there
+# docs/math.md §9, row by row: layer, d_in, d_out, params, Fisher block entries as printed there
 MATH_MD_TABLE = [
     ("conv1", 364, 96, 34_944, "1.22e9"),
     ("conv2", 2_401, 256, 614_656, "3.78e11"),

@@ -1,4 +1,4 @@
-"""The [KBH19] toy of MATH.md §10 (kfac_ref.experiments.toy) against closed forms."""
+"""The [KBH19] toy of docs/math.md §10 (kfac_ref.experiments.toy) against closed forms."""
 
 from __future__ import annotations
 

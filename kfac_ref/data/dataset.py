@@ -4,8 +4,8 @@ A :class:`Dataset` is a frozen pair of splits (training and validation) plus the
 number of classes.  It checks itself on construction, so a model never sees a
 label out of range, a NaN pixel, or an image without its label.
 
-Shapes
-------
+Shapes::
+
     x_train : (N_train, *input_shape)   float; images are (N, C, H, W)
     y_train : (N_train,)                int64 class indices in [0, num_classes)
     x_val   : (N_val, *input_shape)

@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST from their IDX files (the format of Yann LeCun's site).
 
-An IDX file is a tiny header followed by the raw array, all big-endian:
+An IDX file is a tiny header followed by the raw array, all big-endian::
 
     bytes 0-1   0x00 0x00                      magic: two zero bytes
     byte  2     dtype code                     0x08 ubyte, 0x09 byte, 0x0B short,

@@ -6,7 +6,7 @@ integer seed, and returns plain float64 / int64 NumPy arrays.
     make_classification : x (n, d),       y (n,)
     make_images         : x (n, C, H, W), y (n,)
     make_regression     : x (n, d_in),    y (n, d_out),  W* (d_out, d_in)
-    lognormal_regression: x (n, 2),       y (n, 1),      θ* (2,)      [KBH19], MATH.md §10
+    lognormal_regression: x (n, 2),       y (n, 1),      θ* (2,)      [KBH19], docs/math.md §10
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def make_regression(n: int, d_in: int, d_out: int, rng, noise: float = 0.1):
 
 
 def lognormal_regression(n: int = 1000, seed=0):
-    """The empirical-vs-true Fisher toy of [KBH19] (MATH.md §10).
+    """The empirical-vs-true Fisher toy of [KBH19] (docs/math.md §10).
 
         x_n = [1, z_n],  z_n ~ LogNormal(0, 0.75),  y_n = x_nᵀ θ* + ε_n,  ε_n ~ N(0, 1),  θ* = (2, 2)
 

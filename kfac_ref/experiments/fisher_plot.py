@@ -1,21 +1,21 @@
 """The article's figure: full Fisher → block-diagonal → Kronecker-factored, and their inverses.
 
 K-FAC in three steps ("Introducing K-FAC"; [MG15] §3–4), shown on a small
-trained network, with θ in MATH.md §1 order so that every matrix is (P, P):
+trained network, with θ in docs/math.md §1 order so that every matrix is (P, P):
 
     step 1  block-diagonalise    F  ≈  F_bd = diag(F_11, …, F_LL)
             (drop the correlations of parameters *across* layers)
     step 2  Kronecker-factor     F_ll = E[(g gᵀ) ⊗ (ā āᵀ)]  ≈  E[g gᵀ] ⊗ E[ā āᵀ] = G_l ⊗ A_l
             (drop the correlations between a layer's inputs and its output gradients)
     step 3  invert the factors   (G_l ⊗ A_l)⁻¹ = G_l⁻¹ ⊗ A_l⁻¹
-            i.e. (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)  (row-major vec, MATH.md §8.8)
+            i.e. (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)  (row-major vec, docs/math.md §8.8)
 
 Damping λ: the exact and block-diagonal matrices are inverted as (F + λI)⁻¹ and
 (F_bd + λI)⁻¹.  K-FAC is damped either
 
 - ``"factored"`` (the default, and the optimizer's): (G + √λ/π I) ⊗ (A + π√λ I)
   [MG15 §6.3], whose inverse *is* the Kronecker product of the inverted damped
-  factors — step 3 literally; it damps more than λI (MATH.md §6), or
+  factors — step 3 literally; it damps more than λI (docs/math.md §6), or
 - ``"exact"``: (G ⊗ A + λI)⁻¹, applied through the factors' eigendecompositions
   (:class:`kfac_ref.fisher.EigenInverse`); the same damping as the other two.
 
@@ -78,9 +78,11 @@ class TrainedNet(NamedTuple):
 def build_network(arch: str = "mlp", hidden=None, seed: int = 0):
     """The untrained digits network: ``"mlp"`` or a tiny ``"convnet"``.
 
-    ``"mlp"``:     Linear(64→h) → ReLU → … → Linear(→10); ``hidden`` (h, …) default (12,), P = 910.
-    ``"convnet"``: Conv(1→4, 3×3) → pool → Conv(4→8, 3×3) → pool → Linear(32→h) → Linear(h→10);
-                   ``hidden`` (h,) default (16,), P = 1,034.
+    ``"mlp"``
+        Linear(64→h) → ReLU → … → Linear(→10); ``hidden`` (h, …) default (12,), P = 910.
+    ``"convnet"``
+        Conv(1→4, 3×3) → pool → Conv(4→8, 3×3) → pool → Linear(32→h) → Linear(h→10);
+        ``hidden`` (h,) default (16,), P = 1,034.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}: expected one of {ARCHS}")
@@ -186,7 +188,7 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
                     damping_mode: str = "factored", seed: int = 0) -> dict:
     """The three matrices of the figure, their damped inverses and their errors.
 
-    Every matrix is a dense (P, P) NumPy array in θ's order (MATH.md §1):
+    Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1):
 
     ``exact``               F (``kind``: "exact", "mc" or "empirical"; :func:`kfac_ref.fisher.dense`)
     ``block_diagonal``      F_bd: the layer blocks of F, zero elsewhere          (step 1)
@@ -354,13 +356,16 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
     """Draw the figure on ``fig`` (a matplotlib Figure): rows × (exact, block-diagonal, K-FAC).
 
     Row 0 holds the matrices, row 1 their damped inverses; ``rows=(0,)`` draws only
-    the first.  Each row has one colour range, set by its largest |entry|, and one
+    the first.  Each row has one colour range, set by its largest absolute entry, and one
     colour bar.  ``scale``:
 
-    ``"symlog"``  diverging map centred at 0, symmetric log scale (the default: a few
-                  entries dominate these matrices, and a linear scale shows little else)
-    ``"linear"``  diverging map centred at 0, linear scale
-    ``"log"``     |entries| on a log scale, six decades; exact zeros white
+    ``"symlog"``
+        diverging map centred at 0, symmetric log scale (the default: a few
+        entries dominate these matrices, and a linear scale shows little else)
+    ``"linear"``
+        diverging map centred at 0, linear scale
+    ``"log"``
+        absolute values on a log scale, six decades; exact zeros white
 
     Thin lines mark the layer boundaries; the titles give the relative Frobenius
     errors vs the exact matrix of the row and the angle of each natural-gradient

@@ -12,7 +12,7 @@ Arrays may come from NumPy or CuPy; they are converted at this edge.
     eigen_arrows(ax, center, matrix)      the eigenvectors of a 2×2 matrix, scaled
     error_curve(ax, xs, errors, label)    an error against a size, log–log
     block_lines(ax, boundaries)           thin lines between the blocks of a matrix
-    log_heatmap(ax, matrix, title)        |matrix| on a log colour scale, zeros in white
+    log_heatmap(ax, matrix, title)        abs(matrix) on a log colour scale, zeros in white
     symlog_heatmap(ax, matrix, title)     a heatmap on a symmetric log scale, sign kept
     symlog_ticks(vmax)                    colour-bar ticks for it
 """
@@ -46,7 +46,7 @@ def heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None,
     """Draw ``matrix`` (R, C) with a diverging colour map centred on zero.
 
     ``vmax`` fixes the colour range to [−vmax, vmax] (pass the same value to
-    several heatmaps to compare them); by default it is max |matrix|.
+    several heatmaps to compare them); by default it is max abs(matrix).
     Returns the image (for a shared colour bar).
     """
     m = _np(matrix)
@@ -139,10 +139,10 @@ def block_lines(ax, boundaries, *, color: str = "0.35", linewidth: float = 0.6):
 
 def log_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None, decades: float = 6.0,
                 cmap: str = "magma_r", colorbar: bool = True):
-    """Draw |matrix| (R, C) on a log colour scale from vmax·10^−decades to vmax; exact zeros white.
+    """Draw abs(matrix) (R, C) on a log colour scale from vmax·10^−decades to vmax; exact zeros white.
 
     Shows structure a linear scale hides when a few entries dominate (the large
-    diagonal of a damped inverse, for instance).  ``vmax`` defaults to max |matrix|.
+    diagonal of a damped inverse, for instance).  ``vmax`` defaults to max abs(matrix).
     Returns the image.
     """
     from matplotlib import colormaps
@@ -165,7 +165,7 @@ def symlog_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None =
     """Draw ``matrix`` (R, C) with a diverging map centred on zero, on a symmetric log scale.
 
     Linear within ±vmax·10^−decades, logarithmic beyond, up to ±vmax (default
-    max |matrix|): the sign stays visible (red > 0, blue < 0) and so do entries
+    max abs(matrix)): the sign stays visible (red > 0, blue < 0) and so do entries
     many orders of magnitude below the largest.  Returns the image.
     """
     from matplotlib.colors import SymLogNorm

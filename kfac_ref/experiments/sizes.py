@@ -1,4 +1,4 @@
-"""How big is a Fisher block, and how big are its Kronecker factors? (MATH.md §9)
+"""How big is a Fisher block, and how big are its Kronecker factors? (docs/math.md §9)
 
 The article's AlexNet figure, recomputed by counting.  For one layer with weight
 matrix W̄ : (d_out, d_in) — the bias folded in as the last column, so d_in counts
@@ -8,7 +8,7 @@ Kronecker product [MG15 §3, GM16]:
     F_layer  ≈  G ⊗ A,    A = E[ā āᵀ] : (d_in, d_in),    G = E[g gᵀ] : (d_out, d_out)
 
 so the (d_in·d_out)² entries of the block become d_in² + d_out² entries of two
-factors.  Conventions (the MATH.md §9 table is the oracle):
+factors.  Conventions (the docs/math.md §9 table is the oracle):
 
 * conv:   d_in = C_in_per_group · kh · kw + 1,   d_out = C_out  (all groups)
 * linear: d_in = in_features + 1,                d_out = out_features
@@ -46,7 +46,7 @@ BYTES_PER_ENTRY = 4  # float32, for the "how much memory" notes
 
 @dataclass(frozen=True)
 class LayerSize:
-    """Sizes of one layer's Fisher block and Kronecker factors (MATH.md §9).
+    """Sizes of one layer's Fisher block and Kronecker factors (docs/math.md §9).
 
     All counts are exact Python ints (no float rounding, no int64 overflow).
     """
@@ -265,7 +265,7 @@ def _tick_label(r: LayerSize) -> str:
 
 
 def format_table(rows: Iterable[LayerSize], title: str) -> str:
-    """The MATH.md §9 table as Markdown, with a totals line and a memory note."""
+    """The docs/math.md §9 table as Markdown, with a totals line and a memory note."""
     rows = list(rows)
     t = totals(rows)
     lines = [
@@ -422,7 +422,7 @@ def main(argv=None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="kfac-ref sizes",
-        description="Fisher block vs Kronecker factor sizes for AlexNet (MATH.md §9).",
+        description="Fisher block vs Kronecker factor sizes for AlexNet (docs/math.md §9).",
     )
     parser.add_argument("--arch", default="alexnet", choices=(*ARCHS, *PROJECT_MODELS, "all"),
                         help="alexnet prints the three AlexNet variants; all adds this project's models "

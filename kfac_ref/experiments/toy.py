@@ -1,4 +1,4 @@
-"""The empirical-vs-true Fisher toy of [KBH19] (MATH.md §10), built from kfac_ref pieces.
+"""The empirical-vs-true Fisher toy of [KBH19] (docs/math.md §10), built from kfac_ref pieces.
 
 Linear regression with a unit-variance Gaussian likelihood:
 
@@ -14,12 +14,12 @@ The model is ``Sequential(Linear(2, 1, bias=False))`` (θ is its 1×2 weight) wi
 
 The exact Fisher does not depend on θ and equals the Hessian, so NGD is Newton's
 method here: with step 1 it lands on the least-squares solution in one step
-(MATH.md §8.4).  The empirical Fisher weights every sample by its squared
+(docs/math.md §8.4).  The empirical Fisher weights every sample by its squared
 residual, so far from the optimum it is dominated by the samples the current θ
 fits worst and its preconditioned step points in a distorted direction [KBH19].
 
 The three descent methods compared in notebook 01 and their settings
-(MATH.md §10):
+(docs/math.md §10):
 
     method        update                                      step  damping λ
     "gd"          θ ← θ − η ∇h                                1/3   –
@@ -40,9 +40,9 @@ from ..grads import batch_grad
 from ..params import set_flat_params
 
 METHODS = ("gd", "ngd", "empirical")
-#: method → (step η, damping λ), the settings of MATH.md §10
+#: method → (step η, damping λ), the settings of docs/math.md §10
 SETTINGS = {"gd": (1 / 3, 0.0), "ngd": (1.0, 0.0), "empirical": (3.0, 1e-8)}
-#: the starting points of MATH.md §10
+#: the starting points of docs/math.md §10
 STARTS = ((2.0, 4.5), (1.0, 0.0), (4.5, 3.0), (-0.5, 3.0))
 #: which Fisher kind preconditions each method (None: plain gradient descent)
 FISHER_KIND = {"gd": None, "ngd": "exact", "empirical": "empirical"}
@@ -68,7 +68,7 @@ class Toy:
 
 
 def make_toy(n: int = 1000, seed: int = 0) -> Toy:
-    """The MATH.md §10 data set (:func:`kfac_ref.data.lognormal_regression`)."""
+    """The docs/math.md §10 data set (:func:`kfac_ref.data.lognormal_regression`)."""
     x, y, theta_star = lognormal_regression(n, seed)
     return Toy(x=x, y=y, theta_star=theta_star)
 

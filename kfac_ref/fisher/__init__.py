@@ -1,4 +1,4 @@
-"""The Fisher matrices of the article, exact and approximate, in θ's order (MATH.md §3–8).
+"""The Fisher matrices of the article, exact and approximate, in θ's order (docs/math.md §3–8).
 
 Every function names the Fisher *kind* — ``"exact"``, ``"mc"`` or ``"empirical"``
 (:mod:`.seeds`) — because the word "Fisher" alone is ambiguous.

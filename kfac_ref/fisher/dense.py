@@ -1,4 +1,4 @@
-"""The dense Fisher (P, P) and its block-diagonal part, in θ's order (MATH.md §1, §3).
+"""The dense Fisher (P, P) and its block-diagonal part, in θ's order (docs/math.md §1, §3).
 
     F = (1/N) Σ_n Σ_s u_{s,n} u_{s,n}ᵀ = Vᵀ V / N
     block-diagonal: F_bd[l, l] = F[l, l] for every layer l, zero across layers  [MG15 §4.2]

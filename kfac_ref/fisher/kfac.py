@@ -2,18 +2,19 @@
 
 Index legend: s seed, n sample, t location, k input feature (ā), d output (g).
 
-Linear layer (T = 1), MATH.md §4:
+Linear layer (T = 1), docs/math.md §4:
     A = (1/N) Σ_n ā_n ā_nᵀ                       (a_dim, a_dim)
     G = (1/N) Σ_n Σ_s g_{s,n} g_{s,n}ᵀ            (d_out, d_out)
-Conv2d layer (T locations), MATH.md §5 — the location split chosen here:
+Conv2d layer (T locations), docs/math.md §5 — the location split chosen here:
     Ω = (1/N) Σ_n Σ_t ā_{n,t} ā_{n,t}ᵀ           a *sum* over locations
     Γ = (1/(N T)) Σ_n Σ_s Σ_t g_{s,n,t} g_{s,n,t}ᵀ  a *mean* over locations
+
 so that, with T = 1, both reduce to the Linear formulas, and under KFC's
 assumptions (independence, spatial homogeneity, spatially uncorrelated
 derivatives) the layer block Σ_{t,t'} E[g_t g_{t'}ᵀ] ⊗ E[ā_t ā_{t'}ᵀ] ≈ Γ ⊗ Ω.
-The split matters only through π in factored damping (MATH.md §6).
+The split matters only through π in factored damping (docs/math.md §6).
 
-The block is approximated by G ⊗ A in the row-major vec(W̄) order (MATH.md §1);
+The block is approximated by G ⊗ A in the row-major vec(W̄) order (docs/math.md §1);
 :func:`kfac_dense` puts every block back into θ's order so that it can be
 subtracted from the exact Fisher.
 """

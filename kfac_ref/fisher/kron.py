@@ -1,13 +1,14 @@
-"""Inverting Kronecker-factored blocks, with damping (MATH.md §4, §6).
+"""Inverting Kronecker-factored blocks, with damping (docs/math.md §4, §6).
 
-Row-major vec (MATH.md §1): (G ⊗ A) vec(V) = vec(G V A), hence
+Row-major vec (docs/math.md §1): (G ⊗ A) vec(V) = vec(G V A), hence
 
-    (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)                               (MATH.md §8.8)
+    (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)                               (docs/math.md §8.8)
 
 for a layer matrix V of shape (d_out, a_dim).  Two ways to add damping γ:
 
 - factored Tikhonov damping [MG15 §6.3]:
       (A + π√γ I) ⊗ (G + (√γ/π) I),   π = sqrt((tr A / dim A) / (tr G / dim G)),
+
   which is G ⊗ A + γ I plus the cross terms (√γ/π) I ⊗ A + π√γ G ⊗ I (row-major);
 - exact damping through eigendecompositions A = U_A diag(d_A) U_Aᵀ, G = U_G diag(d_G) U_Gᵀ:
       (G ⊗ A + γ I)⁻¹ vec(V) = vec(U_G [(U_Gᵀ V U_A) ⊘ (d_G d_Aᵀ + γ)] U_Aᵀ).

@@ -1,4 +1,4 @@
-"""Fisher-vector products and quadratic forms without forming F (MATH.md §6–7).
+"""Fisher-vector products and quadratic forms without forming F (docs/math.md §6–7).
 
 With u_{s,n} the backpropagated gradients of :mod:`.seeds`,
 
@@ -16,7 +16,7 @@ from ..params import flat_to_wbar, layer_slices, slices_for, wbar_to_flat
 from .vectors import fisher_stats
 
 
-def _dots(stats, slices, v):
+def seed_dots(stats, slices, v):
     """c_{s,n} = u_{s,n} · v for every seed and sample.  (S, N)"""
     xp = get_xp(v)
     total = 0
@@ -32,7 +32,7 @@ def fvp_from_stats(stats, v, n: int, slices=None):
     xp = get_xp(v)
     if slices is None:
         slices = slices_for(st.layer for st in stats)
-    c = _dots(stats, slices, v)  # (S, N)
+    c = seed_dots(stats, slices, v)  # (S, N)
     parts = []
     for st in stats:
         cg = c[:, :, None, None] * st.g  # (S, N, T, d_out)
@@ -65,5 +65,5 @@ def quadratic_form_from_stats(stats, vectors, n: int):
     """The Gram matrix M_ij = v_iᵀ F v_j for a few vectors (e.g. [Δ, δ₀] of [MG15] §7).  (k, k)"""
     xp = get_xp(vectors[0])
     slices = slices_for(st.layer for st in stats)
-    c = xp.stack([_dots(stats, slices, v).reshape(-1) for v in vectors])  # (k, S·N)
+    c = xp.stack([seed_dots(stats, slices, v).reshape(-1) for v in vectors])  # (k, S·N)
     return xp.asarray(c @ c.T / n)

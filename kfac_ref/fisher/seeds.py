@@ -3,7 +3,7 @@
 For a batch with outputs f_n, each kind picks S seed vectors e_{s,n} = ∂ℓ/∂f_n
 per sample such that, with u_{s,n} = J_nᵀ e_{s,n} the backpropagated gradient,
 
-    F = (1/N) Σ_n Σ_s u_{s,n} u_{s,n}ᵀ                                 (MATH.md §3)
+    F = (1/N) Σ_n Σ_s u_{s,n} u_{s,n}ᵀ                                 (docs/math.md §3)
 
 - ``"exact"``:     the C columns of S_n, S_n S_nᵀ = Λ(f_n)  → (1/N) Σ_n J_nᵀ Λ_n J_n  [A98]
 - ``"mc"``:        ∇_f ℓ(f_n, ŷ_{m,n}) / √M for M targets ŷ ~ p(y | f_n)  (unbiased for F) [MG15]
@@ -25,7 +25,7 @@ KINDS = ("exact", "mc", "empirical")
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown Fisher kind {kind!r}: expected one of {KINDS} "
-                         "(the word 'Fisher' alone is ambiguous, MATH.md §3)")
+                         "(the word 'Fisher' alone is ambiguous, docs/math.md §3)")
     return kind
 
 

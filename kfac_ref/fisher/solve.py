@@ -1,4 +1,4 @@
-"""Damped natural-gradient solves (F + λI)⁻¹ g, dense and by Woodbury (MATH.md §7).
+"""Damped natural-gradient solves (F + λI)⁻¹ g, dense and by Woodbury (docs/math.md §7).
 
 Dense (the textbook): build F (P, P), Cholesky-factor F + λI = L Lᵀ, two
 triangular solves.  Cost O(P² K) to build, O(P³/3) to factor, memory P².
@@ -22,7 +22,7 @@ from ..backend import get_xp
 from ..linalg import CurvatureError, add_diagonal, cho_solve
 from ..params import layer_slices, wbar_to_flat
 from .kron import check_damping
-from .products import _dots
+from .products import seed_dots
 from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
@@ -88,12 +88,12 @@ def _apply_vt(stats, c):
 
 
 def woodbury_solve_from_stats(stats, g, damping: float, n: int, slices):
-    """(F + λI)⁻¹ g from Fisher-seed statistics, never forming (P, P) (MATH.md §7).  (P,)"""
+    """(F + λI)⁻¹ g from Fisher-seed statistics, never forming (P, P) (docs/math.md §7).  (P,)"""
     damping = check_damping(damping)
     if damping == 0:
         raise ValueError("the Woodbury solve needs damping (λ) > 0")
     gram = gram_from_stats(stats)  # (K, K)
-    vg = _dots(stats, slices, g).reshape(-1)  # (K,)  V g
+    vg = seed_dots(stats, slices, g).reshape(-1)  # (K,)  V g
     coef = cho_solve(add_diagonal(gram, n * damping), vg)
     return (g - _apply_vt(stats, coef)) / damping
 

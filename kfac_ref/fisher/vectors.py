@@ -4,9 +4,9 @@ For a Fisher kind (see :mod:`.seeds`) the backpropagated seeds give, for every
 Linear/Conv2d layer, statistics ā (N, T, a_dim) and g (S, N, T, d_out).  Stacking
 the per-seed, per-sample gradients u_{s,n} as rows gives
 
-    V : (K, P), K = S·N,    F = Vᵀ V / N                          (MATH.md §3, §7)
+    V : (K, P), K = S·N,    F = Vᵀ V / N                          (docs/math.md §3, §7)
 
-(MATH.md §7 writes U = Vᵀ.)
+(Other write-ups use U = Vᵀ, of shape (P, K).)
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ Index legend: n sample, s seed vector, t output location (T = Ho·Wo),
 k patch feature (K = C_in·kh·kw, plus 1 for the bias), o output channel.
 
 Forward ([GM16] §2):   s_{n,t} = W̄ ā_{n,t},  ā_{n,t} = [patch_{n,t}; 1],  W̄ = [W.reshape(C_out, K) | b]
+
 Backward for seeds g_{n,t} = ∂ℓ_n/∂s_{n,t} (per-sample scale):
+
     ∂ℓ_n/∂patch_{n,t} = W̄[:, :K]ᵀ g_{n,t}  → col2im → ∂ℓ_n/∂x_n
-    ∂ℓ_n/∂W̄ = Σ_t g_{n,t} ā_{n,t}ᵀ   (weight sharing: a sum over locations, MATH.md §5)
+    ∂ℓ_n/∂W̄ = Σ_t g_{n,t} ā_{n,t}ᵀ   (weight sharing: a sum over locations, docs/math.md §5)
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int, ones: bool):
     """Patch matrix ā of shape (N, Ho·Wo, C·kh·kw [+ 1]), a C-contiguous array.
 
     With ``ones=True`` a last column of ones is appended: the homogeneous
-    coordinate of MATH.md §1, so that the convolution with bias is the single
+    coordinate of docs/math.md §1, so that the convolution with bias is the single
     product ā W̄ᵀ.
     """
     xp = get_xp(x)

@@ -2,7 +2,7 @@
 
 Index legend: n sample, s seed vector, i input feature, o output unit.
 
-Forward, in homogeneous coordinates (MATH.md §1, [MG15] §3):
+Forward, in homogeneous coordinates (docs/math.md §1, [MG15] §3):
     ā_n = [a_n; 1],   s_n = W̄ ā_n,   W̄ = [W | b]  (d_out, d_in + 1)
 Backward, for a seed g_n = ∂ℓ_n/∂s_n (per-sample scale):
     ∂ℓ_n/∂a_n = Wᵀ g_n,   ∂ℓ_n/∂W̄ = g_n ā_nᵀ
@@ -21,7 +21,7 @@ class Linear(ParamLayer):
 
     weight : (out_features, in_features);  bias : (out_features,)
     Input (N, in_features) → output (N, out_features).  The cache holds
-    ā of shape (N, 1, in_features + 1) (T = 1 location, MATH.md §4).
+    ā of shape (N, 1, in_features + 1) (T = 1 location, docs/math.md §4).
     """
 
     kind = "linear"
@@ -58,7 +58,7 @@ class Linear(ParamLayer):
         a_bar = xp.empty((n, 1, self.a_dim), dtype=np.result_type(x.dtype, self.weight.dtype))
         a_bar[:, 0, : self.d_in] = x
         if self.bias is not None:
-            a_bar[:, 0, -1] = 1.0  # homogeneous coordinate, last (MATH.md §1)
+            a_bar[:, 0, -1] = 1.0  # homogeneous coordinate, last (docs/math.md §1)
         out = a_bar[:, 0] @ self.wbar().T  # (N, d_out)
         return out, {"a_bar": a_bar}
 

@@ -1,8 +1,9 @@
-"""Losses as negative log-likelihoods, with what the Fisher needs (MATH.md §2).
+"""Losses as negative log-likelihoods, with what the Fisher needs (docs/math.md §2).
 
 Index legend: m sampled target, n sample, c class / output coordinate.
 
 For each loss ℓ(f, y) = −log p(y | f) this module gives
+
 - the per-sample value ℓ_n and the averaged loss h = (1/N) Σ_n ℓ_n;
 - the per-sample output gradient ∂ℓ_n/∂f_n (per-sample scale: *not* divided by N);
 - targets sampled from the model's predictive distribution p(y | f_n),

@@ -8,7 +8,7 @@ cs231n's ``layers.py``)::
 
 The backward pass never writes to the cache or to ``grad_out``, so any number of
 backward passes (one per seed vector, S of them at once) can run on one forward
-pass and give independent results (STYLE.md §8).  The leading axis S of
+pass and give independent results (docs/style.md §8).  The leading axis S of
 ``grad_out`` holds several seed vectors per sample; layers broadcast their cache
 over it.
 
@@ -16,7 +16,7 @@ Layers with parameters (:class:`~kfac_ref.nn.linear.Linear`,
 :class:`~kfac_ref.nn.conv.Conv2d`) additionally expose the per-sample statistics
 K-FAC needs: the homogeneous input ``a_bar`` (kept in the cache) and the
 pre-activation gradient ``g`` (their ``grad_out``), both in the canonical
-(N, T, features) layout of MATH.md §4–5.
+(N, T, features) layout of docs/math.md §4–5.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Layer:
         raise NotImplementedError
 
     def params(self) -> list[tuple[str, object]]:
-        """(name, array) pairs in MATH.md §1 order: weight, then bias."""
+        """(name, array) pairs in docs/math.md §1 order: weight, then bias."""
         return []
 
     def reset_parameters(self, rng=None) -> None:
@@ -103,7 +103,7 @@ class ParamLayer(Layer):
 
     Attributes every subclass sets:
 
-    - ``weight``, ``bias`` : arrays in PyTorch's layout (MATH.md §1); bias may be None.
+    - ``weight``, ``bias`` : arrays in PyTorch's layout (docs/math.md §1); bias may be None.
     - ``kind`` : 'linear' or 'conv'.
     - ``d_in`` : fan-in of one output unit (in_features, or C_in·kh·kw).
     - ``d_out`` : out_features or out_channels.

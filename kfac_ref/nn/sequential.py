@@ -107,7 +107,7 @@ class Sequential(Layer):
             raise ValueError(f"model input contains {bad} NaN/Inf value(s) out of {x.size}")
 
     def forward(self, x):
-        """Outputs f(x) of shape (N, *out_shape); no cache is kept."""
+        """Outputs f(x) of shape ``(N, *out_shape)``; no cache is kept."""
         self.check_input(x)
         for layer in self.layers:
             x = layer.forward(x)

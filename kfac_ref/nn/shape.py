@@ -17,7 +17,7 @@ class Flatten(Layer):
         return self.forward(x), {"x_shape": x.shape}
 
     def backward(self, cache, grad_out):
-        """grad_out : (S, N, D) → (S, N, *x_shape[1:])."""
+        """grad_out : (S, N, D) → ``(S, N, *x_shape[1:])``."""
         return grad_out.reshape(grad_out.shape[:2] + tuple(cache["x_shape"][1:]))
 
     def output_shape(self, in_shape):

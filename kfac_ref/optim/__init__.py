@@ -1,5 +1,7 @@
 """SGD, exact NGD, block-diagonal NGD and K-FAC behind one interface.
 
+Every optimizer is used the same way::
+
     opt = Cls(model, loss_fn, lr=..., **hyper)
     info = opt.step(x, y, rng=None)   # {"loss", "step_norm", "times", ...}
 """

@@ -8,7 +8,7 @@ with ν ≤ 1 the KL-clipping factor of :func:`.quadratic.kl_clip_factor` (κ = 
 by default; ``kl_clip=None`` gives the plain step), F the Fisher of the chosen kind on the mini-batch (optionally a moving
 average F ← ε F + (1 − ε) F_batch), solved either as the textbook does —
 build F (P, P), Cholesky — or by the Woodbury identity, the same direction
-from an (S·N, S·N) system (MATH.md §7).
+from an (S·N, S·N) system (docs/math.md §7).
 
 Block-diagonal NGD ([MG15] §4.2, the article's first approximation) keeps the
 exact layer blocks F_ll and drops the cross-layer blocks:
