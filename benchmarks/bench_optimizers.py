@@ -21,7 +21,7 @@ phases (the Levenberg–Marquardt forward pass of adapt_damping) and overhead.
     kfac           KFAC()  the class defaults: kind="mc", T_inv=20, T_cov=1
     kfac-tinv1     KFAC(T_inv=1)                            inverses refreshed every step
     kfac-exact     KFAC(kind="exact")                       C seeds per sample for the factors
-    kfac-rescale   KFAC(rescale=True, model_fraction=0.125) [MG15] §7 (α, μ) from the exact F on N/8
+    kfac-rescale   KFAC(rescale=True, kl_clip=None, model_fraction=0.125) [MG15] §7 (α, μ) from the exact F on N/8
                    samples (without model_fraction where KFAC lacks that hyper-parameter)
     kfac-adapt     KFAC(adapt_damping=True)                 [MG15] §6.5 LM rule, every T₁ = 5 steps
 
@@ -98,8 +98,8 @@ MODELS = {  # name → (builder(dtype, device), flatten the digits?)
     "convnet": (lambda dtype, device: convnet(dtype=dtype, device=device), False),
 }
 # [MG15] §7 on a fraction of the batch, where this version of KFAC has the hyper-parameter
-_RESCALE = dict(rescale=True, model_fraction=0.125) if "model_fraction" in inspect.signature(KFAC).parameters \
-    else dict(rescale=True)
+_RESCALE = dict(rescale=True, kl_clip=None, model_fraction=0.125) if "model_fraction" in inspect.signature(KFAC).parameters \
+    else dict(rescale=True, kl_clip=None)
 # key → (label, class, hyper-parameters, one of the slow exact-Fisher NGD rows?)
 ROWS = {
     "sgd": ("SGD μ=0.9", SGD, dict(momentum=0.9), False),

@@ -186,7 +186,7 @@ def _all_layer_types():
 
 
 def test_every_layer_type_has_a_forward_mode_rule():
-    """K-FAC's exact quadratic model (rescale=True) runs jvp through every layer."""
+    """K-FAC's exact quadratic model (rescale=True, kl_clip=None) runs jvp through every layer."""
     layer_types = _all_layer_types()
     assert {nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten} <= set(layer_types)
     missing = [c.__name__ for c in layer_types if c not in jvp.RULES]

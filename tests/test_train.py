@@ -32,7 +32,7 @@ OPTS = {
                                momentum=0.5),
     "block-ngd": lambda m: optim.BlockNGD(m, nn.CrossEntropyLoss(), lr=0.5, damping=0.1, ema_decay=0.5),
     "kfac": _kfac,
-    "kfac-rescaled": lambda m: optim.KFAC(m, nn.CrossEntropyLoss(), lr=1.0, damping=0.1, rescale=True,
+    "kfac-rescaled": lambda m: optim.KFAC(m, nn.CrossEntropyLoss(), lr=1.0, damping=0.1, rescale=True, kl_clip=None,
                                           damping_mode="exact", T_inv=4, adapt_damping=True, T_adapt=2),
 }
 

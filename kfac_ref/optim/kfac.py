@@ -57,7 +57,7 @@ class KFAC(Optimizer):
         check_supported(model)
         self.damping = check_damping(damping)
         self.kind = check_kind(kind)
-        self.mc_samples = check_mc_samples(mc_samples)
+        self.mc_samples = check_mc_samples(mc_samples, self.kind)
         self.T_cov = check_number("T_cov", T_cov, low=1, integer=True)
         self.T_inv = check_number("T_inv", T_inv, low=1, integer=True)
         self.ema_decay = check_number("ema_decay (ε)", ema_decay, low=0, high=1)
@@ -78,7 +78,7 @@ class KFAC(Optimizer):
         self.omega = (19 / 20) ** self.T_adapt if omega is None else check_number("omega (ω₁)", omega, low=0,
                                                                                    high=1, low_open=True)
         self.min_damping = check_number("min_damping", min_damping, low=0)
-        if self.min_damping > self.damping:
+        if self.adapt_damping and self.min_damping > self.damping:  # LM's floor above its start
             raise ValueError(f"min_damping ({self.min_damping:g}) must be ≤ damping (λ = {self.damping:g})")
         if self.kl_clip is not None and self.rescale:
             raise ValueError("kl_clip bounds η² ∇hᵀF̃⁻¹∇h of the plain step; with rescale=True the exact "

@@ -4,8 +4,10 @@ Exact NGD ([A98]; the article's "NGD"):
 
     θ ← θ − η ν (F + λI)⁻¹ (∇h + η_wd θ)
 
-with ν ≤ 1 the KL-clipping factor of :func:`.quadratic.kl_clip_factor` (κ = 10⁻²
-by default; ``kl_clip=None`` gives the plain step), F the Fisher of the chosen kind on the mini-batch (optionally a moving
+with ν ≤ 1 the KL-clipping factor of :func:`.quadratic.kl_clip_factor` (κ = 0.1
+by default, the safeguard against a step too long for the curvature — NGD has no
+momentum to amplify it, unlike K-FAC's κ = 10⁻³ with μ = 0.9; ``kl_clip=None``
+gives the plain step), F the Fisher of the chosen kind on the mini-batch (optionally a moving
 average F ← ε F + (1 − ε) F_batch), solved either as the textbook does —
 build F (P, P), Cholesky — or by the Woodbury identity, the same direction
 from an (S·N, S·N) system (docs/math.md §7).
@@ -72,13 +74,13 @@ class _FisherMethod(Optimizer):
 
 
 class NGD(_FisherMethod):
-    """``NGD(model, loss_fn, lr=0.5, damping=0.3, kind="exact", solver="dense", kl_clip=1e-2, ...)``."""
+    """``NGD(model, loss_fn, lr=0.5, damping=0.3, kind="exact", solver="dense", kl_clip=0.1, ...)``."""
 
     name = "ngd"
 
     def __init__(self, model, loss_fn, lr: float = 0.5, momentum: float = 0.0, damping: float = 0.3,
                  kind: str = "exact", solver: str = "dense", mc_samples: int = 1, ema_decay: float = 0.0,
-                 weight_decay: float = 0.0, kl_clip: float | None = 1e-2, max_bytes=None):
+                 weight_decay: float = 0.0, kl_clip: float | None = 0.1, max_bytes=None):
         super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay,
                          kl_clip)
         if solver not in SOLVERS:
@@ -122,13 +124,13 @@ class NGD(_FisherMethod):
 
 
 class BlockNGD(_FisherMethod):
-    """``BlockNGD(model, loss_fn, lr=0.5, damping=0.3, kind="exact", kl_clip=1e-2, ...)``: exact layer blocks."""
+    """``BlockNGD(model, loss_fn, lr=0.5, damping=0.3, kind="exact", kl_clip=0.1, ...)``: exact layer blocks."""
 
     name = "block-ngd"
 
     def __init__(self, model, loss_fn, lr: float = 0.5, momentum: float = 0.0, damping: float = 0.3,
                  kind: str = "exact", mc_samples: int = 1, ema_decay: float = 0.0, weight_decay: float = 0.0,
-                 kl_clip: float | None = 1e-2):
+                 kl_clip: float | None = 0.1):
         super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay,
                          kl_clip)
         self.blocks = None  # [(p_l, p_l)] per layer
