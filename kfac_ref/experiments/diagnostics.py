@@ -107,12 +107,12 @@ def diagnostics(opt, x, y, theta=None, damping: float | None = None, rng=None, c
                 max_bytes=None) -> dict:
     """``{"angle_deg", "curvature_error", "damping"}`` of ``opt`` on the batch (x, y) at θ.
 
-    theta     : (P,) the parameters to measure at (default: the model's); the model is restored
-    damping   : γ of the exact natural gradient (default: the method's own, :func:`method_damping`;
-                required for SGD)
-    rng       : only for a Woodbury NGD with kind="mc", which draws its Fisher on the batch
-    curvature : also the relative Frobenius error of C to the exact Fisher (needs two P × P
-                matrices; ``None`` when they exceed ``max_bytes``)
+    - ``theta`` (P,): the parameters to measure at (default: the model's); the model is restored.
+    - ``damping``: γ of the exact natural gradient (default: the method's own,
+      :func:`method_damping`; required for SGD).
+    - ``rng``: only for a Woodbury NGD with kind="mc", which draws its Fisher on the batch.
+    - ``curvature``: also the relative Frobenius error of C to the exact Fisher (needs two
+      P × P matrices; ``None`` when they exceed ``max_bytes``).
     """
     model = opt.model
     check_ready(opt)
