@@ -8,7 +8,7 @@ Public entry points (see README.md):
   ``kfac_ref.batch_grad(model, loss_fn, x, y)`` → (P,)
 - ``kfac_ref.forward`` / ``kfac_ref.backward``: per-sample statistics ā and g
 - ``kfac_ref.fisher``: the exact / Monte-Carlo / empirical Fisher and its approximations
-- ``kfac_ref.optim``: SGD, NGD, BlockNGD, KFAC;  ``kfac_ref.train``: the training loop
+- ``kfac_ref.optim``: SGD, NGD, BlockNGD, KFAC, KFACTridiag, EKFAC;  ``kfac_ref.train``: the training loop
 - ``kfac_ref.data``: digits, MNIST-format IDX, CIFAR-10;  ``kfac_ref.models``: ready-made nets
 """
 

@@ -1,4 +1,4 @@
-"""SGD, exact NGD, block-diagonal NGD and K-FAC behind one interface.
+"""SGD, exact NGD, block-diagonal NGD, K-FAC, block-tridiagonal K-FAC and EKFAC behind one interface.
 
 Every optimizer is used the same way::
 
@@ -7,19 +7,22 @@ Every optimizer is used the same way::
 """
 
 from .base import PHASES, NonFiniteLossError, Optimizer
+from .ekfac import EKFAC
 from .kfac import KFAC
+from .kfac_tridiag import KFACTridiag
 from .ngd import NGD, BlockNGD
 from .sgd import SGD
 
-OPTIMIZERS = {"sgd": SGD, "ngd": NGD, "block-ngd": BlockNGD, "kfac": KFAC}
+OPTIMIZERS = {"sgd": SGD, "ngd": NGD, "block-ngd": BlockNGD, "kfac": KFAC, "kfac-tridiag": KFACTridiag,
+              "ekfac": EKFAC}
 
 
 def make_optimizer(name: str, model, loss_fn, **hyper):
-    """Build an optimizer by its short name ('sgd', 'ngd', 'block-ngd', 'kfac')."""
+    """Build an optimizer by its short name ('sgd', 'ngd', 'block-ngd', 'kfac', 'kfac-tridiag', 'ekfac')."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}: expected one of {sorted(OPTIMIZERS)}")
     return OPTIMIZERS[name](model, loss_fn, **hyper)
 
 
-__all__ = ["KFAC", "NGD", "OPTIMIZERS", "PHASES", "SGD", "BlockNGD", "NonFiniteLossError", "Optimizer",
-           "make_optimizer"]
+__all__ = ["EKFAC", "KFAC", "NGD", "OPTIMIZERS", "PHASES", "SGD", "BlockNGD", "KFACTridiag", "NonFiniteLossError",
+           "Optimizer", "make_optimizer"]

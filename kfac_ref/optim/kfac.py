@@ -107,14 +107,9 @@ class KFAC(Optimizer):
     # ---- the phases of one step -----------------------------------------------------
     def _direction(self, res, grad, theta, x, y, rng, timer, info):
         with timer("curvature"):  # step 2
-            if self.factors is None or self.steps % self.T_cov == 0:
-                self._update_factors(res, x, y, rng)
+            self._update_curvature(res, x, y, rng)
         with timer("inversion"):  # step 3
-            # Factored inverses bake in γ: an LM change of λ reaches them at the next refresh
-            # (exact damping follows λ at once).  Following λ at every change made the digits
-            # runs unstable once LM had shrunk λ.
-            if self.inverses is None or self.steps % self.T_inv == 0:
-                self._refresh_inverses()
+            self._update_inverses()
             proposal = -self.precondition(self._layer_grads(res, theta))  # Δ = −F̃⁻¹∇h  (P,)
         with timer("update"):  # step 4
             if self.rescale:
@@ -154,8 +149,17 @@ class KFAC(Optimizer):
         """m, the number of samples the factors are estimated on (``stats_fraction`` of N)."""
         return max(1, int(round(self.stats_fraction * n)))
 
+    def _update_curvature(self, res, x, y, rng):
+        """Step 2: the statistics, every T_cov steps (and at the first)."""
+        if self.factors is None or self.steps % self.T_cov == 0:
+            self._update_factors(res, x, y, rng)
+
     def _update_factors(self, res, x, y, rng):
-        """Batch factors from the Fisher seeds, folded into the moving averages.
+        """Batch factors from the Fisher seeds, folded into the moving averages."""
+        self._fold_stats(self._batch_stats(res, x, y, rng))
+
+    def _batch_stats(self, res, x, y, rng):
+        """Per-layer statistics (ā, g) of the Fisher seeds on the first m samples of the batch.
 
         On the whole batch the gradient's trace is reused; with stats_fraction < 1 the
         first m samples get a forward pass of their own (cost ∝ m, only on these steps).
@@ -165,16 +169,36 @@ class KFAC(Optimizer):
         trace = res.trace if m == x.shape[0] else forward(self.model, x[:m])
         stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], y[:m], self.kind, rng, self.mc_samples,
                                 trace=trace)
-        batch = factors_from_stats(stats)
+        return stats
+
+    def _fold_stats(self, stats):
+        """The batch factors [(A, G)] folded into the moving averages (k ← k + 1)."""
         self.stat_updates += 1
-        eps = min(1 - 1 / self.stat_updates, self.ema_decay)  # ε_k: the first update takes the batch value
-        if self.factors is None:
-            self.factors = batch
-        else:
-            self.factors = [(eps * a + (1 - eps) * ab, eps * g + (1 - eps) * gb)
-                            for (a, g), (ab, gb) in zip(self.factors, batch)]
+        self.factors = self._ema(self.factors, factors_from_stats(stats))
+
+    def _ema(self, old, batch):
+        """X ← ε_k X + (1 − ε_k) X_batch over nested lists of arrays, ε_k = min(1 − 1/k, ε).
+
+        The first update (``old`` None, or k = 1) takes the batch value.
+        """
+        if old is None:
+            return batch
+        eps = min(1 - 1 / self.stat_updates, self.ema_decay)
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self._ema(o, b) for o, b in zip(old, batch))
+        return eps * old + (1 - eps) * batch
 
     # ---- step 3: inverses and the proposal ------------------------------------------
+    def _update_inverses(self):
+        """Step 3: refresh the inverses every T_inv steps (and at the first).
+
+        Factored inverses bake in γ: an LM change of λ reaches them at the next refresh
+        (exact damping follows λ at once).  Following λ at every change made the digits
+        runs unstable once LM had shrunk λ.
+        """
+        if self.inverses is None or self.steps % self.T_inv == 0:
+            self._refresh_inverses()
+
     def _refresh_inverses(self):
         """Damped inverses (factored π) or eigendecompositions (exact damping)."""
         cls = FactoredInverse if self.damping_mode == "factored" else EigenInverse
@@ -231,10 +255,7 @@ class KFAC(Optimizer):
 
     # ---- state ----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        inv_state = None
-        if self.inverses is not None:
-            inv_state = [{k: to_numpy(v) if hasattr(v, "shape") else v
-                          for k, v in dataclasses.asdict(inv).items()} for inv in self.inverses]
+        inv_state = None if self.inverses is None else self._inverses_state()
         return {**super().state_dict(),
                 "damping": self.damping, "stat_updates": self.stat_updates,
                 "factors": None if self.factors is None else [[to_numpy(a), to_numpy(g)] for a, g in self.factors],
@@ -248,9 +269,17 @@ class KFAC(Optimizer):
         self.stat_updates = int(state["stat_updates"])
         self.factors = None if state["factors"] is None else \
             [(to_device(a, dev), to_device(g, dev)) for a, g in state["factors"]]
-        cls = FactoredInverse if self.damping_mode == "factored" else EigenInverse
-        self.inverses = None if state["inverses"] is None else \
-            [cls(**{k: to_device(v, dev) if hasattr(v, "shape") else v for k, v in d.items()})
-             for d in state["inverses"]]
+        self.inverses = None if state["inverses"] is None else self._inverses_from_state(state["inverses"])
         self.inverse_damping = state["inverse_damping"]
         self.prev_delta = None if state["prev_delta"] is None else to_device(state["prev_delta"], dev)
+
+    def _inverses_state(self):
+        """The inverses as plain data: one dict of NumPy arrays and scalars per layer."""
+        return [{k: to_numpy(v) if hasattr(v, "shape") else v for k, v in dataclasses.asdict(inv).items()}
+                for inv in self.inverses]
+
+    def _inverses_from_state(self, saved):
+        """Inverse of :meth:`_inverses_state`, on the model's device."""
+        dev = self.model.device
+        cls = FactoredInverse if self.damping_mode == "factored" else EigenInverse
+        return [cls(**{k: to_device(v, dev) if hasattr(v, "shape") else v for k, v in d.items()}) for d in saved]
