@@ -61,8 +61,8 @@ class Communicator:
     the whole buffer; an all-gather: this rank's part); ``seconds[label]``: wall-clock time.
     """
 
-    def __init__(self, comm, cuda_aware: bool = False):
-        self.comm, self.cuda_aware = comm, bool(cuda_aware)
+    def __init__(self, comm, sum_op, cuda_aware: bool = False):
+        self.comm, self.sum_op, self.cuda_aware = comm, sum_op, bool(cuda_aware)  # sum_op: MPI.SUM
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.reset_counters()
 
@@ -93,12 +93,10 @@ class Communicator:
 
     def allreduce_sum(self, x, label: str):
         """Σ_r x_r, the same on every rank.  (n,) → (n,)"""
-        from mpi4py import MPI  # noqa: PLC0415  (optional dependency)
-
         with self.clock(label, get_xp(x)):
             send = self._buffer(x)
             recv = get_xp(send).empty_like(send)
-            self.comm.Allreduce(send, recv, op=MPI.SUM)
+            self.comm.Allreduce(send, recv, op=self.sum_op)
             self.bytes[label] += send.nbytes
             return self._back(recv, x)
 
@@ -112,6 +110,9 @@ class Communicator:
             self.comm.Allgatherv(send, [recv, list(counts)])
             self.bytes[label] += send.nbytes
             return self._back(recv, x)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
 
     def allgather_objects(self, obj, label: str = "control") -> list:
         """Small Python objects from every rank (errors, checks); pickled."""
@@ -130,7 +131,7 @@ def world(cuda_aware: bool = False) -> Communicator:
     One rank (``mpiexec -n 1``) is allowed: it is the R = 1 baseline, with the same code path.
     """
     try:
-        from mpi4py import MPI  # noqa: PLC0415
+        import mpi4py  # noqa: F401, PLC0415  (the package only: importing mpi4py.MPI starts MPI)
     except ImportError as exc:
         raise RuntimeError("--distributed needs mpi4py and an MPI implementation: "
                            "pip install 'kfac_ref[mpi]' (mpi4py + the mpich wheel, which ships mpiexec)") from exc
@@ -138,7 +139,9 @@ def world(cuda_aware: bool = False) -> Communicator:
         raise RuntimeError("--distributed: this process was not started by an MPI launcher (none of "
                            f"{', '.join(LAUNCHER_VARS)} is set); run it as "
                            "`mpiexec -n R python -m kfac_ref compare --distributed ...`")
-    return Communicator(MPI.COMM_WORLD, cuda_aware)
+    from mpi4py import MPI  # noqa: PLC0415
+
+    return Communicator(MPI.COMM_WORLD, MPI.SUM, cuda_aware)
 
 
 # ---- splitting the batch and the layers ---------------------------------------------------
@@ -392,7 +395,7 @@ def run_compare_distributed(cfg, out, comm: Communicator | None = None, progress
     if lead:
         summary = write_outputs(Path(out), cfg, runs, None)
         log(format_summary(summary))
-    comm.comm.Barrier()  # no rank exits before rank 0 has written
+    comm.barrier()  # no rank exits before rank 0 has written
     return summary
 
 
