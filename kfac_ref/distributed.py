@@ -3,7 +3,7 @@
 R ranks (processes started by ``mpiexec -n R``) share one global mini-batch of B
 samples.  Rank r computes on its contiguous slice of n_r samples (uneven splits
 allowed, Σ_r n_r = B) and three collective steps make the run the single-process
-run ([O19] §4, Fig. 3):
+run ([O19]):
 
 1. data parallelism, gradient:  ∇h = Σ_r (n_r/B) ∇h_r                 one all-reduce of P + 1 numbers
 2. data parallelism, statistics: A_l = Σ_r (n_r/B) A_{l,r}, G_l likewise   one all-reduce of the packed
@@ -154,10 +154,10 @@ def shard(n: int, size: int, rank: int) -> slice:
 
 
 def shard_mean(comm: Communicator, parts, n_local: int, n_total: int, label: str, symmetric: bool = False):
-    """X = Σ_r (n_r / N) X_r from every rank's shard means X_r — the 1/N of the run's averages ([O19] §4).
+    """X = Σ_r (n_r / N) X_r from every rank's shard means X_r — the 1/N of the run's averages ([O19]).
 
     parts : arrays X_r (each a mean over this rank's n_r samples); with ``symmetric`` only
-    their upper triangles travel (d(d+1)/2 of d² entries, [O19] §5 "symmetry-aware" packing).
+    their upper triangles travel (d(d+1)/2 of d² entries, [O19]'s symmetry-aware packing).
     Returns the global means, shapes as given, the same on every rank.
     """
     xp = get_xp(*parts)
@@ -190,7 +190,7 @@ def inversion_cost(layer) -> int:
 def owners(costs, size: int) -> list[int]:
     """Rank that inverts each layer: largest cost first onto the least-loaded rank (ties: lowest rank).
 
-    The rule of [O19] §4 ("each GPU inverts the factors of some layers"), balanced by O(d³) cost.
+    The rule of [O19] ("each GPU inverts the factors of some layers"), balanced by O(d³) cost.
     """
     load, owner = [0] * size, [0] * len(costs)
     for l in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
@@ -223,7 +223,7 @@ class DataParallel:
         return shard(n, self.comm.size, self.comm.rank)
 
     def _forward_backward(self, x, y):
-        """[O19] §4 step 1: h and ∇_{W̄} h on this rank's slice, then Σ_r (n_r/B) (h_r, ∇h_r)."""
+        """[O19] step 1: h and ∇_{W̄} h on this rank's slice, then Σ_r (n_r/B) (h_r, ∇h_r)."""
         check_batch(self.model, self.loss_fn, x, y)
         sl = self._slice(x.shape[0])
         res = super()._forward_backward(x[sl], y[sl])
@@ -271,7 +271,7 @@ class DistributedKFAC(DataParallel, KFAC):
         return fisher_seeds(self.loss_fn, f_all, None, "mc", rng, self.mc_samples)[:, sl]  # (M, n_r, C)
 
     def _update_factors(self, res, x, y, rng):
-        """[O19] §4 step 2: factors of this rank's slice, Σ_r (n_r/m) (A_r, G_r), then KFAC's moving averages."""
+        """[O19] step 2: factors of this rank's slice, Σ_r (n_r/m) (A_r, G_r), then KFAC's moving averages."""
         needs_rng(self.kind, rng)
         m = self._stats_size(x.shape[0])
         sl, trace = self._shard_trace(res, x, m)
@@ -289,7 +289,7 @@ class DistributedKFAC(DataParallel, KFAC):
                             for (a, g), (ab, gb) in zip(self.factors, batch)]
 
     def _refresh_inverses(self):
-        """[O19] §4 step 3: layer l's inverse on rank owners[l], then one all-gather shares them all."""
+        """[O19] step 3: layer l's inverse on rank owners[l], then one all-gather shares them all."""
         cls = FactoredInverse if self.damping_mode == "factored" else EigenInverse
         layers, comm = self.model.param_layers(), self.comm
         xp = get_xp(self.factors[0][0])
@@ -424,3 +424,25 @@ def payload_entries(model, batch: int, kind: str = "mc", damping_mode: str = "fa
 __all__ = ["DISTRIBUTED", "Communicator", "DataParallel", "DistributedKFAC", "DistributedSGD",
            "distributed_optimizer", "launched_by_mpi", "owners", "payload_entries", "run_compare_distributed",
            "shard", "shard_mean", "world"]
+
+
+# ---- the cost model at [O19]'s scale ---------------------------------------------------------
+def communication_per_step(rows, params: int, ranks: int) -> dict:
+    """Entries each rank sends per step, with ring collectives, from a size table ([O19]'s scale).
+
+    rows : :class:`kfac_ref.experiments.sizes.LayerSize` (d_in, d_out per layer);  params : P (all of them).
+    An all-reduce of n entries sends 2 (R−1)/R · n per rank (reduce-scatter, then all-gather);
+    an all-gather (or a reduce-scatter) of n entries in all sends (R−1)/R · n per rank.
+
+    gradient            all-reduce of P
+    factors             all-reduce of Σ d_in² + d_out² (this module), or of the upper triangles
+                        Σ d(d+1)/2 ("packed", [O19]'s symmetry-aware communication); [O19] reduce-scatters
+                        them to the owners instead (half the all-reduce)
+    inverses            all-gather of Σ d_in² + d_out² (packed: Σ d(d+1)/2)
+    """
+    f = (ranks - 1) / ranks
+    full = sum(r.a_entries + r.g_entries for r in rows)
+    packed = sum(r.groups * (r.d_in * (r.d_in + 1) // 2) + r.groups * (r.d_out_per_group * (r.d_out_per_group + 1) // 2)
+                 for r in rows)
+    return {"gradient": 2 * f * params, "factors": 2 * f * full, "factors, packed": 2 * f * packed,
+            "factors, packed, reduce-scatter": f * packed, "inverses": f * full, "inverses, packed": f * packed}
