@@ -434,11 +434,11 @@ def communication_per_step(rows, params: int, ranks: int) -> dict:
     An all-reduce of n entries sends 2 (R−1)/R · n per rank (reduce-scatter, then all-gather);
     an all-gather (or a reduce-scatter) of n entries in all sends (R−1)/R · n per rank.
 
-    gradient            all-reduce of P
-    factors             all-reduce of Σ d_in² + d_out² (this module), or of the upper triangles
-                        Σ d(d+1)/2 ("packed", [O19]'s symmetry-aware communication); [O19] reduce-scatters
-                        them to the owners instead (half the all-reduce)
-    inverses            all-gather of Σ d_in² + d_out² (packed: Σ d(d+1)/2)
+    - gradient: all-reduce of P;
+    - factors: all-reduce of Σ d_in² + d_out² (full), or of the upper triangles Σ d(d+1)/2
+      ("packed", [O19]'s symmetry-aware communication, what this module sends), or a
+      reduce-scatter of the packed factors to their owners (half the all-reduce);
+    - inverses: all-gather of Σ d_in² + d_out² (packed: Σ d(d+1)/2).
     """
     f = (ranks - 1) / ranks
     full = sum(r.a_entries + r.g_entries for r in rows)
