@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install, run the SGD / NGD / K-FAC comparison on digits
-#   make test   create .venv, install with the test extras, run the test suite
+#   make test   create .venv, install with the test and MPI extras, run the test suite
 #   make gpu-check  on a CUDA machine: add the gpu extra, run tests + benchmarks + compare on CuPy
 #                   (under 8 minutes), report in $(OUT) (default results/gpu-check)
 # and, for developers: make docs (the documentation site), make test-cov, make lint
@@ -14,7 +14,7 @@ OUT    ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,mpi]'
 	touch $@
 
 venv: $(VENV)/.installed

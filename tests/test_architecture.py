@@ -43,8 +43,9 @@ RANKS = {
     "train": 6,
     "checkpoint": 6,
     "experiments": 7,
-    "cli": 8,
-    "__main__": 9,
+    "distributed": 8,  # the comparison on MPI ranks: uses experiments.compare, is used by cli
+    "cli": 9,
+    "__main__": 10,
 }
 #: the façade: kfac_ref/__init__.py re-exports the public names and may import anything
 FACADE = "kfac_ref"

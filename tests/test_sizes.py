@@ -154,3 +154,10 @@ def test_project_models_sizes_match_their_parameter_counts(arch):
     for row, layer in zip(rows, model.param_layers()):
         assert (row.d_in, row.d_out) == (layer.a_dim, layer.d_out)
         assert row.fisher_entries == layer.num_params ** 2
+
+
+def test_resnet50_table_with_its_batch_norms_counts_torchvisions_25_557_032_parameters():
+    rows = sizes.layer_sizes("resnet50")
+    assert len(rows) == 54 and sum(r.kind == "conv" for r in rows) == 53
+    assert sizes.totals(rows)["params"] + sizes.NORM_PARAMS["resnet50"] == 25_557_032
+    assert rows[0].d_in == 3 * 7 * 7 and rows[-1].d_in == 2049  # convs without bias, fc with

@@ -53,7 +53,7 @@ class LayerSize:
 
     name: str  # "conv1", "fc6", …
     kind: str  # "conv" | "linear"
-    d_in: int  # input dimension INCLUDING the bias coordinate (per group for a conv)
+    d_in: int  # input dimension INCLUDING the bias coordinate if there is one (per group for a conv)
     d_out: int  # output dimension: out_features, or C_out summed over all groups
     groups: int = 1  # γ: conv groups (1 for linear layers)
 
@@ -107,11 +107,11 @@ class LayerSize:
         return self.fisher_entries / self.factor_entries
 
 
-def conv_size(name: str, c_in: int, c_out: int, kernel: int, groups: int = 1) -> LayerSize:
-    """A kh = kw = kernel convolution: d_in = (C_in/γ)·kh·kw + 1, d_out = C_out."""
+def conv_size(name: str, c_in: int, c_out: int, kernel: int, groups: int = 1, bias: bool = True) -> LayerSize:
+    """A kh = kw = kernel convolution: d_in = (C_in/γ)·kh·kw + 1, d_out = C_out (no +1 without a bias)."""
     if c_in % groups:
         raise ValueError(f"{name}: C_in={c_in} is not divisible by groups γ={groups}")
-    return LayerSize(name, "conv", (c_in // groups) * kernel * kernel + 1, c_out, groups)
+    return LayerSize(name, "conv", (c_in // groups) * kernel * kernel + int(bias), c_out, groups)
 
 
 def linear_size(name: str, n_in: int, n_out: int) -> LayerSize:
@@ -152,6 +152,34 @@ ARCHS: dict[str, tuple[LayerSize, ...]] = {
     # torchvision.models.alexnet (the "one weird trick" variant): 64-192-384-256-256.
     "alexnet-torchvision": _alexnet((64, 192, 384, 256, 256), (1, 1, 1, 1, 1)),
 }
+
+
+def _resnet50(n_classes: int = 1000) -> tuple[tuple[LayerSize, ...], int]:
+    """ResNet-50 (He et al. 2016; torchvision's resnet50) on ImageNet: 53 convolutions and one FC layer.
+
+    Convolutions have no bias (a batch norm follows each); stages of 3, 4, 6, 3 bottlenecks
+    (1×1 in→w, 3×3 w→w, 1×1 w→4w) with w = 64, 128, 256, 512, and a 1×1 projection on the
+    shortcut of each stage's first block.  Returns (rows, batch-norm parameters): the 2·C scales
+    and shifts of the 53 batch norms are not K-FAC layers ([O19] treats them apart).
+    """
+    rows = [conv_size("conv1", 3, 64, 7, bias=False)]
+    bn = 2 * 64
+    c_in = 64
+    for stage, (blocks, w) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=2):
+        for b in range(blocks):
+            tag = f"conv{stage}_{b + 1}"
+            rows += [conv_size(f"{tag}a", c_in, w, 1, bias=False), conv_size(f"{tag}b", w, w, 3, bias=False),
+                     conv_size(f"{tag}c", w, 4 * w, 1, bias=False)]
+            bn += 2 * (w + w + 4 * w)
+            if b == 0:
+                rows.append(conv_size(f"{tag}_proj", c_in, 4 * w, 1, bias=False))
+                bn += 2 * 4 * w
+            c_in = 4 * w
+    rows.append(linear_size("fc", c_in, n_classes))
+    return tuple(rows), bn
+
+
+ARCHS["resnet50"], NORM_PARAMS = _resnet50()[0], {"resnet50": _resnet50()[1]}  # NORM_PARAMS: batch-norm γ, β
 
 
 def _project_models() -> dict:
@@ -408,6 +436,7 @@ TITLES = {
     "digits-mlp": "kfac_ref digits MLP (64-32-10)",
     "digits-convnet": "kfac_ref digits ConvNet (conv 8, conv 16, fc 32, fc 10)",
     "cifar-convnet": "kfac_ref CIFAR-10 ConvNet of the README (conv 8, conv 16, conv 16, fc 32, fc 10)",
+    "resnet50": "ResNet-50 on ImageNet (53 convolutions without bias, fc 1000; batch norms not counted)",
 }
 
 
@@ -431,7 +460,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print only the totals")
     args = parser.parse_args(argv)
 
-    archs = {"alexnet": list(ARCHS), "all": [*ARCHS, *PROJECT_MODELS]}.get(args.arch, [args.arch])
+    archs = {"alexnet": [a for a in ARCHS if a.startswith("alexnet")], "all": [*ARCHS, *PROJECT_MODELS]}.get(args.arch, [args.arch])
     try:
         for arch in archs:
             table = format_table(layer_sizes(arch), TITLES[arch])
