@@ -51,7 +51,7 @@ from ..grads import batch_grad
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
 
 ARCHS = ("tiny", "mlp", "convnet")
-#: each panel's colour range: ± this percentile of |entries| (larger ones saturate)
+#: each panel's colour range: ± this percentile of the absolute entries (larger ones saturate)
 CLIP_PERCENTILE = 99.5
 #: the largest matrix the figure is meant for: every entry a few pixels wide on a projector
 MAX_DRAWN_ROWS = 200
