@@ -43,6 +43,9 @@ for nb in sorted(NB_SRC.glob("*.ipynb")):
     if not dst.exists() or dst.read_bytes() != nb.read_bytes():
         shutil.copyfile(nb, dst)
 
+# Sliders (kfac_ref.experiments.widgets) need a live front end; the pages show the static figures.
+os.environ["KFAC_REF_WIDGETS"] = "0"  # inherited by the kernels that execute the notebooks
+
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
 exclude_patterns = [

@@ -49,3 +49,19 @@ def convnet(in_shape=(1, 8, 8), channels=(8, 16), hidden: int = 32, num_classes:
     tail = [nn.Linear(flat, hidden), act(), nn.Linear(hidden, num_classes)] if hidden else \
         [nn.Linear(flat, num_classes)]
     return nn.Sequential(model, *tail, seed=seed).astype(dtype).to(device)
+
+
+def conv_tanh_linear(image_size: int, out_channels: int = 2, num_classes: int = 3, kernel: int = 3, *,
+                     seed: int = 0, dtype=np.float64, device: str = "cpu") -> nn.Sequential:
+    """Conv2d(1→C_out, k×k, no padding) → tanh → Flatten → Linear on all (h − k + 1)² locations.
+
+    Input (N, 1, h, h) → logits (N, num_classes).  The smallest network with one
+    convolution and T = (h − k + 1)² output locations, for the KFC examples of
+    notebook 04: with h = k there is one location, and with N = 1 KFC is exact
+    (docs/math.md §8.3).
+    """
+    t = image_size - kernel + 1
+    if t < 1:
+        raise ValueError(f"conv_tanh_linear: image size h = {image_size} is smaller than the kernel k = {kernel}")
+    return nn.Sequential(nn.Conv2d(1, out_channels, kernel), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(out_channels * t * t, num_classes), seed=seed).astype(dtype).to(device)

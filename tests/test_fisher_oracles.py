@@ -208,3 +208,17 @@ def test_kfac_dense_view_is_in_the_same_order_as_the_exact_fisher(rng):
 def _spd(rng, d):
     m = rng.standard_normal((d, d))
     return m @ m.T + 0.5 * np.eye(d)
+
+
+def test_conv_tanh_linear_is_exact_for_kfc_with_one_sample_at_one_location():
+    # docs/math.md §8.3 on the notebook-04 model: h = k = 3 leaves T = 1 location
+    from kfac_ref import fisher, models, nn
+    from kfac_ref.data import make_images
+
+    model = models.conv_tanh_linear(3)
+    x, y = make_images(1, 1, 3, 3, 3, rng=0)
+    loss_fn = nn.CrossEntropyLoss()
+    errors = fisher.layer_errors(model, fisher.kfac_dense(model, loss_fn, x, y, "exact"),
+                                 fisher.block_diagonal(model, loss_fn, x, y, "exact"))
+    assert max(errors["layers"]) < 1e-10
+    assert model.num_params == (9 + 1) * 2 + (2 + 1) * 3

@@ -147,7 +147,7 @@ def test_failed_write_leaves_no_partial_outputs_and_no_new_folder(tmp_path):
 
 def test_main_trains_plots_and_writes_png_svg_and_table(tmp_path, capsys):
     # a 64 → 4 → 10 MLP (P = 310) keeps this fast; the default (P = 910) runs in notebook 03
-    assert fisher_plot.main(["--out", str(tmp_path / "out"), "--hidden", "4"]) == 0
+    assert fisher_plot.main(["--out", str(tmp_path / "out"), "--arch", "mlp", "--hidden", "4"]) == 0
     out = capsys.readouterr().out
     assert "block-diagonal" in out and "P = 310" in out
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -170,3 +170,29 @@ def test_main_bad_damping_is_one_line_on_stderr_and_writes_nothing(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("kfac-ref fisher-plot: error: damping (λ)") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_default_network_is_small_enough_to_draw_every_entry():
+    model = fisher_plot.build_network()
+    assert model.num_params <= fisher_plot.MAX_DRAWN_ROWS
+    assert fisher_plot.pool_digits(np.zeros((3, 64))).shape == (3, 16)
+
+
+def test_figure_draws_small_matrices_with_layer_and_bias_lines_labels_and_a_colour_bar_per_panel():
+    from matplotlib.lines import Line2D
+
+    model, *_, m = _case(sizes_=(4, 5, 3))  # θ = [W1 (20), b1 (5), W2 (15), b2 (3)]: P = 43
+    fig = fisher_plot._figure(m, None, "linear")
+    panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert len(panels) == 6
+    for ax in panels:
+        rows, cols = ax.images[0].get_array().shape
+        assert rows == cols == m["p"] <= fisher_plot.MAX_DRAWN_ROWS
+        # a horizontal and a vertical line at every layer boundary and every weight/bias split (pixel edges)
+        lines = [ln for ln in ax.get_lines() if isinstance(ln, Line2D)]
+        horizontal = {round(ln.get_ydata()[0] + 0.5) for ln in lines if ln.get_ydata()[0] == ln.get_ydata()[1]}
+        assert {25} <= horizontal  # layer 2 starts at 25
+        assert {20, 40} <= horizontal  # the biases start at 20 and 40
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["W1", "b1", "W2", "b2"]
+        assert ax.images[0].colorbar is not None  # one colour bar per panel
+    assert m["layout"]["boundaries"] == m["boundaries"] == [25]

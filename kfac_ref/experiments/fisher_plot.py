@@ -50,7 +50,11 @@ from ..backend import to_numpy
 from ..grads import batch_grad
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
 
-ARCHS = ("mlp", "convnet")
+ARCHS = ("tiny", "mlp", "convnet")
+#: each panel's colour range: ± this percentile of the absolute entries (larger ones saturate)
+CLIP_PERCENTILE = 99.5
+#: the largest matrix the figure is meant for: every entry a few pixels wide on a projector
+MAX_DRAWN_ROWS = 200
 DAMPING_MODES = ("factored", "exact")
 FORMATS = ("png", "svg", "pdf")
 SCALES = ("symlog", "linear", "log")
@@ -75,9 +79,19 @@ class TrainedNet(NamedTuple):
     history: object  # kfac_ref.train.History of the short SGD run
 
 
-def build_network(arch: str = "mlp", hidden=None, seed: int = 0):
-    """The untrained digits network: ``"mlp"`` or a tiny ``"convnet"``.
+def pool_digits(x):
+    """Average 2×2 pixel blocks of the digits: (N, 64) or (N, 1, 8, 8) → (N, 16), a 4×4 image flattened."""
+    x = np.asarray(x).reshape(-1, 4, 2, 4, 2)  # (N, 4 rows, 2, 4 cols, 2)
+    return x.mean(axis=(2, 4)).reshape(-1, 16)  # (N, 16)
 
+
+def build_network(arch: str = "tiny", hidden=None, seed: int = 0):
+    """The untrained digits network: ``"tiny"`` (the default), ``"mlp"`` or a small ``"convnet"``.
+
+    ``"tiny"``
+        the digits pooled to 4×4 (:func:`pool_digits`), Linear(16→h) → ReLU → Linear(h→10);
+        ``hidden`` default (6,), P = 172: small enough that every entry of the (P, P)
+        Fisher is visible in the figure (≤ :data:`MAX_DRAWN_ROWS` rows).
     ``"mlp"``
         Linear(64→h) → ReLU → … → Linear(→10); ``hidden`` (h, …) default (12,), P = 910.
     ``"convnet"``
@@ -87,18 +101,18 @@ def build_network(arch: str = "mlp", hidden=None, seed: int = 0):
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}: expected one of {ARCHS}")
     if hidden is None:
-        hidden = (12,) if arch == "mlp" else (16,)
+        hidden = {"tiny": (6,), "mlp": (12,), "convnet": (16,)}[arch]
     hidden = tuple(int(h) for h in np.atleast_1d(hidden))
     if not hidden or min(hidden) < 1:
         raise ValueError(f"hidden widths must be positive integers, got {hidden!r}")
-    if arch == "mlp":
-        return models.mlp(64, hidden=hidden, num_classes=10, seed=seed)
+    if arch in ("tiny", "mlp"):
+        return models.mlp(16 if arch == "tiny" else 64, hidden=hidden, num_classes=10, seed=seed)
     if len(hidden) != 1:
         raise ValueError(f"the convnet has one hidden Linear layer: hidden=(h,), got {hidden!r}")
     return models.convnet((1, 8, 8), channels=(4, 8), hidden=hidden[0], num_classes=10, seed=seed)
 
 
-def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch: str = "mlp",
+def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch: str = "tiny",
                         n_eval: int = 256, lr: float = 0.1, batch_size: int = 64) -> TrainedNet:
     """Train a small digits network briefly with SGD (momentum 0.9) through :func:`kfac_ref.train.fit`.
 
@@ -107,11 +121,15 @@ def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch:
     training samples (the training split is already shuffled).
     """
     from ..data import load_digits
+    from ..data.dataset import Dataset
     from ..optim import SGD
     from ..train import fit
 
     model = build_network(arch, hidden, seed)
-    data = load_digits(flatten=(arch == "mlp"))
+    data = load_digits(flatten=(arch != "convnet"))
+    if arch == "tiny":
+        data = Dataset(data.name + " 4×4", pool_digits(data.x_train), data.y_train, pool_digits(data.x_val),
+                       data.y_val, num_classes=data.num_classes)
     if not 1 <= n_eval <= data.n_train:
         raise ValueError(f"n_eval (N) must lie in [1, {data.n_train}], got {n_eval}")
     loss_fn = nn.CrossEntropyLoss()
@@ -246,7 +264,7 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
         "exact": f, "block_diagonal": f_bd, "kfac": f_kfac,
         "exact_inv": f_inv, "block_diagonal_inv": bd_inv, "kfac_inv": k_inv, "kfac_damped": k_damped,
         "factors": factors, "grad": grad, "directions": directions,
-        "boundaries": [sl.start for sl in slices[1:]],
+        "boundaries": [sl.start for sl in slices[1:]], "layout": block_layout(model),
         "layers": [repr(layer) for layer in model.param_layers()],
         "kind": kind, "damping": lam, "damping_mode": damping_mode,
         "n": int(x.shape[0]), "p": int(f.shape[0]), "errors": errors,
@@ -352,24 +370,48 @@ def _panel_titles(m: dict) -> list[list[str]]:
     ]
 
 
-def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "symlog", rows=(0, 1)):
+def block_layout(model) -> dict:
+    """Where each layer's weight and bias start in θ (docs/math.md §1 order), for drawing.
+
+    ``boundaries``   offsets where a layer starts, after the first (layer lines)
+    ``bias_starts``  offsets where a layer's bias starts (weight/bias separators)
+    ``labels``       [(centre offset, "W1"), (centre offset, "b1"), …] for the axis ticks
+    """
+    boundaries, bias_starts, labels = [], [], []
+    for l, (layer, sl) in enumerate(zip(model.param_layers(), layer_slices(model)), start=1):
+        if sl.start:
+            boundaries.append(sl.start)
+        n_bias = layer.d_out if getattr(layer, "bias", None) is not None else 0
+        b0 = sl.stop - n_bias  # θ_l = [vec(W) row by row, b]
+        labels.append(((sl.start + b0 - 1) / 2, f"W{l}"))
+        if n_bias:
+            bias_starts.append(b0)
+            labels.append(((b0 + sl.stop - 1) / 2, f"b{l}"))
+    return {"boundaries": boundaries, "bias_starts": bias_starts, "labels": labels}
+
+
+def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "linear", rows=(0, 1),
+                fontsize: float = 13):
     """Draw the figure on ``fig`` (a matplotlib Figure): rows × (exact, block-diagonal, K-FAC).
 
     Row 0 holds the matrices, row 1 their damped inverses; ``rows=(0,)`` draws only
-    the first.  Each row has one colour range, set by its largest absolute entry, and one
-    colour bar.  ``scale``:
+    the first.  Every panel has its own colour bar and its own colour range, ±the
+    :data:`CLIP_PERCENTILE` percentile of its absolute entries: the few largest entries
+    (the diagonal of an inverse, ~1/λ) are drawn at full colour (the bar's arrows) instead
+    of washing out everything else.  ``scale``:
 
-    ``"symlog"``
-        diverging map centred at 0, symmetric log scale (the default: a few
-        entries dominate these matrices, and a linear scale shows little else)
     ``"linear"``
-        diverging map centred at 0, linear scale
+        diverging map centred at 0, linear scale (the default: with P ≤ 200 every
+        entry is a visible square)
+    ``"symlog"``
+        diverging map centred at 0, symmetric log scale (entries over many decades)
     ``"log"``
         absolute values on a log scale, six decades; exact zeros white
 
-    Thin lines mark the layer boundaries; the titles give the relative Frobenius
-    errors vs the exact matrix of the row and the angle of each natural-gradient
-    direction to the exact one.  Returns the axes, (len(rows), 3).
+    Solid lines mark the layer boundaries, dotted lines the weight/bias split inside
+    each layer, and the axis ticks name the blocks (W1, b1, W2, …).  The titles give
+    the relative Frobenius errors vs the exact matrix of the row and the angle of each
+    natural-gradient direction to the exact one.  Returns the axes, (len(rows), 3).
     """
     from . import plots
 
@@ -380,19 +422,25 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
     if not rows or any(r not in (0, 1) for r in rows) or len(set(rows)) != len(rows):
         raise ValueError(f"rows must be a non-empty subset of (0, 1), got {rows!r}")
     titles = _panel_titles(matrices)
+    layout = matrices.get("layout") or {"boundaries": matrices["boundaries"], "bias_starts": [], "labels": []}
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for i, r in enumerate(rows):
-        mats = [matrices[key] for key in PANELS[r]]
-        vmax = max(float(np.abs(a).max()) for a in mats) or 1.0  # one colour range per row
-        for ax, a, text in zip(axes[i], mats, titles[r]):
+        for ax, key, text in zip(axes[i], PANELS[r], titles[r]):
+            a = np.asarray(matrices[key])
+            vmax = float(np.percentile(np.abs(a), CLIP_PERCENTILE)) or float(np.abs(a).max()) or 1.0
             image = draw[scale](ax, a, text, vmax=vmax, colorbar=False)
-            image.set_interpolation("antialiased")  # P > pixels: average, do not drop entries
-            plots.block_lines(ax, matrices["boundaries"])
-            ax.title.set_fontsize(10)
-        ticks = plots.symlog_ticks(vmax, step=2 if np.log10(vmax) > 0 else 1) if scale == "symlog" else None
-        fig.colorbar(image, ax=list(axes[i]), shrink=0.9, ticks=ticks)
+            clipped = bool((np.abs(a) > vmax).any())
+            fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, extend="both" if clipped and scale != "log" else
+                         ("max" if clipped else "neither"))
+            if matrices["p"] > MAX_DRAWN_ROWS:
+                image.set_interpolation("antialiased")  # more entries than pixels: average, do not drop
+            plots.block_lines(ax, layout["boundaries"], color="k", linewidth=1.2)
+            plots.block_lines(ax, layout["bias_starts"], color="0.3", linewidth=0.8, linestyle=":")
+            plots.block_labels(ax, layout["labels"], fontsize=fontsize - 2)
+            ax.title.set_fontsize(fontsize)
+            image.colorbar.ax.tick_params(labelsize=fontsize - 3)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=fontsize + 1)
     return axes
 
 
@@ -404,7 +452,7 @@ def default_title(m: dict) -> str:
 def _figure(matrices: dict, title: str | None, scale: str):
     from matplotlib.figure import Figure  # no pyplot: no global state, no window
 
-    fig = Figure(figsize=(15, 9.6), layout="constrained")
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
     draw_fisher(fig, matrices, default_title(matrices) if title is None else title, scale=scale)
     return fig
 
@@ -442,6 +490,9 @@ def _write_together(writers) -> list[Path]:
     return targets
 
 
+#: projector-sized: 18 × 12 inches, 13-point labels (a 1,800-pixel-wide PNG)
+FIGSIZE = (18, 12)
+
 #: dots per inch: PNG; the images inside SVG/PDF (the heatmaps hold ~10⁶ noisy pixels each)
 DPI = {"png": 100, "svg": 72, "pdf": 72}
 
@@ -459,7 +510,7 @@ def _figure_writers(fig, paths):
 
 
 def plot_fisher(matrices: dict, path, title: str | None = None, *, svg: bool = False,
-                scale: str = "symlog") -> list[Path]:
+                scale: str = "linear") -> list[Path]:
     """Save the figure of :func:`draw_fisher` at ``path`` (.png, or .svg/.pdf), and an SVG beside it if ``svg``.
 
     All files are written atomically (temporary file, then rename), all or none.
@@ -486,17 +537,18 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/fisher-plot"),
                         help="folder for fisher.png, fisher.svg, fisher_errors.md (default: results/fisher-plot)")
     parser.add_argument("--kind", default="exact", choices=fisher.KINDS, help="which Fisher (default: exact)")
-    parser.add_argument("--arch", default="mlp", choices=ARCHS,
-                        help="mlp: 64→12→10 (P = 910); convnet: two 3×3 convs + two Linear (P = 1,034)")
+    parser.add_argument("--arch", default="tiny", choices=ARCHS,
+                        help="tiny: 4×4-pooled digits 16→6→10 (P = 172, every entry visible; the default); "
+                             "mlp: 64→12→10 (P = 910); convnet: two 3×3 convs + two Linear (P = 1,034)")
     parser.add_argument("--hidden", type=int, nargs="+", default=None, metavar="H",
-                        help="hidden widths (default: 12 for the mlp, 16 for the convnet's Linear layer)")
+                        help="hidden widths (default: 6 for tiny, 12 for the mlp, 16 for the convnet's Linear layer)")
     parser.add_argument("--damping", type=float, default=1e-3, help="λ (default: 1e-3)")
     parser.add_argument("--damping-mode", default="factored", choices=DAMPING_MODES,
                         help="K-FAC's damping: factored [MG15 §6.3] or exact λI (default: factored)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation, batch order, MC labels")
-    parser.add_argument("--scale", default="symlog", choices=SCALES,
-                        help="colour scale of the heatmaps (default: symlog, a diverging map on a symmetric "
-                             "log scale; log shows |entries|)")
+    parser.add_argument("--scale", default="linear", choices=SCALES,
+                        help="colour scale of the heatmaps, one colour bar per panel (default: linear, a diverging "
+                             "map centred at 0; symlog: symmetric log scale; log shows |entries|)")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
     args = parser.parse_args(argv)
 

@@ -12,6 +12,7 @@ Arrays may come from NumPy or CuPy; they are converted at this edge.
     eigen_arrows(ax, center, matrix)      the eigenvectors of a 2×2 matrix, scaled
     error_curve(ax, xs, errors, label)    an error against a size, log–log
     block_lines(ax, boundaries)           thin lines between the blocks of a matrix
+    block_labels(ax, labels)              block names (W1, b1, …) as axis ticks
     log_heatmap(ax, matrix, title)        abs(matrix) on a log colour scale, zeros in white
     symlog_heatmap(ax, matrix, title)     a heatmap on a symmetric log scale, sign kept
     symlog_ticks(vmax)                    colour-bar ticks for it
@@ -126,15 +127,23 @@ def error_curve(ax, xs, errors, label: str | None = None, *, reference_slope: fl
     return line
 
 
-def block_lines(ax, boundaries, *, color: str = "0.35", linewidth: float = 0.6):
+def block_lines(ax, boundaries, *, color: str = "0.35", linewidth: float = 0.6, linestyle: str = "-"):
     """Thin lines at the ``boundaries`` (indices where a new block starts) of a matrix drawn by imshow.
 
     For a (P, P) matrix in θ's order, the offsets of the layers after the first
     mark the layer blocks; the lines sit on the pixel edges (index − ½).
     """
     for b in boundaries:
-        ax.axhline(b - 0.5, color=color, linewidth=linewidth)
-        ax.axvline(b - 0.5, color=color, linewidth=linewidth)
+        ax.axhline(b - 0.5, color=color, linewidth=linewidth, linestyle=linestyle)
+        ax.axvline(b - 0.5, color=color, linewidth=linewidth, linestyle=linestyle)
+
+
+def block_labels(ax, labels, *, fontsize: float = 10):
+    """Name the blocks of a matrix on both axes: ``labels`` [(centre index, text), …], e.g. (40.5, "W1")."""
+    positions, texts = [p for p, _ in labels], [t for _, t in labels]
+    ax.set_xticks(positions, texts, fontsize=fontsize)
+    ax.set_yticks(positions, texts, fontsize=fontsize)
+    ax.tick_params(length=0)
 
 
 def log_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None, decades: float = 6.0,

@@ -379,27 +379,43 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     ax, ax_last = fig.subplots(1, 2, width_ratios=(3.2, 1))
     colors = {"block": "#c0392b", "A": "#2e86c1", "G": "#28b463"}
 
-    # (1) every layer: three bars each
+    # (1) every layer, then "all layers" (the sums): three bars each
     width = 0.27
-    xs = range(len(rows))
+    xs = range(len(rows) + 1)
     series = (
-        ("dense Fisher block  (d_in·d_out)²", "block", [r.fisher_entries for r in rows], -width),
-        ("A = E[ā āᵀ]  d_in²", "A", [r.a_entries for r in rows], 0.0),
-        ("G = E[g gᵀ]  d_out²", "G", [r.g_entries for r in rows], width),
+        ("dense Fisher block  (d_in·d_out)²", "block", [r.fisher_entries for r in rows] + [t["fisher_entries"]],
+         -width),
+        ("A = E[ā āᵀ]  d_in²", "A", [r.a_entries for r in rows] + [t["a_entries"]], 0.0),
+        ("G = E[g gᵀ]  d_out²", "G", [r.g_entries for r in rows] + [t["g_entries"]], width),
     )
     for label, key, values, dx in series:
         ax.bar([x + dx for x in xs], values, width, label=label, color=colors[key])
-    for x, r in zip(xs, rows):  # the block's size, written down inside its bar
-        ax.annotate(sci(r.fisher_entries), (x - width, r.fisher_entries), xytext=(0, -4),
+    for x, value in zip(xs, series[0][2]):  # the block's size, written down inside its bar
+        ax.annotate(sci(value), (x - width, value), xytext=(0, -4),
                     textcoords="offset points", ha="center", va="top", rotation=90,
                     color="white", fontsize=8, fontweight="bold")
+    ax.axvline(len(rows) - 0.5, color="0.5", lw=0.8)
+    ax.annotate(f"A + G, all layers:\n{sci(t['factor_entries'])} entries\n"
+                f"= {human_bytes(t['factor_entries'])}",
+                (len(rows) + width, max(t["a_entries"], t["g_entries"])), xytext=(0, 4),
+                textcoords="offset points", ha="center", va="bottom", fontsize=8)
     ax.axhline(t["full_fisher_entries"], color="k", ls="--", lw=1)
     ax.annotate(f"full P×P Fisher, P = {t['params']:,}: {sci(t['full_fisher_entries'])} entries",
                 (len(rows) - 0.5, t["full_fisher_entries"]), xytext=(-2, 3), textcoords="offset points",
                 ha="right", va="bottom", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylim(top=t["full_fisher_entries"] * 1e3)  # room above the dashed line for the legend
-    ax.set_xticks(list(xs), [_tick_label(r) for r in rows], fontsize=8)
+    ax.set_xticks(list(xs), [_tick_label(r) for r in rows]
+                  + [f"all layers\nP = {t['params']:,}\nblock-diagonal"], fontsize=8)
+    grouped = [r.name for r in rows if r.groups > 1]
+    if grouped:  # what the grouped convolutions' counts leave out
+        import textwrap  # noqa: PLC0415
+
+        note = (f"Grouped convolutions ({', '.join(grouped)}): each group is counted as its own layer, with a "
+                "dense block and its own A and G. Left out: the Fisher's blocks between the groups of one layer "
+                "(dropped like the cross-layer blocks), and the weights a grouped layer does not have (a group "
+                "sees only its own C_in/γ input channels).")
+        fig.supxlabel(textwrap.fill(note, 170), fontsize=8, ha="left", x=0.01)
     ax.set_ylabel("matrix entries (log scale)")
     ax.set_title(title)
     ax.legend(loc="upper left", ncols=3, fontsize=8, frameon=False)
