@@ -12,16 +12,18 @@ leaves no partial results behind.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
-from .experiments.compare import DEFAULT_SETTINGS, CompareConfig, run_compare
+from .experiments.compare import DEFAULT_SETTINGS, ITERATION_CAPS, CompareConfig, load_data, run_compare
 from .fisher.seeds import KINDS
 from .optim import OPTIMIZERS
 
 PROG = "kfac-ref"
-HYPER_TYPES = {"lr": float, "momentum": float, "damping": float, "T_inv": int, "T_cov": int,
-               "ema_decay": float, "weight_decay": float, "mc_samples": int}
+HYPER_OPTIONS = ("lr", "momentum", "damping", "T_inv", "T_cov", "weight_decay")
 
 
 def _positive_int(text):
@@ -64,20 +66,116 @@ def _optimizer_list(text):
 
 
 def _hyper(name):
-    """Parse NAME=VALUE for one hyper-parameter, e.g. --lr kfac=0.3 (or a bare value for all)."""
+    """Parse [OPT=]VALUE for one hyper-parameter, e.g. --lr kfac=0.3 (a bare value: every optimizer)."""
+    flag = f"--{name.replace('_', '-')}"
+
     def parse(text):
         opt, _, value = text.rpartition("=")
         if opt and opt not in OPTIMIZERS:
             raise argparse.ArgumentTypeError(f"unknown optimizer {opt!r} in {text!r}")
-        try:
-            v = HYPER_TYPES[name](value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: expected a number, got {value!r}") \
-                from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: must be ≥ 0, got {v}")
-        return opt or None, v
+        if opt and name not in hyper_types(opt):
+            raise argparse.ArgumentTypeError(f"{opt} has no {name}: its hyper-parameters are "
+                                             f"{', '.join(hyper_types(opt))}")
+        return opt or None, value
+    parse.__name__ = flag  # argparse names the option in its messages
     return parse
+
+
+def hyper_types(name: str) -> dict:
+    """{hyper-parameter: (type, may be None)} of optimizer ``name``, read from its signature."""
+    params = inspect.signature(OPTIMIZERS[name].__init__).parameters
+    out = {}
+    for key, p in list(params.items())[3:]:  # after self, model, loss_fn
+        ann = str(p.annotation)
+        kind = bool if "bool" in ann else int if ann.startswith("int") else float if "float" in ann else str
+        out[key] = (kind, "None" in ann or p.default is None)
+    return out
+
+
+def parse_value(opt: str, key: str, text):
+    """A hyper-parameter value from the command line or a settings file, typed by the optimizer."""
+    types = hyper_types(opt)
+    if key not in types:
+        raise ValueError(f"{opt} has no hyper-parameter {key!r}: expected one of {', '.join(types)}")
+    kind, nullable = types[key]
+    if not isinstance(text, str):  # from a JSON/TOML file: already typed; the optimizer validates it
+        return text
+    low = text.strip().lower()
+    if nullable and low in ("none", "null", "off"):
+        return None
+    try:
+        if kind is bool:
+            if low not in ("true", "false"):
+                raise ValueError
+            return low == "true"
+        if kind is int:
+            return int(low)
+        if kind is float:
+            return float(low)
+    except ValueError:
+        want = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+        raise ValueError(f"{opt}.{key}: expected {want}{' or none' if nullable else ''}, got {text!r}") from None
+    return text
+
+
+def _setting(text):
+    """OPT.KEY=VALUE for --set."""
+    lhs, eq, value = text.partition("=")
+    opt, dot, key = lhs.partition(".")
+    if not eq or not dot or not key:
+        raise argparse.ArgumentTypeError(f"expected OPTIMIZER.KEY=VALUE (e.g. kfac.T_inv=1), got {text!r}")
+    if opt not in OPTIMIZERS:
+        raise argparse.ArgumentTypeError(f"unknown optimizer {opt!r} in {text!r}: choose from {','.join(OPTIMIZERS)}")
+    try:
+        return opt, key, parse_value(opt, key, value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def read_settings_file(path) -> dict:
+    """{optimizer: {key: value}} from a JSON (.json) or TOML (.toml) file, checked key by key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--settings {path}: {'is a folder' if path.is_dir() else 'does not exist'}")
+    try:
+        if path.suffix == ".toml":
+            import tomllib  # Python ≥ 3.11
+
+            doc = tomllib.loads(path.read_text())
+        else:
+            doc = json.loads(path.read_text())
+    except ImportError:
+        raise ValueError(f"--settings {path}: TOML needs Python ≥ 3.11; use a .json file") from None
+    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ValueError(f"--settings {path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise ValueError(f"--settings {path}: expected {{optimizer: {{hyper-parameter: value}}}}")
+    out = {}
+    for opt, table in doc.items():
+        if opt not in OPTIMIZERS:
+            raise ValueError(f"--settings {path}: unknown optimizer {opt!r}: choose from {','.join(OPTIMIZERS)}")
+        out[opt] = {key: parse_value(opt, key, v) for key, v in table.items()}
+    return out
+
+
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--seed: expected an integer ≥ 0, got {text!r}")
+    return v
+
+
+def _fraction(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected an accuracy in (0, 1], got {text!r}")
+    return v
 
 
 def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iteration and wall-clock"):
@@ -89,70 +187,88 @@ def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iterat
                         "(e.g. Fashion-MNIST); cifar10 reads the official binary or python version")
     g.add_argument("--data-dir", help="folder with the mnist/cifar10 files (see data/README.md)")
     g.add_argument("--model", choices=("mlp", "convnet"), default="convnet")
-    g.add_argument("--hidden", type=_int_list, default=(32,),
-                   help="MLP hidden widths, or the ConvNet's fully-connected width, comma-separated")
-    g.add_argument("--channels", type=_int_list, default=(8, 16), help="ConvNet channels per conv block")
+    g.add_argument("--hidden", type=_int_list, default=None,
+                   help="MLP hidden widths, or the ConvNet's fully-connected width, comma-separated "
+                        "(default: 32; with --quick: 16)")
+    g.add_argument("--channels", type=_int_list, default=None,
+                   help="ConvNet channels per conv block (default: 8,16; with --quick: 4,8)")
     g.add_argument("--max-train", type=_positive_int, help="use only the first N training samples")
     g = p.add_argument_group("optimizers")
-    g.add_argument("--optimizers", type=_optimizer_list, default=("sgd", "ngd", "kfac"),
+    g.add_argument("--optimizers", type=_optimizer_list, default="sgd,ngd,kfac",
                    help=f"comma-separated, any of {','.join(OPTIMIZERS)}")
     g.add_argument("--kind", choices=KINDS, help="Fisher kind for every Fisher method "
                    "(default: exact for NGD, mc for K-FAC)")
-    for hp in ("lr", "momentum", "damping", "T_inv", "T_cov", "weight_decay"):
+    for hp in HYPER_OPTIONS:
         g.add_argument(f"--{hp.replace('_', '-')}", type=_hyper(hp), action="append", default=[],
-                       metavar="[OPT=]VALUE", help=f"{hp} for one optimizer (OPT=VALUE) or all (VALUE); repeatable")
+                       metavar="[OPT=]VALUE",
+                       help=f"{hp} for one optimizer (OPT=VALUE) or every one that has it (VALUE); repeatable")
+    g.add_argument("--set", type=_setting, action="append", default=[], metavar="OPT.KEY=VALUE",
+                   help="any hyper-parameter of any optimizer, e.g. kfac.rescale=true, kfac.kl_clip=none, "
+                        "kfac.stats_fraction=0.25 (applied last); repeatable")
+    g.add_argument("--settings", metavar="FILE",
+                   help="a JSON or TOML file {optimizer: {hyper-parameter: value}} (applied before --set)")
     g.add_argument("--solver", choices=("dense", "woodbury"),
-                   help="NGD's solver: dense (build F, Cholesky) or woodbury (the same direction, MATH.md §7)")
+                   help="NGD's solver: dense (build F, Cholesky) or woodbury (the same direction, docs/math.md §7)")
     g.add_argument("--grid", action="store_true",
                    help="small grid search per optimizer, the same budget for each, picked by validation loss")
     g.add_argument("--grid-iterations", type=_positive_int, help="iterations per grid configuration")
     g = p.add_argument_group("budget and run")
     g.add_argument("--iterations", type=_positive_int, default=300, help="training iterations per optimizer")
     g.add_argument("--epochs", type=_positive_int, help="train for this many epochs instead of --iterations")
-    g.add_argument("--batch-size", type=_positive_int, default=128, help="mini-batch size N")
-    g.add_argument("--eval-every", type=_positive_int, default=10,
+    g.add_argument("--batch-size", type=_positive_int, default=CompareConfig.batch_size, help="mini-batch size N")
+    g.add_argument("--ngd-iterations", type=_positive_int, default=ITERATION_CAPS["ngd"],
+                   help="at most this many iterations for the dense exact-Fisher NGD and BlockNGD "
+                        "(seconds per step); the figure says so")
+    g.add_argument("--eval-every", type=_positive_int, default=CompareConfig.eval_every,
                    help="measure the full training and validation loss every k iterations")
     g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    g.add_argument("--seed", type=int, default=0, help="initialisation, batch order and Monte-Carlo targets")
+    g.add_argument("--seed", type=_seed, default=0, help="initialisation, batch order and Monte-Carlo targets")
     g.add_argument("--threads", type=_positive_int,
-                   help="BLAS threads (via threadpoolctl); 1 is often fastest for these small matrices")
+                   help="BLAS threads (via threadpoolctl); default: 1 on the CPU — these small matrix "
+                        "products run no faster on more, and steadier (benchmarks/README.md)")
     g.add_argument("--target-loss", type=_positive_float, action="append", default=[],
                    help="a training-loss target of the summary; repeatable (default: 0.1, 0.01 and the "
                         "hardest every run reaches)")
-    g.add_argument("--target-acc", type=_positive_float, action="append", default=[],
+    g.add_argument("--target-acc", type=_fraction, action="append", default=[],
                    help="a validation-accuracy target of the summary; repeatable (default: 0.9, 0.95 and "
                         "the hardest every run reaches)")
     g.add_argument("--out", default=f"results/{name}", help="output folder")
     g.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel K-FAC/SGD over MPI ranks, as in Osawa et al. 2019: run as "
+                        "`mpiexec -n R kfac-ref compare --distributed ...`; the same records as one process; "
+                        "rank 0 writes (docs/distributed.md)")
     return p
 
 
 def config_from_args(args) -> CompareConfig:
     settings: dict = {}
-    for hp in ("lr", "momentum", "damping", "T_inv", "T_cov", "weight_decay"):
-        for opt, v in getattr(args, hp):
-            targets = [opt] if opt else list(args.optimizers)
-            for t in targets:
-                if hp in ("T_inv", "T_cov") and t != "kfac":
-                    continue
-                if hp == "damping" and t == "sgd":
-                    continue
-                settings.setdefault(t, {})[hp] = v
-    if args.solver and "ngd" in args.optimizers:
+    for hp in HYPER_OPTIONS:  # --lr 0.3 (every optimizer that has lr) or --lr kfac=0.3
+        for opt, value in getattr(args, hp):
+            for t in ([opt] if opt else [o for o in args.optimizers if hp in hyper_types(o)]):
+                settings.setdefault(t, {})[hp] = parse_value(t, hp, value)
+    if args.solver:
         settings.setdefault("ngd", {})["solver"] = args.solver
-    cfg = CompareConfig(dataset=args.dataset, data_dir=args.data_dir, model=args.model, hidden=args.hidden,
-                        channels=args.channels, optimizers=args.optimizers, kind=args.kind,
+    if args.settings:
+        for opt, table in read_settings_file(args.settings).items():
+            settings.setdefault(opt, {}).update(table)
+    for opt, key, value in args.set:
+        settings.setdefault(opt, {})[key] = value
+    quick = args.quick
+    cfg = CompareConfig(dataset=args.dataset, data_dir=args.data_dir, model=args.model,
+                        hidden=args.hidden or ((16,) if quick else (32,)),
+                        channels=args.channels or ((4, 8) if quick and args.model == "convnet" else (8, 16)),
+                        optimizers=args.optimizers, kind=args.kind,
                         iterations=args.iterations, batch_size=args.batch_size, eval_every=args.eval_every,
+                        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
                         settings=settings, grid=args.grid, grid_iterations=args.grid_iterations,
                         device=args.device, dtype=args.dtype, seed=args.seed, max_train=args.max_train,
                         target_loss=tuple(args.target_loss), target_acc=tuple(args.target_acc))
-    if args.quick:
+    if quick:  # a tiny budget; what the user gave explicitly is kept
         cfg = replace(cfg, iterations=min(cfg.iterations, 12), eval_every=min(cfg.eval_every, 4),
-                      batch_size=min(cfg.batch_size, 32), max_train=cfg.max_train or 256,
-                      channels=(4, 8) if cfg.model == "convnet" else cfg.channels,
-                      hidden=(16,), grid_iterations=4)
+                      batch_size=min(cfg.batch_size, 32), max_train=cfg.max_train or 256, grid_iterations=4)
     return cfg
 
 
@@ -187,13 +303,23 @@ def cmd_compare(args) -> int:
     cfg = config_from_args(args)
     if args.dataset != "digits" and not args.data_dir:
         raise ValueError(f"--dataset {args.dataset} needs --data-dir (see data/README.md)")
-    if args.epochs:
-        from .experiments.compare import load_data
-        n = load_data(cfg).n_train
+    if args.epochs:  # count the samples on the host: nothing is moved to a device for it
+        n = load_data(replace(cfg, device="cpu")).n_train
         cfg = replace(cfg, iterations=args.epochs * max(1, n // cfg.batch_size))
     log = (lambda *a, **k: None) if args.quiet else print
-    with _blas_threads(args.threads):
-        run_compare(cfg, args.out, progress_factory=None if args.quiet else ProgressBar, log=log)
+    bars = None if args.quiet else ProgressBar
+    threads = args.threads or (1 if cfg.device == "cpu" else None)
+    if args.distributed:  # every rank trains; rank 0 alone logs, shows progress and writes
+        from .distributed import run_compare_distributed, world
+
+        comm = world()  # clear errors without mpi4py or without mpiexec
+        with _blas_threads(threads):
+            run_compare_distributed(cfg, args.out, comm, progress_factory=bars, log=log)
+        if comm.rank == 0 and not args.quiet:
+            print(f"wrote {args.out}/history.json, curves.png, curves.svg, summary.md ({comm.size} MPI ranks)")
+        return 0
+    with _blas_threads(threads):
+        run_compare(cfg, args.out, progress_factory=bars, log=log)
     if not args.quiet:
         print(f"wrote {args.out}/history.json, curves.png, curves.svg, summary.md")
     return 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import models, nn
-from ..backend import to_numpy
+from ..backend import gpu_name, to_numpy
 from ..data import load_dataset
 from ..optim import OPTIMIZERS
 from ..params import get_flat_params, set_flat_params
@@ -33,24 +33,40 @@ from ..train import RECORD_FIELDS, Trainer
 from .curves import curves_figure, save_figure
 from .summary import format_summary, summarize, target_list
 
-# Settings per optimizer for the digits ConvNet: the picks of `kfac-ref compare --grid`
-# (README.md, "Results"); any of them can be overridden on the command line.
+# The settings every optimizer runs with in a comparison.  Each is named in full — a comparison
+# never picks up a class default — and each tuned value is the pick of `kfac-ref compare --grid`
+# (the same budget for every method: three configurations each, docs/results.md) on the digits
+# ConvNet at the default batch size.  Any of them can be overridden (`--set kfac.T_inv=1`).
 DEFAULT_SETTINGS = {
-    "sgd": {"lr": 0.03, "momentum": 0.9},
-    "ngd": {"lr": 0.3, "damping": 0.1, "kind": "exact", "solver": "dense"},
-    "block-ngd": {"lr": 0.5, "damping": 0.3, "kind": "exact"},
-    # [MG15]'s recipe: the step rescaled by the exact quadratic model (α, μ; §7) and λ adapted
-    # by Levenberg–Marquardt (§6.5); factors from 1/4 of each batch, inverses every 20 steps.
-    "kfac": {"lr": 1.0, "momentum": 0.0, "damping": 0.3, "kind": "mc", "T_inv": 20, "rescale": True,
-             "adapt_damping": True},
+    "sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
+    "ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "solver": "dense", "kl_clip": 0.1},
+    "block-ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "kl_clip": 0.1},
+    # K-FAC with its amortisations named: Monte-Carlo factors from the whole batch every T_cov = 10
+    # steps, inverses every T_inv = 10 steps (kfac-pytorch's factor/inverse periods); in between a
+    # step costs what an SGD step costs plus two small products per layer.  The step length is
+    # bounded by KL-clipping (κ = 10⁻³, [BGM17]) with heavy-ball momentum.
+    "kfac": {"lr": 1.0, "momentum": 0.9, "damping": 0.03, "kind": "mc", "mc_samples": 1, "T_cov": 10,
+             "T_inv": 10, "ema_decay": 0.95, "stats_fraction": 1.0, "damping_mode": "factored",
+             "kl_clip": 1e-3, "rescale": False, "adapt_damping": False},
+    # block-tridiagonal K-FAC and EKFAC (docs/math.md §11–§12): K-FAC's schedule and safeguard
+    "kfac-tridiag": {"lr": 1.0, "momentum": 0.9, "damping": 0.03, "kind": "mc", "T_cov": 10, "T_inv": 10,
+                     "stats_fraction": 1.0, "kl_clip": 1e-3, "rescale": False, "adapt_damping": False},
+    "ekfac": {"lr": 1.0, "momentum": 0.9, "damping": 0.03, "kind": "mc", "T_cov": 10, "T_inv": 10,
+              "T_scale": 10, "stats_fraction": 1.0, "kl_clip": 1e-3, "rescale": False,
+              "adapt_damping": False},
 }
 # The grid: three configurations per optimizer, so every method gets the same budget.
 GRIDS = {
     "sgd": [{"lr": lr} for lr in (0.03, 0.1, 0.3)],
-    "ngd": [{"lr": lr, "damping": d} for lr, d in ((0.3, 0.1), (0.5, 0.3), (1.0, 1.0))],
-    "block-ngd": [{"lr": lr, "damping": d} for lr, d in ((0.3, 0.1), (0.5, 0.3), (1.0, 1.0))],
-    "kfac": [{"damping": d} for d in (0.1, 0.3, 1.0)],  # the initial λ; α, μ and λ then adapt
+    "ngd": [{"lr": lr, "damping": d} for lr, d in ((0.3, 0.1), (0.5, 0.1), (1.0, 0.3))],
+    "block-ngd": [{"lr": lr, "damping": d} for lr, d in ((0.3, 0.1), (0.5, 0.1), (1.0, 0.3))],
+    "kfac": [{"damping": d} for d in (0.01, 0.03, 0.1)],
+    "kfac-tridiag": [{"damping": d} for d in (0.01, 0.03, 0.1)],
+    "ekfac": [{"damping": d} for d in (0.01, 0.03, 0.1)],
 }
+# Dense exact NGD builds a P×P Fisher from C·N backpropagated vectors every step (seconds at the
+# default batch): it runs this many iterations unless told otherwise (the figure says so).
+ITERATION_CAPS = {"ngd": 40, "block-ngd": 40}
 
 
 @dataclass
@@ -65,8 +81,9 @@ class CompareConfig:
     optimizers: tuple = ("sgd", "ngd", "kfac")
     kind: str | None = None  # Fisher kind for every Fisher method (None: each method's default)
     iterations: int = 300
-    batch_size: int = 128
-    eval_every: int = 10
+    batch_size: int = 1024  # K-FAC's regime: large batches (see `kfac-ref batch-sweep`)
+    eval_every: int = 5
+    iteration_caps: dict = field(default_factory=lambda: dict(ITERATION_CAPS))  # {opt: max iterations}
     settings: dict = field(default_factory=dict)  # {opt: {hyper: value}} overrides
     grid: bool = False
     grid_iterations: int | None = None  # iterations per grid configuration (default: iterations)
@@ -112,11 +129,34 @@ def settings_for(cfg: CompareConfig, name: str, base: dict | None = None) -> dic
     return s
 
 
+def iterations_for(cfg: CompareConfig, name: str, iterations: int | None = None) -> int:
+    """The iterations optimizer ``name`` trains for: cfg's budget, capped by cfg.iteration_caps."""
+    iterations = cfg.iterations if iterations is None else iterations
+    cap = cfg.iteration_caps.get(name)
+    return iterations if cap is None else min(iterations, cap)
+
+
+def check_settings(cfg: CompareConfig, data=None) -> None:
+    """Build every optimizer of the comparison once: bad settings fail here, before any training."""
+    data = load_data(cfg) if data is None else data
+    model = build_model(cfg, data)
+    for name in cfg.optimizers:
+        for point in (GRIDS[name] if cfg.grid else [{}]):
+            try:
+                OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings_for(cfg, name, point))
+            except TypeError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+
+
 def run_one(cfg, name, settings, data, theta0, iterations, progress=None):
     """Train one optimizer from θ₀; returns {"optimizer", "settings", "records", "stopped"}."""
     model = build_model(cfg, data)
     set_flat_params(model, theta0)
     opt = OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings)
+    if cfg.device == "gpu":  # compile this optimizer's kernels before its clock starts
+        warm = build_model(cfg, data)
+        warm_opt = OPTIMIZERS[name](warm, nn.CrossEntropyLoss(), **settings)
+        Trainer(warm_opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every).run(2)
     trainer = Trainer(opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every)
     hist = trainer.run(iterations, progress)
     return {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
@@ -124,7 +164,7 @@ def run_one(cfg, name, settings, data, theta0, iterations, progress=None):
 
 def grid_search(cfg, name, data, theta0, progress_factory=None):
     """Every configuration of GRIDS[name] with the same budget; the lowest validation loss wins."""
-    iters = cfg.grid_iterations or cfg.iterations
+    iters = iterations_for(cfg, name, cfg.grid_iterations or cfg.iterations)
     trials = []
     for point in GRIDS[name]:
         s = settings_for(cfg, name, point)
@@ -143,10 +183,8 @@ def machine_info(cfg: CompareConfig) -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "device": cfg.device}
-    if cfg.device == "gpu":  # pragma: no cover - needs a GPU
-        import cupy
-        props = cupy.cuda.runtime.getDeviceProperties(0)
-        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    if cfg.device == "gpu":
+        info["gpu"] = gpu_name()
     return info
 
 
@@ -172,16 +210,33 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
                 w.writerows(r["records"])
         title = (f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device} — "
                  "solid: train, dashed: validation")
+        capped = [f"{r['optimizer']} {r['records'][-1]['iteration']}" for r in runs
+                  if r["records"][-1]["iteration"] < cfg.iterations and not r["stopped"]]
+        if capped:
+            title += f"\niterations: {cfg.iterations} each, except " + ", ".join(capped) + " (capped)"
         fig = curves_figure(runs, title)
         save_figure(fig, tmp / "curves.png")
         save_figure(fig, tmp / "curves.svg")
         text = format_summary(summary)
+        stopped = "".join(f"- **{r['optimizer']} stopped early**: {r['stopped']}\n" for r in runs if r["stopped"])
+        if stopped:
+            text = f"{stopped}\n{text}"
         (tmp / "summary.md").write_text(f"# {title}\n\n{text}")
         for f in tmp.iterdir():
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def check_out(out) -> None:
+    """The output folder must be a folder we can write (checked before any work is done)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {parent} is not writable")
 
 
 def _jsonable(obj):
@@ -202,12 +257,18 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> di
     for name in cfg.optimizers:
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}: expected any of {sorted(OPTIMIZERS)}")
+    if len(set(cfg.optimizers)) != len(cfg.optimizers):
+        raise ValueError(f"optimizers {list(cfg.optimizers)}: each may appear once (their outputs share names)")
+    check_out(out)
     data = load_data(cfg)
+    check_settings(cfg, data)
     model = build_model(cfg, data)
     theta0 = to_numpy(get_flat_params(model))
+    caps = {n: iterations_for(cfg, n) for n in cfg.optimizers if iterations_for(cfg, n) < cfg.iterations}
     log(f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples, input {data.input_shape}; "
         f"{cfg.model} with P = {model.num_params:,} parameters; {cfg.iterations} iterations of batch "
-        f"{cfg.batch_size} on {cfg.device} ({cfg.dtype})")
+        f"{cfg.batch_size} on {cfg.device} ({cfg.dtype})"
+        + (f"; capped: {', '.join(f'{n} {i}' for n, i in caps.items())}" if caps else ""))
     grid, runs = {}, []
     for name in cfg.optimizers:
         settings = settings_for(cfg, name)
@@ -216,8 +277,9 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> di
             grid[name] = trials
             settings = settings_for(cfg, name, {k: best[k] for k in GRIDS[name][0]})
             log(f"{name}: grid search picked {({k: settings[k] for k in GRIDS[name][0]})}")
-        bar = progress_factory(name, cfg.iterations) if progress_factory else None
-        run = run_one(cfg, name, settings, data, theta0, cfg.iterations, bar)
+        iters = iterations_for(cfg, name)
+        bar = progress_factory(name, iters) if progress_factory else None
+        run = run_one(cfg, name, settings, data, theta0, iters, bar)
         if bar is not None:
             bar.close()
         if run["stopped"]:
