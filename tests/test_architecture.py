@@ -29,6 +29,7 @@ PACKAGE = Path(kfac_ref.__file__).resolve().parent
 #: top-level module or sub-package of kfac_ref → rank (lower ranks may be imported by higher)
 RANKS = {
     "backend": 0,
+    "errors": 0,  # the one "the run diverged" exception: imported by nn, optim, train
     "linalg": 1,
     "nn": 1,
     "data": 1,
@@ -41,7 +42,7 @@ RANKS = {
     "fisher": 4,
     "optim": 5,
     "train": 6,
-    "checkpoint": 6,
+    "checkpoint": 7,  # validates a file against a Trainer before applying it
     "experiments": 7,
     "distributed": 8,  # the comparison on MPI ranks: uses experiments.compare, is used by cli
     "cli": 9,

@@ -90,7 +90,6 @@ def test_sizes_prints_the_three_alexnet_totals(capsys):
     (["compare", "--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
     (["compare", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
     (["compare", "--iterations", "-5"], "expected a positive integer, got '-5'"),
-    (["compare", "--lr", "kfac=-1"], "must be ≥ 0"),
     (["compare", "--batch-size", "0"], "expected a positive integer"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_clear_line(args, message, capsys, tmp_path):
@@ -107,6 +106,8 @@ def test_bad_arguments_exit_nonzero_with_one_clear_line(args, message, capsys, t
     (["--dataset", "mnist", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
     (["--max-train", "20"], "batch_size must be ≤ the 20 training samples"),
+    (["--lr", "kfac=-1"], "lr (η) must be > 0"),  # the optimizer's own check, before any training
+    (["--set", "kfac.rescale=true"], "pass kl_clip=None with rescale=True"),
 ])
 def test_runtime_errors_give_one_line_and_no_results(args, message, capsys, tmp_path):
     out = tmp_path / "out"
