@@ -5,7 +5,7 @@ Fisher kind is written as a weighted sum over label gradients,
 
     F = (1/N) Σ_n Σ_c w_{n,c} ∇ℓ(x_n, y_c) ∇ℓ(x_n, y_c)ᵀ
 
-- exact, cross-entropy: labels c = 1 … C, weights p_{n,c}                     (MATH.md §3)
+- exact, cross-entropy: labels c = 1 … C, weights p_{n,c}                     (docs/math.md §3)
 - exact, squared error: targets y_c = f(x_n) − e_c (so ∇_f ℓ = e_c), weights 1
 - empirical: the data labels, weight 1.
 """

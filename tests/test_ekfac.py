@@ -24,7 +24,7 @@ def _rng(kind):
 def _problem(net, n, rng, loss_name="ce", seed=0, device="cpu"):
     if net == "conv":
         model, in_shape, c = tiny_convnet(seed=seed), (2, 6, 6), 3
-    elif net == "conv1":  # one output location: the 4×4 kernel covers the 4×4 input (MATH.md §8.3)
+    elif net == "conv1":  # one output location: the 4×4 kernel covers the 4×4 input (docs/math.md §8.3)
         model = nn.Sequential(nn.Conv2d(2, 3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(3, 3), seed=seed)
         in_shape, c = (2, 4, 4), 3
     else:
@@ -95,7 +95,7 @@ def test_ekfac_frobenius_error_is_never_above_kfacs(kind, rng):
 @pytest.mark.parametrize("net", ["tanh", "relu", "conv1"])
 @pytest.mark.parametrize("kind", ["exact", "empirical"])
 def test_one_sample_ekfac_is_exact(net, kind, device, rng):
-    """N = 1 (and one location for Conv2d): F_l = G ⊗ A is diagonal in Q, so EKFAC = K-FAC = F_l (MATH.md §8.1, §8.3)."""
+    """N = 1 (and one location for Conv2d): F_l = G ⊗ A is diagonal in Q, so EKFAC = K-FAC = F_l (docs/math.md §8.1, §8.3)."""
     model, loss, x, y = _problem(net, 1, rng, device=device)
     assert rel_error(to_numpy(fisher.ekfac_dense(model, loss, x, y, kind)),
                      to_numpy(fisher.block_diagonal(model, loss, x, y, kind))) <= 1e-10
@@ -138,7 +138,7 @@ def test_refit_scalings_keeps_the_bases_and_fits_the_new_batch(rng):
 
 
 def test_kfac_location_split_does_not_change_ekfac(rng):
-    """Ω → c Ω, Γ → Γ / c (another split of |T|, MATH.md §5) leaves the eigenbasis and hence EKFAC unchanged."""
+    """Ω → c Ω, Γ → Γ / c (another split of |T|, docs/math.md §5) leaves the eigenbasis and hence EKFAC unchanged."""
     model, loss, x, y = _problem("conv", 3, rng)
     stats, _ = fisher.fisher_stats(model, loss, x, y, "exact")
     for (a, g), st in zip(factors_from_stats(stats), stats):

@@ -84,7 +84,7 @@ def test_tridiag_is_not_block_diagonal_kfac_off_the_diagonal(rng):
     assert np.abs(f_hat[sl[0], sl[2]]).max() > 1e-6 * np.abs(f_hat).max()
 
 
-# --- exact cases (MATH.md §8.1–8.2) ---------------------------------------------------------------
+# --- exact cases (docs/math.md §8.1–8.2) ---------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["exact", "empirical"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_one_sample_tridiag_blocks_equal_exact_fisher_blocks(kind, activation, device, rng):

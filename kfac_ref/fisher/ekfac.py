@@ -1,24 +1,24 @@
 """EKFAC [GLBV18]: K-FAC's Kronecker eigenbasis with the diagonal refitted from per-sample gradients.
 
-docs/math.md §12.  Index legend: s seed, n sample, t location, k input feature (ā), d output (g).
+docs/math.md §12.  Index legend: s seed, n sample, t location, k input feature (ā), d output (g).  The method, step by step::
 
-1. **Eigenbasis** of the layer's K-FAC factors (A, G for Linear; Ω, Γ for Conv2d, :mod:`.kfac`):
-       A = U_A diag(d_A) U_Aᵀ,  G = U_G diag(d_G) U_Gᵀ,   Q = U_G ⊗ U_A  (row-major vec(W̄))
-   so Qᵀ vec(V) = vec(U_Gᵀ V U_A).  K-FAC's block is Q diag(d_G ⊗ d_A) Qᵀ.  A positive
-   rescaling of Ω or Γ (the location split of MATH.md §5) leaves U_Ω, U_Γ unchanged, so
-   EKFAC does not depend on that convention.
-2. **Scalings** ([GLBV18] eq. for s*): with ∇_{W̄}ℓ_{s,n} = Σ_t g_{s,n,t} ā_{n,t}ᵀ the
-   per-sample gradient of the kind's seed s (a sum over locations for Conv2d),
-       S = (1/N) Σ_n Σ_s (U_Gᵀ ∇_{W̄}ℓ_{s,n} U_A)²                 (d_out, a_dim)
-   which is exactly diag(Qᵀ F_l Q) for the layer block F_l = (1/N) Σ_{n,s} u_{s,n} u_{s,n}ᵀ
-   of :func:`.dense.dense`, reshaped to (d_out, a_dim).  The EKFAC block
-       F_EKFAC = Q diag(S) Qᵀ
-   is the Frobenius-closest matrix to F_l that is diagonal in the basis Q; K-FAC's
-   block is another such matrix, so EKFAC's error is never larger ([GLBV18] §3).
-3. **Damped inverse** ([GLBV18] Alg. 1): (F_EKFAC + λ I)⁻¹ vec(V) = vec(U_G [(U_Gᵀ V U_A) ⊘ (S + λ)] U_Aᵀ).
-   The bases cost O(a³ + d³) per refresh (two eigh, every T_inv steps); refitting S
-   alone costs one rotation of the statistics, O(N T (a² + d²) + S N d a), and can be
-   done more often (every T_scale steps).
+    1. **Eigenbasis** of the layer's K-FAC factors (A, G for Linear; Ω, Γ for Conv2d, kfac_ref.fisher.kfac):
+           A = U_A diag(d_A) U_Aᵀ,  G = U_G diag(d_G) U_Gᵀ,   Q = U_G ⊗ U_A  (row-major vec(W̄))
+       so Qᵀ vec(V) = vec(U_Gᵀ V U_A).  K-FAC's block is Q diag(d_G ⊗ d_A) Qᵀ.  A positive
+       rescaling of Ω or Γ (the location split of docs/math.md §5) leaves U_Ω, U_Γ unchanged, so
+       EKFAC does not depend on that convention.
+    2. **Scalings** ([GLBV18] eq. for s*): with ∇_{W̄}ℓ_{s,n} = Σ_t g_{s,n,t} ā_{n,t}ᵀ the
+       per-sample gradient of the kind's seed s (a sum over locations for Conv2d),
+           S = (1/N) Σ_n Σ_s (U_Gᵀ ∇_{W̄}ℓ_{s,n} U_A)²                 (d_out, a_dim)
+       which is exactly diag(Qᵀ F_l Q) for the layer block F_l = (1/N) Σ_{n,s} u_{s,n} u_{s,n}ᵀ
+       of fisher.dense, reshaped to (d_out, a_dim).  The EKFAC block
+           F_EKFAC = Q diag(S) Qᵀ
+       is the Frobenius-closest matrix to F_l that is diagonal in the basis Q; K-FAC's
+       block is another such matrix, so EKFAC's error is never larger ([GLBV18] §3).
+    3. **Damped inverse** ([GLBV18] Alg. 1): (F_EKFAC + λ I)⁻¹ vec(V) = vec(U_G [(U_Gᵀ V U_A) ⊘ (S + λ)] U_Aᵀ).
+       The bases cost O(a³ + d³) per refresh (two eigh, every T_inv steps); refitting S
+       alone costs one rotation of the statistics, O(N T (a² + d²) + S N d a), and can be
+       done more often (every T_scale steps).
 """
 
 from __future__ import annotations

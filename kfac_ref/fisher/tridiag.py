@@ -1,40 +1,40 @@
 """Block-tridiagonal K-FAC [MG15 §4.3, App. B]: cross-layer factors, F̂, and F̂⁻¹ without P×P matrices.
 
 docs/math.md §11.  Index legend: s seed, n sample, t location (T = 1 for Linear),
-i input feature of layer l (ā_l), k input feature of layer l+1, d output of l, e output of l+1.
+i input feature of layer l (ā_l), k input feature of layer l+1, d output of l, e output of l+1.  The method, step by step::
 
-1. **Cross-layer factors** of consecutive Linear layers l, l+1, from the same seeds as
-   the diagonal factors of :mod:`.kfac` (and with the same 1/N, factor_g's 1/(N T), T = 1):
-       A_{l,l+1} = (1/N) Σ_n ā_{l,n} ā_{l+1,n}ᵀ                    (a_l, a_{l+1})
-       G_{l,l+1} = (1/N) Σ_n Σ_s g_{l,s,n} g_{l+1,s,n}ᵀ            (d_l, d_{l+1})
-   so that F̃_{l,l+1} = G_{l,l+1} ⊗ A_{l,l+1} in the row-major vec(W̄) order
-   ([MG15] write it column-major, Ā_{l−1,l} ⊗ G_{l,l+1}).
-2. **The Gaussian chain model** of [MG15] §4.3: Dθ_L ~ N(0, Σ_L) and
-   Dθ_l | Dθ_{l+1} ~ N(Ψ_l Dθ_{l+1}, Σ_{l|l+1}) with
-       Ψ_l        = F̃_{l,l+1} F̃_{l+1,l+1}⁻¹ = Ψ^G_l ⊗ Ψ^A_l,
-                    Ψ^A_l = A_{l,l+1} A_{l+1}⁻¹ (a_l, a_{l+1}),  Ψ^G_l = G_{l,l+1} G_{l+1}⁻¹ (d_l, d_{l+1})
-       Σ_{l|l+1}  = F̃_{l,l} − Ψ_l F̃_{l+1,l+1} Ψ_lᵀ = G_l ⊗ A_l − C^G_l ⊗ C^A_l,
-                    C^A_l = Ψ^A_l A_{l+1} Ψ^A_lᵀ = A_{l,l+1} A_{l+1}⁻¹ A_{l,l+1}ᵀ,  C^G_l likewise
-       Σ_L        = F̃_{L,L}.
-   Its covariance F̂ agrees with F̃ on the diagonal and first off-diagonal blocks,
-       F̂_{l,m} = (Ψ^G_l ⋯ Ψ^G_{m−1} G_m) ⊗ (Ψ^A_l ⋯ Ψ^A_{m−1} A_m)       (l ≤ m),
-   and its inverse is block tridiagonal: F̂⁻¹ = Ξᵀ Λ Ξ, Λ = diag(Σ_{1|2}⁻¹, …, Σ_L⁻¹),
-   Ξ = I with −Ψ_l on block (l, l+1).
-3. **Σ_{l|l+1}⁻¹ by two eigendecompositions** ([MG15] App. B): with A = L Lᵀ (Cholesky) and
-   L⁻¹ C^A L⁻ᵀ = E diag(s_A) Eᵀ, K_A = L⁻ᵀ E gives K_Aᵀ A K_A = I and K_Aᵀ C^A K_A = diag(s_A);
-   likewise K_G, s_G.  Then
-       Σ_{l|l+1}⁻¹ vec(V) = vec(K_G [(K_Gᵀ V K_A) ⊘ (1 − s_G s_Aᵀ)] K_Aᵀ).
-   Since [[A_l, A_{l,l+1}], [A_{l+1,l}, A_{l+1}]] is a covariance (PSD), C^A ⪯ A_l, so
-   0 ≤ s_A ≤ 1 (and s_G): the denominators are positive whenever Σ_{l|l+1} ≻ 0.
-4. **Damping** ([MG15] §6.3, applied to this case as they describe): factored Tikhonov
-   damping of the *diagonal* factors only, A_l → A_l + π_l √γ I, G_l → G_l + (√γ/π_l) I
-   (π_l of :func:`.kron.pi_factor`), the cross factors unchanged, and then F̂ (Ψ, Σ) is
-   recomputed from the damped factors.  The damped F̂ therefore keeps the undamped
-   off-diagonal blocks G_{l,l+1} ⊗ A_{l,l+1} and has the damped K-FAC blocks on the diagonal.
-   Damping also makes s_A, s_G < 1 strictly, so every Σ_{l|l+1} is invertible.
+    1. **Cross-layer factors** of consecutive Linear layers l, l+1, from the same seeds as
+       the diagonal factors of kfac_ref.fisher.kfac (and with the same 1/N, factor_g's 1/(N T), T = 1):
+           A_{l,l+1} = (1/N) Σ_n ā_{l,n} ā_{l+1,n}ᵀ                    (a_l, a_{l+1})
+           G_{l,l+1} = (1/N) Σ_n Σ_s g_{l,s,n} g_{l+1,s,n}ᵀ            (d_l, d_{l+1})
+       so that F̃_{l,l+1} = G_{l,l+1} ⊗ A_{l,l+1} in the row-major vec(W̄) order
+       ([MG15] write it column-major, Ā_{l−1,l} ⊗ G_{l,l+1}).
+    2. **The Gaussian chain model** of [MG15] §4.3: Dθ_L ~ N(0, Σ_L) and
+       Dθ_l | Dθ_{l+1} ~ N(Ψ_l Dθ_{l+1}, Σ_{l|l+1}) with
+           Ψ_l        = F̃_{l,l+1} F̃_{l+1,l+1}⁻¹ = Ψ^G_l ⊗ Ψ^A_l,
+                        Ψ^A_l = A_{l,l+1} A_{l+1}⁻¹ (a_l, a_{l+1}),  Ψ^G_l = G_{l,l+1} G_{l+1}⁻¹ (d_l, d_{l+1})
+           Σ_{l|l+1}  = F̃_{l,l} − Ψ_l F̃_{l+1,l+1} Ψ_lᵀ = G_l ⊗ A_l − C^G_l ⊗ C^A_l,
+                        C^A_l = Ψ^A_l A_{l+1} Ψ^A_lᵀ = A_{l,l+1} A_{l+1}⁻¹ A_{l,l+1}ᵀ,  C^G_l likewise
+           Σ_L        = F̃_{L,L}.
+       Its covariance F̂ agrees with F̃ on the diagonal and first off-diagonal blocks,
+           F̂_{l,m} = (Ψ^G_l ⋯ Ψ^G_{m−1} G_m) ⊗ (Ψ^A_l ⋯ Ψ^A_{m−1} A_m)       (l ≤ m),
+       and its inverse is block tridiagonal: F̂⁻¹ = Ξᵀ Λ Ξ, Λ = diag(Σ_{1|2}⁻¹, …, Σ_L⁻¹),
+       Ξ = I with −Ψ_l on block (l, l+1).
+    3. **Σ_{l|l+1}⁻¹ by two eigendecompositions** ([MG15] App. B): with A = L Lᵀ (Cholesky) and
+       L⁻¹ C^A L⁻ᵀ = E diag(s_A) Eᵀ, K_A = L⁻ᵀ E gives K_Aᵀ A K_A = I and K_Aᵀ C^A K_A = diag(s_A);
+       likewise K_G, s_G.  Then
+           Σ_{l|l+1}⁻¹ vec(V) = vec(K_G [(K_Gᵀ V K_A) ⊘ (1 − s_G s_Aᵀ)] K_Aᵀ).
+       Since [[A_l, A_{l,l+1}], [A_{l+1,l}, A_{l+1}]] is a covariance (PSD), C^A ⪯ A_l, so
+       0 ≤ s_A ≤ 1 (and s_G): the denominators are positive whenever Σ_{l|l+1} ≻ 0.
+    4. **Damping** ([MG15] §6.3, applied to this case as they describe): factored Tikhonov
+       damping of the *diagonal* factors only, A_l → A_l + π_l √γ I, G_l → G_l + (√γ/π_l) I
+       (π_l of :func:`.kron.pi_factor`), the cross factors unchanged, and then F̂ (Ψ, Σ) is
+       recomputed from the damped factors.  The damped F̂ therefore keeps the undamped
+       off-diagonal blocks G_{l,l+1} ⊗ A_{l,l+1} and has the damped K-FAC blocks on the diagonal.
+       Damping also makes s_A, s_G < 1 strictly, so every Σ_{l|l+1} is invertible.
 
-Per refresh the cost is O(Σ_l a_l³ + d_l³) (Cholesky, two solves for Ψ, two eigh per
-pair); one application of F̂⁻¹ costs O(Σ_l d_l a_l (d_l + a_l) + cross products).
+    Per refresh the cost is O(Σ_l a_l³ + d_l³) (Cholesky, two solves for Ψ, two eigh per
+    pair); one application of F̂⁻¹ costs O(Σ_l d_l a_l (d_l + a_l) + cross products).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def check_number(name: str, value, *, low=None, high=None, low_open=False, integ
 
 
 def check_flag(name: str, value) -> bool:
-    """Validate an on/off option: only True/False (or numpy.bool_), never a truthy string or number."""
+    """Validate an on/off option: only True/False (or ``numpy.bool_``), never a truthy string or number."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return bool(value)

@@ -1,6 +1,6 @@
 """K-FAC [MG15] (KFC [GM16] for Conv2d layers) as an optimizer.
 
-One step reads as [MG15] Algorithm 1, in the phases of :mod:`.base` (MATH.md §4–6):
+One step reads as [MG15] Algorithm 1, in the phases of :mod:`.base` (docs/math.md §4–6):
 
 1. forward_backward: h, ∇h per layer (∇_{W̄} h), and the trace of the forward pass.
 2. curvature (every T_cov steps): backpropagate the Fisher seeds of ``kind``
@@ -42,7 +42,7 @@ DAMPING_MODES = ("factored", "exact")
 class KFAC(Optimizer):
     """``KFAC(model, loss_fn, lr=0.1, momentum=0.9, damping=0.3, kind="mc", kl_clip=1e-3, ...)``.
 
-    See README.md for every hyper-parameter, its symbol in [MG15] and its default.
+    See docs/hyperparameters.md for every hyper-parameter, its symbol in [MG15] and its default.
     """
 
     name = "kfac"

@@ -2,7 +2,7 @@
 
 With F the *exact* mini-batch Fisher, λ the damping and η_wd the weight decay,
 
-    M(δ) = ½ δᵀ (F + (λ + η_wd) I) δ + ∇hᵀ δ                     (MATH.md §6)
+    M(δ) = ½ δᵀ (F + (λ + η_wd) I) δ + ∇hᵀ δ                     (docs/math.md §6)
 
 - rescaling and momentum [MG15 §7]: δ = α Δ + μ δ₀ with (α, μ) minimising M,
   a 2×2 linear system whose entries vᵀ F w come from forward mode
@@ -30,7 +30,7 @@ def rescale_coefficients(fisher_gram, dot_gram, grad_dots, damping: float):
     grad_dots   : (k,)    [∇hᵀ vᵢ]
     damping     : λ + η_wd
     Returns (coefficients as k Python floats, model change).  With k = 1:
-    α = −∇hᵀΔ / (Δᵀ (F + λ I) Δ)  (MATH.md §6).
+    α = −∇hᵀΔ / (Δᵀ (F + λ I) Δ)  (docs/math.md §6).
     """
     q = np.asarray(fisher_gram, dtype=np.float64) + damping * np.asarray(dot_gram, dtype=np.float64)
     b = np.asarray(grad_dots, dtype=np.float64)
