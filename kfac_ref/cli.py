@@ -26,24 +26,23 @@ PROG = "kfac-ref"
 HYPER_OPTIONS = ("lr", "momentum", "damping", "T_inv", "T_cov", "weight_decay")
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def _checked(convert, ok, expected: str):
+    """An argparse type: ``convert(text)`` that must satisfy ``ok``, else "expected …, got '…'"."""
+    def parse(text):
+        try:
+            v = convert(text)
+        except ValueError:
+            v = None
+        if v is None or not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return v
+    return parse
 
 
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _checked(float, lambda v: v > 0, "a positive number")
+_seed = _checked(int, lambda v: v >= 0, "an integer ≥ 0")  # argparse names --seed itself
+_fraction = _checked(float, lambda v: 0 < v <= 1, "an accuracy in (0, 1]")
 
 
 def _int_list(text):
@@ -156,26 +155,6 @@ def read_settings_file(path) -> dict:
             raise ValueError(f"--settings {path}: unknown optimizer {opt!r}: choose from {','.join(OPTIMIZERS)}")
         out[opt] = {key: parse_value(opt, key, v) for key, v in table.items()}
     return out
-
-
-def _seed(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"--seed: expected an integer ≥ 0, got {text!r}")
-    return v
-
-
-def _fraction(text):
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected an accuracy in (0, 1], got {text!r}")
-    return v
 
 
 def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iteration and wall-clock"):

@@ -278,15 +278,7 @@ class DistributedKFAC(DataParallel, KFAC):
         stats, _ = backward(self.model, trace, self._seeds(trace, y[:m], sl, m, rng))
         local = [f for pair in factors_from_stats(stats) for f in pair]  # [A_1, G_1, A_2, …]
         glob = shard_mean(self.comm, local, sl.stop - sl.start, m, "statistics all-reduce", symmetric=True)
-        batch = list(zip(glob[0::2], glob[1::2]))
-        # the fold of KFAC._update_factors, unchanged
-        self.stat_updates += 1
-        eps = min(1 - 1 / self.stat_updates, self.ema_decay)
-        if self.factors is None:
-            self.factors = batch
-        else:
-            self.factors = [(eps * a + (1 - eps) * ab, eps * g + (1 - eps) * gb)
-                            for (a, g), (ab, gb) in zip(self.factors, batch)]
+        self._fold_factors(list(zip(glob[0::2], glob[1::2])))  # KFAC's moving averages, unchanged
 
     def _refresh_inverses(self):
         """[O19] step 3: layer l's inverse on rank owners[l], then one all-gather shares them all."""

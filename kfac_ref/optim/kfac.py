@@ -172,9 +172,13 @@ class KFAC(Optimizer):
         return stats
 
     def _fold_stats(self, stats):
-        """The batch factors [(A, G)] folded into the moving averages (k ← k + 1)."""
+        """The batch factors [(A, G)] of these statistics folded into the moving averages."""
+        self._fold_factors(factors_from_stats(stats))
+
+    def _fold_factors(self, batch):
+        """Batch factors [(A, G)] folded into the moving averages (k ← k + 1)."""
         self.stat_updates += 1
-        self.factors = self._ema(self.factors, factors_from_stats(stats))
+        self.factors = self._ema(self.factors, batch)
 
     def _ema(self, old, batch):
         """X ← ε_k X + (1 − ε_k) X_batch over nested lists of arrays, ε_k = min(1 − 1/k, ε).
