@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from kfac_ref.cli import main
-from kfac_ref.experiments.summary import default_targets, format_summary, summarize, target_list, time_to_target
+from kfac_ref.experiments.summary import default_targets, format_ratio, format_summary, summarize, target_list, time_to_target
 from kfac_ref.train import RECORD_FIELDS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -47,7 +47,7 @@ def test_compare_quick_writes_exactly_the_documented_outputs(quick_run):
     with open(out / "history_kfac.csv") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == RECORD_FIELDS and len(rows) == len(doc["runs"][3]["records"])
-    assert "× fewer iterations than SGD" in (out / "summary.md").read_text()
+    assert "| iterations vs SGD |" in (out / "summary.md").read_text()
 
 
 def test_every_optimizer_starts_from_the_same_point_and_sees_the_same_data(quick_run):
@@ -76,7 +76,13 @@ def test_summary_counts_iterations_and_seconds_to_target():
     assert rows["train_loss", "kfac"]["iterations_sgd_ratio"] == 5.0
     assert rows["train_loss", "kfac"]["seconds_sgd_ratio"] == 2.0
     assert rows["val_acc", "kfac"]["iterations"] is None and rows["val_acc", "sgd"]["iterations"] == 30
-    assert "| train loss ≤ 0.5 | kfac | 4 | 5.0 | 1.50 | 2.0 |" in format_summary(summary)
+    assert "| train loss ≤ 0.5 | kfac | 4 | 5.0× fewer | 1.50 | 2.0× less time |" in format_summary(summary)
+
+
+@pytest.mark.parametrize("ratio,text", [(5.0, "5.0× fewer"), (1.0, "same"), (0.5, "2.0× more"),
+                                        (1 / 86.2, "86× more"), (12.4, "12× fewer"), (None, "—")])
+def test_summary_writes_slow_downs_as_slow_downs_never_as_zero(ratio, text):
+    assert format_ratio(ratio, "fewer", "more") == text
 
 
 def test_sizes_prints_the_three_alexnet_totals(capsys):

@@ -75,19 +75,33 @@ def _fmt(v, spec):
     return "—" if v is None else format(v, spec)
 
 
+def format_ratio(ratio, fewer: str, more: str) -> str:
+    """SGD's cost over the method's, in words either way: 5 → "5.0× fewer", 0.0116 → "86× more"; None → "—".
+
+    A ratio below 1 is a slow-down, written as its inverse so that it never reads as "0.0".
+    """
+    if ratio is None:
+        return "—"
+    if ratio == 1:
+        return "same"
+    factor, word = (ratio, fewer) if ratio > 1 else (1 / ratio, more)
+    return f"{factor:.1f}× {word}" if factor < 10 else f"{factor:.0f}× {word}"
+
+
 def format_summary(summary: dict) -> str:
-    """A Markdown table of :func:`summarize`'s result."""
+    """A Markdown table of :func:`summarize`'s result; ratios to SGD read as speed-ups or slow-downs."""
     lines = ["Seconds per iteration (training only): "
              + ", ".join(f"{k} {_fmt(v, '.4f')}" for k, v in summary["seconds_per_iteration"].items()) + ".",
              "",
-             "First measured iteration at which each target is met; the ratios are SGD's cost divided by "
-             "the method's (5× = five times fewer iterations, or five times less time); — = not reached.",
+             "First measured iteration at which each target is met, and how the method's cost compares with "
+             "SGD's (\"5.0× fewer\": a fifth of SGD's iterations; \"3.0× more time\": three times SGD's "
+             "seconds); — = not reached.",
              "",
-             "| target | optimizer | iterations | × fewer iterations than SGD | seconds | × less time than SGD |",
+             "| target | optimizer | iterations | iterations vs SGD | seconds | time vs SGD |",
              "|---|---|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         what = f"train loss ≤ {r['target']:.4g}" if r["metric"] == "train_loss" else f"val acc ≥ {r['target']:.4g}"
         lines.append(f"| {what} | {r['optimizer']} | {_fmt(r['iterations'], 'd')} "
-                     f"| {_fmt(r['iterations_sgd_ratio'], '.1f')} | {_fmt(r['seconds'], '.2f')} "
-                     f"| {_fmt(r['seconds_sgd_ratio'], '.1f')} |")
+                     f"| {format_ratio(r['iterations_sgd_ratio'], 'fewer', 'more')} | {_fmt(r['seconds'], '.2f')} "
+                     f"| {format_ratio(r['seconds_sgd_ratio'], 'less time', 'more time')} |")
     return "\n".join(lines) + "\n"
