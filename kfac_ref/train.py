@@ -22,7 +22,7 @@ import numpy as np
 from .backend import get_xp, synchronize, to_device, to_numpy
 from .data.batches import epoch_order
 from .errors import NonFiniteError
-from .optim.base import check_number
+from .validate import check_number
 
 RECORD_FIELDS = ("iteration", "seconds", "batch_loss", "train_loss", "train_acc", "val_loss", "val_acc")
 

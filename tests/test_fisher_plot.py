@@ -112,8 +112,9 @@ def test_exact_damping_angle_agrees_with_fisher_kfac_angle():
 
 @pytest.mark.parametrize("damping", [0.0, -1.0, float("nan"), float("inf"), "x"])
 def test_damping_must_be_a_finite_positive_number(damping):
-    with pytest.raises(ValueError, match="damping"):
-        fisher_plot.check_damping(damping)
+    model, loss_fn, x, y, _ = _case()
+    with pytest.raises(ValueError, match="damping"):  # the strict check, before any matrix is built
+        fisher_plot.fisher_matrices(model, loss_fn, x, y, damping=damping)
 
 
 def test_storage_and_cost_of_alexnet_matches_the_sizes_table():

@@ -36,7 +36,6 @@ Run it:  ``kfac-ref fisher-plot --out results/fisher-plot``
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -49,6 +48,7 @@ from .. import fisher, models, nn
 from ..backend import to_numpy
 from ..grads import batch_grad
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
+from ..validate import check_damping
 
 ARCHS = ("tiny", "mlp", "convnet")
 #: each panel's colour range: ± this percentile of the absolute entries (larger ones saturate)
@@ -145,19 +145,6 @@ def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch:
 # ---------------------------------------------------------------------------
 
 
-def check_damping(damping) -> float:
-    """λ must be a finite number > 0 (the undamped Fisher of a small batch is singular)."""
-    if isinstance(damping, (bool, np.bool_)):
-        raise ValueError(f"damping (λ) must be a number, got the boolean {damping!r}")
-    try:
-        value = float(damping)
-    except (TypeError, ValueError):
-        raise ValueError(f"damping (λ) must be a number, got {damping!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"damping (λ) must be a finite number > 0, got {damping!r}")
-    return value
-
-
 def _block_of_inverse(layer, inverse):
     """The (p_l, p_l) matrix of a layer's K-FAC inverse in θ's order, by applying it to unit vectors.
 
@@ -233,7 +220,7 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
         raise ValueError(f"unknown Fisher kind {kind!r}: expected one of {fisher.KINDS}")
     if damping_mode not in DAMPING_MODES:
         raise ValueError(f"unknown damping_mode {damping_mode!r}: expected one of {DAMPING_MODES}")
-    lam = check_damping(damping)
+    lam = check_damping(damping, strict=True)  # the undamped Fisher of a small batch is singular
 
     def rng():  # the same Monte-Carlo labels for every matrix
         return np.random.default_rng(seed)
@@ -553,7 +540,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        check_damping(args.damping)
+        check_damping(args.damping, strict=True)
         if args.seed < 0:
             raise ValueError(f"seed must be ≥ 0, got {args.seed}")
         if args.out.exists() and not args.out.is_dir():

@@ -16,23 +16,13 @@ for a layer matrix V of shape (d_out, a_dim).  Two ways to add damping γ:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..backend import get_xp, raising_linalg
 from ..linalg import eigh, spd_inverse
-
-
-def check_damping(damping, name="damping") -> float:
-    """λ (or γ) must be a finite real number ≥ 0, not a boolean; returned as a float."""
-    if isinstance(damping, (bool, np.bool_)) or not isinstance(damping, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} (λ) must be a number, got {damping!r}")
-    damping = float(damping)
-    if not (math.isfinite(damping) and damping >= 0):  # also catches NaN
-        raise ValueError(f"{name} (λ) must be ≥ 0 and finite, got {damping}")
-    return damping
+from ..validate import check_damping
 
 
 def pi_factor(a, g) -> float:

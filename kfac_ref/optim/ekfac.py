@@ -25,7 +25,7 @@ from __future__ import annotations
 from ..backend import get_xp, to_device, to_numpy
 from ..fisher.ekfac import EKFACInverse, eigenbasis, eigenbasis_scalings
 from ..params import wbar_to_flat
-from .base import check_number
+from ..validate import check_number
 from .kfac import KFAC
 
 # Settings for `kfac-ref compare` (the lead adds them to compare.DEFAULT_SETTINGS / GRIDS):

@@ -28,12 +28,13 @@ import dataclasses
 from ..backend import get_xp, to_device, to_numpy
 from ..backprop import forward
 from ..fisher.kfac import check_supported, factors_from_stats
-from ..fisher.kron import EigenInverse, FactoredInverse, check_damping
+from ..fisher.kron import EigenInverse, FactoredInverse
 from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.vectors import fisher_stats
 from ..jvp import fisher_gram_jvp
 from ..params import flat_to_wbar, get_flat_params, layer_slices, wbar_to_flat
-from .base import Optimizer, check_flag, check_number, needs_rng
+from ..validate import check_damping, check_flag, check_number
+from .base import Optimizer, needs_rng
 from .quadratic import kl_clip_factor, lm_ratio, lm_update, model_change, rescale_coefficients, scaled_change
 
 DAMPING_MODES = ("factored", "exact")

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from ..backend import get_xp, to_device, to_numpy
 from ..fisher.dense import blocks_to_dense
-from ..fisher.kron import check_damping
 from ..fisher.memory import check_dense_size
 from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.solve import dense_solve, woodbury_solve_from_stats
 from ..fisher.vectors import fisher_stats
 from ..grads import stats_to_flat
 from ..params import layer_slices
-from .base import Optimizer, check_number, needs_rng
+from ..validate import check_damping, check_number
+from .base import Optimizer, needs_rng
 from .quadratic import kl_clip_factor
 
 SOLVERS = ("dense", "woodbury")
