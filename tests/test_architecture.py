@@ -30,6 +30,7 @@ PACKAGE = Path(kfac_ref.__file__).resolve().parent
 RANKS = {
     "backend": 0,
     "errors": 0,  # the one "the run diverged" exception: imported by nn, optim, train
+    "io": 0,  # atomic file writing: checkpoint, data downloads, every figure and table
     "validate": 0,  # the shared argument checks and the one RNG rule: imported by nn, data, fisher, optim, …
     "linalg": 1,
     "nn": 1,

@@ -13,6 +13,7 @@ import pytest
 
 from kfac_ref import fisher, nn
 from kfac_ref.experiments import fisher_plot, sizes
+from kfac_ref.io import write_together
 from kfac_ref.params import layer_slices, wbar_order
 
 from .helpers import classification_batch, tiny_mlp
@@ -142,7 +143,7 @@ def test_failed_write_leaves_no_partial_outputs_and_no_new_folder(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        fisher_plot._write_together([(out / "a.md", lambda tmp: open(tmp, "w").write("a")), (out / "b.md", fail)])
+        write_together([(out / "a.md", lambda tmp: open(tmp, "w").write("a")), (out / "b.md", fail)])
     assert list(tmp_path.iterdir()) == []
 
 

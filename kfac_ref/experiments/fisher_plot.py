@@ -36,7 +36,6 @@ Run it:  ``kfac-ref fisher-plot --out results/fisher-plot``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ import numpy as np
 from .. import fisher, models, nn
 from ..backend import to_numpy
 from ..grads import batch_grad
+from ..io import figure_writer, write_together
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
 from ..validate import check_damping
 
@@ -444,39 +444,6 @@ def _figure(matrices: dict, title: str | None, scale: str):
     return fig
 
 
-def _write_together(writers) -> list[Path]:
-    """Write every (path, write(tmp)) to a temporary file beside its path, then rename them all.
-
-    All or nothing: on any error the temporary files are removed, no target is
-    touched, and a folder this call created is removed again if left empty.
-    """
-    targets = [Path(p) for p, _ in writers]
-    created = []
-    for folder in dict.fromkeys(p.parent for p in targets):
-        missing = [d for d in (folder, *folder.parents) if not d.exists()]
-        folder.mkdir(parents=True, exist_ok=True)
-        created += missing
-    tmps = []
-    try:
-        for path, (_, write) in zip(targets, writers):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: rename is atomic
-            tmps.append(tmp)
-            write(tmp)
-        for tmp, path in zip(tmps, targets):
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in tmps:
-            if tmp.exists():
-                tmp.unlink()
-        for d in created:  # innermost first
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        raise
-    return targets
-
-
 #: projector-sized: 18 × 12 inches, 13-point labels (a 1,800-pixel-wide PNG)
 FIGSIZE = (18, 12)
 
@@ -492,7 +459,7 @@ def _figure_writers(fig, paths):
         if fmt not in FORMATS:
             raise ValueError(f"{path}: unknown figure format {path.suffix!r}, expected one of "
                              f"{', '.join('.' + f for f in FORMATS)}")
-        out.append((path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI[fmt])))
+        out.append((path, figure_writer(fig, fmt, DPI[fmt])))
     return out
 
 
@@ -506,7 +473,7 @@ def plot_fisher(matrices: dict, path, title: str | None = None, *, svg: bool = F
     path = Path(path)
     paths = [path] + ([path.with_suffix(".svg")] if svg and path.suffix.lower() != ".svg" else [])
     _figure_writers(None, paths)  # check the formats before drawing
-    return _write_together(_figure_writers(_figure(matrices, title, scale), paths))
+    return write_together(_figure_writers(_figure(matrices, title, scale), paths))
 
 
 # ---------------------------------------------------------------------------
@@ -552,9 +519,9 @@ def main(argv=None) -> int:
         table = format_errors(m)
         fig = _figure(m, None, args.scale)
         md = args.out / "fisher_errors.md"
-        written = _write_together(
+        written = write_together(
             _figure_writers(fig, [args.out / "fisher.png", args.out / "fisher.svg"])
-            + [(md, lambda tmp: Path(tmp).write_text(table, encoding="utf-8"))])
+            + [(md, lambda tmp: tmp.write_text(table, encoding="utf-8"))])
     except (OSError, ValueError, MemoryError, np.linalg.LinAlgError) as exc:
         print(f"kfac-ref fisher-plot: error: {exc}", file=sys.stderr)
         return 1

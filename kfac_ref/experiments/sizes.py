@@ -29,11 +29,12 @@ Run it:  ``python -m kfac_ref.experiments.sizes --arch alexnet --out results/siz
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+from ..io import write_figure, write_text
 
 KINDS = ("conv", "linear")
 BYTES_PER_ENTRY = 4  # float32, for the "how much memory" notes
@@ -340,23 +341,6 @@ def format_totals(archs: Iterable[str]) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place.
-
-    A failure leaves no half-written file behind (and an old file untouched).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))  # same folder: rename is atomic
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kronecker factor sizes") -> Path:
     """Grouped bars per layer on a log axis: Fisher block vs A vs G entries.
 
@@ -437,7 +421,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
                       fontsize=10)
     ax_last.grid(axis="y", which="major", alpha=0.3)
 
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120))
+    write_figure(fig, path, fmt=fmt, dpi=120)
     return path
 
 
@@ -484,7 +468,7 @@ def main(argv=None) -> int:
                 print(table)
             if args.out is not None:
                 md = args.out / f"sizes_{arch}.md"
-                _atomic_write(md, lambda tmp, text=table: Path(tmp).write_text(text, encoding="utf-8"))
+                write_text(md, table)
                 png = plot_sizes(layer_sizes(arch), args.out / f"sizes_{arch}.png", TITLES[arch])
                 if not args.quiet:
                     print(f"wrote {md} and {png}\n")

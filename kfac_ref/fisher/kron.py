@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..backend import get_xp, raising_linalg
 from ..linalg import eigh, spd_inverse
 from ..validate import check_damping
