@@ -124,8 +124,8 @@ def _writers(tmp_path):
 
     def ckpt():
         from kfac_ref import nn, optim
-        from kfac_ref.data.synthetic import make_classification
         from kfac_ref.data.dataset import Dataset
+        from kfac_ref.data.synthetic import make_classification
         from kfac_ref.train import Trainer
 
         from .helpers import tiny_mlp
