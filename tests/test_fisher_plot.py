@@ -120,10 +120,18 @@ def test_damping_must_be_a_finite_positive_number(damping):
 
 def test_storage_and_cost_of_alexnet_matches_the_sizes_table():
     rows = sizes.layer_sizes("alexnet")
-    c, t = fisher_plot.storage_and_cost(rows), sizes.totals(rows)
+    c, t = sizes.storage_and_cost(rows), sizes.totals(rows)
     assert c["full_entries"] == t["full_fisher_entries"] == 62_378_344 ** 2
     assert (c["block_entries"], c["factor_entries"]) == (t["fisher_entries"], t["factor_entries"])
     assert c["factor_flops"] < c["block_flops"] < c["full_flops"]
+
+
+def test_the_moved_helpers_stay_importable_from_fisher_plot():
+    # the notebooks call them there; they live in fisher.inverses and experiments.sizes
+    assert fisher_plot.kfac_inverse is fisher.kfac_inverse and fisher_plot.kfac_damped is fisher.kfac_damped
+    assert fisher_plot._blockwise_inverse is fisher.blockwise_inverse
+    assert fisher_plot.format_storage_and_cost is sizes.format_storage_and_cost
+    assert "| K-FAC factors | Σ (d_in² + d_out²) = " in sizes.format_storage_and_cost(sizes.layer_sizes("alexnet"), "A")
 
 
 def test_plot_fisher_writes_a_png_and_refuses_an_unknown_format_before_drawing(tmp_path):

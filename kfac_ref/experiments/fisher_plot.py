@@ -45,17 +45,19 @@ import numpy as np
 
 from .. import fisher, models, nn
 from ..backend import to_numpy
+from ..fisher.inverses import DAMPING_MODES, kfac_damped, kfac_inverse
+from ..fisher.inverses import blockwise_inverse as _blockwise_inverse  # (notebook 08 uses the old name)
 from ..grads import batch_grad
 from ..io import figure_writer, write_together
-from ..params import flat_to_wbar, layer_slices, wbar_to_flat
+from ..params import layer_slices
 from ..validate import check_damping
+from .sizes import format_storage_and_cost, storage_and_cost  # noqa: F401  (re-exported for notebook 03)
 
 ARCHS = ("tiny", "mlp", "convnet")
 #: each panel's colour range: ± this percentile of the absolute entries (larger ones saturate)
 CLIP_PERCENTILE = 99.5
 #: the largest matrix the figure is meant for: every entry a few pixels wide on a projector
 MAX_DRAWN_ROWS = 200
-DAMPING_MODES = ("factored", "exact")
 FORMATS = ("png", "svg", "pdf")
 SCALES = ("symlog", "linear", "log")
 
@@ -145,50 +147,6 @@ def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch:
 # ---------------------------------------------------------------------------
 
 
-def _block_of_inverse(layer, inverse):
-    """The (p_l, p_l) matrix of a layer's K-FAC inverse in θ's order, by applying it to unit vectors.
-
-    ``inverse.apply`` maps V (d_out, a_dim) to the solve in W̄ form; applied to the
-    p_l unit vectors of θ_l it gives the columns of the (symmetric) inverse.
-    """
-    unit = flat_to_wbar(layer, np.eye(layer.num_params))  # (p_l, d_out, a_dim)
-    return wbar_to_flat(layer, inverse.apply(unit)).T  # row j is the inverse applied to e_j  (p_l, p_l)
-
-
-def kfac_inverse(model, factors, damping: float, mode: str = "factored"):
-    """K-FAC's damped inverse (P, P), built layer by layer from the factors — step 3.
-
-    ``"factored"``: ⊕_l (G_l + √λ/π I)⁻¹ ⊗ (A_l + π√λ I)⁻¹ — the Kronecker product of the
-                    inverted factors (:class:`kfac_ref.fisher.FactoredInverse`).
-    ``"exact"``:    ⊕_l (G_l ⊗ A_l + λI)⁻¹ from A = U_A diag(d_A) U_Aᵀ, G = U_G diag(d_G) U_Gᵀ
-                    (:class:`kfac_ref.fisher.EigenInverse`).
-    """
-    if mode == "factored":
-        inverses = [fisher.FactoredInverse.from_factors(a, g, damping) for a, g in factors]
-        return fisher.factors_to_dense(model, [(inv.a_inv, inv.g_inv) for inv in inverses])
-    if mode == "exact":
-        blocks = [_block_of_inverse(layer, fisher.EigenInverse.from_factors(a, g, damping))
-                  for layer, (a, g) in zip(model.param_layers(), factors)]
-        return fisher.blocks_to_dense(model, blocks)
-    raise ValueError(f"unknown damping_mode {mode!r}: expected one of {DAMPING_MODES}")
-
-
-def kfac_damped(model, factors, damping: float, mode: str = "factored"):
-    """The damped dense K-FAC matrix (P, P) whose inverse :func:`kfac_inverse` builds."""
-    if mode == "factored":  # ⊕_l (G_l + √λ/π I) ⊗ (A_l + π√λ I)
-        return fisher.factors_to_dense(model, [fisher.factored_damping(a, g, damping) for a, g in factors])
-    if mode == "exact":
-        k = fisher.factors_to_dense(model, factors)
-        return k + damping * np.eye(k.shape[0])
-    raise ValueError(f"unknown damping_mode {mode!r}: expected one of {DAMPING_MODES}")
-
-
-def _blockwise_inverse(model, m, damping: float):
-    """(M + λI)⁻¹ of a block-diagonal (P, P) matrix, one ``np.linalg.inv`` per layer block."""
-    blocks = [np.linalg.inv(m[sl, sl] + damping * np.eye(sl.stop - sl.start)) for sl in layer_slices(model)]
-    return fisher.blocks_to_dense(model, blocks)
-
-
 def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 1e-3,
                     damping_mode: str = "factored", seed: int = 0) -> dict:
     """The three matrices of the figure, their damped inverses and their errors.
@@ -259,7 +217,7 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
 
 
 # ---------------------------------------------------------------------------
-# 3. Text: the errors table, storage and cost
+# 3. Text: the errors table
 # ---------------------------------------------------------------------------
 
 
@@ -293,44 +251,6 @@ def format_errors(matrices: dict) -> str:
     lines += ["", f"Step 3 (the inverse built from the factors) loses nothing: ‖K-FAC inverse from the factors − "
                   f"inv(damped K-FAC)‖ / ‖·‖ = {e['kron_identity']:.1e}.",
               f"Layers: {'; '.join(m['layers'])}."]
-    return "\n".join(lines) + "\n"
-
-
-def storage_and_cost(rows) -> dict:
-    """Entries stored and inversion flops (∝ d³) for the full Fisher, its blocks and K-FAC's factors.
-
-    ``rows``: :class:`kfac_ref.experiments.sizes.LayerSize` (e.g. from ``sizes_from_layers``).
-    Entries: P², Σ_l p_l², Σ_l (d_in² + d_out²).  Inversion: P³, Σ_l p_l³, Σ_l (d_in³ + d_out³)
-    (exact Python ints; per group for grouped convolutions).
-    """
-    rows = list(rows)
-    p = sum(r.params for r in rows)
-    return {
-        "params": p,
-        "full_entries": p ** 2,
-        "block_entries": sum(r.fisher_entries for r in rows),
-        "factor_entries": sum(r.factor_entries for r in rows),
-        "full_flops": p ** 3,
-        "block_flops": sum(r.groups * (r.d_in * r.d_out_per_group) ** 3 for r in rows),
-        "factor_flops": sum(r.groups * (r.d_in ** 3 + r.d_out_per_group ** 3) for r in rows),
-    }
-
-
-def format_storage_and_cost(rows, title: str) -> str:
-    """:func:`storage_and_cost` as a Markdown table, with the savings over the full Fisher."""
-    from .sizes import sci
-
-    c = storage_and_cost(rows)
-    table = [("full Fisher", "P²", c["full_entries"], "P³", c["full_flops"]),
-             ("block-diagonal", "Σ p_l²", c["block_entries"], "Σ p_l³", c["block_flops"]),
-             ("K-FAC factors", "Σ (d_in² + d_out²)", c["factor_entries"],
-              "Σ (d_in³ + d_out³)", c["factor_flops"])]
-    lines = [f"### {title}: P = {c['params']:,}", "",
-             "| matrix | entries stored | fewer than P² by | inversion cost ∝ | less than P³ by |",
-             "|---|---:|---:|---:|---:|"]
-    for name, e_sym, entries, f_sym, flops in table:
-        lines.append(f"| {name} | {e_sym} = {sci(entries)} | {sci(c['full_entries'] / entries)}× "
-                     f"| {f_sym} = {sci(flops)} | {sci(c['full_flops'] / flops)}× |")
     return "\n".join(lines) + "\n"
 
 

@@ -336,6 +336,42 @@ def format_totals(archs: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def storage_and_cost(rows) -> dict:
+    """Entries stored and inversion flops (∝ d³) for the full Fisher, its blocks and K-FAC's factors.
+
+    ``rows``: :class:`kfac_ref.experiments.sizes.LayerSize` (e.g. from ``sizes_from_layers``).
+    Entries: P², Σ_l p_l², Σ_l (d_in² + d_out²).  Inversion: P³, Σ_l p_l³, Σ_l (d_in³ + d_out³)
+    (exact Python ints; per group for grouped convolutions).
+    """
+    rows = list(rows)
+    p = sum(r.params for r in rows)
+    return {
+        "params": p,
+        "full_entries": p ** 2,
+        "block_entries": sum(r.fisher_entries for r in rows),
+        "factor_entries": sum(r.factor_entries for r in rows),
+        "full_flops": p ** 3,
+        "block_flops": sum(r.groups * (r.d_in * r.d_out_per_group) ** 3 for r in rows),
+        "factor_flops": sum(r.groups * (r.d_in ** 3 + r.d_out_per_group ** 3) for r in rows),
+    }
+
+
+def format_storage_and_cost(rows, title: str) -> str:
+    """:func:`storage_and_cost` as a Markdown table, with the savings over the full Fisher."""
+    c = storage_and_cost(rows)
+    table = [("full Fisher", "P²", c["full_entries"], "P³", c["full_flops"]),
+             ("block-diagonal", "Σ p_l²", c["block_entries"], "Σ p_l³", c["block_flops"]),
+             ("K-FAC factors", "Σ (d_in² + d_out²)", c["factor_entries"],
+              "Σ (d_in³ + d_out³)", c["factor_flops"])]
+    lines = [f"### {title}: P = {c['params']:,}", "",
+             "| matrix | entries stored | fewer than P² by | inversion cost ∝ | less than P³ by |",
+             "|---|---:|---:|---:|---:|"]
+    for name, e_sym, entries, f_sym, flops in table:
+        lines.append(f"| {name} | {e_sym} = {sci(entries)} | {sci(c['full_entries'] / entries)}× "
+                     f"| {f_sym} = {sci(flops)} | {sci(c['full_flops'] / flops)}× |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------
 # The figure
 # ---------------------------------------------------------------------------

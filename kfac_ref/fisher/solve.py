@@ -26,6 +26,7 @@ from .products import seed_dots
 from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
+
 def dense_solve(fisher, g, damping: float):
     """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,)"""
     damping = check_damping(damping)
