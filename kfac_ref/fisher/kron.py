@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..backend import get_xp, raising_linalg
 from ..linalg import eigh, spd_inverse
+from ..params import wbar_to_flat
 from ..validate import check_damping
 
 
@@ -90,3 +91,15 @@ def kron_solve(a, g, v):
     xp = get_xp(a)
     with raising_linalg(xp):
         return xp.linalg.solve(g, xp.linalg.solve(a.T, v.T).T)
+
+
+def precondition_layers(layers, inverses, layer_grads):
+    """⊕_l (damped block_l)⁻¹ ∇_l h in θ's order: each layer's inverse applied to its gradient.
+
+    ``inverses`` are per-layer objects with ``apply(V)`` (:class:`FactoredInverse`,
+    :class:`EigenInverse`, :class:`~kfac_ref.fisher.EKFACInverse`); ``layer_grads``
+    are ∇_{W̄_l} h, (d_out, a_dim) each.  [(d_out, a_dim)] → (P,)
+    """
+    xp = get_xp(layer_grads[0])
+    return xp.concatenate([wbar_to_flat(layer, inv.apply(grad))
+                           for layer, inv, grad in zip(layers, inverses, layer_grads)])
