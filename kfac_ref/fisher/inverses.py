@@ -10,6 +10,8 @@ from it (docs/math.md §8.10):
     kfac_inverse          its inverse, built from the factors (never from the dense matrix):
                           ⊕_l (G_l + √λ/π I)⁻¹ ⊗ (A_l + π√λ I)⁻¹  — (G ⊗ A)⁻¹ = G⁻¹ ⊗ A⁻¹ (docs/math.md §8.8)
                           ⊕_l (G_l ⊗ A_l + λI)⁻¹ through the factors' eigendecompositions
+    ekfac_inverse         ⊕_l (F_EKFAC,l + λI)⁻¹ from the eigenbases and refitted scalings   (docs/math.md §12)
+    tridiag_inverse       block-tridiagonal K-FAC's damped F̂⁻¹ = Ξᵀ Λ Ξ, by applying it   (docs/math.md §11)
 
 ``factors`` is [(A_l, G_l)] per layer, as :func:`~kfac_ref.fisher.kfac_factors` returns.
 """
@@ -23,6 +25,7 @@ from ..params import flat_to_wbar, layer_slices, wbar_to_flat
 from .dense import blocks_to_dense
 from .kfac import factors_to_dense
 from .kron import EigenInverse, FactoredInverse, factored_damping
+from .tridiag import TridiagInverse
 
 DAMPING_MODES = ("factored", "exact")
 
@@ -44,11 +47,12 @@ def block_of_inverse(layer, inverse, xp=None):
     """The (p_l, p_l) matrix of a layer's Kronecker-factored inverse in θ's order, from unit vectors.
 
     ``inverse.apply`` maps V (d_out, a_dim) to the solve in W̄ form; applied to the
-    p_l unit vectors of θ_l it gives the columns of the (symmetric) inverse.  ``xp``: the
-    array module of the inverse's arrays (default NumPy).
+    p_l unit vectors of θ_l, one at a time, it gives the columns of the inverse.  ``xp``:
+    the array module of the inverse's arrays (default NumPy).
     """
     unit = flat_to_wbar(layer, (xp or np).eye(layer.num_params))  # (p_l, d_out, a_dim)
-    return wbar_to_flat(layer, inverse.apply(unit)).T  # row j is the inverse applied to e_j  (p_l, p_l)
+    columns = [wbar_to_flat(layer, inverse.apply(e)) for e in unit]  # inverse · e_j  (p_l,) each
+    return (xp or np).stack(columns, axis=1)  # (p_l, p_l)
 
 
 def kfac_inverse(model, factors, damping: float, mode: str = "factored"):
@@ -76,3 +80,31 @@ def kfac_damped(model, factors, damping: float, mode: str = "factored"):
         return factors_to_dense(model, [factored_damping(a, g, damping) for a, g in factors])
     k = factors_to_dense(model, factors)
     return k + damping * get_xp(k).eye(k.shape[0], dtype=k.dtype)
+
+
+def ekfac_inverse(model, inverses):
+    """⊕_l (F_EKFAC,l + λI)⁻¹ (P, P) from one damped :class:`~kfac_ref.fisher.EKFACInverse` per layer.
+
+    λ enters exactly, in the eigenbasis: (U_G ⊗ U_A) diag(1/(s + λ)) (U_G ⊗ U_A)ᵀ (docs/math.md §12).
+    """
+    xp = get_xp(inverses[0].s)
+    return blocks_to_dense(model, [block_of_inverse(layer, inv, xp)
+                                   for layer, inv in zip(model.param_layers(), inverses)])
+
+
+def tridiag_inverse(model, diag_factors, cross_factors, damping: float):
+    """Block-tridiagonal K-FAC's damped F̂_γ⁻¹ = Ξᵀ Λ Ξ (P, P), column by column.
+
+    Column j is :meth:`~kfac_ref.fisher.TridiagInverse.apply` of the unit vector e_j — the
+    inverse the optimizer applies, factored damping of the diagonal factors (docs/math.md §11),
+    never a P × P inverse.  P applications: for the figure's small networks only.
+    """
+    inv = TridiagInverse.from_factors(diag_factors, cross_factors, damping)
+    xp = get_xp(diag_factors[0][0])
+    layers, slices = model.param_layers(), layer_slices(model)
+    eye = xp.eye(model.num_params, dtype=diag_factors[0][0].dtype)
+    columns = []
+    for e in eye:
+        out = inv.apply([flat_to_wbar(layer, e[sl]) for layer, sl in zip(layers, slices)])
+        columns.append(xp.concatenate([wbar_to_flat(layer, o) for layer, o in zip(layers, out)]))  # (P,)
+    return xp.stack(columns, axis=1)  # (P, P)
