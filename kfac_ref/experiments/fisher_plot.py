@@ -29,6 +29,11 @@ Two facts the numbers illustrate (and ``tests/test_fisher_plot.py`` checks):
   is never closer to F than F_bd is.  Nothing of the kind holds for the inverses.
 * Step 3 loses nothing: its error is round-off.
 
+Two more columns show what lies beyond K-FAC's block-diagonal Kronecker product:
+block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11; MLPs only — for a ConvNet
+the column is left out with a note) and EKFAC ([GLBV18], docs/math.md §12), each with
+the inverse its optimizer applies (:mod:`kfac_ref.fisher.inverses`).
+
 Run it:  ``kfac-ref fisher-plot --out results/fisher-plot``
 (or ``python -m kfac_ref.experiments.fisher_plot``).
 """
