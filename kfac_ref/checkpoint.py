@@ -17,14 +17,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .backend import to_numpy
+from .io import atomic_write
 from .params import get_flat_params, set_flat_params
 
 FORMAT = "kfac_ref-checkpoint-1"
@@ -68,16 +67,12 @@ def save(path, trainer) -> Path:
     arrays: dict = {}
     meta = _split(state, arrays, "s")
     arrays["__meta__"] = np.frombuffer(json.dumps(meta, allow_nan=True).encode(), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def read(path) -> dict:

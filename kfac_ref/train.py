@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import get_xp, synchronize, to_device, to_numpy
-from .data.batches import epoch_order
+from .backend import get_xp, synchronize, to_numpy
+from .data.batches import BatchStream
 from .errors import NonFiniteError
-from .optim.base import check_number
+from .validate import check_number
 
 RECORD_FIELDS = ("iteration", "seconds", "batch_loss", "train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -70,23 +70,31 @@ class Trainer:
         self.opt, self.data, self.rng = optimizer, data, rng
         self.history = History()
         self.seconds = 0.0  # cumulative training time
-        self.order, self.pos = None, 0  # current epoch's permutation (host) and position in it
-        self._order_on_device = None  # the same permutation on the data's device (one copy per epoch)
+        self._stream = None  # the BatchStream, made at the first batch (its first permutation drawn then)
 
     @property
     def iteration(self) -> int:
         return self.opt.steps
 
+    @property
+    def order(self):
+        """The current epoch's permutation (host), None before the first batch."""
+        return None if self._stream is None else self._stream.order
+
+    @property
+    def pos(self) -> int:
+        """Where the next batch starts in :attr:`order`."""
+        return 0 if self._stream is None else self._stream.pos
+
+    def _make_stream(self, order=None, pos: int = 0):
+        """Batches without replacement, the tail of each epoch dropped (:class:`~kfac_ref.data.BatchStream`)."""
+        return BatchStream(self.data.x_train, self.data.y_train, self.batch_size, self.rng, drop_last=True,
+                           order=order, pos=pos)
+
     def _next_batch(self):
-        n = self.data.n_train
-        if self.order is None or self.pos + self.batch_size > n:  # new epoch (the tail is dropped)
-            self.order, self.pos = epoch_order(n, self.rng), 0
-            self._order_on_device = None
-        if self._order_on_device is None:  # one host→device copy per epoch, not per batch
-            self._order_on_device = to_device(self.order, "cpu" if get_xp(self.data.x_train) is np else "gpu")
-        idx = self._order_on_device[self.pos:self.pos + self.batch_size]  # (B,)
-        self.pos += self.batch_size
-        return self.data.x_train[idx], self.data.y_train[idx]
+        if self._stream is None:
+            self._stream = self._make_stream()
+        return next(self._stream)
 
     def _record(self, batch_loss, measure: bool):
         rec = dict.fromkeys(RECORD_FIELDS)
@@ -138,10 +146,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.seconds = float(state["seconds"])
-        self.order = None if state["order"] is None else np.asarray(state["order"])
-        self._order_on_device = None
-        self.pos = int(state["pos"])
         self.rng.bit_generator.state = state["rng"]
+        self._stream = None if state["order"] is None else self._make_stream(np.asarray(state["order"]),
+                                                                             int(state["pos"]))
         self.history = History(records=list(state["records"]), stopped=state["stopped"])
 
 

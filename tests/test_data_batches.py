@@ -97,6 +97,75 @@ def test_stream_needs_a_generator():
         BatchStream(x, y, 2, rng=None)
 
 
+def test_stream_resumes_from_its_order_and_position_without_drawing():
+    x, y = indexed(10)
+    whole = BatchStream(x, y, 3, np.random.default_rng(4), drop_last=True)
+    first = [next(whole)[1] for _ in range(2)]
+    rng_state = whole.rng.bit_generator.state
+    rng = np.random.default_rng(0)
+    rng.bit_generator.state = rng_state
+    resumed = BatchStream(x, y, 3, rng, drop_last=True, order=whole.order.copy(), pos=whole.pos)
+    assert rng.bit_generator.state == rng_state  # given an order, nothing is drawn
+    for _ in range(7):  # across two reshuffles
+        np.testing.assert_array_equal(next(resumed)[1], next(whole)[1])
+    assert first and resumed.pos == whole.pos
+    with pytest.raises(ValueError, match="order must be a permutation of the 10 samples"):
+        BatchStream(x, y, 3, rng, order=np.arange(9))
+
+
+# ---- the Trainer's batches are a BatchStream's --------------------------------------------
+def _reference_trainer_batches(x, y, batch_size, seed, steps, draws_per_step):
+    """The Trainer's batch order as it was written before it used BatchStream (brute force).
+
+    A new permutation when the epoch has fewer than B samples left (the tail dropped),
+    drawn from the one generator that the optimizer also draws its Monte-Carlo labels from.
+    """
+    rng, n, order, pos, out = np.random.default_rng(seed), len(x), None, 0, []
+    for _ in range(steps):
+        if order is None or pos + batch_size > n:
+            order, pos = rng.permutation(n), 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        out.append((x[idx].tobytes(), y[idx].tobytes()))
+        rng.standard_normal(draws_per_step)  # what the step draws between two batches
+    return out
+
+
+def test_trainer_batches_are_byte_identical_to_the_former_loop_and_survive_a_resume():
+    from kfac_ref import nn, optim
+    from kfac_ref.train import Trainer
+
+    from .helpers import tiny_mlp
+
+    x, y = make_classification(23, 4, 3, 0)  # 23 = 3 batches of 7 and a dropped tail of 2
+    data = Dataset("toy", x, y, x[:5], y[:5], num_classes=3)
+
+    class Recording(optim.SGD):
+        def step(self, xb, yb, rng=None):
+            seen.append((xb.tobytes(), yb.tobytes()))
+            rng.standard_normal(3)  # like K-FAC's sampled labels: the batch order must not depend on it
+            return super().step(xb, yb, rng)
+
+    seen = []
+    Trainer(Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7, np.random.default_rng(9),
+            eval_every=100).run(10)
+    expected = _reference_trainer_batches(x, y, 7, 9, 10, 3)
+    assert seen == expected
+
+    seen = []  # the same run stopped after 4 iterations (mid-epoch) and resumed from its state
+    first = Trainer(Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7, np.random.default_rng(9),
+                    eval_every=100)
+    first.run(4)
+    state = first.state_dict()
+    assert state["pos"] == 7 and sorted(state["order"]) == list(range(23))
+    second = Trainer(Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7,
+                     np.random.default_rng(0), eval_every=100)
+    second.opt.load_state_dict(first.opt.state_dict())
+    second.load_state_dict(state)
+    second.run(10)
+    assert seen == expected
+
+
 # ---- synthetic ---------------------------------------------------------------------------
 def test_make_classification_shapes_balance_and_seed():
     x, y = make_classification(30, 4, 3, np.random.default_rng(0))

@@ -3,7 +3,10 @@
 What is proved: F_bd is F's diagonal blocks; step 3 (the inverse from the factors)
 equals the dense inverse; the errors are Pythagorean, so K-FAC is never closer to F
 than F_bd (a guarantee, since both agree on — or live on — the same blocks); the
-oracle N = 1 makes step 2 exact; the CLI writes all its files or none.
+oracle N = 1 makes step 2 exact; the CLI writes all its files or none.  The
+block-tridiagonal K-FAC and EKFAC panels show exactly the library's dense matrices of
+the same batch, their inverses are the dense inverses of the damped matrices, and a
+ConvNet's figure leaves the block-tridiagonal column out with a note.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import pytest
 
 from kfac_ref import fisher, nn
 from kfac_ref.experiments import fisher_plot, sizes
+from kfac_ref.io import write_together
 from kfac_ref.params import layer_slices, wbar_order
 
 from .helpers import classification_batch, tiny_mlp
@@ -112,16 +116,25 @@ def test_exact_damping_angle_agrees_with_fisher_kfac_angle():
 
 @pytest.mark.parametrize("damping", [0.0, -1.0, float("nan"), float("inf"), "x"])
 def test_damping_must_be_a_finite_positive_number(damping):
-    with pytest.raises(ValueError, match="damping"):
-        fisher_plot.check_damping(damping)
+    model, loss_fn, x, y, _ = _case()
+    with pytest.raises(ValueError, match="damping"):  # the strict check, before any matrix is built
+        fisher_plot.fisher_matrices(model, loss_fn, x, y, damping=damping)
 
 
 def test_storage_and_cost_of_alexnet_matches_the_sizes_table():
     rows = sizes.layer_sizes("alexnet")
-    c, t = fisher_plot.storage_and_cost(rows), sizes.totals(rows)
+    c, t = sizes.storage_and_cost(rows), sizes.totals(rows)
     assert c["full_entries"] == t["full_fisher_entries"] == 62_378_344 ** 2
     assert (c["block_entries"], c["factor_entries"]) == (t["fisher_entries"], t["factor_entries"])
     assert c["factor_flops"] < c["block_flops"] < c["full_flops"]
+
+
+def test_the_moved_helpers_stay_importable_from_fisher_plot():
+    # the notebooks call them there; they live in fisher.inverses and experiments.sizes
+    assert fisher_plot.kfac_inverse is fisher.kfac_inverse and fisher_plot.kfac_damped is fisher.kfac_damped
+    assert fisher_plot._blockwise_inverse is fisher.blockwise_inverse
+    assert fisher_plot.format_storage_and_cost is sizes.format_storage_and_cost
+    assert "| K-FAC factors | Σ (d_in² + d_out²) = " in sizes.format_storage_and_cost(sizes.layer_sizes("alexnet"), "A")
 
 
 def test_plot_fisher_writes_a_png_and_refuses_an_unknown_format_before_drawing(tmp_path):
@@ -141,7 +154,7 @@ def test_failed_write_leaves_no_partial_outputs_and_no_new_folder(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        fisher_plot._write_together([(out / "a.md", lambda tmp: open(tmp, "w").write("a")), (out / "b.md", fail)])
+        write_together([(out / "a.md", lambda tmp: open(tmp, "w").write("a")), (out / "b.md", fail)])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -184,7 +197,7 @@ def test_figure_draws_small_matrices_with_layer_and_bias_lines_labels_and_a_colo
     model, *_, m = _case(sizes_=(4, 5, 3))  # θ = [W1 (20), b1 (5), W2 (15), b2 (3)]: P = 43
     fig = fisher_plot._figure(m, None, "linear")
     panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
-    assert len(panels) == 6
+    assert len(panels) == 10  # 5 columns (exact, bd, K-FAC, tridiagonal, EKFAC) × (matrix, inverse)
     for ax in panels:
         rows, cols = ax.images[0].get_array().shape
         assert rows == cols == m["p"] <= fisher_plot.MAX_DRAWN_ROWS
@@ -196,3 +209,66 @@ def test_figure_draws_small_matrices_with_layer_and_bias_lines_labels_and_a_colo
         assert [t.get_text() for t in ax.get_xticklabels()] == ["W1", "b1", "W2", "b2"]
         assert ax.images[0].colorbar is not None  # one colour bar per panel
     assert m["layout"]["boundaries"] == m["boundaries"] == [25]
+
+
+# ---- block-tridiagonal K-FAC and EKFAC ---------------------------------------------------------
+def _panels(fig):
+    """{title's first line: the (P, P) array drawn} for every heatmap of the figure."""
+    return {ax.get_title().split("\n")[0]: np.asarray(ax.images[0].get_array())
+            for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"}
+
+
+def test_new_panels_are_the_library_matrices_of_the_same_batch_and_their_damped_inverses():
+    model, loss_fn, x, y, m = _case(n=10, kind="mc", sizes_=(4, 5, 3, 3))  # three Linear layers: two pairs
+    lam, rng = m["damping"], lambda: np.random.default_rng(3)  # fisher_matrices(seed=3): the same MC labels
+    panels = _panels(fisher_plot._figure(m, None, "linear"))
+    tri = fisher.kfac_tridiag_dense(model, loss_fn, x, y, "mc", rng())
+    ek = fisher.ekfac_dense(model, loss_fn, x, y, "mc", rng())
+    np.testing.assert_array_equal(panels["block-tridiagonal K-FAC $\\hat F$"], tri)
+    ekfac_title = "EKFAC $\\oplus_l\\,(U_G \\otimes U_A)\\,\\mathrm{diag}(s_l)\\,(\\cdot)^T$"
+    np.testing.assert_array_equal(panels[ekfac_title], ek)
+    # the inverses, built by applying the optimizers' inverses, against dense inverses of the damped matrices
+    diag, cross = fisher.tridiag_factors(model, loss_fn, x, y, "mc", rng())
+    tri_damped = fisher.tridiag_to_dense(model, diag, cross, lam)
+    assert _rel(panels["$\\hat F_\\lambda^{-1}$ (factored damping)"], np.linalg.inv(tri_damped)) < 1e-9
+    ek_inv = np.zeros_like(ek)
+    for sl in layer_slices(model):  # EKFAC damps exactly: (F_EKFAC,l + λI)⁻¹ block by block
+        ek_inv[sl, sl] = np.linalg.inv(ek[sl, sl] + lam * np.eye(sl.stop - sl.start))
+    assert _rel(panels["EKFAC $\\oplus_l\\,(F_{EKFAC,l} + \\lambda I)^{-1}$"], ek_inv) < 1e-9
+
+
+def test_new_panels_are_titled_with_their_relative_frobenius_errors_and_angles():
+    model, loss_fn, x, y, m = _case(sizes_=(4, 5, 3, 3))
+    fig = fisher_plot._figure(m, None, "linear")
+    titles = [ax.get_title() for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    f, f_inv = m["exact"], m["exact_inv"]
+    for key, ref in (("kfac_tridiag", f), ("ekfac", f), ("kfac_tridiag_inv", f_inv), ("ekfac_inv", f_inv)):
+        error = fisher_plot._fmt(_rel(m[key], ref))
+        assert sum(f"error {error}" in t for t in titles) >= 1, (key, error)
+        if key.endswith("_inv"):
+            angle = fisher.angle_degrees(m[key] @ m["grad"], f_inv @ m["grad"])
+            assert any(f"error {error}, angle {angle:.0f}°" in t for t in titles)
+    table = fisher_plot.format_errors(m)
+    assert "| block-tridiagonal K-FAC F̂ | F |" in table and "| EKFAC inverse" in table
+
+
+def test_block_tridiagonal_kfac_keeps_kfacs_diagonal_blocks():
+    # [MG15] §4.3: F̂ agrees with K-FAC on the diagonal blocks, so the per-layer errors are K-FAC's
+    _, _, _, _, m = _case(sizes_=(4, 5, 3, 3))
+    e = m["errors"]
+    assert e["kfac_tridiag"]["layers"] == pytest.approx(e["kfac"]["layers"], rel=1e-10)
+    for sl in layer_slices(_case(sizes_=(4, 5, 3, 3))[0]):
+        np.testing.assert_allclose(m["kfac_tridiag"][sl, sl], m["kfac"][sl, sl], rtol=1e-10, atol=1e-14)
+
+
+def test_a_convnet_figure_leaves_the_block_tridiagonal_panels_out_with_a_note():
+    model = fisher_plot.build_network("convnet", hidden=(4,), seed=0)
+    x, y = classification_batch(np.random.default_rng(0), 4, (1, 8, 8), 10)
+    m = fisher_plot.fisher_matrices(model, nn.CrossEntropyLoss(), x, y, "empirical", 1e-2)
+    assert m["kfac_tridiag"] is None and m["kfac_tridiag_inv"] is None and "kfac_tridiag" not in m["errors"]
+    assert len(m["notes"]) == 1 and "left out" in m["notes"][0]
+    fig = fisher_plot._figure(m, None, "linear")
+    assert len(_panels(fig)) == 8 and not any("tridiagonal" in t for t in _panels(fig))
+    assert m["notes"][0] in fig.get_supxlabel()
+    assert m["notes"][0] in fisher_plot.format_errors(m)
+    np.testing.assert_array_equal(m["ekfac"], fisher.ekfac_dense(model, nn.CrossEntropyLoss(), x, y, "empirical"))

@@ -28,6 +28,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path, PurePosixPath
 
+from ..io import atomic_write
+
 # The official archives of https://www.cs.toronto.edu/~kriz/cifar.html and their MD5s.
 CIFAR10_URLS = {
     "python": {
@@ -67,9 +69,9 @@ def download(url: str, dest, md5: str, timeout: float = 60.0, chunk_size: int = 
     """Download `url` to `dest` and check its MD5; return dest.
 
     If dest already exists with the right checksum, nothing is downloaded.  The
-    bytes go to a temporary '.<name>.*.part' file in dest's folder, which is
-    renamed to dest only after the checksum matches; on a mismatch (ValueError
-    naming the expected and actual MD5) or any other failure it is removed.
+    bytes go to a temporary file in dest's folder (:func:`kfac_ref.io.atomic_write`),
+    which is renamed to dest only after the checksum matches; on a mismatch
+    (ValueError naming the expected and actual MD5) or any other failure it is removed.
     """
     dest = Path(dest)
     md5 = _check_md5(md5)
@@ -80,23 +82,19 @@ def download(url: str, dest, md5: str, timeout: float = 60.0, chunk_size: int = 
         raise IsADirectoryError(f"download: destination {str(dest)!r} is a directory, expected a file path")
     if dest.is_file() and file_md5(dest) == md5:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
+    dest.parent.mkdir(parents=True, exist_ok=True)  # kept, even if the download fails
+
+    def fetch(tmp):
         digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310  (scheme checked above)
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310  (scheme checked above)
             while chunk := response.read(chunk_size):
                 out.write(chunk)
                 digest.update(chunk)
         actual = digest.hexdigest()
         if actual != md5:
             raise ValueError(f"download: {url!r} has MD5 {actual}, expected {md5}; the file was not kept")
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return dest
+
+    return atomic_write(dest, fetch)
 
 
 # ---- safe extraction ---------------------------------------------------------------------

@@ -56,20 +56,37 @@ class BatchStream:
     """An endless iterator of (xb, yb): a new rng permutation at each epoch.
 
     `epoch` counts the epochs started (0 during the first), `step` the batches
-    served so far.
+    served so far.  The state of the stream is ``order`` (this epoch's
+    permutation, (N,) on the host) and ``pos`` (where the next batch starts in
+    it); the first permutation is drawn at construction unless ``order`` is
+    given (resuming), the next one when a batch is asked for and the epoch has
+    none left (with ``drop_last``, fewer than ``batch_size`` samples).
 
         stream = BatchStream(x, y, batch_size=32, rng=np.random.default_rng(0))
         xb, yb = next(stream)
     """
 
-    def __init__(self, x, y, batch_size: int, rng: np.random.Generator, drop_last: bool = False):
-        _check(x, y, batch_size, "BatchStream")
+    def __init__(self, x, y, batch_size: int, rng: np.random.Generator, drop_last: bool = False, *,
+                 order=None, pos: int = 0):
+        n = _check(x, y, batch_size, "BatchStream")
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"BatchStream: rng must be a np.random.Generator, got {type(rng).__name__}")
         self.x, self.y, self.batch_size, self.rng, self.drop_last = x, y, int(batch_size), rng, drop_last
         self.epoch = 0
         self.step = 0
-        self._batches = minibatches(x, y, self.batch_size, rng, shuffle=True, drop_last=drop_last)
+        self._device = device_of(x)
+        if order is None:
+            self._set_order(epoch_order(n, rng), 0)
+        else:
+            order = np.asarray(order)
+            if order.shape != (n,) or not 0 <= int(pos) <= n:
+                raise ValueError(f"BatchStream: order must be a permutation of the {n} samples and pos in "
+                                 f"[0, {n}], got order of shape {order.shape} and pos {pos!r}")
+            self._set_order(order, int(pos))
+
+    def _set_order(self, order, pos: int) -> None:
+        self.order, self.pos = order, pos                                     # (N,) on the CPU
+        self._order_on_device = order if self._device == "cpu" else to_device(order, self._device)  # one copy
 
     @property
     def batches_per_epoch(self) -> int:
@@ -80,11 +97,12 @@ class BatchStream:
         return self
 
     def __next__(self) -> tuple:
-        batch = next(self._batches, None)
-        if batch is None:                      # epoch finished: reshuffle
+        n = len(self.x)
+        stop = n - n % self.batch_size if self.drop_last else n
+        if self.pos >= stop:                   # epoch finished: reshuffle
             self.epoch += 1
-            self._batches = minibatches(self.x, self.y, self.batch_size, self.rng, shuffle=True,
-                                        drop_last=self.drop_last)
-            batch = next(self._batches)
+            self._set_order(epoch_order(n, self.rng), 0)
+        idx = self._order_on_device[self.pos:self.pos + self.batch_size]    # (B,)
+        self.pos += self.batch_size
         self.step += 1
-        return batch
+        return self.x[idx], self.y[idx]

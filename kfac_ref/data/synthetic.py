@@ -13,20 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def as_generator(rng, who: str) -> np.random.Generator:
-    """Accept a np.random.Generator or an int seed; refuse None (randomness must be explicit)."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"{who}: rng must be a np.random.Generator or an int seed, got {type(rng).__name__}")
-
-
-def _check_positive(who: str, **sizes) -> None:
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{who}: {key} must be a positive integer, got {value!r}")
+from ..validate import as_rng, check_positive_int
 
 
 def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -39,8 +26,8 @@ def make_classification(n: int, d: int, num_classes: int, rng, separation: float
 
     Returns x (n, d) float64 and y (n,) int64 with balanced classes.
     """
-    _check_positive("make_classification", n=n, d=d, num_classes=num_classes)
-    rng = as_generator(rng, "make_classification")
+    check_positive_int("make_classification", n=n, d=d, num_classes=num_classes)
+    rng = as_rng(rng, "make_classification")
     means = separation * rng.standard_normal((num_classes, d))              # (K, d)
     y = _balanced_labels(n, num_classes, rng)                               # (n,)
     x = means[y] + rng.standard_normal((n, d))                              # (n, d)
@@ -52,8 +39,8 @@ def make_images(n: int, channels: int, height: int, width: int, num_classes: int
 
     Returns x (n, channels, height, width) float64 and y (n,) int64.
     """
-    _check_positive("make_images", n=n, channels=channels, height=height, width=width, num_classes=num_classes)
-    rng = as_generator(rng, "make_images")
+    check_positive_int("make_images", n=n, channels=channels, height=height, width=width, num_classes=num_classes)
+    rng = as_rng(rng, "make_images")
     templates = rng.standard_normal((num_classes, channels, height, width))  # (K, C, H, W)
     y = _balanced_labels(n, num_classes, rng)                               # (n,)
     x = templates[y] + noise * rng.standard_normal((n, channels, height, width))  # (n, C, H, W)
@@ -66,8 +53,8 @@ def make_regression(n: int, d_in: int, d_out: int, rng, noise: float = 0.1):
     x_n, ε_n ~ N(0, I); W* ~ N(0, 1/d_in) entrywise, shaped like Linear.weight.
     Returns x (n, d_in), y (n, d_out), true_weight W* (d_out, d_in).
     """
-    _check_positive("make_regression", n=n, d_in=d_in, d_out=d_out)
-    rng = as_generator(rng, "make_regression")
+    check_positive_int("make_regression", n=n, d_in=d_in, d_out=d_out)
+    rng = as_rng(rng, "make_regression")
     true_weight = rng.standard_normal((d_out, d_in)) / np.sqrt(d_in)        # (d_out, d_in)
     x = rng.standard_normal((n, d_in))                                      # (n, d_in)
     y = x @ true_weight.T + noise * rng.standard_normal((n, d_out))         # (n, d_out)
@@ -81,8 +68,8 @@ def lognormal_regression(n: int = 1000, seed=0):
 
     Returns x (n, 2), y (n, 1) and theta_star (2,).
     """
-    _check_positive("lognormal_regression", n=n)
-    rng = as_generator(seed, "lognormal_regression")
+    check_positive_int("lognormal_regression", n=n)
+    rng = as_rng(seed, "lognormal_regression")
     theta_star = np.array([2.0, 2.0])                                       # (2,)
     z = rng.lognormal(mean=0.0, sigma=0.75, size=n)                         # (n,)
     x = np.stack([np.ones(n), z], axis=1)                                   # (n, 2)

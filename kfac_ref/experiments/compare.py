@@ -17,8 +17,6 @@ import csv
 import json
 import os
 import platform
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 from .. import models, nn
 from ..backend import gpu_name, to_numpy
 from ..data import load_dataset
+from ..io import write_together
 from ..optim import OPTIMIZERS
 from ..params import get_flat_params, set_flat_params
 from ..train import RECORD_FIELDS, Trainer
@@ -189,43 +188,42 @@ def machine_info(cfg: CompareConfig) -> dict:
 
 
 def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) -> dict:
-    """history.json, CSVs, curves.png/svg, summary.md — all or nothing."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
-    try:
-        summary = summarize(runs, target_list(runs, cfg.target_loss, cfg.target_acc))
-        doc = {"config": _jsonable(asdict(cfg)), "machine": machine_info(cfg),
-               "runs": [{"optimizer": r["optimizer"], "settings": r["settings"], "records": r["records"]}
-                        for r in runs]}
-        for r, d in zip(runs, doc["runs"]):
-            if r["stopped"]:
-                d["stopped"] = r["stopped"]
-        if grid:
-            doc["grid"] = grid
-        (tmp / "history.json").write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
-        for r in runs:
-            with open(tmp / f"history_{r['optimizer']}.csv", "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=RECORD_FIELDS)
-                w.writeheader()
-                w.writerows(r["records"])
-        title = (f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device} — "
-                 "solid: train, dashed: validation")
-        capped = [f"{r['optimizer']} {r['records'][-1]['iteration']}" for r in runs
-                  if r["records"][-1]["iteration"] < cfg.iterations and not r["stopped"]]
-        if capped:
-            title += f"\niterations: {cfg.iterations} each, except " + ", ".join(capped) + " (capped)"
-        fig = curves_figure(runs, title)
-        save_figure(fig, tmp / "curves.png")
-        save_figure(fig, tmp / "curves.svg")
-        text = format_summary(summary)
-        stopped = "".join(f"- **{r['optimizer']} stopped early**: {r['stopped']}\n" for r in runs if r["stopped"])
-        if stopped:
-            text = f"{stopped}\n{text}"
-        (tmp / "summary.md").write_text(f"# {title}\n\n{text}")
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """history.json, CSVs, curves.png/svg, summary.md — all or nothing (:func:`kfac_ref.io.write_together`)."""
+    summary = summarize(runs, target_list(runs, cfg.target_loss, cfg.target_acc))
+    doc = {"config": _jsonable(asdict(cfg)), "machine": machine_info(cfg),
+           "runs": [{"optimizer": r["optimizer"], "settings": r["settings"], "records": r["records"]}
+                    for r in runs]}
+    for r, d in zip(runs, doc["runs"]):
+        if r["stopped"]:
+            d["stopped"] = r["stopped"]
+    if grid:
+        doc["grid"] = grid
+    history = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
+    writers = [(out / "history.json", lambda tmp: tmp.write_text(history))]
+
+    def write_csv(tmp, records):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=RECORD_FIELDS)
+            w.writeheader()
+            w.writerows(records)
+
+    for r in runs:
+        writers.append((out / f"history_{r['optimizer']}.csv", lambda tmp, rec=r["records"]: write_csv(tmp, rec)))
+    title = (f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device} — "
+             "solid: train, dashed: validation")
+    capped = [f"{r['optimizer']} {r['records'][-1]['iteration']}" for r in runs
+              if r["records"][-1]["iteration"] < cfg.iterations and not r["stopped"]]
+    if capped:
+        title += f"\niterations: {cfg.iterations} each, except " + ", ".join(capped) + " (capped)"
+    fig = curves_figure(runs, title)
+    writers += [(out / "curves.png", lambda tmp: save_figure(fig, tmp)),
+                (out / "curves.svg", lambda tmp: save_figure(fig, tmp))]
+    text = format_summary(summary)
+    stopped = "".join(f"- **{r['optimizer']} stopped early**: {r['stopped']}\n" for r in runs if r["stopped"])
+    if stopped:
+        text = f"{stopped}\n{text}"
+    writers.append((out / "summary.md", lambda tmp: tmp.write_text(f"# {title}\n\n{text}")))
+    write_together(writers)
     return summary
 
 

@@ -8,9 +8,9 @@ SGD / NGD / K-FAC comparison.  Drawn on a bare :class:`matplotlib.figure.Figure`
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from ..io import write_figure
 
 COLORS = {"sgd": "#1f77b4", "ngd": "#d62728", "block-ngd": "#9467bd", "kfac": "#2ca02c"}
 LABELS = {"sgd": "SGD", "ngd": "NGD (full Fisher)", "block-ngd": "block-diagonal NGD", "kfac": "K-FAC"}
@@ -52,14 +52,5 @@ def save_figure(fig, path) -> Path:
     """Write a Figure to ``path`` (format from the suffix) via a temporary file."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    path = Path(path)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_figure(fig, path, dpi=130, make_parents=False)

@@ -29,6 +29,11 @@ Two facts the numbers illustrate (and ``tests/test_fisher_plot.py`` checks):
   is never closer to F than F_bd is.  Nothing of the kind holds for the inverses.
 * Step 3 loses nothing: its error is round-off.
 
+Two more columns show what lies beyond K-FAC's block-diagonal Kronecker product:
+block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11; MLPs only — for a ConvNet
+the column is left out with a note) and EKFAC ([GLBV18], docs/math.md §12), each with
+the inverse its optimizer applies (:mod:`kfac_ref.fisher.inverses`).
+
 Run it:  ``kfac-ref fisher-plot --out results/fisher-plot``
 (or ``python -m kfac_ref.experiments.fisher_plot``).
 """
@@ -36,8 +41,6 @@ Run it:  ``kfac-ref fisher-plot --out results/fisher-plot``
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -47,15 +50,19 @@ import numpy as np
 
 from .. import fisher, models, nn
 from ..backend import to_numpy
+from ..fisher.inverses import DAMPING_MODES, kfac_damped, kfac_inverse
+from ..fisher.inverses import blockwise_inverse as _blockwise_inverse  # (notebook 08 uses the old name)
 from ..grads import batch_grad
-from ..params import flat_to_wbar, layer_slices, wbar_to_flat
+from ..io import figure_writer, write_together
+from ..params import layer_slices
+from ..validate import check_damping
+from .sizes import format_storage_and_cost, storage_and_cost  # noqa: F401  (re-exported for notebook 03)
 
 ARCHS = ("tiny", "mlp", "convnet")
 #: each panel's colour range: ± this percentile of the absolute entries (larger ones saturate)
 CLIP_PERCENTILE = 99.5
 #: the largest matrix the figure is meant for: every entry a few pixels wide on a projector
 MAX_DRAWN_ROWS = 200
-DAMPING_MODES = ("factored", "exact")
 FORMATS = ("png", "svg", "pdf")
 SCALES = ("symlog", "linear", "log")
 
@@ -145,66 +152,18 @@ def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch:
 # ---------------------------------------------------------------------------
 
 
-def check_damping(damping) -> float:
-    """λ must be a finite number > 0 (the undamped Fisher of a small batch is singular)."""
-    if isinstance(damping, (bool, np.bool_)):
-        raise ValueError(f"damping (λ) must be a number, got the boolean {damping!r}")
+def is_chain(model) -> bool:
+    """Whether block-tridiagonal K-FAC is defined for the model: consecutive Linear layers only."""
     try:
-        value = float(damping)
-    except (TypeError, ValueError):
-        raise ValueError(f"damping (λ) must be a number, got {damping!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"damping (λ) must be a finite number > 0, got {damping!r}")
-    return value
-
-
-def _block_of_inverse(layer, inverse):
-    """The (p_l, p_l) matrix of a layer's K-FAC inverse in θ's order, by applying it to unit vectors.
-
-    ``inverse.apply`` maps V (d_out, a_dim) to the solve in W̄ form; applied to the
-    p_l unit vectors of θ_l it gives the columns of the (symmetric) inverse.
-    """
-    unit = flat_to_wbar(layer, np.eye(layer.num_params))  # (p_l, d_out, a_dim)
-    return wbar_to_flat(layer, inverse.apply(unit)).T  # row j is the inverse applied to e_j  (p_l, p_l)
-
-
-def kfac_inverse(model, factors, damping: float, mode: str = "factored"):
-    """K-FAC's damped inverse (P, P), built layer by layer from the factors — step 3.
-
-    ``"factored"``: ⊕_l (G_l + √λ/π I)⁻¹ ⊗ (A_l + π√λ I)⁻¹ — the Kronecker product of the
-                    inverted factors (:class:`kfac_ref.fisher.FactoredInverse`).
-    ``"exact"``:    ⊕_l (G_l ⊗ A_l + λI)⁻¹ from A = U_A diag(d_A) U_Aᵀ, G = U_G diag(d_G) U_Gᵀ
-                    (:class:`kfac_ref.fisher.EigenInverse`).
-    """
-    if mode == "factored":
-        inverses = [fisher.FactoredInverse.from_factors(a, g, damping) for a, g in factors]
-        return fisher.factors_to_dense(model, [(inv.a_inv, inv.g_inv) for inv in inverses])
-    if mode == "exact":
-        blocks = [_block_of_inverse(layer, fisher.EigenInverse.from_factors(a, g, damping))
-                  for layer, (a, g) in zip(model.param_layers(), factors)]
-        return fisher.blocks_to_dense(model, blocks)
-    raise ValueError(f"unknown damping_mode {mode!r}: expected one of {DAMPING_MODES}")
-
-
-def kfac_damped(model, factors, damping: float, mode: str = "factored"):
-    """The damped dense K-FAC matrix (P, P) whose inverse :func:`kfac_inverse` builds."""
-    if mode == "factored":  # ⊕_l (G_l + √λ/π I) ⊗ (A_l + π√λ I)
-        return fisher.factors_to_dense(model, [fisher.factored_damping(a, g, damping) for a, g in factors])
-    if mode == "exact":
-        k = fisher.factors_to_dense(model, factors)
-        return k + damping * np.eye(k.shape[0])
-    raise ValueError(f"unknown damping_mode {mode!r}: expected one of {DAMPING_MODES}")
-
-
-def _blockwise_inverse(model, m, damping: float):
-    """(M + λI)⁻¹ of a block-diagonal (P, P) matrix, one ``np.linalg.inv`` per layer block."""
-    blocks = [np.linalg.inv(m[sl, sl] + damping * np.eye(sl.stop - sl.start)) for sl in layer_slices(model)]
-    return fisher.blocks_to_dense(model, blocks)
+        fisher.tridiag.check_chain(model)
+    except TypeError:
+        return False
+    return True
 
 
 def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 1e-3,
                     damping_mode: str = "factored", seed: int = 0) -> dict:
-    """The three matrices of the figure, their damped inverses and their errors.
+    """The matrices of the figure, their damped inverses and their errors.
 
     Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1):
 
@@ -215,6 +174,15 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
     ``block_diagonal_inv``  (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹ (np.linalg.inv per block)
     ``kfac_inv``            K-FAC's damped inverse from the factors              (step 3)
     ``kfac_damped``         the damped dense K-FAC matrix; ``kfac_inv`` is its inverse
+    ``kfac_tridiag``        block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11;
+                            :func:`kfac_ref.fisher.kfac_tridiag_dense`) — None unless the
+                            model is a chain of Linear layers (an MLP): see ``notes``
+    ``kfac_tridiag_inv``    its damped inverse Ξᵀ Λ Ξ as the optimizer applies it (factored
+                            damping of the diagonal factors, whatever ``damping_mode``)
+    ``kfac_tridiag_damped`` the damped F̂; ``kfac_tridiag_inv`` is its inverse
+    ``ekfac``               EKFAC ⊕_l (U_G ⊗ U_A) diag(s_l) (U_G ⊗ U_A)ᵀ ([GLBV18], docs/math.md §12;
+                            :func:`kfac_ref.fisher.ekfac_dense`)
+    ``ekfac_inv``           ⊕_l (F_EKFAC,l + λI)⁻¹ (λ added to the scalings, exactly)
 
     and ``factors`` [(A_l, G_l)], ``grad`` ∇h (P,), ``directions`` {name: (damped inverse) ∇h},
     ``boundaries`` (the offsets in θ where a layer starts, after the first), ``layers``
@@ -223,17 +191,18 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
     diagonal block) of ``block_diagonal``, ``kfac`` and ``kfac_vs_block_diagonal`` (step 2
     alone) against F, of ``block_diagonal_inv`` and ``kfac_inv`` against (F + λI)⁻¹,
     ``kron_identity`` (step 3: ``kfac_inv`` against ``np.linalg.inv`` of each block of
-    ``kfac_damped``), and
+    ``kfac_damped``), the same for ``kfac_tridiag``, ``ekfac`` and their inverses, and
     ``angles``: the natural-gradient direction of each approximation against the exact one, in degrees.
+    ``notes``: sentences on what was left out (block-tridiagonal K-FAC for a ConvNet).
 
     For ``kind="mc"`` every call draws its labels from ``np.random.default_rng(seed)``, so
-    F, F_bd and the factors all use the same sampled labels.
+    every matrix uses the same sampled labels.
     """
     if kind not in fisher.KINDS:
         raise ValueError(f"unknown Fisher kind {kind!r}: expected one of {fisher.KINDS}")
     if damping_mode not in DAMPING_MODES:
         raise ValueError(f"unknown damping_mode {damping_mode!r}: expected one of {DAMPING_MODES}")
-    lam = check_damping(damping)
+    lam = check_damping(damping, strict=True)  # the undamped Fisher of a small batch is singular
 
     def rng():  # the same Monte-Carlo labels for every matrix
         return np.random.default_rng(seed)
@@ -250,6 +219,21 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
 
     grad = to_numpy(batch_grad(model, loss_fn, x, y))  # ∇h  (P,)
     directions = {"exact": f_inv @ grad, "block_diagonal": bd_inv @ grad, "kfac": k_inv @ grad}
+
+    f_ekfac = to_numpy(fisher.ekfac_dense(model, loss_fn, x, y, kind, rng()))  # (P, P)
+    ek_inv = to_numpy(fisher.ekfac_inverse(model, fisher.ekfac_layers(model, loss_fn, x, y, kind, rng(), damping=lam)))
+    directions["ekfac"] = ek_inv @ grad
+    f_tri = tri_inv = tri_damped = None
+    notes = []
+    if is_chain(model):
+        diag, cross = fisher.tridiag_factors(model, loss_fn, x, y, kind, rng())
+        f_tri = to_numpy(fisher.tridiag_to_dense(model, diag, cross))  # (P, P)  F̂
+        tri_damped = to_numpy(fisher.tridiag_to_dense(model, diag, cross, lam))
+        tri_inv = to_numpy(fisher.tridiag_inverse(model, diag, cross, lam))  # (P, P)  F̂_λ⁻¹
+        directions["kfac_tridiag"] = tri_inv @ grad
+    else:
+        notes.append("Block-tridiagonal K-FAC is left out: its cross-layer factors are defined for "
+                     "consecutive Linear layers (an MLP) only, and this network has convolutions.")
     errors = {
         "block_diagonal": fisher.layer_errors(model, f_bd, f),
         "kfac": fisher.layer_errors(model, f_kfac, f),
@@ -257,12 +241,19 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
         "block_diagonal_inv": fisher.layer_errors(model, bd_inv, f_inv),
         "kfac_inv": fisher.layer_errors(model, k_inv, f_inv),
         "kron_identity": fisher.rel_frobenius_error(k_inv, _blockwise_inverse(model, k_damped, 0.0)),
+        "ekfac": fisher.layer_errors(model, f_ekfac, f),
+        "ekfac_inv": fisher.layer_errors(model, ek_inv, f_inv),
         "angles": {name: fisher.angle_degrees(d, directions["exact"])
                    for name, d in directions.items() if name != "exact"},
     }
+    if f_tri is not None:
+        errors["kfac_tridiag"] = fisher.layer_errors(model, f_tri, f)
+        errors["kfac_tridiag_inv"] = fisher.layer_errors(model, tri_inv, f_inv)
     return {
         "exact": f, "block_diagonal": f_bd, "kfac": f_kfac,
         "exact_inv": f_inv, "block_diagonal_inv": bd_inv, "kfac_inv": k_inv, "kfac_damped": k_damped,
+        "kfac_tridiag": f_tri, "kfac_tridiag_inv": tri_inv, "kfac_tridiag_damped": tri_damped,
+        "ekfac": f_ekfac, "ekfac_inv": ek_inv, "notes": notes,
         "factors": factors, "grad": grad, "directions": directions,
         "boundaries": [sl.start for sl in slices[1:]], "layout": block_layout(model),
         "layers": [repr(layer) for layer in model.param_layers()],
@@ -272,7 +263,7 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
 
 
 # ---------------------------------------------------------------------------
-# 3. Text: the errors table, storage and cost
+# 3. Text: the errors table
 # ---------------------------------------------------------------------------
 
 
@@ -291,6 +282,12 @@ def format_errors(matrices: dict) -> str:
         ("(F_bd + λI)⁻¹", "(F + λI)⁻¹", e["block_diagonal_inv"], e["angles"]["block_diagonal"]),
         (f"K-FAC inverse ⊕ {damp}", "(F + λI)⁻¹", e["kfac_inv"], e["angles"]["kfac"]),
     ]
+    if m["kfac_tridiag"] is not None:
+        rows += [("block-tridiagonal K-FAC F̂", "F", e["kfac_tridiag"], None),
+                 ("block-tridiagonal inverse F̂_λ⁻¹ (factored damping)", "(F + λI)⁻¹", e["kfac_tridiag_inv"],
+                  e["angles"]["kfac_tridiag"])]
+    rows += [("EKFAC ⊕ (U_G ⊗ U_A) diag(s) (U_G ⊗ U_A)ᵀ", "F", e["ekfac"], None),
+             ("EKFAC inverse ⊕ (F_EKFAC + λI)⁻¹", "(F + λI)⁻¹", e["ekfac_inv"], e["angles"]["ekfac"])]
     lines = [
         f"### Fisher approximations: {m['kind']} Fisher, P = {m['p']:,} parameters, N = {m['n']} samples, "
         f"λ = {m['damping']:g} ({m['damping_mode']} damping for K-FAC)",
@@ -306,44 +303,7 @@ def format_errors(matrices: dict) -> str:
     lines += ["", f"Step 3 (the inverse built from the factors) loses nothing: ‖K-FAC inverse from the factors − "
                   f"inv(damped K-FAC)‖ / ‖·‖ = {e['kron_identity']:.1e}.",
               f"Layers: {'; '.join(m['layers'])}."]
-    return "\n".join(lines) + "\n"
-
-
-def storage_and_cost(rows) -> dict:
-    """Entries stored and inversion flops (∝ d³) for the full Fisher, its blocks and K-FAC's factors.
-
-    ``rows``: :class:`kfac_ref.experiments.sizes.LayerSize` (e.g. from ``sizes_from_layers``).
-    Entries: P², Σ_l p_l², Σ_l (d_in² + d_out²).  Inversion: P³, Σ_l p_l³, Σ_l (d_in³ + d_out³)
-    (exact Python ints; per group for grouped convolutions).
-    """
-    rows = list(rows)
-    p = sum(r.params for r in rows)
-    return {
-        "params": p,
-        "full_entries": p ** 2,
-        "block_entries": sum(r.fisher_entries for r in rows),
-        "factor_entries": sum(r.factor_entries for r in rows),
-        "full_flops": p ** 3,
-        "block_flops": sum(r.groups * (r.d_in * r.d_out_per_group) ** 3 for r in rows),
-        "factor_flops": sum(r.groups * (r.d_in ** 3 + r.d_out_per_group ** 3) for r in rows),
-    }
-
-
-def format_storage_and_cost(rows, title: str) -> str:
-    """:func:`storage_and_cost` as a Markdown table, with the savings over the full Fisher."""
-    from .sizes import sci
-
-    c = storage_and_cost(rows)
-    table = [("full Fisher", "P²", c["full_entries"], "P³", c["full_flops"]),
-             ("block-diagonal", "Σ p_l²", c["block_entries"], "Σ p_l³", c["block_flops"]),
-             ("K-FAC factors", "Σ (d_in² + d_out²)", c["factor_entries"],
-              "Σ (d_in³ + d_out³)", c["factor_flops"])]
-    lines = [f"### {title}: P = {c['params']:,}", "",
-             "| matrix | entries stored | fewer than P² by | inversion cost ∝ | less than P³ by |",
-             "|---|---:|---:|---:|---:|"]
-    for name, e_sym, entries, f_sym, flops in table:
-        lines.append(f"| {name} | {e_sym} = {sci(entries)} | {sci(c['full_entries'] / entries)}× "
-                     f"| {f_sym} = {sci(flops)} | {sci(c['full_flops'] / flops)}× |")
+    lines += [f"\n{note}" for note in m.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -351,23 +311,43 @@ def format_storage_and_cost(rows, title: str) -> str:
 # 4. The figure
 # ---------------------------------------------------------------------------
 
-PANELS = (("exact", "block_diagonal", "kfac"), ("exact_inv", "block_diagonal_inv", "kfac_inv"))
+#: the figure's columns: (matrix, its damped inverse); block-tridiagonal K-FAC only for an MLP
+PANELS = (("exact", "exact_inv"), ("block_diagonal", "block_diagonal_inv"), ("kfac", "kfac_inv"),
+          ("kfac_tridiag", "kfac_tridiag_inv"), ("ekfac", "ekfac_inv"))
 
 
-def _panel_titles(m: dict) -> list[list[str]]:
+def panel_keys(m: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(row of matrices, row of inverses): the :data:`PANELS` whose matrices ``m`` holds."""
+    columns = [c for c in PANELS if m.get(c[0]) is not None]
+    return tuple(c[0] for c in columns), tuple(c[1] for c in columns)
+
+
+def _panel_titles(m: dict) -> dict:
+    """key → panel title, with its relative Frobenius error (and, for an inverse, its angle)."""
     e = m["errors"]
+
+    def err(key):
+        text = f"error {_fmt(e[key]['overall'])}"
+        name = key[:-len("_inv")] if key.endswith("_inv") else None
+        return f"{text}, angle {e['angles'][name]:.0f}°" if name else text
+
     factored = ("$\\oplus_l\\,(G_l + \\frac{\\sqrt{\\lambda}}{\\pi} I)^{-1} "
                 "\\otimes (A_l + \\pi\\sqrt{\\lambda} I)^{-1}$")
     kfac_inv = factored if m["damping_mode"] == "factored" else "$\\oplus_l\\,(G_l \\otimes A_l + \\lambda I)^{-1}$"
-    return [
-        [f"{m['kind']} Fisher $F$",
-         f"1. block-diagonal $F_{{bd}}$\nerror {_fmt(e['block_diagonal']['overall'])}",
-         f"2. K-FAC $\\oplus_l\\, G_l \\otimes A_l$\nerror {_fmt(e['kfac']['overall'])}"],
-        ["$(F + \\lambda I)^{-1}$",
-         f"$(F_{{bd}} + \\lambda I)^{{-1}}$\nerror {_fmt(e['block_diagonal_inv']['overall'])}, "
-         f"angle {e['angles']['block_diagonal']:.0f}°",
-         f"3. {kfac_inv}\nerror {_fmt(e['kfac_inv']['overall'])}, angle {e['angles']['kfac']:.0f}°"],
-    ]
+    titles = {
+        "exact": f"{m['kind']} Fisher $F$",
+        "block_diagonal": f"1. block-diagonal $F_{{bd}}$\n{err('block_diagonal')}",
+        "kfac": f"2. K-FAC $\\oplus_l\\, G_l \\otimes A_l$\n{err('kfac')}",
+        "exact_inv": "$(F + \\lambda I)^{-1}$",
+        "block_diagonal_inv": f"$(F_{{bd}} + \\lambda I)^{{-1}}$\n{err('block_diagonal_inv')}",
+        "kfac_inv": f"3. {kfac_inv}\n{err('kfac_inv')}",
+        "ekfac": f"EKFAC $\\oplus_l\\,(U_G \\otimes U_A)\\,\\mathrm{{diag}}(s_l)\\,(\\cdot)^T$\n{err('ekfac')}",
+        "ekfac_inv": f"EKFAC $\\oplus_l\\,(F_{{EKFAC,l}} + \\lambda I)^{{-1}}$\n{err('ekfac_inv')}",
+    }
+    if m.get("kfac_tridiag") is not None:
+        titles["kfac_tridiag"] = f"block-tridiagonal K-FAC $\\hat F$\n{err('kfac_tridiag')}"
+        titles["kfac_tridiag_inv"] = f"$\\hat F_\\lambda^{{-1}}$ (factored damping)\n{err('kfac_tridiag_inv')}"
+    return titles
 
 
 def block_layout(model) -> dict:
@@ -392,10 +372,12 @@ def block_layout(model) -> dict:
 
 def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "linear", rows=(0, 1),
                 fontsize: float = 13):
-    """Draw the figure on ``fig`` (a matplotlib Figure): rows × (exact, block-diagonal, K-FAC).
+    """Draw the figure on ``fig`` (a matplotlib Figure): rows × columns of :func:`panel_keys`.
 
-    Row 0 holds the matrices, row 1 their damped inverses; ``rows=(0,)`` draws only
-    the first.  Every panel has its own colour bar and its own colour range, ±the
+    The columns: exact, block-diagonal, K-FAC, block-tridiagonal K-FAC (an MLP only;
+    for a ConvNet the column is left out and a note says why), EKFAC.  Row 0 holds the
+    matrices, row 1 their damped inverses; ``rows=(0,)`` draws only the first.  Every
+    panel has its own colour bar and its own colour range, ±the
     :data:`CLIP_PERCENTILE` percentile of its absolute entries: the few largest entries
     (the diagonal of an inverse, ~1/λ) are drawn at full colour (the bar's arrows) instead
     of washing out everything else.  ``scale``:
@@ -411,7 +393,7 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
     Solid lines mark the layer boundaries, dotted lines the weight/bias split inside
     each layer, and the axis ticks name the blocks (W1, b1, W2, …).  The titles give
     the relative Frobenius errors vs the exact matrix of the row and the angle of each
-    natural-gradient direction to the exact one.  Returns the axes, (len(rows), 3).
+    natural-gradient direction to the exact one.  Returns the axes, (len(rows), columns).
     """
     from . import plots
 
@@ -423,9 +405,11 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
         raise ValueError(f"rows must be a non-empty subset of (0, 1), got {rows!r}")
     titles = _panel_titles(matrices)
     layout = matrices.get("layout") or {"boundaries": matrices["boundaries"], "bias_starts": [], "labels": []}
-    axes = fig.subplots(len(rows), 3, squeeze=False)
+    keys = panel_keys(matrices)
+    axes = fig.subplots(len(rows), len(keys[0]), squeeze=False)
     for i, r in enumerate(rows):
-        for ax, key, text in zip(axes[i], PANELS[r], titles[r]):
+        for ax, key in zip(axes[i], keys[r]):
+            text = titles[key]
             a = np.asarray(matrices[key])
             vmax = float(np.percentile(np.abs(a), CLIP_PERCENTILE)) or float(np.abs(a).max()) or 1.0
             image = draw[scale](ax, a, text, vmax=vmax, colorbar=False)
@@ -441,57 +425,30 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
             image.colorbar.ax.tick_params(labelsize=fontsize - 3)
     if title:
         fig.suptitle(title, fontsize=fontsize + 1)
+    notes = matrices.get("notes") or []
+    if notes:
+        fig.supxlabel("\n".join(notes), fontsize=fontsize - 1)
     return axes
 
 
 def default_title(m: dict) -> str:
-    return (f"Full Fisher → block-diagonal → Kronecker-factored (K-FAC): {m['kind']} Fisher of a trained "
-            f"net, P = {m['p']:,}, N = {m['n']}, λ = {m['damping']:g}")
+    beyond = "block-tridiagonal K-FAC, EKFAC" if m.get("kfac_tridiag") is not None else "EKFAC"
+    return (f"Full Fisher → block-diagonal → Kronecker-factored (K-FAC), and beyond: {beyond} — "
+            f"{m['kind']} Fisher of a trained net, P = {m['p']:,}, N = {m['n']}, λ = {m['damping']:g}")
 
 
 def _figure(matrices: dict, title: str | None, scale: str):
     from matplotlib.figure import Figure  # no pyplot: no global state, no window
 
-    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    columns = len(panel_keys(matrices)[0])
+    fig = Figure(figsize=(FIGSIZE[0] * columns / len(PANELS), FIGSIZE[1]), layout="constrained")
     draw_fisher(fig, matrices, default_title(matrices) if title is None else title, scale=scale)
     return fig
 
 
-def _write_together(writers) -> list[Path]:
-    """Write every (path, write(tmp)) to a temporary file beside its path, then rename them all.
-
-    All or nothing: on any error the temporary files are removed, no target is
-    touched, and a folder this call created is removed again if left empty.
-    """
-    targets = [Path(p) for p, _ in writers]
-    created = []
-    for folder in dict.fromkeys(p.parent for p in targets):
-        missing = [d for d in (folder, *folder.parents) if not d.exists()]
-        folder.mkdir(parents=True, exist_ok=True)
-        created += missing
-    tmps = []
-    try:
-        for path, (_, write) in zip(targets, writers):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: rename is atomic
-            tmps.append(tmp)
-            write(tmp)
-        for tmp, path in zip(tmps, targets):
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in tmps:
-            if tmp.exists():
-                tmp.unlink()
-        for d in created:  # innermost first
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        raise
-    return targets
-
-
-#: projector-sized: 18 × 12 inches, 13-point labels (a 1,800-pixel-wide PNG)
-FIGSIZE = (18, 12)
+#: projector-sized: 30 × 12.5 inches for the five columns (6 inches a column), 13-point labels
+#: (a 3,000-pixel-wide PNG); four columns (a ConvNet) get 24 inches
+FIGSIZE = (30, 12.5)
 
 #: dots per inch: PNG; the images inside SVG/PDF (the heatmaps hold ~10⁶ noisy pixels each)
 DPI = {"png": 100, "svg": 72, "pdf": 72}
@@ -505,7 +462,7 @@ def _figure_writers(fig, paths):
         if fmt not in FORMATS:
             raise ValueError(f"{path}: unknown figure format {path.suffix!r}, expected one of "
                              f"{', '.join('.' + f for f in FORMATS)}")
-        out.append((path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI[fmt])))
+        out.append((path, figure_writer(fig, fmt, DPI[fmt])))
     return out
 
 
@@ -519,7 +476,7 @@ def plot_fisher(matrices: dict, path, title: str | None = None, *, svg: bool = F
     path = Path(path)
     paths = [path] + ([path.with_suffix(".svg")] if svg and path.suffix.lower() != ".svg" else [])
     _figure_writers(None, paths)  # check the formats before drawing
-    return _write_together(_figure_writers(_figure(matrices, title, scale), paths))
+    return write_together(_figure_writers(_figure(matrices, title, scale), paths))
 
 
 # ---------------------------------------------------------------------------
@@ -553,7 +510,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        check_damping(args.damping)
+        check_damping(args.damping, strict=True)
         if args.seed < 0:
             raise ValueError(f"seed must be ≥ 0, got {args.seed}")
         if args.out.exists() and not args.out.is_dir():
@@ -565,9 +522,9 @@ def main(argv=None) -> int:
         table = format_errors(m)
         fig = _figure(m, None, args.scale)
         md = args.out / "fisher_errors.md"
-        written = _write_together(
+        written = write_together(
             _figure_writers(fig, [args.out / "fisher.png", args.out / "fisher.svg"])
-            + [(md, lambda tmp: Path(tmp).write_text(table, encoding="utf-8"))])
+            + [(md, lambda tmp: tmp.write_text(table, encoding="utf-8"))])
     except (OSError, ValueError, MemoryError, np.linalg.LinAlgError) as exc:
         print(f"kfac-ref fisher-plot: error: {exc}", file=sys.stderr)
         return 1

@@ -29,11 +29,12 @@ Run it:  ``python -m kfac_ref.experiments.sizes --arch alexnet --out results/siz
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+from ..io import write_figure, write_text
 
 KINDS = ("conv", "linear")
 BYTES_PER_ENTRY = 4  # float32, for the "how much memory" notes
@@ -335,26 +336,45 @@ def format_totals(archs: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def storage_and_cost(rows) -> dict:
+    """Entries stored and inversion flops (∝ d³) for the full Fisher, its blocks and K-FAC's factors.
+
+    ``rows``: :class:`kfac_ref.experiments.sizes.LayerSize` (e.g. from ``sizes_from_layers``).
+    Entries: P², Σ_l p_l², Σ_l (d_in² + d_out²).  Inversion: P³, Σ_l p_l³, Σ_l (d_in³ + d_out³)
+    (exact Python ints; per group for grouped convolutions).
+    """
+    rows = list(rows)
+    p = sum(r.params for r in rows)
+    return {
+        "params": p,
+        "full_entries": p ** 2,
+        "block_entries": sum(r.fisher_entries for r in rows),
+        "factor_entries": sum(r.factor_entries for r in rows),
+        "full_flops": p ** 3,
+        "block_flops": sum(r.groups * (r.d_in * r.d_out_per_group) ** 3 for r in rows),
+        "factor_flops": sum(r.groups * (r.d_in ** 3 + r.d_out_per_group ** 3) for r in rows),
+    }
+
+
+def format_storage_and_cost(rows, title: str) -> str:
+    """:func:`storage_and_cost` as a Markdown table, with the savings over the full Fisher."""
+    c = storage_and_cost(rows)
+    table = [("full Fisher", "P²", c["full_entries"], "P³", c["full_flops"]),
+             ("block-diagonal", "Σ p_l²", c["block_entries"], "Σ p_l³", c["block_flops"]),
+             ("K-FAC factors", "Σ (d_in² + d_out²)", c["factor_entries"],
+              "Σ (d_in³ + d_out³)", c["factor_flops"])]
+    lines = [f"### {title}: P = {c['params']:,}", "",
+             "| matrix | entries stored | fewer than P² by | inversion cost ∝ | less than P³ by |",
+             "|---|---:|---:|---:|---:|"]
+    for name, e_sym, entries, f_sym, flops in table:
+        lines.append(f"| {name} | {e_sym} = {sci(entries)} | {sci(c['full_entries'] / entries)}× "
+                     f"| {f_sym} = {sci(flops)} | {sci(c['full_flops'] / flops)}× |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------
 # The figure
 # ---------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place.
-
-    A failure leaves no half-written file behind (and an old file untouched).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))  # same folder: rename is atomic
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kronecker factor sizes") -> Path:
@@ -437,7 +457,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
                       fontsize=10)
     ax_last.grid(axis="y", which="major", alpha=0.3)
 
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120))
+    write_figure(fig, path, fmt=fmt, dpi=120)
     return path
 
 
@@ -484,7 +504,7 @@ def main(argv=None) -> int:
                 print(table)
             if args.out is not None:
                 md = args.out / f"sizes_{arch}.md"
-                _atomic_write(md, lambda tmp, text=table: Path(tmp).write_text(text, encoding="utf-8"))
+                write_text(md, table)
                 png = plot_sizes(layer_sizes(arch), args.out / f"sizes_{arch}.png", TITLES[arch])
                 if not args.quiet:
                     print(f"wrote {md} and {png}\n")

@@ -10,11 +10,10 @@ Each function refuses, before allocating, a matrix above ``max_bytes``
 from __future__ import annotations
 
 from ..backend import get_xp
-from ..grads import stats_to_flat
 from ..params import layer_slices
 from .memory import check_dense_size
 from .seeds import check_kind, check_mc_samples
-from .vectors import fisher_stats
+from .vectors import fisher_stats, vectors_from_stats
 
 
 def dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, max_bytes=None):
@@ -23,9 +22,13 @@ def dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, max_by
     check_mc_samples(mc_samples, kind)
     check_dense_size(model.num_params, model.dtype, max_bytes)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
-    v = stats_to_flat(stats)  # (S, N, P)
-    v = v.reshape(-1, v.shape[-1])  # (K, P)
-    return (v.T @ v) / x.shape[0]  # the 1/N of F = (1/N) Σ_n …
+    return dense_from_stats(stats, x.shape[0])
+
+
+def dense_from_stats(stats, n: int):
+    """F = Vᵀ V / N from the statistics of N samples' Fisher seeds.  (P, P)"""
+    v = vectors_from_stats(stats)  # (K, P)
+    return (v.T @ v) / n  # the 1/N of F = (1/N) Σ_n …
 
 
 def layer_blocks(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1):
@@ -33,10 +36,14 @@ def layer_blocks(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1)
     check_kind(kind)
     check_mc_samples(mc_samples, kind)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
-    n, blocks = x.shape[0], []
+    return blocks_from_stats(stats, x.shape[0])
+
+
+def blocks_from_stats(stats, n: int):
+    """The diagonal blocks F[l, l] = V_lᵀ V_l / N, one per layer's statistics.  [(p_l, p_l)]"""
+    blocks = []
     for st in stats:
-        u = stats_to_flat([st])  # (S, N, p_l)
-        u = u.reshape(-1, u.shape[-1])  # (K, p_l)
+        u = vectors_from_stats([st])  # (K, p_l)
         blocks.append((u.T @ u) / n)
     return blocks
 

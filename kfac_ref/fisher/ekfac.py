@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..backend import get_xp
+from ..validate import check_damping
 from .dense import blocks_to_dense
 from .kfac import check_supported, factors_from_stats, wbar_block_to_param_order
-from .kron import check_damping
 from .memory import check_dense_size
 from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats

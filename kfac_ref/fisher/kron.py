@@ -16,23 +16,12 @@ for a layer matrix V of shape (d_out, a_dim).  Two ways to add damping γ:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from ..backend import get_xp, raising_linalg
 from ..linalg import eigh, spd_inverse
-
-
-def check_damping(damping, name="damping") -> float:
-    """λ (or γ) must be a finite real number ≥ 0, not a boolean; returned as a float."""
-    if isinstance(damping, (bool, np.bool_)) or not isinstance(damping, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} (λ) must be a number, got {damping!r}")
-    damping = float(damping)
-    if not (math.isfinite(damping) and damping >= 0):  # also catches NaN
-        raise ValueError(f"{name} (λ) must be ≥ 0 and finite, got {damping}")
-    return damping
+from ..params import wbar_to_flat
+from ..validate import check_damping
 
 
 def pi_factor(a, g) -> float:
@@ -102,3 +91,15 @@ def kron_solve(a, g, v):
     xp = get_xp(a)
     with raising_linalg(xp):
         return xp.linalg.solve(g, xp.linalg.solve(a.T, v.T).T)
+
+
+def precondition_layers(layers, inverses, layer_grads):
+    """⊕_l (damped block_l)⁻¹ ∇_l h in θ's order: each layer's inverse applied to its gradient.
+
+    ``inverses`` are per-layer objects with ``apply(V)`` (:class:`FactoredInverse`,
+    :class:`EigenInverse`, :class:`~kfac_ref.fisher.EKFACInverse`); ``layer_grads``
+    are ∇_{W̄_l} h, (d_out, a_dim) each.  [(d_out, a_dim)] → (P,)
+    """
+    xp = get_xp(layer_grads[0])
+    return xp.concatenate([wbar_to_flat(layer, inv.apply(grad))
+                           for layer, inv, grad in zip(layers, inverses, layer_grads)])

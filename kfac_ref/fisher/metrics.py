@@ -41,21 +41,18 @@ def kfac_angle(model, loss_fn, x, y, damping: float, kind: str, rng=None, mc_sam
     Both use the same backpropagated vectors and the same damping λ, applied
     exactly: (F + λI)⁻¹ ∇h against ⊕_l (G_l ⊗ A_l + λI)⁻¹ ∇_l h.
     """
-    from ..grads import loss_and_grad, stats_to_flat
-    from ..params import flat_to_wbar, wbar_to_flat
+    from ..grads import loss_and_grad
+    from ..params import flat_to_wbar
+    from .dense import dense_from_stats
     from .kfac import factors_from_stats
-    from .kron import EigenInverse
+    from .kron import EigenInverse, precondition_layers
     from .solve import dense_solve
     from .vectors import fisher_stats
 
     res = loss_and_grad(model, loss_fn, x, y)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples, trace=res.trace)
-    v = stats_to_flat(stats)
-    v = v.reshape(-1, v.shape[-1])  # (K, P)
-    exact = dense_solve(v.T @ v / x.shape[0], res.grad, damping)
-    xp = get_xp(res.grad)
-    parts = []
-    for st, sl, (a, g) in zip(stats, layer_slices(model), factors_from_stats(stats)):
-        inv = EigenInverse.from_factors(a, g, damping)
-        parts.append(wbar_to_flat(st.layer, inv.apply(flat_to_wbar(st.layer, res.grad[sl]))))
-    return angle_degrees(exact, xp.concatenate(parts))
+    exact = dense_solve(dense_from_stats(stats, x.shape[0]), res.grad, damping)
+    layers = [st.layer for st in stats]
+    inverses = [EigenInverse.from_factors(a, g, damping) for a, g in factors_from_stats(stats)]
+    layer_grads = [flat_to_wbar(layer, res.grad[sl]) for layer, sl in zip(layers, layer_slices(model))]
+    return angle_degrees(exact, precondition_layers(layers, inverses, layer_grads))  # K-FAC's, as KFAC.precondition

@@ -21,10 +21,11 @@ from __future__ import annotations
 from ..backend import get_xp
 from ..linalg import CurvatureError, add_diagonal, cho_solve
 from ..params import layer_slices, wbar_to_flat
-from .kron import check_damping
+from ..validate import check_damping
 from .products import seed_dots
 from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
+
 
 def dense_solve(fisher, g, damping: float):
     """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,)"""

@@ -46,8 +46,9 @@ import numpy as np
 from ..backend import get_xp, solve_triangular
 from ..linalg import cho_solve
 from ..params import layer_slices
+from ..validate import check_damping
 from .kfac import factors_from_stats, wbar_block_to_param_order
-from .kron import check_damping, factored_damping
+from .kron import factored_damping
 from .memory import check_dense_size
 from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats

@@ -31,8 +31,16 @@ def fisher_stats(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1,
     return stats, trace
 
 
+def vectors_from_stats(stats):
+    """V (K, P), K = S·N: the per-seed, per-sample gradients of the statistics as rows, θ's order.
+
+    For the statistics of one layer, ``[st]``, the (K, p_l) columns of that layer.
+    """
+    u = stats_to_flat(stats)  # (S, N, P)
+    return u.reshape(-1, u.shape[-1])  # (S·N, P)
+
+
 def fisher_vectors(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1):
     """V (K, P) with F = Vᵀ V / N: one row per backpropagated seed and sample, θ's order."""
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
-    u = stats_to_flat(stats)  # (S, N, P)
-    return u.reshape(-1, u.shape[-1])  # (S·N, P)
+    return vectors_from_stats(stats)  # (S·N, P)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
+from ..validate import check_positive_int
 from .module import ParamLayer, float_dtype
 
 
@@ -28,9 +29,7 @@ class Linear(ParamLayer):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  rng=None, dtype=np.float64):
-        for nm, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"Linear: {nm} must be a positive integer, got {v!r}")
+        check_positive_int("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.d_in, self.d_out = self.in_features, self.out_features
         dtype = float_dtype(dtype, f"Linear({self.d_in}→{self.d_out})")

@@ -24,17 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp, to_device
-
-
-def as_rng(rng) -> np.random.Generator:
-    """A NumPy Generator from a Generator, an int seed, or None (seed 0)."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None:
-        return np.random.default_rng(0)
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
+from ..validate import as_rng
 
 
 def float_dtype(dtype, who: str) -> np.dtype:
@@ -138,7 +128,7 @@ class ParamLayer(Layer):
         weight, bias ~ U(−1/√d_in, 1/√d_in), d_in the fan-in (what
         ``kaiming_uniform_(a=√5)`` amounts to in ``torch.nn.Linear``/``Conv2d``).
         """
-        rng = as_rng(rng)
+        rng = as_rng(rng, type(self).__name__, default=0)  # None: seed 0
         xp, dtype = get_xp(self.weight), self.weight.dtype
         bound = 1.0 / np.sqrt(self.d_in)
         w = rng.uniform(-bound, bound, size=self.weight.shape)

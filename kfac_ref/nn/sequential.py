@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import device_of, get_xp
-from .module import Layer, ParamLayer, as_rng, float_dtype
+from ..validate import as_rng
+from .module import Layer, ParamLayer, float_dtype
 
 
 class Sequential(Layer):
@@ -64,7 +65,7 @@ class Sequential(Layer):
         return sum(layer.num_params for layer in self.param_layers())
 
     def reset_parameters(self, rng=None) -> None:
-        rng = as_rng(rng)
+        rng = as_rng(rng, "Sequential", default=0)  # None: seed 0
         for layer in self.param_layers():
             layer.reset_parameters(rng)
 

@@ -25,6 +25,7 @@ from ..backend import get_xp, synchronize, to_device, to_numpy
 from ..errors import NonFiniteError
 from ..grads import loss_and_grad
 from ..params import get_flat_params, set_flat_params
+from ..validate import check_flag, check_number  # noqa: F401  (re-exported: optim.base.check_number)
 
 PHASES = ("forward_backward", "curvature", "inversion", "update")
 
@@ -49,28 +50,6 @@ class PhaseTimer:
 
 class NonFiniteLossError(NonFiniteError):
     """The loss became NaN or Inf; the training loop stops on it."""
-
-
-def check_number(name: str, value, *, low=None, high=None, low_open=False, integer=False):
-    """Validate a hyper-parameter, naming its symbol in the error."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):  # before int(): int(nan) would say "cannot convert float NaN"
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if integer and int(value) != value:
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '≥'} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be ≤ {high}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def check_flag(name: str, value) -> bool:
-    """Validate an on/off option: only True/False (or ``numpy.bool_``), never a truthy string or number."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-    return bool(value)
 
 
 class Optimizer:

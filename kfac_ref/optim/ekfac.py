@@ -22,10 +22,10 @@ Everything else — phases, T_cov, KL-clipping, momentum, ``rescale``, LM — is
 
 from __future__ import annotations
 
-from ..backend import get_xp, to_device, to_numpy
+from ..backend import to_device, to_numpy
 from ..fisher.ekfac import EKFACInverse, eigenbasis, eigenbasis_scalings
-from ..params import wbar_to_flat
-from .base import check_number
+from ..fisher.kron import precondition_layers
+from ..validate import check_number
 from .kfac import KFAC
 
 # Settings for `kfac-ref compare` (the lead adds them to compare.DEFAULT_SETTINGS / GRIDS):
@@ -99,9 +99,8 @@ class EKFAC(KFAC):
 
     def precondition(self, layer_grads):
         """⊕_l (F_EKFAC,l + γ I)⁻¹ ∇_l h in θ's order.  [(d_out, a_dim)] → (P,)"""
-        xp = get_xp(layer_grads[0])
-        return xp.concatenate([wbar_to_flat(layer, inv.with_damping(self.gamma).apply(grad))
-                               for layer, grad, inv in zip(self.model.param_layers(), layer_grads, self.inverses)])
+        return precondition_layers(self.model.param_layers(), [inv.with_damping(self.gamma) for inv in self.inverses],
+                                   layer_grads)
 
     # ---- state ------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -28,12 +28,13 @@ import dataclasses
 from ..backend import get_xp, to_device, to_numpy
 from ..backprop import forward
 from ..fisher.kfac import check_supported, factors_from_stats
-from ..fisher.kron import EigenInverse, FactoredInverse, check_damping
+from ..fisher.kron import EigenInverse, FactoredInverse, precondition_layers
 from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.vectors import fisher_stats
 from ..jvp import fisher_gram_jvp
-from ..params import flat_to_wbar, get_flat_params, layer_slices, wbar_to_flat
-from .base import Optimizer, check_flag, check_number, needs_rng
+from ..params import flat_to_wbar, get_flat_params, layer_slices
+from ..validate import check_damping, check_flag, check_number
+from .base import Optimizer, needs_rng
 from .quadratic import kl_clip_factor, lm_ratio, lm_update, model_change, rescale_coefficients, scaled_change
 
 DAMPING_MODES = ("factored", "exact")
@@ -218,13 +219,9 @@ class KFAC(Optimizer):
 
     def precondition(self, layer_grads):
         """The K-FAC direction ⊕_l (G_l ⊗ A_l + damping)⁻¹ ∇_l h in θ's order.  [(d_out, a_dim)] → (P,)"""
-        xp = get_xp(layer_grads[0])
-        parts = []
-        for layer, grad, inv in zip(self.model.param_layers(), layer_grads, self.inverses):
-            if isinstance(inv, EigenInverse) and inv.gamma != self.gamma:
-                inv = dataclasses.replace(inv, gamma=self.gamma)  # exact damping follows λ at once
-            parts.append(wbar_to_flat(layer, inv.apply(grad)))
-        return xp.concatenate(parts)
+        inverses = [dataclasses.replace(inv, gamma=self.gamma)  # exact damping follows λ at once
+                    if isinstance(inv, EigenInverse) and inv.gamma != self.gamma else inv for inv in self.inverses]
+        return precondition_layers(self.model.param_layers(), inverses, layer_grads)
 
     # ---- step 4: the exact quadratic model (rescale, LM) ----------------------------
     def _exact_gram(self, res, x, vectors):

@@ -21,15 +21,14 @@ exact layer blocks F_ll and drops the cross-layer blocks:
 from __future__ import annotations
 
 from ..backend import get_xp, to_device, to_numpy
-from ..fisher.dense import blocks_to_dense
-from ..fisher.kron import check_damping
+from ..fisher.dense import blocks_from_stats, blocks_to_dense, dense_from_stats
 from ..fisher.memory import check_dense_size
 from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.solve import dense_solve, woodbury_solve_from_stats
 from ..fisher.vectors import fisher_stats
-from ..grads import stats_to_flat
 from ..params import layer_slices
-from .base import Optimizer, check_number, needs_rng
+from ..validate import check_damping, check_number
+from .base import Optimizer, needs_rng
 from .quadratic import kl_clip_factor
 
 SOLVERS = ("dense", "woodbury")
@@ -103,9 +102,7 @@ class NGD(_FisherMethod):
         with timer("curvature"):
             stats = self._stats(res, x, y, rng)
             if self.solver == "dense":
-                v = stats_to_flat(stats)
-                v = v.reshape(-1, v.shape[-1])  # (K, P)
-                self.fisher = _ema(self.fisher, (v.T @ v) / n, self.ema_decay)  # F = VᵀV / N
+                self.fisher = _ema(self.fisher, dense_from_stats(stats, n), self.ema_decay)  # F = VᵀV / N
         with timer("inversion"):
             if self.solver == "dense":
                 direction = dense_solve(self.fisher, grad, self.damping)
@@ -140,11 +137,7 @@ class BlockNGD(_FisherMethod):
         xp = get_xp(grad)
         with timer("curvature"):
             stats = self._stats(res, x, y, rng)
-            new = []
-            for st in stats:
-                u = stats_to_flat([st])
-                u = u.reshape(-1, u.shape[-1])  # (K, p_l)
-                new.append((u.T @ u) / n)  # F_ll
+            new = blocks_from_stats(stats, n)  # [F_ll]
             self.blocks = new if self.blocks is None else [_ema(o, b, self.ema_decay)
                                                            for o, b in zip(self.blocks, new)]
         with timer("inversion"):

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from .base import Optimizer, check_flag
+from ..validate import check_flag
+from .base import Optimizer
 
 
 class SGD(Optimizer):

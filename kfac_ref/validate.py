@@ -1,0 +1,104 @@
+"""The argument checks every module shares: flags, numbers, damping, sizes, random generators.
+
+Each check names the argument (its symbol in the papers where there is one) and
+what was expected, and returns the value in its plain Python form.  The error
+types are those users catch:
+
+- a value of the wrong *type* (a string, a boolean where a number belongs, None
+  where a generator belongs) is a ``TypeError``;
+- a value of the right type outside its range (negative, NaN, zero where it
+  must be positive) is a ``ValueError``.
+
+Damping is the one exception: an argument that is not a number is a
+:class:`NotANumberError`, which is both (``except TypeError`` and
+``except ValueError`` both catch it), because the optimizers have always
+raised ``TypeError`` for it and ``fisher_plot`` ``ValueError``.
+
+Random generators follow one rule for ``None`` (:func:`as_rng`): randomness is
+explicit, so ``None`` is refused — unless the caller documents a default seed
+and passes it as ``default``, in which case ``None`` means that seed, never
+fresh entropy and never global state (docs/style.md §7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class NotANumberError(TypeError, ValueError):
+    """An argument that should be a number is not one (a string, a boolean, None, …)."""
+
+
+def _is_number(value) -> bool:
+    """A real Python or NumPy scalar number, not a boolean."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def check_flag(name: str, value) -> bool:
+    """Validate an on/off option: only True/False (or ``numpy.bool_``), never a truthy string or number."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def check_number(name: str, value, *, low=None, high=None, low_open=False, integer=False):
+    """Validate a hyper-parameter, naming its symbol in the error.
+
+    ``low ≤ value ≤ high`` (``low < value`` with ``low_open``); ``integer`` also
+    requires a whole number and returns an ``int``, otherwise a ``float``.
+    """
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):  # before int(): int(nan) would say "cannot convert float NaN"
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if integer and int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '≥'} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be ≤ {high}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_damping(damping, name: str = "damping", *, strict: bool = False) -> float:
+    """λ (or γ) as a float: a finite real number, ≥ 0, or > 0 with ``strict=True``.
+
+    ``strict=False`` is what the optimizers and solvers need (λ = 0 is the undamped
+    method); ``strict=True`` is for inverting a Fisher that may be singular, as the
+    dense inverses of a small batch's Fisher in ``fisher_plot`` are.
+    """
+    if not _is_number(damping):
+        raise NotANumberError(f"{name} (λ) must be a number, got {damping!r}")
+    value = float(damping)
+    if strict and not (math.isfinite(value) and value > 0):  # also catches NaN
+        raise ValueError(f"{name} (λ) must be a finite number > 0, got {damping!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} (λ) must be ≥ 0 and finite, got {value}")
+    return value
+
+
+def check_positive_int(who: str, **values) -> None:
+    """Every keyword value must be an integer ≥ 1 (not a boolean): ``check_positive_int("make_images", n=n)``."""
+    for key, value in values.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{who}: {key} must be a positive integer, got {value!r}")
+
+
+def as_rng(rng, who: str, *, default: int | None = None) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a Generator or an int seed.
+
+    The one rule for ``None``: refused (``TypeError``), unless ``default`` is given,
+    in which case ``None`` means ``numpy.random.default_rng(default)``.  An int seed
+    s means ``numpy.random.default_rng(s)``; the same seed, the same numbers.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None and default is not None:
+        return np.random.default_rng(default)
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        return np.random.default_rng(int(rng))
+    accepted = "a np.random.Generator, an int seed or None" if default is not None else \
+        "a np.random.Generator or an int seed"
+    raise TypeError(f"{who}: rng must be {accepted}, got {type(rng).__name__}")
