@@ -272,3 +272,15 @@ def test_a_convnet_figure_leaves_the_block_tridiagonal_panels_out_with_a_note():
     assert m["notes"][0] in fig.get_supxlabel()
     assert m["notes"][0] in fisher_plot.format_errors(m)
     np.testing.assert_array_equal(m["ekfac"], fisher.ekfac_dense(model, nn.CrossEntropyLoss(), x, y, "empirical"))
+
+
+def test_columns_draws_only_the_chosen_approximations_in_that_order_and_refuses_unknown_ones():
+    from matplotlib.figure import Figure
+
+    *_, m = _case(sizes_=(4, 5, 3))
+    axes = fisher_plot.draw_fisher(Figure(), m, columns=("kfac", "exact"))
+    assert axes.shape == (2, 2)
+    for ax, key in zip(axes.ravel(), ("kfac", "exact", "kfac_inv", "exact_inv")):
+        np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), m[key])
+    with pytest.raises(ValueError, match="columns must be a non-empty subset"):
+        fisher_plot.draw_fisher(Figure(), m, columns=("kfac", "hessian"))

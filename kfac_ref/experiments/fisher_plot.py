@@ -371,12 +371,13 @@ def block_layout(model) -> dict:
 
 
 def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "linear", rows=(0, 1),
-                fontsize: float = 13):
+                columns=None, fontsize: float = 13):
     """Draw the figure on ``fig`` (a matplotlib Figure): rows × columns of :func:`panel_keys`.
 
     The columns: exact, block-diagonal, K-FAC, block-tridiagonal K-FAC (an MLP only;
     for a ConvNet the column is left out and a note says why), EKFAC.  Row 0 holds the
-    matrices, row 1 their damped inverses; ``rows=(0,)`` draws only the first.  Every
+    matrices, row 1 their damped inverses; ``rows=(0,)`` draws only the first.  ``columns``
+    (e.g. ``("exact", "block_diagonal", "kfac")``) draws only those columns, in that order.  Every
     panel has its own colour bar and its own colour range, ±the
     :data:`CLIP_PERCENTILE` percentile of its absolute entries: the few largest entries
     (the diagonal of an inverse, ~1/λ) are drawn at full colour (the bar's arrows) instead
@@ -406,6 +407,12 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
     titles = _panel_titles(matrices)
     layout = matrices.get("layout") or {"boundaries": matrices["boundaries"], "bias_starts": [], "labels": []}
     keys = panel_keys(matrices)
+    if columns is not None:
+        columns = tuple(columns)
+        if not columns or any(c not in keys[0] for c in columns):
+            raise ValueError(f"columns must be a non-empty subset of {keys[0]}, got {columns!r}")
+        keys = tuple(tuple(k for m, k in zip(keys[0], row) if m in columns) for row in keys)
+        keys = tuple(tuple(sorted(row, key=lambda k: columns.index(k.removesuffix("_inv")))) for row in keys)
     axes = fig.subplots(len(rows), len(keys[0]), squeeze=False)
     for i, r in enumerate(rows):
         for ax, key in zip(axes[i], keys[r]):
