@@ -72,6 +72,7 @@ def ablation(damping: float | None = None, plain_lr: float = 0.1) -> list[Config
         + LM            adapt_damping=True: λ every T₁ steps              (docs/math.md §6.6)
         §7 rescale      from "plain, η = 1": δ = η (α Δ + μ δ₀) from the exact F  (docs/math.md §6.5)
         §7 rescale + LM adapt_damping=True on top of it
+
     Every rung keeps compare's amortisation (T_cov, T_inv, stats_fraction), Fisher kind and ε.
     """
     base = dict(DEFAULT_SETTINGS["kfac"])
@@ -98,7 +99,7 @@ def ablation(damping: float | None = None, plain_lr: float = 0.1) -> list[Config
 
 
 def run_logged(cfg, name: str, settings: dict, data, theta0, iterations: int) -> dict:
-    """:func:`compare.run_one` (same model, θ₀, batches and seed) that keeps every step's info.
+    """:func:`compare.run_one` (same model, θ₀, batches and seed; no GPU warm-up) that keeps every step's info.
 
     cfg : CompareConfig (model, batch size, seed, eval_every); name : an OPTIMIZERS key;
     theta0 : (P,) the start.  Returns {"optimizer", "settings", "records", "stopped", "infos"} with
