@@ -153,6 +153,11 @@ def test_batch_sweep_reader(tmp_path):
     table = recipe.batch_sweep_markdown(doc, n_train=1438)
     assert "| full (1438) | sgd | not reached |" in table and "| 128 | kfac | 20 | 0.20 |" in table
     assert table.count("\n") == 2 + 4
+    doc["n_train"] = 128  # the sweep's own record of the training-set size is the default
+    doc["rows"][0]["final_train_loss"] = None  # a value the sweep could not measure
+    table = recipe.batch_sweep_markdown(doc)
+    assert "| full (128) | sgd | 40 | 0.40 |" in table and "| 1438 | kfac | 10 |" in table
+    assert "| 10.0 | — | 0.900 | 3 |" in table
 
 
 def test_batch_sweep_reader_names_what_is_missing(tmp_path):

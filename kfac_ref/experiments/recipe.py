@@ -209,7 +209,7 @@ def batch_sweep_ratios(doc, method: str = "kfac", base: str = "sgd") -> list[dic
     """Per batch size (ascending) and target: base's cost divided by method's (> 1: method is cheaper).
 
     Returns [{"batch_size", "target" ('train_loss' | 'val_acc'), "iterations_ratio", "seconds_ratio",
-    "method_reached", "base_reached"}]; a ratio is None unless both reached the target.
+    "method_reached", "base_reached"}]; a ratio is None unless both reached the target (method after ≥ 1 step).
     """
     rows = {(r["batch_size"], r["optimizer"]): r for r in doc["rows"]}
     out = []
@@ -219,7 +219,7 @@ def batch_sweep_ratios(doc, method: str = "kfac", base: str = "sgd") -> list[dic
             continue
         for target in ("train_loss", "val_acc"):
             mt, st = m[target], s[target]
-            both = mt["iterations"] is not None and st["iterations"] is not None
+            both = bool(mt["iterations"]) and st["iterations"] is not None  # (reached at iteration 0: no ratio)
             out.append({"batch_size": b, "target": target,
                         "iterations_ratio": st["iterations"] / mt["iterations"] if both else None,
                         "seconds_ratio": st["seconds"] / mt["seconds"] if both else None,
@@ -228,15 +228,17 @@ def batch_sweep_ratios(doc, method: str = "kfac", base: str = "sgd") -> list[dic
     return out
 
 
-def _cell(v, spec):
-    return "not reached" if v is None else format(v, spec)
+def _cell(v, spec, missing="not reached"):
+    return missing if v is None else format(v, spec)
 
 
 def batch_sweep_markdown(doc, n_train: int | None = None) -> str:
     """A Markdown table of the sweep: one line per batch size and optimizer.
 
-    n_train : the training set's size, if known: that batch size is shown as "full (N)".
+    n_train : the training set's size (default: the document's "n_train", if it has one): that
+              batch size is shown as "full (N)".  A value the sweep could not measure shows "—".
     """
+    n_train = doc.get("n_train") if n_train is None else n_train
     t = doc["targets"]
     lines = [f"| batch | optimizer | iterations to train loss ≤ {t['train_loss']:g} | seconds | "
              f"iterations to val acc ≥ {t['val_acc']:g} | seconds | ms / iteration | final train loss "
@@ -244,10 +246,13 @@ def batch_sweep_markdown(doc, n_train: int | None = None) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(doc["rows"], key=lambda r: (r["batch_size"], r["optimizer"])):
         b = f"full ({r['batch_size']})" if r["batch_size"] == n_train else str(r["batch_size"])
+        ms = None if r["seconds_per_iteration"] is None else 1e3 * r["seconds_per_iteration"]
         lines.append(f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
                      f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
-                     f"| {_cell(r['val_acc']['seconds'], '.2f')} | {1e3 * r['seconds_per_iteration']:.1f} "
-                     f"| {r['final_train_loss']:.3f} | {r['best_val_acc']:.3f} | {r['runs_tried']} |")
+                     f"| {_cell(r['val_acc']['seconds'], '.2f')} "
+                     f"| {_cell(ms, '.1f', '—')} "
+                     f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
+                     f"| {r['runs_tried']} |")
     return "\n".join(lines) + "\n"
 
 
