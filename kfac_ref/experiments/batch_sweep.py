@@ -32,11 +32,12 @@ Exact NGD is run with the Woodbury solver (docs/math.md §7), whose cost is a
 (C·B × C·B) system, and only where that is smaller than the P×P Fisher, C·B < P
 (C classes, P parameters): on the digits ConvNet (P = 3,658, C = 10) that is
 B ≤ 365.  Its iterations are capped (:data:`ITERATION_CAPS`, like compare's)
-because a step costs hundreds of SGD steps.  This is the experiment of Zhang et
+because a step costs tens of SGD steps (26× at B = 128, 88× at B = 256 in the
+run of docs/results.md).  This is the experiment of Zhang et
 al. 2019 ("Which algorithmic choices matter at which batch sizes?"): with a
 larger batch the mini-batch gradient is less noisy, so curvature can be used
 more aggressively, and K-FAC's advantage in iterations should grow with B;
-[MG15] §13 likewise grow the batch during training.
+[MG15] likewise train with large mini-batches that grow during training.
 
 Outputs (written to a temporary folder inside ``out``, then moved, so a failed
 run leaves nothing half-written): ``batch_sweep.json`` (schema in
