@@ -2,6 +2,7 @@
 
     kfac-ref compare ...      SGD vs NGD vs K-FAC by iteration and wall-clock (the article's figure)
     kfac-ref demo             the comparison on the bundled digits data (what `make demo` runs)
+    kfac-ref batch-sweep ...  iterations and seconds to a target against the batch size, each method tuned
     kfac-ref sizes ...        Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)
     kfac-ref fisher-plot ...  exact Fisher, block-diagonal, K-FAC and their inverses as heatmaps
 
@@ -304,6 +305,74 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _batch_sizes(text):
+    """Comma-separated batch sizes: positive integers or 'full' (the whole training set), none twice."""
+    vals = []
+    for t in (t.strip() for t in text.split(",")):
+        v = None if t == "full" else int(t) if t.isdigit() else 0
+        if v is not None and v < 1:
+            raise argparse.ArgumentTypeError(f"expected positive integers or 'full', comma-separated, "
+                                             f"got {t!r} in {text!r}")
+        if v in vals:
+            raise argparse.ArgumentTypeError(f"batch size {t!r} appears twice in {text!r}")
+        vals.append(v)
+    return tuple(vals)
+
+
+def batch_sweep_parser(sub):
+    from .experiments import batch_sweep as bs
+
+    text = "iterations and seconds to a loss and an accuracy target against the batch size, each method tuned"
+    p = sub.add_parser("batch-sweep", help=text, description=text + " on its compare --grid at every size.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--optimizers", type=_optimizer_list, default=",".join(bs.DEFAULT_OPTIMIZERS),
+                   help=f"comma-separated, any of {','.join(OPTIMIZERS)} (ngd: Woodbury solver, where C·B < P)")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default="128,256,512,1024,full",
+                   help="comma-separated; 'full' = the whole training set")
+    p.add_argument("--iterations", type=_positive_int, default=bs.DEFAULT_ITERATIONS, help="per run")
+    p.add_argument("--ngd-iterations", type=_positive_int, default=bs.ITERATION_CAPS["ngd"],
+                   help="at most this many iterations for NGD and BlockNGD (seconds per step)")
+    p.add_argument("--target-loss", type=_positive_float, default=bs.DEFAULT_TARGETS["train_loss"],
+                   help="the training-loss target, the same at every batch size")
+    p.add_argument("--target-acc", type=_fraction, default=bs.DEFAULT_TARGETS["val_acc"],
+                   help="the validation-accuracy target, the same at every batch size")
+    p.add_argument("--eval-every", type=_positive_int, default=CompareConfig.eval_every,
+                   help="measure the full losses every k iterations (the resolution of 'iterations to target')")
+    p.add_argument("--max-train", type=_positive_int, help="use only the first N training samples")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="floating-point type")
+    p.add_argument("--seed", type=_seed, default=0, help="initialisation, batch order and Monte-Carlo targets")
+    p.add_argument("--threads", type=_positive_int, help="BLAS threads (unset: 1 on the CPU)")
+    p.add_argument("--out", default="results/batch-sweep", help="output folder")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny budget for smoke tests: 256 samples, a small ConvNet, 8 iterations, batch 32,full")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    return p
+
+
+def cmd_batch_sweep(args, argv) -> int:
+    import shlex
+
+    from .experiments.batch_sweep import run_batch_sweep
+
+    q = args.quick
+    cfg = CompareConfig(optimizers=args.optimizers, iterations=min(args.iterations, 8) if q else args.iterations,
+                        hidden=(16,) if q else (32,), channels=(4, 8) if q else (8, 16),
+                        eval_every=min(args.eval_every, 4) if q else args.eval_every,
+                        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
+                        device=args.device, dtype=args.dtype, seed=args.seed,
+                        max_train=args.max_train or (256 if q else None))
+    given = "--batch-sizes" in argv or any(a.startswith("--batch-sizes=") for a in argv)
+    sizes = (32, None) if q and not given else args.batch_sizes
+    with _blas_threads(args.threads or (1 if args.device == "cpu" else None)):
+        run_batch_sweep(cfg, sizes, {"train_loss": args.target_loss, "val_acc": args.target_acc}, args.out,
+                        shlex.join([PROG, *argv]), None if args.quiet else ProgressBar,
+                        (lambda *a, **k: None) if args.quiet else print)
+    if not args.quiet:
+        print(f"wrote {args.out}/batch_sweep.json, batch-sweep.png, summary.md")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # sizes and fisher-plot own their argument parsing
@@ -316,10 +385,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", metavar="{compare,demo,sizes,fisher-plot}")
+    sub = parser.add_subparsers(dest="command", metavar="{compare,demo,batch-sweep,sizes,fisher-plot}")
     compare_parser(sub)
     demo = compare_parser(sub, "demo", "the comparison on the bundled digits ConvNet (make demo)")
     demo.set_defaults(out="results/demo", iterations=200)
+    batch_sweep_parser(sub)
     sub.add_parser("sizes", help="Fisher-block vs Kronecker-factor sizes (kfac-ref sizes --help)")
     sub.add_parser("fisher-plot", help="heatmaps of the Fisher and its approximations (kfac-ref fisher-plot --help)")
     args = parser.parse_args(argv)
@@ -327,7 +397,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return cmd_compare(args)
+        return cmd_batch_sweep(args, argv) if args.command == "batch-sweep" else cmd_compare(args)
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted; no results written", file=sys.stderr)
         return 130

@@ -161,6 +161,12 @@ def run_one(cfg, name, settings, data, theta0, iterations, progress=None):
     return {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
 
 
+def grid_score(run) -> float:
+    """The grid's rule, lower is better: the last measured validation loss; ∞ if the run stopped or diverged."""
+    last = [r for r in run["records"] if r["val_loss"] is not None][-1]
+    return last["val_loss"] if run["stopped"] is None and np.isfinite(last["val_loss"]) else np.inf
+
+
 def grid_search(cfg, name, data, theta0, progress_factory=None):
     """Every configuration of GRIDS[name] with the same budget; the lowest validation loss wins."""
     iters = iterations_for(cfg, name, cfg.grid_iterations or cfg.iterations)
@@ -171,9 +177,7 @@ def grid_search(cfg, name, data, theta0, progress_factory=None):
         run = run_one(cfg, name, s, data, theta0, iters, bar)
         if bar is not None:
             bar.close()
-        last = [r for r in run["records"] if r["val_loss"] is not None][-1]
-        score = last["val_loss"] if run["stopped"] is None and np.isfinite(last["val_loss"]) else np.inf
-        trials.append({"settings": s, "val_loss": score, "stopped": run["stopped"]})
+        trials.append({"settings": s, "val_loss": grid_score(run), "stopped": run["stopped"]})
     best = min(trials, key=lambda t: t["val_loss"])
     return best["settings"], trials
 

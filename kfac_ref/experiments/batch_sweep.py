@@ -1,0 +1,396 @@
+"""When does K-FAC pay off?  Iterations and seconds to a target, against the batch size.
+
+For each batch size B (128, 256, 512, 1024 and the whole training set by
+default) and each method, every configuration of the method's grid
+(:data:`kfac_ref.experiments.compare.GRIDS`, what ``kfac-ref compare --grid``
+tries) is trained for the same iterations from the same θ₀ on the same seeded
+mini-batches, and the configuration with the lowest last validation loss is
+kept (:func:`kfac_ref.experiments.compare.grid_score`, the rule of
+``compare --grid``).  So every method gets the same tuning budget at every
+batch size — len(grid) runs — and nothing is tuned on the targets.  Of the
+kept run the table reports the first measured iteration (every ``eval_every``)
+and the training seconds at which
+
+- the training loss is ≤ ``train_loss`` and
+- the validation accuracy is ≥ ``val_acc``
+
+(:func:`kfac_ref.experiments.summary.time_to_target`); a run that never does
+within its budget gets "not reached" (None), never an extrapolated value.
+
+The defaults, :data:`DEFAULT_TARGETS` (training loss 0.05, validation accuracy
+0.95), are fixed across batch sizes so that the points of one line are
+comparable.  They were chosen from a pilot run of the default sweep so that the
+comparison has a point on every SGD and K-FAC line: there the grid's picks of
+both reach both targets at every batch size within 200 iterations (SGD, the
+slower, after 130–180), while the targets are well short of what both reach by
+their last iteration (training loss 0.013–0.018 for SGD, below 0.002 for K-FAC;
+best validation accuracy 0.961 for SGD, 0.969–0.981 for K-FAC), so a count is
+not decided by the last few measurements.  An accuracy target asks for
+generalisation as well as fitting: 0.95 is 341 of the 359 validation images.
+
+Exact NGD is run with the Woodbury solver (docs/math.md §7), whose cost is a
+(C·B × C·B) system, and only where that is smaller than the P×P Fisher, C·B < P
+(C classes, P parameters): on the digits ConvNet (P = 3,658, C = 10) that is
+B ≤ 365.  Its iterations are capped (:data:`ITERATION_CAPS`, like compare's)
+because a step costs tens of SGD steps (26× at B = 128, 88× at B = 256 in the
+run of docs/results.md).  This is the experiment of Zhang et
+al. 2019 ("Which algorithmic choices matter at which batch sizes?"): with a
+larger batch the mini-batch gradient is less noisy, so curvature can be used
+more aggressively, and K-FAC's advantage in iterations should grow with B;
+[MG15] likewise train with large mini-batches that grow during training.
+
+Outputs (written to a temporary folder inside ``out``, then moved, so a failed
+run leaves nothing half-written): ``batch_sweep.json`` (schema in
+:func:`sweep_document`), ``summary.md`` (:func:`format_table`) and
+``batch-sweep.png`` (:func:`batch_sweep_figure`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..params import get_flat_params
+from .compare import (
+    GRIDS,
+    CompareConfig,
+    _jsonable,
+    build_model,
+    check_out,
+    check_settings,
+    grid_score,
+    iterations_for,
+    load_data,
+    machine_info,
+    run_one,
+    settings_for,
+)
+from .curves import COLORS, LABELS, save_figure
+from .summary import time_to_target
+
+DEFAULT_BATCH_SIZES = (128, 256, 512, 1024, None)  # None: the whole training set
+DEFAULT_OPTIMIZERS = ("sgd", "ngd", "kfac")
+DEFAULT_TARGETS = {"train_loss": 0.05, "val_acc": 0.95}
+# 200 iterations per run: SGD needs up to 180 for the default targets at batch 128.  The whole default
+# sweep (5 batch sizes, SGD and K-FAC 3 configurations each, NGD 3 at B = 128 and 256) is 6,000 steps
+# of SGD or K-FAC and 120 of NGD; docs/results.md gives its measured wall-clock time.
+DEFAULT_ITERATIONS = 200
+# NGD (Woodbury) solves a C·B × C·B system every step: seconds per step at B = 256 on 2 cores.
+ITERATION_CAPS = {"ngd": 20, "block-ngd": 20}
+FIGURE = "batch-sweep.png"
+JSON = "batch_sweep.json"
+TABLE = "summary.md"
+
+
+def resolve_batch_sizes(batch_sizes, n_train: int) -> list[int]:
+    """The batch sizes as integers (None or "full" → n_train), checked: each in [1, n_train], no repeats."""
+    out = []
+    for b in batch_sizes:
+        if b is None or b == "full":
+            b = n_train
+        elif isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+            raise ValueError(f"batch size {b!r}: expected a positive integer or 'full'")
+        elif b > n_train:
+            raise ValueError(f"batch size {b}: larger than the {n_train} training samples "
+                             f"(use 'full' for the whole training set)")
+        if b in out:
+            raise ValueError(f"batch size {b} appears twice in {list(batch_sizes)} "
+                             f"('full' is {n_train}, the whole training set)")
+        out.append(int(b))
+    if not out:
+        raise ValueError("batch sizes: none given")
+    return out
+
+
+def affordable(name: str, batch_size: int, num_classes: int, num_params: int) -> bool:
+    """Whether optimizer ``name`` runs at this batch size: NGD (Woodbury) only where C·B < P."""
+    return name != "ngd" or num_classes * batch_size < num_params
+
+
+def check_sweep(cfg: CompareConfig, targets: dict) -> None:
+    """Optimizers and targets, checked before anything is loaded."""
+    for name in cfg.optimizers:
+        if name not in GRIDS:
+            raise ValueError(f"unknown optimizer {name!r}: expected any of {sorted(GRIDS)}")
+    if len(set(cfg.optimizers)) != len(cfg.optimizers) or not cfg.optimizers:
+        raise ValueError(f"optimizers {list(cfg.optimizers)}: give each at least once and at most once")
+    if set(targets) != {"train_loss", "val_acc"}:
+        raise ValueError(f"targets {targets}: expected exactly the keys 'train_loss' and 'val_acc'")
+    if not (isinstance(targets["train_loss"], (int, float)) and 0 < targets["train_loss"] < math.inf):
+        raise ValueError(f"training-loss target {targets['train_loss']!r}: expected a positive number")
+    if not (isinstance(targets["val_acc"], (int, float)) and 0 < targets["val_acc"] <= 1):
+        raise ValueError(f"validation-accuracy target {targets['val_acc']!r}: expected an accuracy in (0, 1]")
+
+
+def sweep_config(cfg: CompareConfig) -> CompareConfig:
+    """cfg with NGD on its Woodbury solver (the only one affordable per step at these batch sizes)."""
+    return replace(cfg, settings={**cfg.settings, "ngd": {**cfg.settings.get("ngd", {}), "solver": "woodbury"}})
+
+
+def tune(cfg: CompareConfig, name: str, data, theta0, progress_factory=None) -> dict:
+    """Every configuration of GRIDS[name] at cfg.batch_size, the same budget each; the grid's rule picks.
+
+    Returns {"batch_size", "optimizer", "runs": [len(grid)] run dicts of :func:`run_one`,
+    "scores": [len(grid)] :func:`grid_score` values, "pick": index of the lowest (first on ties)}.
+    """
+    iters = iterations_for(cfg, name)
+    runs = []
+    for point in GRIDS[name]:
+        bar = progress_factory(f"B={cfg.batch_size} {name} {point}", iters) if progress_factory else None
+        runs.append(run_one(cfg, name, settings_for(cfg, name, point), data, theta0, iters, bar))
+        if bar is not None:
+            bar.close()
+    scores = [grid_score(r) for r in runs]
+    return {"batch_size": cfg.batch_size, "optimizer": name, "runs": runs, "scores": scores,
+            "pick": min(range(len(runs)), key=scores.__getitem__)}
+
+
+def sweep(cfg: CompareConfig, batch_sizes, data=None, theta0=None, progress_factory=None, log=None):
+    """:func:`tune` every optimizer of cfg at every batch size (C·B < P for NGD).
+
+    batch_sizes : [K] positive integers ≤ n_train, or None for the whole training set
+    Returns (points, skipped): the :func:`tune` dicts in batch-size order, and
+    [{"batch_size", "optimizer", "reason"}] for the combinations not run.
+    """
+    cfg = sweep_config(cfg)
+    data = load_data(cfg) if data is None else data
+    model = build_model(cfg, data)
+    theta0 = to_numpy(get_flat_params(model)) if theta0 is None else theta0
+    points, skipped = [], []
+    for b in resolve_batch_sizes(batch_sizes, data.n_train):
+        for name in cfg.optimizers:
+            if not affordable(name, b, data.num_classes, model.num_params):
+                skipped.append({"batch_size": b, "optimizer": name,
+                                "reason": f"C·B = {data.num_classes * b:,} ≥ P = {model.num_params:,}"})
+                continue
+            point = tune(replace(cfg, batch_size=b), name, data, theta0, progress_factory)
+            points.append(point)
+            if log is not None:
+                keys = list(GRIDS[name][0])
+                picked = point["runs"][point["pick"]]["settings"]
+                log(f"B={b} {name}: picked {({k: picked[k] for k in keys})} "
+                    f"(last validation losses {', '.join(f'{s:.4g}' for s in point['scores'])})")
+    return points, skipped
+
+
+def point_row(point: dict, targets: dict) -> dict:
+    """One row of the table: the picked run's iterations and seconds to each target, and its summary."""
+    run = point["runs"][point["pick"]]
+    recs = run["records"]
+    row = {"batch_size": point["batch_size"], "optimizer": point["optimizer"], "settings": run["settings"],
+           "runs_tried": len(point["runs"])}
+    for key, value in targets.items():
+        it, sec = time_to_target(recs, key, value)
+        row[key] = {"iterations": it, "seconds": sec}
+    last = recs[-1]
+    losses = [r["train_loss"] for r in recs if r["train_loss"] is not None]
+    accs = [r["val_acc"] for r in recs if r["val_acc"] is not None and math.isfinite(r["val_acc"])]
+    row.update(seconds_per_iteration=last["seconds"] / last["iteration"] if last["iteration"] else None,
+               final_train_loss=losses[-1] if losses else None, best_val_acc=max(accs) if accs else None)
+    if run["stopped"]:
+        row["stopped"] = run["stopped"]
+    return row
+
+
+def sweep_document(cfg: CompareConfig, points, skipped, targets: dict, n_train: int, num_params: int,
+                   command: str = "") -> dict:
+    """The JSON document (batch_sweep.json)::
+
+        {"command", "date", "machine", "model", "iterations", "targets": {"train_loss", "val_acc"},
+         "grids": {opt: {param: [values]}},   # the i-th configuration takes the i-th value of each
+         "rows": [{"batch_size", "optimizer", "settings", "runs_tried",
+                   "train_loss": {"iterations", "seconds"}, "val_acc": {"iterations", "seconds"},
+                   "seconds_per_iteration", "final_train_loss", "best_val_acc"}],
+         "n_train", "eval_every", "iteration_caps": {opt: iterations}, "skipped": [...]}
+
+    "batch_size" is the actual size (n_train for the whole training set); None = not reached.
+    """
+    model = f"{cfg.dataset} {cfg.model}"
+    if cfg.model == "convnet":
+        model += f" (channels {','.join(map(str, cfg.channels))}, fc {cfg.hidden[0] if cfg.hidden else 0})"
+    else:
+        model += f" (hidden {','.join(map(str, cfg.hidden))})"
+    model += f", P = {num_params:,}, {cfg.dtype}"
+    return {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_info(cfg), "model": model, "iterations": cfg.iterations,
+            "targets": dict(targets),
+            "grids": {n: {k: [p[k] for p in GRIDS[n]] for k in GRIDS[n][0]} for n in cfg.optimizers},
+            "rows": [point_row(p, targets) for p in points],
+            "n_train": n_train, "eval_every": cfg.eval_every,
+            "iteration_caps": {n: iterations_for(cfg, n) for n in cfg.optimizers
+                               if iterations_for(cfg, n) < cfg.iterations},
+            "skipped": skipped}
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+def _batch_label(b: int, n_train: int) -> str:
+    return f"full ({n_train})" if b == n_train else str(b)
+
+
+def _fmt(v, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _ratio(num, den) -> str:
+    return "—" if num is None or not den else f"{num / den:.1f}×"
+
+
+def format_table(doc: dict) -> str:
+    """summary.md: the settings, the per-point table and each method's ratios to SGD."""
+    t, n = doc["targets"], doc["n_train"]
+    lt, at = f"train loss ≤ {t['train_loss']:g}", f"val acc ≥ {t['val_acc']:g}"
+    caps = ", ".join(f"{k} at most {v}" for k, v in doc["iteration_caps"].items())
+    grids = "; ".join(f"{o}: " + ", ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in g.items())
+                      for o, g in doc["grids"].items())
+    lines = [f"# Batch-size sweep: {doc['model']}", "",
+             f"`{doc['command']}` — {doc['date']}, {doc['machine']['platform']}, "
+             f"{doc['machine']['cpu_count']} CPUs, device {doc['machine']['device']}.", "",
+             f"Targets, the same at every batch size: **{lt}** and **{at}** (first measured iteration, "
+             f"every {doc['eval_every']}; seconds of training only; — = not reached within the budget).", "",
+             f"Budget: {doc['iterations']} iterations per run" + (f" ({caps})" if caps else "")
+             + f", every configuration of each method's grid at every batch size ({grids}; the i-th "
+             "configuration takes the i-th value of each), the pick being the lowest last validation loss "
+             "(compare --grid's rule).", ""]
+    for s in doc["skipped"]:
+        lines.append(f"- {s['optimizer']} not run at batch {_batch_label(s['batch_size'], n)}: {s['reason']}")
+    if doc["skipped"]:
+        lines.append("")
+    lines += [f"| batch | optimizer | picked | runs | s / iteration | iterations to {lt} | seconds | "
+              f"iterations to {at} | seconds | final train loss | best val acc |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in doc["rows"]:
+        picked = ", ".join(f"{k} {r['settings'][k]:g}" for k in doc["grids"][r["optimizer"]])
+        lines.append(f"| {_batch_label(r['batch_size'], n)} | {r['optimizer']} | {picked} | {r['runs_tried']} "
+                     f"| {_fmt(r['seconds_per_iteration'], '.4f')} "
+                     f"| {_fmt(r['train_loss']['iterations'], 'd')} | {_fmt(r['train_loss']['seconds'], '.2f')} "
+                     f"| {_fmt(r['val_acc']['iterations'], 'd')} | {_fmt(r['val_acc']['seconds'], '.2f')} "
+                     f"| {_fmt(r['final_train_loss'], '.3g')} | {_fmt(r['best_val_acc'], '.3f')} |")
+    sgd = {r["batch_size"]: r for r in doc["rows"] if r["optimizer"] == "sgd"}
+    others = [r for r in doc["rows"] if r["optimizer"] != "sgd" and r["batch_size"] in sgd]
+    if others:
+        lines += ["", "SGD's cost divided by the method's (5× = five times fewer iterations or less time):", "",
+                  f"| batch | optimizer | {lt}: × fewer iterations | × less time | "
+                  f"{at}: × fewer iterations | × less time |", "|---|---|---:|---:|---:|---:|"]
+        for r in others:
+            base = sgd[r["batch_size"]]
+            cells = [_ratio(base[k][f], r[k][f]) for k in ("train_loss", "val_acc") for f in ("iterations", "seconds")]
+            lines.append(f"| {_batch_label(r['batch_size'], n)} | {r['optimizer']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- the figure ---------------------------------------------------------------------------------
+
+# (line style, marker, marker size, filled): an open square around a filled circle where both coincide
+TARGET_STYLES = {"train_loss": ("-", "o", 6, True), "val_acc": ("--", "s", 10, False)}
+
+
+def draw_batch_sweep(ax_iterations, ax_seconds, doc: dict, legend: bool = True) -> None:
+    """Iterations (left) and seconds (right) to each target against the batch size, log–log.
+
+    One colour per method; solid circles for the training-loss target, dashed squares for the
+    validation-accuracy target, open squares (drawn around the circle where the two coincide); a batch size
+    where a target was not reached has no point.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+    t, n = doc["targets"], doc["n_train"]
+    sizes = sorted({r["batch_size"] for r in doc["rows"]})
+    what = {"train_loss": f"train loss ≤ {t['train_loss']:g}", "val_acc": f"val acc ≥ {t['val_acc']:g}"}
+    for name in dict.fromkeys(r["optimizer"] for r in doc["rows"]):
+        rows = {r["batch_size"]: r for r in doc["rows"] if r["optimizer"] == name}
+        label = LABELS.get(name, name)
+        if name == "ngd":
+            label = "NGD (Woodbury)"
+        if name in doc["iteration_caps"]:
+            label += f", ≤ {doc['iteration_caps'][name]} it."
+        color = COLORS.get(name)
+        for key, (style, marker, size, filled) in TARGET_STYLES.items():
+            for ax, field in ((ax_iterations, "iterations"), (ax_seconds, "seconds")):
+                ys = [np.nan if b not in rows or rows[b][key][field] is None else rows[b][key][field]
+                      for b in sizes]
+                ax.plot(sizes, ys, style, marker=marker, color=color, lw=1.6, ms=size, mew=1.5,
+                        mfc=color if filled else "none", label=f"{label}: {what[key]}")
+    for ax, ylab in ((ax_iterations, "iterations to target"), (ax_seconds, "seconds to target (training only)")):
+        ax.set_xscale("log")
+        if any(np.isfinite(y).any() for y in (line.get_ydata() for line in ax.get_lines())):
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        else:
+            ax.text(0.5, 0.5, "no target reached", transform=ax.transAxes, ha="center")
+        ax.set_xlim(min(sizes) / 1.25, max(sizes) * 1.25)
+        ax.set_xticks(sizes, [f"full\n({b})" if b == n else str(b) for b in sizes])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel(ylab)
+        ax.grid(True, which="both", alpha=0.3)
+    if legend:
+        ax_iterations.legend(fontsize=8)
+
+
+def batch_sweep_figure(doc: dict):
+    """A bare Figure (no pyplot) with :func:`draw_batch_sweep`'s two panels and a title."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 5.6), layout="constrained")
+    ax_iterations, ax_seconds = fig.subplots(1, 2)
+    draw_batch_sweep(ax_iterations, ax_seconds, doc, legend=False)
+    fig.legend(*ax_iterations.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
+    caps = "".join(f", {k} ≤ {v}" for k, v in doc["iteration_caps"].items())
+    fig.suptitle(f"{doc['model']}: cost to a fixed target against the batch size\n"
+                 f"{doc['iterations']} iterations per run{caps}; each method tuned on its own grid at every B; "
+                 "no point = not reached", fontsize=10)
+    return fig
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+def write_outputs(out, doc: dict) -> None:
+    """batch_sweep.json, summary.md and batch-sweep.png into ``out`` — all or nothing."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
+    try:
+        (tmp / JSON).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+        (tmp / TABLE).write_text(format_table(doc))
+        save_figure(batch_sweep_figure(doc), tmp / FIGURE)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_batch_sweep(cfg: CompareConfig, batch_sizes=DEFAULT_BATCH_SIZES, targets=None, out="results/batch-sweep",
+                    command: str = "", progress_factory=None, log=print) -> dict:
+    """Check everything, sweep, write the outputs; returns the document.
+
+    cfg carries the model, data, iterations per run, optimizers, caps, eval_every, seed and device;
+    its batch_size is ignored (each point sets its own).
+    """
+    targets = dict(DEFAULT_TARGETS if targets is None else targets)
+    check_sweep(cfg, targets)
+    check_out(out)
+    cfg = sweep_config(cfg)
+    data = load_data(cfg)
+    sizes = resolve_batch_sizes(batch_sizes, data.n_train)
+    check_settings(replace(cfg, grid=True, batch_size=min(sizes)), data)
+    model = build_model(cfg, data)
+    log(f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples; {cfg.model} with "
+        f"P = {model.num_params:,}; batch sizes {sizes}; {cfg.iterations} iterations per run; "
+        f"targets {targets}")
+    points, skipped = sweep(cfg, sizes, data, to_numpy(get_flat_params(model)), progress_factory, log)
+    doc = sweep_document(cfg, points, skipped, targets, data.n_train, model.num_params, command)
+    write_outputs(out, doc)
+    log(format_table(doc))
+    return doc
