@@ -43,6 +43,13 @@ def _fsync(path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_together(writers, *, make_parents: bool = True) -> list[Path]:
     """Write every ``(path, write)`` pair, all or none; returns the paths written.
 
@@ -65,6 +72,7 @@ def write_together(writers, *, make_parents: bool = True) -> list[Path]:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
             os.close(fd)
             tmps.append(Path(tmp))
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets open()'s mode
             write(Path(tmp))
             _fsync(tmp)
         for tmp, (path, _) in zip(tmps, writers):

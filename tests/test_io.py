@@ -174,3 +174,14 @@ def test_every_writer_of_the_package_uses_the_atomic_helper(tmp_path, failing_re
         _writers(tmp_path)[name]()
     out = tmp_path / "out"
     assert not out.exists() or _listing(out) == []  # no target, no temporary file
+
+
+def test_written_files_get_the_mode_a_plain_open_gives_not_mkstemps_0600(tmp_path):
+    import os
+
+    from kfac_ref.io import write_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = write_text(tmp_path / "atomic.txt", "x")
+    assert os.stat(written).st_mode & 0o777 == os.stat(plain).st_mode & 0o777

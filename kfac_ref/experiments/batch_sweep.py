@@ -50,15 +50,13 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..backend import to_numpy
+from ..io import write_together
 from ..params import get_flat_params
 from .compare import (
     GRIDS,
@@ -357,18 +355,13 @@ def batch_sweep_figure(doc: dict):
 # ---- the command --------------------------------------------------------------------------------
 
 def write_outputs(out, doc: dict) -> None:
-    """batch_sweep.json, summary.md and batch-sweep.png into ``out`` — all or nothing."""
+    """batch_sweep.json, summary.md and batch-sweep.png into ``out`` — all or nothing
+    (:func:`kfac_ref.io.write_together`)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
-    try:
-        (tmp / JSON).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
-        (tmp / TABLE).write_text(format_table(doc))
-        save_figure(batch_sweep_figure(doc), tmp / FIGURE)
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    text, table, fig = json.dumps(_jsonable(doc), indent=1, allow_nan=False), format_table(doc), batch_sweep_figure(doc)
+    write_together([(out / JSON, lambda tmp: tmp.write_text(text, encoding="utf-8")),
+                    (out / TABLE, lambda tmp: tmp.write_text(table, encoding="utf-8")),
+                    (out / FIGURE, lambda tmp: save_figure(fig, tmp))])
 
 
 def run_batch_sweep(cfg: CompareConfig, batch_sizes=DEFAULT_BATCH_SIZES, targets=None, out="results/batch-sweep",
