@@ -4,7 +4,10 @@
     kfac-ref demo             the comparison on the bundled digits data (what `make demo` runs)
     kfac-ref batch-sweep ...  iterations and seconds to a target against the batch size, each method tuned
     kfac-ref sizes ...        Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)
-    kfac-ref fisher-plot ...  exact Fisher, block-diagonal, K-FAC and their inverses as heatmaps
+    kfac-ref fisher-plot ...  the exact Fisher, its approximations and their inverses as heatmaps
+
+Every sub-command is one entry of ``COMMANDS``: its help line, the function that adds its
+arguments to its own parser, and the function that runs it.
 
 Bad input gives one line on stderr and a non-zero exit code; a failed run
 leaves no partial results behind.
@@ -16,7 +19,8 @@ import argparse
 import inspect
 import json
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .experiments.compare import DEFAULT_SETTINGS, ITERATION_CAPS, CompareConfig, load_data, run_compare
@@ -24,6 +28,7 @@ from .fisher.seeds import KINDS
 from .optim import OPTIMIZERS
 
 PROG = "kfac-ref"
+DEMO_ITERATIONS = 200  # make demo: compare at its defaults, fewer iterations
 HYPER_OPTIONS = ("lr", "momentum", "damping", "T_inv", "T_cov", "weight_decay")
 
 
@@ -158,9 +163,8 @@ def read_settings_file(path) -> dict:
     return out
 
 
-def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iteration and wall-clock"):
-    p = sub.add_parser(name, help=help_text, description=help_text + ".",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_compare_arguments(p, name: str = "compare") -> None:
+    """The arguments of ``kfac-ref compare`` (and ``demo``, whose ``--out`` defaults to results/demo)."""
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), default="digits",
                    help="digits is bundled; mnist reads any folder of MNIST-format IDX files "
@@ -220,7 +224,12 @@ def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iterat
                    help="data-parallel K-FAC/SGD over MPI ranks, as in Osawa et al. 2019: run as "
                         "`mpiexec -n R kfac-ref compare --distributed ...`; the same records as one process; "
                         "rank 0 writes (docs/distributed.md)")
-    return p
+
+
+def add_demo_arguments(p) -> None:
+    """``kfac-ref demo``: compare's arguments and defaults, its output in results/demo (``make demo``)."""
+    add_compare_arguments(p, "demo")
+    p.set_defaults(iterations=DEMO_ITERATIONS)
 
 
 def config_from_args(args) -> CompareConfig:
@@ -279,7 +288,7 @@ def _blas_threads(n):
     return contextlib.nullcontext() if n is None else threadpool_limits(limits=n, user_api="blas")
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args, argv=None) -> int:
     cfg = config_from_args(args)
     if args.dataset != "digits" and not args.data_dir:
         raise ValueError(f"--dataset {args.dataset} needs --data-dir (see data/README.md)")
@@ -319,12 +328,10 @@ def _batch_sizes(text):
     return tuple(vals)
 
 
-def batch_sweep_parser(sub):
+def add_batch_sweep_arguments(p) -> None:
+    """The arguments of ``kfac-ref batch-sweep``."""
     from .experiments import batch_sweep as bs
 
-    text = "iterations and seconds to a loss and an accuracy target against the batch size, each method tuned"
-    p = sub.add_parser("batch-sweep", help=text, description=text + " on its compare --grid at every size.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--optimizers", type=_optimizer_list, default=",".join(bs.DEFAULT_OPTIMIZERS),
                    help=f"comma-separated, any of {','.join(OPTIMIZERS)} (ngd: Woodbury solver, where C·B < P)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default="128,256,512,1024,full",
@@ -347,7 +354,6 @@ def batch_sweep_parser(sub):
     p.add_argument("--quick", action="store_true",
                    help="a tiny budget for smoke tests: 256 samples, a small ConvNet, 8 iterations, batch 32,full")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    return p
 
 
 def cmd_batch_sweep(args, argv) -> int:
@@ -373,31 +379,77 @@ def cmd_batch_sweep(args, argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    # sizes and fisher-plot own their argument parsing
-    if argv and argv[0] == "sizes":
-        from .experiments import sizes
-        return sizes.main(argv[1:])
-    if argv and argv[0] == "fisher-plot":
-        from .experiments import fisher_plot
-        return fisher_plot.main(argv[1:])
+def _add_sizes_arguments(p) -> None:
+    from .experiments import sizes
+
+    sizes.add_arguments(p)
+
+
+def _run_sizes(args, argv) -> int:
+    from .experiments import sizes
+
+    return sizes.run(args)
+
+
+def _add_fisher_plot_arguments(p) -> None:
+    from .experiments import fisher_plot
+
+    fisher_plot.add_arguments(p)
+
+
+def _run_fisher_plot(args, argv) -> int:
+    from .experiments import fisher_plot
+
+    return fisher_plot.run(args)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its one-line help, the function that adds its arguments to its own parser,
+    and the function that runs it, ``run(args, argv) -> exit code``."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, list], int]
+    show_defaults: bool = True  # append "(default: …)" to every help line (sizes and fisher-plot write their own)
+
+
+#: every sub-command of ``kfac-ref``, in the order ``--help`` lists them
+COMMANDS = {
+    "compare": Command("SGD vs NGD vs K-FAC by iteration and wall-clock", add_compare_arguments, cmd_compare),
+    "demo": Command("the comparison on the bundled digits ConvNet (make demo)", add_demo_arguments, cmd_compare),
+    "batch-sweep": Command("iterations and seconds to a loss and an accuracy target against the batch size, each "
+                           "method tuned on its compare --grid at every size", add_batch_sweep_arguments,
+                           cmd_batch_sweep),
+    "sizes": Command("Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)",
+                     _add_sizes_arguments, _run_sizes, show_defaults=False),
+    "fisher-plot": Command("heatmaps of the exact Fisher, its approximations and their damped inverses",
+                           _add_fisher_plot_arguments, _run_fisher_plot, show_defaults=False),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kfac-ref`` parser: one sub-parser per entry of :data:`COMMANDS`, each built by its command."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="command", metavar="{compare,demo,batch-sweep,sizes,fisher-plot}")
-    compare_parser(sub)
-    demo = compare_parser(sub, "demo", "the comparison on the bundled digits ConvNet (make demo)")
-    demo.set_defaults(out="results/demo", iterations=200)
-    batch_sweep_parser(sub)
-    sub.add_parser("sizes", help="Fisher-block vs Kronecker-factor sizes (kfac-ref sizes --help)")
-    sub.add_parser("fisher-plot", help="heatmaps of the Fisher and its approximations (kfac-ref fisher-plot --help)")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    for name, cmd in COMMANDS.items():
+        formatter = argparse.ArgumentDefaultsHelpFormatter if cmd.show_defaults else argparse.HelpFormatter
+        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help + ".",
+                                         formatter_class=formatter))
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     try:
-        return cmd_batch_sweep(args, argv) if args.command == "batch-sweep" else cmd_compare(args)
+        return COMMANDS[args.command].run(args, argv)
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted; no results written", file=sys.stderr)
         return 130

@@ -131,3 +131,21 @@ def test_module_entry_point_and_help():
                  "--batch-size", "--lr", "--damping", "--momentum", "--grid", "--device", "--dtype", "--seed",
                  "--out", "--quick", "--quiet"):
         assert flag in res.stdout
+
+
+@pytest.mark.parametrize("name", ["compare", "demo", "batch-sweep", "sizes", "fisher-plot"])
+def test_every_sub_command_owns_its_parser_and_help(name, capsys):
+    from kfac_ref.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: kfac-ref {name}") and COMMANDS[name].help.split()[0] in text
+    assert set(COMMANDS) == {"compare", "demo", "batch-sweep", "sizes", "fisher-plot"}
+
+
+def test_sizes_errors_come_from_its_own_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sizes", "--arch", "vgg"])
+    assert exc.value.code == 2 and "invalid choice: 'vgg'" in capsys.readouterr().err

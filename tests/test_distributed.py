@@ -118,12 +118,6 @@ def test_more_ranks_than_samples_is_refused_naming_R_and_B(tmp_path):
 
 @needs_mpi
 def test_compare_cli_distributed_gives_the_single_process_records(tmp_path):
-    from kfac_ref.cli import compare_parser  # noqa: PLC0415
-    import argparse  # noqa: PLC0415
-
-    sub = argparse.ArgumentParser().add_subparsers()
-    if "--distributed" not in compare_parser(sub).format_help():
-        pytest.skip("kfac_ref/cli.py has no --distributed flag yet (the patch in the issue 12 report)")
     common = ["-m", "kfac_ref", "compare", "--optimizers", "sgd,kfac", "--quick", "--quiet", "--threads", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True,

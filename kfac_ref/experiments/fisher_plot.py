@@ -491,13 +491,13 @@ def plot_fisher(matrices: dict, path, title: str | None = None, *, svg: bool = F
 # ---------------------------------------------------------------------------
 
 
-def main(argv=None) -> int:
-    """``kfac-ref fisher-plot [--out DIR] [--kind K] [--arch A] [--hidden H…] [--damping λ] [--damping-mode M]
-    [--seed S] [--scale SCALE] [--quiet]``: writes DIR/fisher.png, fisher.svg and fisher_errors.md."""
-    parser = argparse.ArgumentParser(
-        prog="kfac-ref fisher-plot",
-        description="The article's figure: the full Fisher of a small trained network, its "
-                    "block-diagonal and K-FAC approximations, and their damped inverses.")
+DESCRIPTION = ("The article's figure: the full Fisher of a small trained network, its block-diagonal, "
+               "K-FAC, block-tridiagonal K-FAC and EKFAC approximations, and their damped inverses.")
+
+
+def add_arguments(parser) -> None:
+    """The arguments of ``kfac-ref fisher-plot``: ``[--out DIR] [--kind K] [--arch A] [--hidden H…]
+    [--damping λ] [--damping-mode M] [--seed S] [--scale SCALE] [--quiet]``."""
     parser.add_argument("--out", type=Path, default=Path("results/fisher-plot"),
                         help="folder for fisher.png, fisher.svg, fisher_errors.md (default: results/fisher-plot)")
     parser.add_argument("--kind", default="exact", choices=fisher.KINDS, help="which Fisher (default: exact)")
@@ -514,8 +514,17 @@ def main(argv=None) -> int:
                         help="colour scale of the heatmaps, one colour bar per panel (default: linear, a diverging "
                              "map centred at 0; symlog: symmetric log scale; log shows |entries|)")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
-    args = parser.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    """``python -m kfac_ref.experiments.fisher_plot``: the same as ``kfac-ref fisher-plot`` (:func:`run`)."""
+    parser = argparse.ArgumentParser(prog="kfac-ref fisher-plot", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args) -> int:
+    """``kfac-ref fisher-plot``: writes DIR/fisher.png, fisher.svg and fisher_errors.md."""
     try:
         check_damping(args.damping, strict=True)
         if args.seed < 0:

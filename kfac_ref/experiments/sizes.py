@@ -476,8 +476,28 @@ TITLES = {
 }
 
 
+def add_arguments(parser) -> None:
+    """The arguments of ``kfac-ref sizes``: ``--arch {alexnet,alexnet-grouped,alexnet-torchvision,…,all}
+    [--out DIR] [--quiet]``."""
+    parser.add_argument("--arch", default="alexnet", choices=(*ARCHS, *PROJECT_MODELS, "all"),
+                        help="alexnet prints the three AlexNet variants; all adds this project's models "
+                             "(default: alexnet)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for sizes_<arch>.md and sizes_<arch>.png")
+    parser.add_argument("--quiet", action="store_true", help="print only the totals")
+
+
+DESCRIPTION = "Fisher block vs Kronecker factor sizes for AlexNet (docs/math.md §9)."
+
+
 def main(argv=None) -> int:
-    """``sizes --arch {alexnet,alexnet-grouped,alexnet-torchvision,all} [--out DIR] [--quiet]``.
+    """``python -m kfac_ref.experiments.sizes``: the same as ``kfac-ref sizes`` (:func:`run`)."""
+    parser = argparse.ArgumentParser(prog="kfac-ref sizes", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args) -> int:
+    """``kfac-ref sizes``.
 
     ``--arch alexnet`` and ``--arch all`` print all three AlexNet variants (the
     ungrouped one is the article's figure) and a totals comparison; a single
@@ -485,17 +505,6 @@ def main(argv=None) -> int:
     table is also written to ``DIR/sizes_<arch>.md`` with its figure
     ``DIR/sizes_<arch>.png``.  ``--quiet`` prints only the totals.
     """
-    parser = argparse.ArgumentParser(
-        prog="kfac-ref sizes",
-        description="Fisher block vs Kronecker factor sizes for AlexNet (docs/math.md §9).",
-    )
-    parser.add_argument("--arch", default="alexnet", choices=(*ARCHS, *PROJECT_MODELS, "all"),
-                        help="alexnet prints the three AlexNet variants; all adds this project's models "
-                             "(default: alexnet)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for sizes_<arch>.md and sizes_<arch>.png")
-    parser.add_argument("--quiet", action="store_true", help="print only the totals")
-    args = parser.parse_args(argv)
-
     archs = {"alexnet": [a for a in ARCHS if a.startswith("alexnet")], "all": [*ARCHS, *PROJECT_MODELS]}.get(args.arch, [args.arch])
     try:
         for arch in archs:
