@@ -43,6 +43,7 @@ _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _checked(float, lambda v: v > 0, "a positive number")
 _seed = _checked(int, lambda v: v >= 0, "an integer ≥ 0")  # argparse names --seed itself
 _fraction = _checked(float, lambda v: 0 < v <= 1, "an accuracy in (0, 1]")
+_every_or_off = _checked(int, lambda v: v >= 0, "an integer ≥ 0 (0: off)")
 
 
 def _int_list(text):
@@ -212,6 +213,10 @@ def compare_parser(sub, name="compare", help_text="SGD vs NGD vs K-FAC by iterat
     g.add_argument("--target-acc", type=_fraction, action="append", default=[],
                    help="a validation-accuracy target of the summary; repeatable (default: 0.9, 0.95 and "
                         "the hardest every run reaches)")
+    g.add_argument("--diagnostics", type=_every_or_off, default=0, metavar="K",
+                   help="every K iterations, each method's angle to the exact damped natural gradient "
+                        "(F + γI)⁻¹∇h and its curvature error, on that batch at θ before the step; not "
+                        "timed; γ: each method's damping, K-FAC's for SGD (docs/diagnostics.md); 0: off")
     g.add_argument("--out", default=f"results/{name}", help="output folder")
     g.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
@@ -244,7 +249,8 @@ def config_from_args(args) -> CompareConfig:
                         iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
                         settings=settings, grid=args.grid, grid_iterations=args.grid_iterations,
                         device=args.device, dtype=args.dtype, seed=args.seed, max_train=args.max_train,
-                        target_loss=tuple(args.target_loss), target_acc=tuple(args.target_acc))
+                        target_loss=tuple(args.target_loss), target_acc=tuple(args.target_acc),
+                        diagnostics_every=args.diagnostics)
     if quick:  # a tiny budget; what the user gave explicitly is kept
         cfg = replace(cfg, iterations=min(cfg.iterations, 12), eval_every=min(cfg.eval_every, 4),
                       batch_size=min(cfg.batch_size, 32), max_train=cfg.max_train or 256, grid_iterations=4)
@@ -288,6 +294,8 @@ def cmd_compare(args) -> int:
     log = (lambda *a, **k: None) if args.quiet else print
     bars = None if args.quiet else ProgressBar
     threads = args.threads or (1 if cfg.device == "cpu" else None)
+    if args.distributed and cfg.diagnostics_every:
+        raise ValueError("--diagnostics is not available with --distributed (run it on one process)")
     if args.distributed:  # every rank trains; rank 0 alone logs, shows progress and writes
         from .distributed import run_compare_distributed, world
 
