@@ -219,3 +219,10 @@ def test_cli_refuses_diagnostics_with_distributed(capsys, tmp_path):
     assert code == 1
     assert "--diagnostics is not available with --distributed" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_diagnostics_on_each_backend_record_plain_floats(device):
+    run = _run(_cfg(device=device, diagnostics_every=2), "kfac", iterations=2)
+    rec = run["records"][-1]
+    assert all(type(rec[f]) is float for f in FIELDS)
+    json.dumps(compare._jsonable(run["records"]), allow_nan=False)
