@@ -187,7 +187,10 @@ def diagnostics_hook(cfg: CompareConfig):
     def after_step(opt, x, y, theta):
         if opt.steps % every:
             return None
-        out = diagnostics(opt, x, y, theta=theta, damping=sgd_damping if isinstance(opt, SGD) else None)
+        # rng: only a Woodbury NGD with a Monte-Carlo Fisher uses one (it redraws its Fisher on the
+        # batch); a generator of its own leaves the training's untouched
+        out = diagnostics(opt, x, y, theta=theta, damping=sgd_damping if isinstance(opt, SGD) else None,
+                          rng=np.random.default_rng(opt.steps))
         return {"angle_deg": out["angle_deg"], "curvature_error": out["curvature_error"],
                 "natural_damping": out["damping"]}
     return after_step
