@@ -82,13 +82,23 @@ def _hyper(name):
 
 
 def hyper_types(name: str) -> dict:
-    """{hyper-parameter: (type, may be None)} of optimizer ``name``, read from its signature."""
-    params = inspect.signature(OPTIMIZERS[name].__init__).parameters
+    """{hyper-parameter: (type, may be None)} of optimizer ``name``, read from its signature.
+
+    A subclass that passes ``*args, **kwargs`` on (EKFAC, KFACTridiag) also has its base class's.
+    """
     out = {}
-    for key, p in list(params.items())[3:]:  # after self, model, loss_fn
-        ann = str(p.annotation)
-        kind = bool if "bool" in ann else int if ann.startswith("int") else float if "float" in ann else str
-        out[key] = (kind, "None" in ann or p.default is None)
+    for cls in OPTIMIZERS[name].__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = list(inspect.signature(vars(cls)["__init__"]).parameters.values())[3:]  # after self, model, loss_fn
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            ann = str(p.annotation)
+            kind = bool if "bool" in ann else int if ann.startswith("int") else float if "float" in ann else str
+            out.setdefault(p.name, (kind, "None" in ann or p.default is None))
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
     return out
 
 
