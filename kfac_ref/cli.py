@@ -49,6 +49,7 @@ _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _checked(float, lambda v: v > 0, "a positive number")
 _seed = _checked(int, lambda v: v >= 0, "an integer ≥ 0")  # argparse names --seed itself
 _fraction = _checked(float, lambda v: 0 < v <= 1, "an accuracy in (0, 1]")
+_every_or_off = _checked(int, lambda v: v >= 0, "an integer ≥ 0 (0: off)")
 
 
 def _int_list(text):
@@ -87,13 +88,23 @@ def _hyper(name):
 
 
 def hyper_types(name: str) -> dict:
-    """{hyper-parameter: (type, may be None)} of optimizer ``name``, read from its signature."""
-    params = inspect.signature(OPTIMIZERS[name].__init__).parameters
+    """{hyper-parameter: (type, may be None)} of optimizer ``name``, read from its signature.
+
+    A subclass that passes ``*args, **kwargs`` on (EKFAC, KFACTridiag) also has its base class's.
+    """
     out = {}
-    for key, p in list(params.items())[3:]:  # after self, model, loss_fn
-        ann = str(p.annotation)
-        kind = bool if "bool" in ann else int if ann.startswith("int") else float if "float" in ann else str
-        out[key] = (kind, "None" in ann or p.default is None)
+    for cls in OPTIMIZERS[name].__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = list(inspect.signature(vars(cls)["__init__"]).parameters.values())[3:]  # after self, model, loss_fn
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            ann = str(p.annotation)
+            kind = bool if "bool" in ann else int if ann.startswith("int") else float if "float" in ann else str
+            out.setdefault(p.name, (kind, "None" in ann or p.default is None))
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
     return out
 
 
@@ -217,6 +228,10 @@ def add_compare_arguments(p, name: str = "compare") -> None:
     g.add_argument("--target-acc", type=_fraction, action="append", default=[],
                    help="a validation-accuracy target of the summary; repeatable (default: 0.9, 0.95 and "
                         "the hardest every run reaches)")
+    g.add_argument("--diagnostics", type=_every_or_off, default=0, metavar="K",
+                   help="every K iterations, each method's angle to the exact damped natural gradient "
+                        "(F + γI)⁻¹∇h and its curvature error, on that batch at θ before the step; not "
+                        "timed; γ: each method's damping, K-FAC's for SGD (docs/diagnostics.md); 0: off")
     g.add_argument("--out", default=f"results/{name}", help="output folder")
     g.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
@@ -254,7 +269,8 @@ def config_from_args(args) -> CompareConfig:
                         iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
                         settings=settings, grid=args.grid, grid_iterations=args.grid_iterations,
                         device=args.device, dtype=args.dtype, seed=args.seed, max_train=args.max_train,
-                        target_loss=tuple(args.target_loss), target_acc=tuple(args.target_acc))
+                        target_loss=tuple(args.target_loss), target_acc=tuple(args.target_acc),
+                        diagnostics_every=args.diagnostics)
     if quick:  # a tiny budget; what the user gave explicitly is kept
         cfg = replace(cfg, iterations=min(cfg.iterations, 12), eval_every=min(cfg.eval_every, 4),
                       batch_size=min(cfg.batch_size, 32), max_train=cfg.max_train or 256, grid_iterations=4)
@@ -298,6 +314,8 @@ def cmd_compare(args, argv=None) -> int:
     log = (lambda *a, **k: None) if args.quiet else print
     bars = None if args.quiet else ProgressBar
     threads = args.threads or (1 if cfg.device == "cpu" else None)
+    if args.distributed and cfg.diagnostics_every:
+        raise ValueError("--diagnostics is not available with --distributed (run it on one process)")
     if args.distributed:  # every rank trains; rank 0 alone logs, shows progress and writes
         from .distributed import run_compare_distributed, world
 

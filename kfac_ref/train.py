@@ -6,6 +6,11 @@ h before that step); every ``eval_every`` iterations (and at iteration 0) also
 the full training and validation loss and accuracy.  Fields not measured are
 None.  A NaN/Inf loss stops the run with a message; what was recorded is kept.
 
+An optional ``after_step(opt, x, y, theta)`` hook runs after every step, outside the
+clock (like evaluation), with the step's batch and θ as it was *before* the step; a
+dict it returns is merged into that iteration's record (`kfac-ref compare
+--diagnostics K` records its angles this way), None adds nothing.
+
 Mini-batches are drawn without replacement, one seeded permutation per epoch,
 so a run is a function of its seed; :class:`Trainer` state (permutation,
 position, random generator, records) is what a checkpoint stores.
@@ -22,6 +27,7 @@ import numpy as np
 from .backend import get_xp, synchronize, to_numpy
 from .data.batches import BatchStream
 from .errors import NonFiniteError
+from .params import get_flat_params
 from .validate import check_number
 
 RECORD_FIELDS = ("iteration", "seconds", "batch_loss", "train_loss", "train_acc", "val_loss", "val_acc")
@@ -36,7 +42,7 @@ class History:
 
     def column(self, name: str):
         """(iterations, values) where ``name`` was measured."""
-        pts = [(r["iteration"], r[name]) for r in self.records if r[name] is not None]
+        pts = [(r["iteration"], r[name]) for r in self.records if r.get(name) is not None]
         return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -56,18 +62,23 @@ class Trainer:
     """Runs an optimizer over a :class:`~kfac_ref.data.Dataset`, resumably.
 
     ``rng`` draws the batch order and is passed to ``opt.step`` (Monte-Carlo
-    targets), so one generator makes the whole run reproducible.
+    targets), so one generator makes the whole run reproducible.  ``after_step``:
+    see the module docstring (not part of a checkpoint).
     """
 
-    def __init__(self, optimizer, data, batch_size: int, rng, eval_every: int = 10):
+    def __init__(self, optimizer, data, batch_size: int, rng, eval_every: int = 10, after_step=None):
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        if after_step is not None and not callable(after_step):
+            raise TypeError(f"after_step must be a function (opt, x, y, theta) -> dict or None, "
+                            f"got {type(after_step).__name__}")
         n = data.n_train
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
         if self.batch_size > n:
             raise ValueError(f"batch_size must be ≤ the {n} training samples, got {batch_size}")
         self.eval_every = check_number("eval_every", eval_every, low=1, integer=True)
         self.opt, self.data, self.rng = optimizer, data, rng
+        self.after_step = after_step
         self.history = History()
         self.seconds = 0.0  # cumulative training time
         self._stream = None  # the BatchStream, made at the first batch (its first permutation drawn then)
@@ -120,6 +131,7 @@ class Trainer:
         xp = get_xp(self.data.x_train)
         while self.iteration < until and self.history.stopped is None:
             xb, yb = self._next_batch()
+            theta = None if self.after_step is None else get_flat_params(self.opt.model)  # θ before the step
             synchronize(xp)
             start = time.perf_counter()
             try:
@@ -129,8 +141,14 @@ class Trainer:
                 break
             synchronize(xp)
             self.seconds += time.perf_counter() - start
+            extra = None if self.after_step is None else self.after_step(self.opt, xb, yb, theta)  # off the clock
             measure = self.iteration % self.eval_every == 0 or self.iteration == until
             rec = self._record(info["loss"], measure)
+            if extra:
+                if set(extra) & set(RECORD_FIELDS):
+                    raise ValueError(f"after_step returned {sorted(set(extra) & set(RECORD_FIELDS))}: "
+                                     f"fields the trainer records itself ({', '.join(RECORD_FIELDS)})")
+                rec.update(extra)
             if measure and not math.isfinite(rec["train_loss"]):
                 self.history.stopped = (f"stopped at iteration {self.iteration}: "
                                         f"the training loss became {rec['train_loss']}")

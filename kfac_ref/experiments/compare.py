@@ -9,6 +9,13 @@ keeps, per optimizer, the configuration with the lowest validation loss.
 Outputs (written to a temporary folder, then moved into ``out`` at the end, so
 a failed run leaves no partial results): ``history.json``, ``history_<opt>.csv``,
 ``curves.png``/``curves.svg`` and ``summary.md``.
+
+With ``diagnostics_every = K > 0`` (`kfac-ref compare --diagnostics K`), every K
+iterations each method's step is measured against the exact damped natural gradient
+on that iteration's batch, at θ before the step (:func:`diagnostics_hook`).  This
+runs outside the training clock, like evaluation, and adds ``angle_deg``,
+``curvature_error`` and ``natural_damping`` to the records of the iterations
+measured, a panel to the figure and a line per method to summary.md.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ from .. import models, nn
 from ..backend import gpu_name, to_numpy
 from ..data import load_dataset
 from ..io import write_together
-from ..optim import OPTIMIZERS
+from ..optim import OPTIMIZERS, SGD
 from ..params import get_flat_params, set_flat_params
 from ..train import RECORD_FIELDS, Trainer
+from ..validate import check_number
 from .curves import curves_figure, save_figure
+from .diagnostics import diagnostics
 from .summary import format_summary, summarize, target_list
 
 # The settings every optimizer runs with in a comparison.  Each is named in full — a comparison
@@ -92,6 +101,11 @@ class CompareConfig:
     max_train: int | None = None  # use only the first n training samples (quick runs)
     target_loss: tuple = ()  # summary targets; empty: round values and the hardest every run reaches
     target_acc: tuple = ()
+    diagnostics_every: int = 0  # K > 0: angle to the damped NGD every K iterations (not timed); 0: off
+
+
+# What `diagnostics_every` adds to the records of the iterations it measures.
+DIAGNOSTIC_FIELDS = ("angle_deg", "curvature_error", "natural_damping")
 
 
 def load_data(cfg: CompareConfig):
@@ -147,8 +161,45 @@ def check_settings(cfg: CompareConfig, data=None) -> None:
                 raise ValueError(f"{name}: {exc}") from None
 
 
-def run_one(cfg, name, settings, data, theta0, iterations, progress=None):
-    """Train one optimizer from θ₀; returns {"optimizer", "settings", "records", "stopped"}."""
+def sgd_natural_damping(cfg: CompareConfig) -> float:
+    """λ of the natural gradient SGD is measured against: K-FAC's damping in this comparison."""
+    return float(settings_for(cfg, "kfac")["damping"])
+
+
+def diagnostics_hook(cfg: CompareConfig):
+    """The Trainer's ``after_step`` for ``cfg.diagnostics_every = K``: None when K = 0.
+
+    After every K-th step (iterations K, 2K, …) it returns, for the step's batch and θ
+    before the step, the angle (degrees) between the method's direction and the exact
+    damped natural gradient (F + γI)⁻¹∇h, the relative Frobenius error of its curvature
+    to the exact Fisher F (None for SGD, or when P × P matrices would not fit) and γ
+    (:func:`~.diagnostics.diagnostics`).  γ is each Fisher method's own damping — the one
+    its direction used (λ + η_wd for the K-FAC family) — so the angle measures the
+    curvature approximation alone, not a difference of damping; SGD, which has none, is
+    measured against K-FAC's λ of the comparison (:func:`sgd_natural_damping`).
+    """
+    every = check_number("diagnostics_every", cfg.diagnostics_every, low=0, integer=True)
+    if every == 0:
+        return None
+    sgd_damping = sgd_natural_damping(cfg)
+
+    def after_step(opt, x, y, theta):
+        if opt.steps % every:
+            return None
+        # rng: only a Woodbury NGD with a Monte-Carlo Fisher uses one (it redraws its Fisher on the
+        # batch); a generator of its own leaves the training's untouched
+        out = diagnostics(opt, x, y, theta=theta, damping=sgd_damping if isinstance(opt, SGD) else None,
+                          rng=np.random.default_rng(opt.steps))
+        return {"angle_deg": out["angle_deg"], "curvature_error": out["curvature_error"],
+                "natural_damping": out["damping"]}
+    return after_step
+
+
+def run_one(cfg, name, settings, data, theta0, iterations, progress=None, diagnose: bool = True):
+    """Train one optimizer from θ₀; returns {"optimizer", "settings", "records", "stopped"}.
+
+    ``diagnose``: measure the steps as ``cfg.diagnostics_every`` says (the grid's trials do not).
+    """
     model = build_model(cfg, data)
     set_flat_params(model, theta0)
     opt = OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings)
@@ -156,7 +207,8 @@ def run_one(cfg, name, settings, data, theta0, iterations, progress=None):
         warm = build_model(cfg, data)
         warm_opt = OPTIMIZERS[name](warm, nn.CrossEntropyLoss(), **settings)
         Trainer(warm_opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every).run(2)
-    trainer = Trainer(opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every)
+    trainer = Trainer(opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every,
+                      after_step=diagnostics_hook(cfg) if diagnose else None)
     hist = trainer.run(iterations, progress)
     return {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
 
@@ -174,7 +226,7 @@ def grid_search(cfg, name, data, theta0, progress_factory=None):
     for point in GRIDS[name]:
         s = settings_for(cfg, name, point)
         bar = progress_factory(f"{name} grid {point}", iters) if progress_factory else None
-        run = run_one(cfg, name, s, data, theta0, iters, bar)
+        run = run_one(cfg, name, s, data, theta0, iters, bar, diagnose=False)
         if bar is not None:
             bar.close()
         trials.append({"settings": s, "val_loss": grid_score(run), "stopped": run["stopped"]})
@@ -204,10 +256,12 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
         doc["grid"] = grid
     history = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
     writers = [(out / "history.json", lambda tmp: tmp.write_text(history))]
+    diagnosed = any("angle_deg" in rec for r in runs for rec in r["records"])
+    fields = RECORD_FIELDS + (DIAGNOSTIC_FIELDS if diagnosed else ())
 
     def write_csv(tmp, records):
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=RECORD_FIELDS)
+            w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(records)
 
@@ -226,9 +280,35 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
     stopped = "".join(f"- **{r['optimizer']} stopped early**: {r['stopped']}\n" for r in runs if r["stopped"])
     if stopped:
         text = f"{stopped}\n{text}"
+    if diagnosed:
+        text += "\n" + format_diagnostics(runs, cfg)
     writers.append((out / "summary.md", lambda tmp: tmp.write_text(f"# {title}\n\n{text}")))
     write_together(writers)
     return summary
+
+
+def format_diagnostics(runs, cfg: CompareConfig) -> str:
+    """summary.md's lines for `--diagnostics K`: per method, the median (min–max) angle and curvature error."""
+    lines = [f"Angle between each method's step and the exact damped natural gradient (F + γI)⁻¹∇h, "
+             f"every {cfg.diagnostics_every} iterations on that iteration's batch at θ before the step "
+             f"(not in the seconds above); γ is each method's own damping, SGD's is K-FAC's λ = "
+             f"{sgd_natural_damping(cfg):g}. Median (min–max) over the measured steps; curvature error "
+             "‖C − F‖_F / ‖F‖_F:", ""]
+    for r in runs:
+        meas = [rec for rec in r["records"] if rec.get("angle_deg") is not None]
+        if not meas:
+            lines.append(f"- {r['optimizer']}: no step measured")
+            continue
+        ang = np.array([rec["angle_deg"] for rec in meas])
+        gammas = sorted({rec["natural_damping"] for rec in meas})
+        gamma = f"γ = {gammas[0]:g}" if len(gammas) == 1 else f"γ {gammas[0]:g}–{gammas[-1]:g}"
+        line = (f"- {r['optimizer']}: angle {np.median(ang):.1f}° ({ang.min():.1f}–{ang.max():.1f}°) "
+                f"over {len(ang)} steps, {gamma}")
+        errs = [rec["curvature_error"] for rec in meas if rec["curvature_error"] is not None]
+        if errs:
+            line += f"; curvature error {np.median(errs):.3f} ({min(errs):.3f}–{max(errs):.3f})"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def check_out(out) -> None:
@@ -261,6 +341,7 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> di
             raise ValueError(f"unknown optimizer {name!r}: expected any of {sorted(OPTIMIZERS)}")
     if len(set(cfg.optimizers)) != len(cfg.optimizers):
         raise ValueError(f"optimizers {list(cfg.optimizers)}: each may appear once (their outputs share names)")
+    check_number("diagnostics_every", cfg.diagnostics_every, low=0, integer=True)
     check_out(out)
     data = load_data(cfg)
     check_settings(cfg, data)
@@ -289,4 +370,6 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> di
         runs.append(run)
     summary = write_outputs(Path(out), cfg, runs, grid or None)
     log(format_summary(summary))
+    if cfg.diagnostics_every:
+        log(format_diagnostics(runs, cfg))
     return summary

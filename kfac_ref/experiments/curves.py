@@ -2,8 +2,11 @@
 
 Two rows (loss, accuracy) × two columns (iterations, wall-clock seconds); one
 colour per optimizer; training solid, validation dashed — as in the article's
-SGD / NGD / K-FAC comparison.  Drawn on a bare :class:`matplotlib.figure.Figure`
-(no pyplot, no global state) and written atomically.
+SGD / NGD / K-FAC comparison.  When any run carries diagnostics (``angle_deg``,
+`kfac-ref compare --diagnostics K`), a third row shows the angle between each
+method's step and the exact damped natural gradient against iterations, the
+damping γ of that natural gradient in the legend.  Drawn on a bare
+:class:`matplotlib.figure.Figure` (no pyplot, no global state) and written atomically.
 """
 
 from __future__ import annotations
@@ -12,16 +15,21 @@ from pathlib import Path
 
 from ..io import write_figure
 
-COLORS = {"sgd": "#1f77b4", "ngd": "#d62728", "block-ngd": "#9467bd", "kfac": "#2ca02c"}
-LABELS = {"sgd": "SGD", "ngd": "NGD (full Fisher)", "block-ngd": "block-diagonal NGD", "kfac": "K-FAC"}
+COLORS = {"sgd": "#1f77b4", "ngd": "#d62728", "block-ngd": "#9467bd", "kfac": "#2ca02c",
+          "kfac-tridiag": "#ff7f0e", "ekfac": "#8c564b"}
+LABELS = {"sgd": "SGD", "ngd": "NGD (full Fisher)", "block-ngd": "block-diagonal NGD", "kfac": "K-FAC",
+          "kfac-tridiag": "block-tridiagonal K-FAC", "ekfac": "EKFAC"}
+ANGLE_TITLE = "angle to damped NGD (°) vs iteration"
 
 
 def curves_figure(runs, title: str | None = None):
-    """A Figure with the four panels for a list of runs (history.json's "runs")."""
+    """A Figure with the four panels for a list of runs (history.json's "runs"), five with diagnostics."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 7.5), layout="constrained")
-    axes = fig.subplots(2, 2)
+    diagnosed = any(r.get("angle_deg") is not None for run in runs for r in run["records"])
+    fig = Figure(figsize=(11, 10.5 if diagnosed else 7.5), layout="constrained")
+    grid = fig.add_gridspec(3 if diagnosed else 2, 2)
+    axes = {(row, col): fig.add_subplot(grid[row, col]) for row in range(2) for col in range(2)}
     for run in runs:
         name = run["optimizer"]
         color = COLORS.get(name)
@@ -44,8 +52,31 @@ def curves_figure(runs, title: str | None = None):
                     ax.set_yscale("log")
                 ax.grid(True, alpha=0.3)
     axes[0, 0].legend(fontsize=8, ncol=1)
+    if diagnosed:
+        _angle_panel(fig.add_subplot(grid[2, :]), runs)
     fig.suptitle(title or "SGD vs NGD vs K-FAC — solid: train, dashed: validation")
     return fig
+
+
+def _angle_panel(ax, runs):
+    """The angle (°) of each method's step to (F + γI)⁻¹∇h at the measured iterations; γ in the legend."""
+    for run in runs:
+        pts = [(r["iteration"], r["angle_deg"], r.get("natural_damping")) for r in run["records"]
+               if r.get("angle_deg") is not None]
+        if not pts:
+            continue
+        its, angles, gammas = zip(*pts)
+        g = sorted({v for v in gammas if v is not None})
+        gamma = "" if not g else f"γ = {g[0]:g}" if len(g) == 1 else f"γ {g[0]:g}–{g[-1]:g}"
+        name = run["optimizer"]
+        ax.plot(its, angles, "o-", color=COLORS.get(name), lw=1.4, ms=3,
+                label=f"{LABELS.get(name, name)}" + (f" ({gamma})" if gamma else ""))
+    ax.set_title(ANGLE_TITLE, fontsize=10)
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("angle to (F + γI)⁻¹∇h (°)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def save_figure(fig, path) -> Path:

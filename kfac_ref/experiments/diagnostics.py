@@ -5,8 +5,9 @@ On one batch (x, y) and at parameters θ, for an optimizer with its *current* cu
 
 - **angle** (degrees) between the method's preconditioned gradient d = C_γ⁻¹ ∇h and
   the exact damped natural gradient n = (F + γ I)⁻¹ ∇h, F the exact Fisher
-  (``kind="exact"``) of the batch at θ, by Woodbury (docs/math.md §7), so no P × P
-  matrix is needed for it.  ∇h includes the weight-decay term η_wd θ, and γ is the
+  (``kind="exact"``) of the batch at θ: a Cholesky solve with F when the curvature
+  error builds F anyway, else by Woodbury (docs/math.md §7), so that no P × P matrix
+  is needed for it.  ∇h includes the weight-decay term η_wd θ, and γ is the
   damping the method's direction uses (λ + η_wd for the K-FAC family, λ for NGD); SGD
   (d = ∇h, C = I) has none, so pass ``damping``.  KL-clipping rescales d and does not
   change the angle; momentum is not part of d.
@@ -128,15 +129,20 @@ def diagnostics(opt, x, y, theta=None, damping: float | None = None, rng=None, c
         res = loss_and_grad(model, opt.loss_fn, x, y)
         grad = res.grad + opt.weight_decay * theta if opt.weight_decay else res.grad
         d = method_direction(opt, res, theta, x, y, rng)
-        natural = woodbury_solve(model, opt.loss_fn, x, y, grad, gamma, "exact")  # (F + γI)⁻¹ ∇h  (P,)
-        out = {"angle_deg": angle_degrees(d, natural), "curvature_error": None, "damping": float(gamma)}
-        if curvature and not isinstance(opt, SGD):
+        f = None  # the exact Fisher (P, P), when the curvature error needs it and it fits
+        if curvature:
             try:
                 check_dense_size(model.num_params, model.dtype, max_bytes, "dense curvature matrices")
+                f = dense(model, opt.loss_fn, x, y, "exact")
             except MemoryError:
-                return out
-            c = curvature_matrix(opt, x, y, rng)
-            out["curvature_error"] = rel_frobenius_error(c, dense(model, opt.loss_fn, x, y, "exact"))
+                pass
+        # (F + γI)⁻¹ ∇h  (P,): with F when it is built (one P × P Cholesky), else by Woodbury
+        # (a C·N × C·N one, far larger than P × P for a large batch: C·N = 10 240 at batch 1024)
+        natural = (dense_solve(f, grad, gamma) if f is not None
+                   else woodbury_solve(model, opt.loss_fn, x, y, grad, gamma, "exact"))
+        out = {"angle_deg": angle_degrees(d, natural), "curvature_error": None, "damping": float(gamma)}
+        if f is not None and not isinstance(opt, SGD):
+            out["curvature_error"] = rel_frobenius_error(curvature_matrix(opt, x, y, rng), f)
         return out
     finally:
         set_flat_params(model, current)
