@@ -230,14 +230,11 @@ def test_diagnostics_on_each_backend_record_plain_floats(device):
 
 def test_cli_hyper_parameters_reach_the_optimizers_that_pass_them_on():
     """EKFAC and KFACTridiag take K-FAC's hyper-parameters through **kwargs: --damping and --set reach them."""
-    import argparse  # noqa: PLC0415
-
-    from kfac_ref.cli import compare_parser, config_from_args, hyper_types  # noqa: PLC0415
+    from kfac_ref.cli import build_parser, config_from_args, hyper_types  # noqa: PLC0415
 
     assert {"damping", "T_inv", "kl_clip"} <= set(hyper_types("kfac-tridiag"))
     assert {"damping", "T_scale"} <= set(hyper_types("ekfac")) and "kwargs" not in hyper_types("ekfac")
-    parser = compare_parser(argparse.ArgumentParser().add_subparsers())
-    args = parser.parse_args(["--optimizers", "sgd,kfac-tridiag,ekfac", "--damping", "0.1",
+    args = build_parser().parse_args(["compare", "--optimizers", "sgd,kfac-tridiag,ekfac", "--damping", "0.1",
                               "--set", "ekfac.T_scale=3", "--set", "kfac-tridiag.kl_clip=none"])
     assert config_from_args(args).settings == {"kfac-tridiag": {"damping": 0.1, "kl_clip": None},
                                                "ekfac": {"damping": 0.1, "T_scale": 3}}
