@@ -65,9 +65,21 @@ def worker(args) -> int:
     summed = {k: sum(comm.allgather_objects(sent[k])) for k in ("outputs all-gather", "inverse sharing")}
     if comm.rank == 0:
         analytic = {k: 8 * v for k, v in payload_entries(model, args.batch, "mc").items()}
-        print(json.dumps({"model": args.model, "ranks": comm.size, "params": model.num_params, "total": total,
-                          "seconds": sec, "bytes": {**sent, **summed}, "analytic": analytic,
-                          "layers": len(model.param_layers()), "labels": list(LABELS)}))
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "ranks": comm.size,
+                    "params": model.num_params,
+                    "total": total,
+                    "seconds": sec,
+                    "bytes": {**sent, **summed},
+                    "analytic": analytic,
+                    "layers": len(model.param_layers()),
+                    "labels": list(LABELS),
+                }
+            )
+        )
     return 0
 
 
@@ -91,16 +103,32 @@ def main(argv=None) -> int:
         return worker(args)
     mpiexec = Path(sys.executable).parent / "mpiexec"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    print(f"# Distributed K-FAC per step (T_cov = T_inv = 1, batch {args.batch}, float64, "
-          f"{os.cpu_count()} cores; R > cores oversubscribes: compare ratios)\n")
-    print("| model | R | step (×R=1) | compute | grad all-reduce | stats all-reduce | inversion | "
-          "inverse sharing | bytes: grad | stats | inverses (Σ ranks) | analytic = measured |")
+    print(
+        f"# Distributed K-FAC per step (T_cov = T_inv = 1, batch {args.batch}, float64, "
+        f"{os.cpu_count()} cores; R > cores oversubscribes: compare ratios)\n"
+    )
+    print(
+        "| model | R | step (×R=1) | compute | grad all-reduce | stats all-reduce | inversion | "
+        "inverse sharing | bytes: grad | stats | inverses (Σ ranks) | analytic = measured |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         base = None
         for r in (int(v) for v in args.ranks.split(",")):
-            cmd = [str(mpiexec), "-n", str(r), sys.executable, __file__, "--worker", "--model", name,
-                   "--steps", str(args.steps), "--batch", str(args.batch)]
+            cmd = [
+                str(mpiexec),
+                "-n",
+                str(r),
+                sys.executable,
+                __file__,
+                "--worker",
+                "--model",
+                name,
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
             if proc.returncode:
                 print(proc.stderr, file=sys.stderr)
@@ -116,11 +144,13 @@ def main(argv=None) -> int:
             def pct(v, total=d["total"]):
                 return f"{1e3 * v:.1f} ms ({100 * v / total:.0f}%)"
 
-            print(f"| {name} (P = {d['params']:,}, {d['layers']} layers) | {r} | {1e3 * d['total']:.0f} ms "
-                  f"(×{d['total'] / base:.2f}) | {pct(compute)} | {pct(s['gradient all-reduce'])} | {pct(stats)} | "
-                  f"{pct(s['inversion'])} | {pct(s['inverse sharing'])} | {fmt_bytes(b['gradient all-reduce'])} | "
-                  f"{fmt_bytes(b['statistics all-reduce'] + b['outputs all-gather'])} | "
-                  f"{fmt_bytes(b['inverse sharing'])} | {'yes' if ok else 'NO'} |")
+            print(
+                f"| {name} (P = {d['params']:,}, {d['layers']} layers) | {r} | {1e3 * d['total']:.0f} ms "
+                f"(×{d['total'] / base:.2f}) | {pct(compute)} | {pct(s['gradient all-reduce'])} | {pct(stats)} | "
+                f"{pct(s['inversion'])} | {pct(s['inverse sharing'])} | {fmt_bytes(b['gradient all-reduce'])} | "
+                f"{fmt_bytes(b['statistics all-reduce'] + b['outputs all-gather'])} | "
+                f"{fmt_bytes(b['inverse sharing'])} | {'yes' if ok else 'NO'} |"
+            )
     return 0
 
 

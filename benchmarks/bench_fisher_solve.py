@@ -51,14 +51,14 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import kfac_ref
+from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
+
 from kfac_ref import fisher, nn
 from kfac_ref.backend import synchronize, to_device, to_numpy, xp_for
 from kfac_ref.data import load_digits
 from kfac_ref.fisher.solve import woodbury_solve_from_stats
 from kfac_ref.models import convnet, mlp
 from kfac_ref.params import layer_slices
-
-from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
 
 KINDS = ("exact", "mc", "empirical")
 
@@ -67,12 +67,17 @@ KINDS = ("exact", "mc", "empirical")
 MLP_HIDDEN = (13, 40, 133)  # P = 985, 3010, 9985
 CONV_SIZES = (((4, 8), 16), ((8, 16), 24), ((16, 32), 37))  # (channels, hidden): P = 1034, 3058, 9953
 MODELS = {  # family → [(label, builder(device))]
-    "mlp": [(f"mlp(64, hidden=({h},))",
-             lambda device, h=h: mlp(64, hidden=(h,), num_classes=10, device=device))
-            for h in MLP_HIDDEN],
-    "convnet": [(f"convnet(channels={ch}, hidden={h})",
-                 lambda device, ch=ch, h=h: convnet(channels=ch, hidden=h, num_classes=10, device=device))
-                for ch, h in CONV_SIZES],
+    "mlp": [
+        (f"mlp(64, hidden=({h},))", lambda device, h=h: mlp(64, hidden=(h,), num_classes=10, device=device))
+        for h in MLP_HIDDEN
+    ],
+    "convnet": [
+        (
+            f"convnet(channels={ch}, hidden={h})",
+            lambda device, ch=ch, h=h: convnet(channels=ch, hidden=h, num_classes=10, device=device),
+        )
+        for ch, h in CONV_SIZES
+    ],
 }
 METHODS = ("dense_build", "dense_solve", "woodbury", "wood_backprop", "wood_solve")
 REL_TOL = 1e-9  # dense and Woodbury must give the same direction to this relative error
@@ -145,11 +150,19 @@ def bench_case(family, label, build, data, kind, args):
     f_dense = stats = None  # free the (P, P) matrix before the next case
 
     d, w, w2 = (to_numpy(first[m]) for m in ("dense_solve", "woodbury", "wood_solve"))
-    row = {"family": family, "model": label, "P": p, "kind": kind, "N": n,
-           "K": int(first["wood_backprop"][0].g.shape[0]) * n, "damping": lam, "reps": reps,
-           "wood_reps": reps * wood_turns,
-           "rel_err": float(np.linalg.norm(w - d) / np.linalg.norm(d)),
-           "rel_err_from_stats": float(np.linalg.norm(w2 - d) / np.linalg.norm(d))}
+    row = {
+        "family": family,
+        "model": label,
+        "P": p,
+        "kind": kind,
+        "N": n,
+        "K": int(first["wood_backprop"][0].g.shape[0]) * n,
+        "damping": lam,
+        "reps": reps,
+        "wood_reps": reps * wood_turns,
+        "rel_err": float(np.linalg.norm(w - d) / np.linalg.norm(d)),
+        "rel_err_from_stats": float(np.linalg.norm(w2 - d) / np.linalg.norm(d)),
+    }
     for m in METHODS:
         row[f"{m}_s"] = statistics.median(times[m])
     row["ratio_build_solve"] = (row["dense_build_s"] + row["dense_solve_s"]) / row["woodbury_s"]
@@ -167,25 +180,36 @@ def fmt_s(t):
 
 
 def print_header(info, args):
-    print(f"kfac_ref {info['kfac_ref']}  numpy {info['numpy']}  python {info['python']}  "
-          f"device {info['device']}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}")
-    print(f"cpu_count {info['cpu_count']}  BLAS {info['blas'] or '?'} threads {info['blas_threads'] or '?'}  "
-          f"load average {info.get('loadavg_start', '?')}")
-    print(f"batch N = {args.batch} digits, float64, λ = {args.damping:g}, medians of ≤ {args.reps} timings "
-          f"(dense: ≤ {args.budget:g} s per case)\n")
+    print(
+        f"kfac_ref {info['kfac_ref']}  numpy {info['numpy']}  python {info['python']}  "
+        f"device {info['device']}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}"
+    )
+    print(
+        f"cpu_count {info['cpu_count']}  BLAS {info['blas'] or '?'} threads {info['blas_threads'] or '?'}  "
+        f"load average {info.get('loadavg_start', '?')}"
+    )
+    print(
+        f"batch N = {args.batch} digits, float64, λ = {args.damping:g}, medians of ≤ {args.reps} timings "
+        f"(dense: ≤ {args.budget:g} s per case)\n"
+    )
 
 
-COLUMNS = (f"{'P':>6} {'kind':<9}{'K':>5}{'reps':>6} | {'build':>9}{'solve':>10} | {'woodbury':>9}"
-           f"{'backprop':>10}{'solve':>9} | {'b+s/W':>7}{'s/W':>7} | {'rel err':>8}")
+COLUMNS = (
+    f"{'P':>6} {'kind':<9}{'K':>5}{'reps':>6} | {'build':>9}{'solve':>10} | {'woodbury':>9}"
+    f"{'backprop':>10}{'solve':>9} | {'b+s/W':>7}{'s/W':>7} | {'rel err':>8}"
+)
 
 
 def print_row(r):
     flag = "" if r["rel_err"] <= REL_TOL and r["rel_err_from_stats"] <= REL_TOL else "  > 1e-9 !"
     reps = f"{r['reps']}/{r['wood_reps']}"
-    print(f"{r['P']:>6} {r['kind']:<9}{r['K']:>5}{reps:>6} | {fmt_s(r['dense_build_s']):>9}"
-          f"{fmt_s(r['dense_solve_s']):>10} | {fmt_s(r['woodbury_s']):>9}{fmt_s(r['wood_backprop_s']):>10}"
-          f"{fmt_s(r['wood_solve_s']):>9} | {fmt_ratio(r['ratio_build_solve']):>7}{fmt_ratio(r['ratio_solve']):>7} | "
-          f"{r['rel_err']:>8.1e}{flag}", flush=True)
+    print(
+        f"{r['P']:>6} {r['kind']:<9}{r['K']:>5}{reps:>6} | {fmt_s(r['dense_build_s']):>9}"
+        f"{fmt_s(r['dense_solve_s']):>10} | {fmt_s(r['woodbury_s']):>9}{fmt_s(r['wood_backprop_s']):>10}"
+        f"{fmt_s(r['wood_solve_s']):>9} | {fmt_ratio(r['ratio_build_solve']):>7}{fmt_ratio(r['ratio_solve']):>7} | "
+        f"{r['rel_err']:>8.1e}{flag}",
+        flush=True,
+    )
 
 
 def print_goal(rows):
@@ -200,8 +224,10 @@ def print_goal(rows):
             print(f"  {family:<8} largest P = {r['P']:,} < 5,000: run without --quick/--max-params")
             continue
         ok = "met" if r["ratio_solve"] >= GOAL else "MISSED"
-        print(f"  {family:<8} P = {r['P']:,}: {fmt_s(r['dense_solve_s'])} / {fmt_s(r['woodbury_s'])} = "
-              f"{fmt_ratio(r['ratio_solve'])}  ({ok}; dense build + solve: {fmt_ratio(r['ratio_build_solve'])})")
+        print(
+            f"  {family:<8} P = {r['P']:,}: {fmt_s(r['dense_solve_s'])} / {fmt_s(r['woodbury_s'])} = "
+            f"{fmt_ratio(r['ratio_solve'])}  ({ok}; dense build + solve: {fmt_ratio(r['ratio_build_solve'])})"
+        )
 
 
 def main(argv=None):
@@ -211,13 +237,21 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {list(MODELS)}")
     ap.add_argument("--max-params", type=float, default=2e4, help="skip models with more parameters")
     ap.add_argument("--reps", type=int, default=5, help="most timed repetitions per case (default 5)")
-    ap.add_argument("--budget", type=float, default=20.0,
-                    help="seconds per case: repetitions = min(reps, budget / warm-up time) (default 20)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=20.0,
+        help="seconds per case: repetitions = min(reps, budget / warm-up time) (default 20)",
+    )
     ap.add_argument("--damping", type=float, default=1e-3, help="λ (default 1e-3)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the MC labels (default 0)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="'gpu' needs CuPy")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="limit NumPy's BLAS to this many threads (threadpoolctl); steadier on a busy machine")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="limit NumPy's BLAS to this many threads (threadpoolctl); steadier on a busy machine",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: P ≈ 10³ only, 1 repetition")
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = ap.parse_args(argv)
@@ -234,19 +268,23 @@ def main(argv=None):
     xp_for(args.device)  # a clear error now if 'gpu' is asked for without CuPy
     info = machine_info(args.device)
     ds = load_digits().subset(n_train=args.batch)  # the first N training digits (a shuffled split)
-    data = {"mlp": (ds.flat().x_train, ds.y_train),  # (N, 64), (N,)
-            "convnet": (ds.x_train, ds.y_train)}  # (N, 1, 8, 8), (N,)
+    data = {
+        "mlp": (ds.flat().x_train, ds.y_train),  # (N, 64), (N,)
+        "convnet": (ds.x_train, ds.y_train),
+    }  # (N, 1, 8, 8), (N,)
     data = {k: (to_device(x, args.device), to_device(y, args.device)) for k, (x, y) in data.items()}
     print_header(info, args)
     load = info.get("loadavg_start", [0.0])[0]
     if load > 0.5:
-        print(f"warning: load average {load:.2f} before starting: other processes are using the CPU, "
-              f"so timings are noisy (--threads 1 steadies them)\n", file=sys.stderr)
+        print(
+            f"warning: load average {load:.2f} before starting: other processes are using the CPU, "
+            f"so timings are noisy (--threads 1 steadies them)\n",
+            file=sys.stderr,
+        )
 
     rows = []
     for family in families:
-        chosen = [(label, build) for label, build in MODELS[family]
-                  if build("cpu").num_params <= args.max_params]
+        chosen = [(label, build) for label, build in MODELS[family] if build("cpu").num_params <= args.max_params]
         print(f"{family}: " + ", ".join(label for label, _ in chosen))
         print(COLUMNS)
         print("-" * len(COLUMNS))

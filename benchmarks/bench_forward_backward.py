@@ -46,13 +46,12 @@ except ImportError:  # pragma: no cover - Windows
     resource = None
 
 import numpy as np
+from common import blas_threads, limit_blas_threads  # noqa: E402  (benchmarks/common.py)
 
 import kfac_ref
 from kfac_ref import nn
 from kfac_ref.backend import synchronize, to_device, to_numpy, xp_for
 from kfac_ref.models import convnet, mlp
-
-from common import blas_threads, limit_blas_threads  # noqa: E402  (benchmarks/common.py)
 
 try:  # PyTorch is only a yardstick here, never a dependency of the package.
     import torch
@@ -63,11 +62,17 @@ NUM_CLASSES = 10
 
 # name → (builder(dtype, device), per-sample input shape, goal for kfac_ref / torch)
 MODELS = {
-    "mlp": (lambda dtype, device: mlp(64, hidden=(128, 64), num_classes=NUM_CLASSES,
-                                      dtype=dtype, device=device), (64,), 1.5),
+    "mlp": (
+        lambda dtype, device: mlp(64, hidden=(128, 64), num_classes=NUM_CLASSES, dtype=dtype, device=device),
+        (64,),
+        1.5,
+    ),
     "convnet": (lambda dtype, device: convnet(dtype=dtype, device=device), (1, 8, 8), 3.0),
-    "cifar": (lambda dtype, device: convnet(in_shape=(3, 32, 32), channels=(32, 64), hidden=128,
-                                            dtype=dtype, device=device), (3, 32, 32), 3.0),
+    "cifar": (
+        lambda dtype, device: convnet(in_shape=(3, 32, 32), channels=(32, 64), hidden=128, dtype=dtype, device=device),
+        (3, 32, 32),
+        3.0,
+    ),
 }
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -107,8 +112,14 @@ def torch_twin(model, dtype, device: str):
         if isinstance(layer, nn.Linear):
             t = tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
         elif isinstance(layer, nn.Conv2d):
-            t = tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                           stride=layer.stride, padding=layer.padding, bias=layer.bias is not None)
+            t = tnn.Conv2d(
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size,
+                stride=layer.stride,
+                padding=layer.padding,
+                bias=layer.bias is not None,
+            )
         elif isinstance(layer, nn.MaxPool2d):
             t = tnn.MaxPool2d(layer.kernel_size, stride=layer.stride, padding=layer.padding)
         elif isinstance(layer, nn.AvgPool2d):
@@ -155,8 +166,7 @@ def bench_case(name, dtype_name, args, use_torch):
         return kfac_ref.loss_and_grad(model, loss_fn, x, y)
 
     steps = {"kfac_ref": (kfac_step, lambda: synchronize(xp))}
-    row = {"model": name, "dtype": dtype_name, "batch": args.batch, "params": model.num_params,
-           "goal": goal}
+    row = {"model": name, "dtype": dtype_name, "batch": args.batch, "params": model.num_params, "goal": goal}
 
     if use_torch:
         tdev = "cuda" if args.device == "gpu" else "cpu"
@@ -213,14 +223,20 @@ def bench_case(name, dtype_name, args, use_torch):
 
 # ---- report ----------------------------------------------------------------------------
 def print_table(rows, meta):
-    print(f"kfac_ref {meta['kfac_ref']}  numpy {meta['numpy']}  torch {meta['torch'] or '—'}  "
-          f"device {meta['device']}  batch {meta['batch']}  reps {meta['reps']} (median)")
+    print(
+        f"kfac_ref {meta['kfac_ref']}  numpy {meta['numpy']}  torch {meta['torch'] or '—'}  "
+        f"device {meta['device']}  batch {meta['batch']}  reps {meta['reps']} (median)"
+    )
     load = "—" if meta["load_average_1min"] is None else f"{meta['load_average_1min']:.2f}"
-    print(f"threads: numpy BLAS {meta['threads']} [{meta['threads_source']}], "
-          f"torch {meta['torch_threads'] or '—'};  cpu_count {meta['cpu_count']};  load before start {load}")
+    print(
+        f"threads: numpy BLAS {meta['threads']} [{meta['threads_source']}], "
+        f"torch {meta['torch_threads'] or '—'};  cpu_count {meta['cpu_count']};  load before start {load}"
+    )
     print(f"malloc: {meta['malloc']}")
-    head = f"{'model':<9}{'dtype':<9}{'P':>9}{'kfac_ref ms':>13}{'torch ms':>10}{'ratio':>8}" \
-           f"{'goal':>6}{'':>5}{'grad rel err':>13}{'sys ms kfac/torch':>19}"
+    head = (
+        f"{'model':<9}{'dtype':<9}{'P':>9}{'kfac_ref ms':>13}{'torch ms':>10}{'ratio':>8}"
+        f"{'goal':>6}{'':>5}{'grad rel err':>13}{'sys ms kfac/torch':>19}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -229,8 +245,10 @@ def print_table(rows, meta):
         ok = ("ok" if r["ratio"] <= r["goal"] else "MISS") if "ratio" in r else ""
         err = f"{r['grad_rel_err']:13.1e}" if "grad_rel_err" in r else f"{'—':>13}"
         sys_ms = f"{r['kfac_ref_sys_ms']:.1f}/" + (f"{r['torch_sys_ms']:.1f}" if "torch_sys_ms" in r else "—")
-        print(f"{r['model']:<9}{r['dtype']:<9}{r['params']:>9,}{r['kfac_ref_ms']:13.2f}{torch_ms}"
-              f"{ratio}{'≤' + format(r['goal'], 'g'):>6}   {ok:<4}{err}{sys_ms:>19}")
+        print(
+            f"{r['model']:<9}{r['dtype']:<9}{r['params']:>9,}{r['kfac_ref_ms']:13.2f}{torch_ms}"
+            f"{ratio}{'≤' + format(r['goal'], 'g'):>6}   {ok:<4}{err}{sys_ms:>19}"
+        )
 
 
 def main(argv=None):
@@ -238,22 +256,29 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128, help="batch size N (default 128)")
     ap.add_argument("--reps", type=int, default=20, help="timed repetitions per case (default 20)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions first (default 3)")
-    ap.add_argument("--pause", type=float, default=0.2,
-                    help="seconds of idle before each framework's turn, so that the other "
-                         "framework's spinning threads have gone to sleep (default 0.2)")
-    ap.add_argument("--turn", type=float, default=0.02,
-                    help="seconds of timed calls per framework turn (default 0.02)")
+    ap.add_argument(
+        "--pause",
+        type=float,
+        default=0.2,
+        help="seconds of idle before each framework's turn, so that the other "
+        "framework's spinning threads have gone to sleep (default 0.2)",
+    )
+    ap.add_argument("--turn", type=float, default=0.02, help="seconds of timed calls per framework turn (default 0.02)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 reps, 1 warm-up")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {list(MODELS)}")
     ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of float32,float64")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="'gpu' needs CuPy")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="limit NumPy's BLAS (threadpoolctl) and torch to this many threads")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="limit NumPy's BLAS (threadpoolctl) and torch to this many threads"
+    )
     ap.add_argument("--no-torch", action="store_true", help="time kfac_ref alone")
-    ap.add_argument("--tune-malloc", action="store_true",
-                    help="glibc only: keep freed memory in the process instead of returning it to "
-                         "the OS, so large temporaries are not page-faulted in again every step "
-                         "(both frameworks; see the 'sys ms' column)")
+    ap.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="glibc only: keep freed memory in the process instead of returning it to "
+        "the OS, so large temporaries are not page-faulted in again every step "
+        "(both frameworks; see the 'sys ms' column)",
+    )
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = ap.parse_args(argv)
     if args.quick:
@@ -278,16 +303,31 @@ def main(argv=None):
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if load is not None and load > 0.5:
-        print(f"warning: load average {load:.2f} before starting: other processes are using the "
-              f"CPU and the timings will be noisy", file=sys.stderr)
-    meta = {"kfac_ref": kfac_ref.__version__, "numpy": np.__version__,
-            "torch": torch.__version__ if torch is not None else None, "device": args.device,
-            "batch": args.batch, "reps": args.reps, "warmup": args.warmup, "pause_s": args.pause,
-            "turn_s": args.turn, "threads": threads, "threads_source": source,
-            "torch_threads": torch.get_num_threads() if use_torch else None,
-            "cpu_count": os.cpu_count(), "load_average_1min": load, "malloc": malloc,
-            "python": platform.python_version(), "machine": platform.machine(),
-            "processor": platform.processor()}
+        print(
+            f"warning: load average {load:.2f} before starting: other processes are using the "
+            f"CPU and the timings will be noisy",
+            file=sys.stderr,
+        )
+    meta = {
+        "kfac_ref": kfac_ref.__version__,
+        "numpy": np.__version__,
+        "torch": torch.__version__ if torch is not None else None,
+        "device": args.device,
+        "batch": args.batch,
+        "reps": args.reps,
+        "warmup": args.warmup,
+        "pause_s": args.pause,
+        "turn_s": args.turn,
+        "threads": threads,
+        "threads_source": source,
+        "torch_threads": torch.get_num_threads() if use_torch else None,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": load,
+        "malloc": malloc,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+    }
     rows = []
     for name in names:
         for dtype_name in dtypes:

@@ -61,14 +61,14 @@ try:
     import kfac_ref  # noqa: F401  (only to find the package)
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
+
 from kfac_ref import nn  # noqa: E402
 from kfac_ref.backend import synchronize, to_device, xp_for  # noqa: E402
 from kfac_ref.data import BatchStream, load_digits  # noqa: E402
 from kfac_ref.data.synthetic import make_images  # noqa: E402
 from kfac_ref.experiments.compare import DEFAULT_SETTINGS, CompareConfig, build_model  # noqa: E402
 from kfac_ref.optim import KFAC, NGD, PHASES, SGD, BlockNGD  # noqa: E402
-
-from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
 
 LR = 0.01  # small: the timings must not depend on convergence, and nothing may diverge
 GOAL, AIM = 1.3, 1.1  # the comparison's K-FAC / SGD, per ConvNet and thread count
@@ -79,6 +79,7 @@ def _digits(flatten):
     def load(dtype):
         ds = load_digits(flatten=flatten, dtype=dtype)
         return ds.x_train, ds.y_train, ds.input_shape
+
     return load
 
 
@@ -86,6 +87,7 @@ def _images(c, h, w, n=4096):
     def load(dtype):
         x, y = make_images(n, c, h, w, 10, np.random.default_rng(0))
         return x.astype(dtype), y, (c, h, w)
+
     return load
 
 
@@ -103,23 +105,55 @@ def _named(settings, **override):
     return {**settings, "lr": LR, **override}
 
 
-TEXTBOOK = dict(momentum=0.9, damping=0.3, kind="mc", mc_samples=1, T_cov=1, T_inv=1, ema_decay=0.95,
-                stats_fraction=1.0, damping_mode="factored", kl_clip=1e-3, rescale=False, adapt_damping=False)
+TEXTBOOK = dict(
+    momentum=0.9,
+    damping=0.3,
+    kind="mc",
+    mc_samples=1,
+    T_cov=1,
+    T_inv=1,
+    ema_decay=0.95,
+    stats_fraction=1.0,
+    damping_mode="factored",
+    kl_clip=1e-3,
+    rescale=False,
+    adapt_damping=False,
+)
 # key → (label, class, hyper-parameters, one of the slow exact-Fisher NGD rows?)
 ROWS = {
     "sgd": ("SGD (compare)", SGD, _named(DEFAULT_SETTINGS["sgd"]), False),
     "kfac": ("K-FAC (compare)", KFAC, _named(DEFAULT_SETTINGS["kfac"]), False),
     "kfac-textbook": ("K-FAC textbook", KFAC, dict(TEXTBOOK, lr=LR), False),
-    "kfac-quarter": ("K-FAC 1/4 batch, T_cov=1", KFAC, _named(DEFAULT_SETTINGS["kfac"], T_cov=1,
-                                                                stats_fraction=0.25), False),
-    "kfac-rescale": ("K-FAC §7 rescale + LM", KFAC, _named(DEFAULT_SETTINGS["kfac"], momentum=0.0, kl_clip=None,
-                                                            rescale=True, adapt_damping=True, lr=1.0), False),
-    "ngd-woodbury": ("NGD Woodbury, exact F", NGD, dict(momentum=0.0, damping=0.1, kind="exact",
-                                                        solver="woodbury", kl_clip=0.1, lr=LR), True),
-    "ngd-dense": ("NGD dense, exact F", NGD, dict(momentum=0.0, damping=0.1, kind="exact", solver="dense",
-                                                  kl_clip=0.1, lr=LR), True),
-    "block-ngd": ("BlockNGD, exact F", BlockNGD, dict(momentum=0.0, damping=0.1, kind="exact", kl_clip=0.1,
-                                                      lr=LR), True),
+    "kfac-quarter": (
+        "K-FAC 1/4 batch, T_cov=1",
+        KFAC,
+        _named(DEFAULT_SETTINGS["kfac"], T_cov=1, stats_fraction=0.25),
+        False,
+    ),
+    "kfac-rescale": (
+        "K-FAC §7 rescale + LM",
+        KFAC,
+        _named(DEFAULT_SETTINGS["kfac"], momentum=0.0, kl_clip=None, rescale=True, adapt_damping=True, lr=1.0),
+        False,
+    ),
+    "ngd-woodbury": (
+        "NGD Woodbury, exact F",
+        NGD,
+        dict(momentum=0.0, damping=0.1, kind="exact", solver="woodbury", kl_clip=0.1, lr=LR),
+        True,
+    ),
+    "ngd-dense": (
+        "NGD dense, exact F",
+        NGD,
+        dict(momentum=0.0, damping=0.1, kind="exact", solver="dense", kl_clip=0.1, lr=LR),
+        True,
+    ),
+    "block-ngd": (
+        "BlockNGD, exact F",
+        BlockNGD,
+        dict(momentum=0.0, damping=0.1, kind="exact", kl_clip=0.1, lr=LR),
+        True,
+    ),
 }
 QUICK_SKIP = ("ngd-dense", "block-ngd", "ngd-woodbury")
 
@@ -165,10 +199,19 @@ class Runner:
         def ms(ts):
             return 1e3 * statistics.fmean(ts)
 
-        row = {"key": self.key, "label": self.label, "hyper": self.opt.hyper(), "P": self.model.num_params,
-               "steps": len(self.steps), "mean_ms": ms(self.steps), "median_ms": 1e3 * statistics.median(self.steps),
-               "max_ms": 1e3 * max(self.steps), "loss_first": self.losses[0], "loss_last": self.losses[-1],
-               "step_ms": [1e3 * t for t in self.steps]}
+        row = {
+            "key": self.key,
+            "label": self.label,
+            "hyper": self.opt.hyper(),
+            "P": self.model.num_params,
+            "steps": len(self.steps),
+            "mean_ms": ms(self.steps),
+            "median_ms": 1e3 * statistics.median(self.steps),
+            "max_ms": 1e3 * max(self.steps),
+            "loss_first": self.losses[0],
+            "loss_last": self.losses[-1],
+            "step_ms": [1e3 * t for t in self.steps],
+        }
         for p in PHASES:
             row[f"{p}_ms"] = ms(self.phases[p])
             row[f"{p}_median_ms"] = 1e3 * statistics.median(self.phases[p])
@@ -199,8 +242,10 @@ def fmt_ms(t):
     return f"{t:.0f}" if t >= 100 else f"{t:.1f}" if t >= 1 else f"{t:.2f}"
 
 
-COLUMNS = (f"{'optimizer':<26}{'steps':>6} | {'mean ms':>8}{'median':>8}{'×SGD':>8}{'med×':>8} | {'fwd_bwd':>8}"
-           f"{'curv':>8}{'inv':>8}{'update':>8}{'other':>8} | {'h first→last':>14}")
+COLUMNS = (
+    f"{'optimizer':<26}{'steps':>6} | {'mean ms':>8}{'median':>8}{'×SGD':>8}{'med×':>8} | {'fwd_bwd':>8}"
+    f"{'curv':>8}{'inv':>8}{'update':>8}{'other':>8} | {'h first→last':>14}"
+)
 
 
 def fmt_ratio(r):
@@ -217,16 +262,24 @@ def print_table(model_name, rows):
     print("-" * len(COLUMNS))
     sgd = next((r for r in rows if r["key"] == "sgd"), None)
     for r in rows:
-        ratios = (f"{fmt_ratio(r['mean_ms'] / sgd['mean_ms']):>8}{fmt_ratio(r['median_ms'] / sgd['median_ms']):>8}"
-                  if sgd else f"{'-':>8}{'-':>8}")
+        ratios = (
+            f"{fmt_ratio(r['mean_ms'] / sgd['mean_ms']):>8}{fmt_ratio(r['median_ms'] / sgd['median_ms']):>8}"
+            if sgd
+            else f"{'-':>8}{'-':>8}"
+        )
         phases = "".join(f"{fmt_ms(r[f'{ph}_ms']):>8}" for ph in PHASES)
-        print(f"{r['label']:<26}{r['steps']:>6} | {fmt_ms(r['mean_ms']):>8}{fmt_ms(r['median_ms']):>8}{ratios} | "
-              f"{phases}{fmt_ms(r['other_ms']):>8} | {r['loss_first']:>6.3f}→{r['loss_last']:.3f}", flush=True)
+        print(
+            f"{r['label']:<26}{r['steps']:>6} | {fmt_ms(r['mean_ms']):>8}{fmt_ms(r['median_ms']):>8}{ratios} | "
+            f"{phases}{fmt_ms(r['other_ms']):>8} | {r['loss_first']:>6.3f}→{r['loss_last']:.3f}",
+            flush=True,
+        )
     kfac = next((r for r in rows if r["key"] == "kfac"), None)
     if sgd and kfac:  # both do the same forward and backward: their ratio shows the timing noise
         fb = "forward_backward_median_ms"
-        print(f"noise check: K-FAC / SGD forward_backward (medians) = {kfac[fb] / sgd[fb]:.2f} "
-              f"(the same work: ≈ 1 on a quiet machine)")
+        print(
+            f"noise check: K-FAC / SGD forward_backward (medians) = {kfac[fb] / sgd[fb]:.2f} "
+            f"(the same work: ≈ 1 on a quiet machine)"
+        )
     print()
 
 
@@ -239,8 +292,10 @@ h = the training loss at the first and last step (lr = {lr:g}: only for timing).
 
 def print_goal(results, args):
     """The verdict per ConvNet and thread count: the comparison's K-FAC / SGD, mean over whole T_inv periods."""
-    print(f"goal: the comparison's K-FAC step ≤ {GOAL:g}× an SGD step (aim ≤ {AIM:g}×), "
-          f"amortised over whole T_inv periods")
+    print(
+        f"goal: the comparison's K-FAC step ≤ {GOAL:g}× an SGD step (aim ≤ {AIM:g}×), "
+        f"amortised over whole T_inv periods"
+    )
     verdicts = {}
     for key, rows in results.items():
         model_name, threads = key
@@ -249,11 +304,20 @@ def print_goal(results, args):
             continue
         ratio = rows["kfac"]["mean_ms"] / rows["sgd"]["mean_ms"]
         t_inv = max(rows["kfac"]["hyper"]["T_inv"], rows["kfac"]["hyper"]["T_cov"])
-        verdict = ("not judged (steps not a multiple of T_inv)" if args.steps % t_inv else
-                   "met, and the aim" if ratio <= AIM else "met" if ratio <= GOAL else "MISSED")
+        verdict = (
+            "not judged (steps not a multiple of T_inv)"
+            if args.steps % t_inv
+            else "met, and the aim"
+            if ratio <= AIM
+            else "met"
+            if ratio <= GOAL
+            else "MISSED"
+        )
         median = rows["kfac"]["median_ms"] / rows["sgd"]["median_ms"]
-        print(f"  {model_name:<15} {threads} thread{'s' if threads > 1 else ' '}: {ratio:.2f}× "
-              f"(medians {median:.2f}×; SGD {fmt_ms(rows['sgd']['mean_ms'])} ms)  {verdict}")
+        print(
+            f"  {model_name:<15} {threads} thread{'s' if threads > 1 else ' '}: {ratio:.2f}× "
+            f"(medians {median:.2f}×; SGD {fmt_ms(rows['sgd']['mean_ms'])} ms)  {verdict}"
+        )
         verdicts[f"{model_name}/{threads}"] = ratio
     if not verdicts:
         print(f"  not measured: needs --models among {list(GOAL_MODELS)} and --rows including sgd,kfac")
@@ -263,21 +327,39 @@ def print_goal(results, args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(GOAL_MODELS), help=f"comma-separated subset of {list(MODELS)}")
-    ap.add_argument("--rows", default=None,
-                    help=f"comma-separated subset of {list(ROWS)} (default: all; --quick: all but {list(QUICK_SKIP)})")
-    ap.add_argument("--batch", type=int, default=CompareConfig.batch_size,
-                    help=f"batch size N (default {CompareConfig.batch_size}, the comparison's)")
+    ap.add_argument(
+        "--rows",
+        default=None,
+        help=f"comma-separated subset of {list(ROWS)} (default: all; --quick: all but {list(QUICK_SKIP)})",
+    )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=CompareConfig.batch_size,
+        help=f"batch size N (default {CompareConfig.batch_size}, the comparison's)",
+    )
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
-    ap.add_argument("--steps", type=int, default=20,
-                    help="timed rounds (default 20; keep it a multiple of the comparison's T_inv = 10)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=20,
+        help="timed rounds (default 20; keep it a multiple of the comparison's T_inv = 10)",
+    )
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
-    ap.add_argument("--ngd-steps", type=int, default=2,
-                    help="timed steps of the exact-Fisher NGD rows, spread over the rounds (default 2)")
+    ap.add_argument(
+        "--ngd-steps",
+        type=int,
+        default=2,
+        help="timed steps of the exact-Fisher NGD rows, spread over the rounds (default 2)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the batches and MC targets (default 0)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="'gpu' needs CuPy")
     ap.add_argument("--threads", default="1,2", help="BLAS thread counts to measure, comma-separated (default 1,2)")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 10 steps, 1 warm-up, batch 64, digits only, no exact-Fisher NGD rows")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 10 steps, 1 warm-up, batch 64, digits only, no exact-Fisher NGD rows",
+    )
     ap.add_argument("--json", metavar="PATH", help="also save the results (with every step's time) as JSON")
     args = ap.parse_args(argv)
     if args.quick:
@@ -286,8 +368,11 @@ def main(argv=None):
             args.models = "digits-convnet"
     args.ngd_steps = min(args.ngd_steps, args.steps)
     if args.rows is None:
-        args.rows = ",".join(k for k in ROWS if not (args.quick and k in QUICK_SKIP)
-                             and not (k in ("ngd-dense", "block-ngd") and args.batch > 256))
+        args.rows = ",".join(
+            k
+            for k in ROWS
+            if not (args.quick and k in QUICK_SKIP) and not (k in ("ngd-dense", "block-ngd") and args.batch > 256)
+        )
     models, keys = args.models.split(","), args.rows.split(",")
     for chosen, known in ((models, MODELS), (keys, ROWS)):
         bad = [k for k in chosen if k not in known]
@@ -307,23 +392,32 @@ def main(argv=None):
     except RuntimeError as exc:
         sys.exit(f"bench_optimizers.py: {exc}")
     info = machine_info(args.device)
-    print(f"kfac_ref {info['kfac_ref']}  numpy {info['numpy']}  python {info['python']}  "
-          f"device {info['device']}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}")
+    print(
+        f"kfac_ref {info['kfac_ref']}  numpy {info['numpy']}  python {info['python']}  "
+        f"device {info['device']}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}"
+    )
     print(f"cpu_count {info['cpu_count']}  BLAS {info['blas'] or '?'}  load average {info.get('loadavg_start', '?')}")
-    print(f"batch N = {args.batch}, {args.dtype}, lr = {LR:g}; {args.warmup} warm-up + {args.steps} timed "
-          f"rounds, round-robin; exact-Fisher NGD rows: {args.ngd_steps} timed steps; BLAS threads {thread_counts}\n")
+    print(
+        f"batch N = {args.batch}, {args.dtype}, lr = {LR:g}; {args.warmup} warm-up + {args.steps} timed "
+        f"rounds, round-robin; exact-Fisher NGD rows: {args.ngd_steps} timed steps; BLAS threads {thread_counts}\n"
+    )
     load = info.get("loadavg_start", [0.0])[0]
     if load > 0.5:
-        print(f"warning: load average {load:.2f} before starting: other processes are using the CPU, "
-              f"so timings are noisy\n", file=sys.stderr, flush=True)
+        print(
+            f"warning: load average {load:.2f} before starting: other processes are using the CPU, "
+            f"so timings are noisy\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
     results = {}
     for threads in thread_counts:
         with limit_blas_threads(threads):
             for model_name in models:
                 results[(model_name, threads)] = bench_model(model_name, keys, args)
-                print_table(f"{model_name}, {threads} BLAS thread{'s' if threads > 1 else ''}",
-                            results[(model_name, threads)])
+                print_table(
+                    f"{model_name}, {threads} BLAS thread{'s' if threads > 1 else ''}", results[(model_name, threads)]
+                )
     print(LEGEND.format(lr=LR))
     print()
     verdicts = print_goal(results, args)
@@ -334,8 +428,18 @@ def main(argv=None):
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as fh:
-            json.dump({"machine": info, "args": vars(args), "lr": LR, "goal": GOAL, "ratios": verdicts,
-                       "results": {f"{m}/{t}": rows for (m, t), rows in results.items()}}, fh, indent=2)
+            json.dump(
+                {
+                    "machine": info,
+                    "args": vars(args),
+                    "lr": LR,
+                    "goal": GOAL,
+                    "ratios": verdicts,
+                    "results": {f"{m}/{t}": rows for (m, t), rows in results.items()},
+                },
+                fh,
+                indent=2,
+            )
         print(f"saved {args.json}")
     return 0
 

@@ -40,9 +40,17 @@ def limit_blas_threads(n: int):
 def machine_info(device: str) -> dict:
     """What the numbers were measured on (printed and saved with every benchmark)."""
     threads, blas = blas_threads()
-    info = {"kfac_ref": kfac_ref.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "blas": blas, "blas_threads": threads, "device": device,
-            "machine": platform.machine(), "processor": platform.processor() or None}
+    info = {
+        "kfac_ref": kfac_ref.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "blas": blas,
+        "blas_threads": threads,
+        "device": device,
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+    }
     if hasattr(os, "getloadavg"):
         info["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
     if device == "gpu":

@@ -53,8 +53,9 @@ def run_part(name: str, cmd: list[str], timeout: float, out: Path, env=None) -> 
         return rec
     try:
         with open(log, "w") as fh:
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout,
-                                  env={**os.environ, **(env or {})})
+            proc = subprocess.run(
+                cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, env={**os.environ, **(env or {})}
+            )
         rec.update(status="ok" if proc.returncode == 0 else "failed", returncode=proc.returncode)
     except subprocess.TimeoutExpired:
         rec.update(status="timeout", reason=f"killed after {timeout:.0f} s")
@@ -74,16 +75,26 @@ def junit_counts(path: Path) -> dict:
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     total = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
     total["passed"] = total["tests"] - total["failures"] - total["errors"] - total["skipped"]
-    total["failed_tests"] = [f"{c.get('classname')}::{c.get('name')}" for s in suites for c in s.iter("testcase")
-                             if c.find("failure") is not None or c.find("error") is not None][:30]
+    total["failed_tests"] = [
+        f"{c.get('classname')}::{c.get('name')}"
+        for s in suites
+        for c in s.iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    ][:30]
     return total
 
 
 def timing_rows(obj, path=()):
     """Every dict in a benchmark's JSON results with timings: (key, {field: seconds-or-ms})."""
     if isinstance(obj, dict):
-        times = {k: v for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                 and (k.endswith("_ms") or k.endswith("_s")) and "ratio" not in k}
+        times = {
+            k: v
+            for k, v in obj.items()
+            if isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and (k.endswith("_ms") or k.endswith("_s"))
+            and "ratio" not in k
+        }
         if times:
             labels = tuple(f"{k}={v}" for k, v in sorted(obj.items()) if isinstance(v, str))
             yield path + labels, times
@@ -114,15 +125,17 @@ def ratios(cpu_json: Path, gpu_json: Path) -> list[dict]:
 
 def versions() -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform()}
-    code = ("import json, numpy, kfac_ref; d = {'numpy': numpy.__version__, 'kfac_ref': kfac_ref.__version__}\n"
-            "try:\n import cupy; d['cupy'] = cupy.__version__\n"
-            " p = cupy.cuda.runtime.getDeviceProperties(0); n = p['name']\n"
-            " d['device'] = n.decode() if isinstance(n, bytes) else n\n"
-            " d['cuda_runtime'] = cupy.cuda.runtime.runtimeGetVersion()\n"
-            " d['cuda_driver'] = cupy.cuda.runtime.driverGetVersion()\n"
-            "except Exception as e:\n d['cupy_error'] = f'{type(e).__name__}: {e}'\n"
-            "from kfac_ref.backend import gpu_unavailable_reason; d['gpu_unavailable'] = gpu_unavailable_reason()\n"
-            "print(json.dumps(d))")
+    code = (
+        "import json, numpy, kfac_ref; d = {'numpy': numpy.__version__, 'kfac_ref': kfac_ref.__version__}\n"
+        "try:\n import cupy; d['cupy'] = cupy.__version__\n"
+        " p = cupy.cuda.runtime.getDeviceProperties(0); n = p['name']\n"
+        " d['device'] = n.decode() if isinstance(n, bytes) else n\n"
+        " d['cuda_runtime'] = cupy.cuda.runtime.runtimeGetVersion()\n"
+        " d['cuda_driver'] = cupy.cuda.runtime.driverGetVersion()\n"
+        "except Exception as e:\n d['cupy_error'] = f'{type(e).__name__}: {e}'\n"
+        "from kfac_ref.backend import gpu_unavailable_reason; d['gpu_unavailable'] = gpu_unavailable_reason()\n"
+        "print(json.dumps(d))"
+    )
     try:
         proc = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
         info.update(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -133,19 +146,29 @@ def versions() -> dict:
 
 def markdown(report: dict) -> str:
     v = report["versions"]
-    lines = [f"# GPU check — {report['date']}", "",
-             f"device **{v.get('device', '?')}**, CuPy {v.get('cupy', '?')}, NumPy {v.get('numpy', '?')}, "
-             f"kfac_ref {v.get('kfac_ref', '?')}, Python {v.get('python', '?')}; "
-             f"total {report['seconds']:.0f} s of a {report['budget_s']:.0f} s budget", ""]
+    lines = [
+        f"# GPU check — {report['date']}",
+        "",
+        f"device **{v.get('device', '?')}**, CuPy {v.get('cupy', '?')}, NumPy {v.get('numpy', '?')}, "
+        f"kfac_ref {v.get('kfac_ref', '?')}, Python {v.get('python', '?')}; "
+        f"total {report['seconds']:.0f} s of a {report['budget_s']:.0f} s budget",
+        "",
+    ]
     if v.get("gpu_unavailable"):
         lines += [f"**GPU unusable:** {v['gpu_unavailable']}", ""]
     t = report.get("tests", {})
     lines += ["## Parts", "", "| part | status | seconds |", "|---|---|---|"]
-    lines += [f"| {p['name']} | {p['status']}{' — ' + p['reason'] if p.get('reason') else ''} | {p['seconds']} |"
-              for p in report["parts"]]
-    lines += ["", "## Tests on real CuPy (`pytest -m gpu`)", "",
-              f"passed {t.get('passed', '?')}, failed {t.get('failures', '?')}, errors {t.get('errors', '?')}, "
-              f"skipped {t.get('skipped', '?')}"]
+    lines += [
+        f"| {p['name']} | {p['status']}{' — ' + p['reason'] if p.get('reason') else ''} | {p['seconds']} |"
+        for p in report["parts"]
+    ]
+    lines += [
+        "",
+        "## Tests on real CuPy (`pytest -m gpu`)",
+        "",
+        f"passed {t.get('passed', '?')}, failed {t.get('failures', '?')}, errors {t.get('errors', '?')}, "
+        f"skipped {t.get('skipped', '?')}",
+    ]
     lines += [f"- {name}" for name in t.get("failed_tests", [])]
     lines += ["", "## CuPy / NumPy time ratios (< 1: the GPU is faster)", ""]
     for bench, rows in report["ratios"].items():
@@ -154,8 +177,9 @@ def markdown(report: dict) -> str:
             lines += ["(no timings: see the part's log)", ""]
             continue
         lines += ["| case | timing | NumPy | CuPy | CuPy/NumPy |", "|---|---|---|---|---|"]
-        lines += [f"| {r['case']} | {r['field']} | {r['cpu']:.4g} | {r['gpu']:.4g} | {r['gpu_over_cpu']:.2f} |"
-                  for r in rows]
+        lines += [
+            f"| {r['case']} | {r['field']} | {r['cpu']:.4g} | {r['gpu']:.4g} | {r['gpu_over_cpu']:.2f} |" for r in rows
+        ]
         lines += [""]
     return "\n".join(lines) + "\n"
 
@@ -175,25 +199,60 @@ def main(argv=None) -> int:
     def left(limit: float) -> float:
         return min(limit, args.budget - (time.perf_counter() - start))
 
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "budget_s": args.budget, "versions": versions(),
-              "parts": [], "ratios": {}}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "budget_s": args.budget,
+        "versions": versions(),
+        "parts": [],
+        "ratios": {},
+    }
     # 1. the device-parametrised tests on real CuPy
     xml = out / "tests.xml"
-    report["parts"].append(run_part(
-        "tests", [PY, "-m", "pytest", "-m", "gpu and not slow", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
-        left(TESTS_TIMEOUT), out, env={"KFAC_REF_REAL_GPU": "1"}))
+    report["parts"].append(
+        run_part(
+            "tests",
+            [PY, "-m", "pytest", "-m", "gpu and not slow", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
+            left(TESTS_TIMEOUT),
+            out,
+            env={"KFAC_REF_REAL_GPU": "1"},
+        )
+    )
     report["tests"] = junit_counts(xml)
     # 2. the benchmarks on both devices
     for name, (cmd, timeout) in BENCHMARKS.items():
         for device in ("gpu", "cpu"):
-            report["parts"].append(run_part(f"bench_{name}_{device}",
-                                            [PY, *cmd, "--device", device, "--json", str(out / f"bench_{name}_{device}.json")],
-                                            left(timeout), out))
+            report["parts"].append(
+                run_part(
+                    f"bench_{name}_{device}",
+                    [PY, *cmd, "--device", device, "--json", str(out / f"bench_{name}_{device}.json")],
+                    left(timeout),
+                    out,
+                )
+            )
         report["ratios"][name] = ratios(out / f"bench_{name}_cpu.json", out / f"bench_{name}_gpu.json")
     # 3. a short compare on the GPU
-    report["parts"].append(run_part(
-        "compare", [PY, "-m", "kfac_ref", "compare", "--device", "gpu", "--dtype", "float32", "--iterations", "30",
-                    "--quiet", "--out", str(out / "compare")], left(COMPARE_TIMEOUT), out))
+    report["parts"].append(
+        run_part(
+            "compare",
+            [
+                PY,
+                "-m",
+                "kfac_ref",
+                "compare",
+                "--device",
+                "gpu",
+                "--dtype",
+                "float32",
+                "--iterations",
+                "30",
+                "--quiet",
+                "--out",
+                str(out / "compare"),
+            ],
+            left(COMPARE_TIMEOUT),
+            out,
+        )
+    )
 
     report["seconds"] = round(time.perf_counter() - start, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))

@@ -52,7 +52,7 @@ def make_images(digits: np.ndarray, labels: np.ndarray, n: int, rng: np.random.G
     out = np.zeros((n, 28, 28))
     dr, dc = rng.integers(0, 9, size=n), rng.integers(0, 9, size=n)  # offsets 0..8 (centred at 4)
     for i in range(n):
-        out[i, dr[i]:dr[i] + 20, dc[i]:dc[i] + 20] = small[i]
+        out[i, dr[i] : dr[i] + 20, dc[i] : dc[i] + 20] = small[i]
     out += rng.normal(0.0, 0.05, size=out.shape)
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8), labels[pick].astype(np.uint8)
 

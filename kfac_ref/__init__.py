@@ -20,7 +20,21 @@ from .params import get_flat_params, layer_slices, set_flat_params
 __version__ = "0.1.0"
 
 __all__ = [
-    "LayerStats", "Trace", "backward", "batch_grad", "checkpoint", "data", "fisher", "forward",
-    "get_flat_params", "layer_slices", "loss_and_grad", "models", "nn", "optim", "per_sample_grads",
-    "set_flat_params", "train",
+    "LayerStats",
+    "Trace",
+    "backward",
+    "batch_grad",
+    "checkpoint",
+    "data",
+    "fisher",
+    "forward",
+    "get_flat_params",
+    "layer_slices",
+    "loss_and_grad",
+    "models",
+    "nn",
+    "optim",
+    "per_sample_grads",
+    "set_flat_params",
+    "train",
 ]

@@ -31,6 +31,7 @@ def _import_gpu_modules():
         import cupy  # noqa: PLC0415  (optional dependency, imported on demand)
         import cupyx  # noqa: PLC0415
         import cupyx.scipy.linalg  # noqa: F401, PLC0415  (needs cuBLAS/cuSOLVER: fails without the toolkit)
+
         _gpu_modules = (cupy, cupyx)
     return _gpu_modules
 
@@ -41,13 +42,19 @@ def _probe() -> str | None:
         cupy, _ = _import_gpu_modules()
     except ImportError as exc:
         if getattr(exc, "name", None) == "cupy":  # the package itself is missing
-            return ("device='gpu' needs CuPy, which is not installed: pip install 'kfac_ref[gpu]' "
-                    "(CuPy for CUDA 12 with its toolkit libraries) on a machine with an NVIDIA GPU")
-        return f"device='gpu': CuPy is installed but cannot load its CUDA libraries ({exc}); " \
-               "pip install 'cupy-cuda12x[ctk]' or install the CUDA 12 toolkit"
+            return (
+                "device='gpu' needs CuPy, which is not installed: pip install 'kfac_ref[gpu]' "
+                "(CuPy for CUDA 12 with its toolkit libraries) on a machine with an NVIDIA GPU"
+            )
+        return (
+            f"device='gpu': CuPy is installed but cannot load its CUDA libraries ({exc}); "
+            "pip install 'cupy-cuda12x[ctk]' or install the CUDA 12 toolkit"
+        )
     except Exception as exc:  # OSError for a missing libcublasLt.so.12, CUDA driver errors, …
-        return f"device='gpu': CuPy is installed but cannot load its CUDA libraries ({type(exc).__name__}: " \
-               f"{exc}); pip install 'cupy-cuda12x[ctk]' or install the CUDA 12 toolkit"
+        return (
+            f"device='gpu': CuPy is installed but cannot load its CUDA libraries ({type(exc).__name__}: "
+            f"{exc}); pip install 'cupy-cuda12x[ctk]' or install the CUDA 12 toolkit"
+        )
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
@@ -58,8 +65,10 @@ def _probe() -> str | None:
         a = cupy.eye(2, dtype=cupy.float64) * 2.0
         ok = float((cupy.linalg.cholesky(a @ a)).sum()) == 4.0
     except Exception as exc:
-        return (f"device='gpu': CuPy sees {n} CUDA device(s) but cannot multiply a matrix on it "
-                f"({type(exc).__name__}: {exc}); pip install 'cupy-cuda12x[ctk]' or install the CUDA 12 toolkit")
+        return (
+            f"device='gpu': CuPy sees {n} CUDA device(s) but cannot multiply a matrix on it "
+            f"({type(exc).__name__}: {exc}); pip install 'cupy-cuda12x[ctk]' or install the CUDA 12 toolkit"
+        )
     if not ok:
         return "device='gpu': CuPy sees a CUDA device but a 2×2 matrix product gave a wrong answer"
     return None
@@ -128,8 +137,10 @@ def get_xp(*arrays):
         if xp is None:
             xp = mod
         elif mod is not xp:
-            raise TypeError("arrays from different backends (NumPy and CuPy) were mixed; "
-                            "move them to one device with kfac_ref.backend.to_device")
+            raise TypeError(
+                "arrays from different backends (NumPy and CuPy) were mixed; "
+                "move them to one device with kfac_ref.backend.to_device"
+            )
     return np if xp is None else xp
 
 

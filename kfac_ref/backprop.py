@@ -86,8 +86,10 @@ def backward(model, trace: Trace, seeds, input_grad: bool = False):
     if seeds.shape == out.shape:
         seeds = seeds[None]  # (1, N, ...)
     if seeds.shape[1:] != out.shape:
-        raise ValueError(f"backward: seeds have shape {tuple(seeds.shape)}, expected "
-                         f"{tuple(out.shape)} or (S, {', '.join(map(str, out.shape))})")
+        raise ValueError(
+            f"backward: seeds have shape {tuple(seeds.shape)}, expected "
+            f"{tuple(out.shape)} or (S, {', '.join(map(str, out.shape))})"
+        )
     layers, caches = model.layers, trace.caches
     stats = []
     grad = seeds  # (S, N, ...)

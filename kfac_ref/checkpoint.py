@@ -61,9 +61,14 @@ def save(path, trainer) -> Path:
     """Write the whole state of a :class:`~kfac_ref.train.Trainer` to ``path`` (.npz)."""
     path = Path(path)
     opt = trainer.opt
-    state = {"format": FORMAT, "optimizer": opt.name, "hyper": opt.hyper(),
-             "params": get_flat_params(opt.model), "opt_state": opt.state_dict(),
-             "trainer": trainer.state_dict()}
+    state = {
+        "format": FORMAT,
+        "optimizer": opt.name,
+        "hyper": opt.hyper(),
+        "params": get_flat_params(opt.model),
+        "opt_state": opt.state_dict(),
+        "trainer": trainer.state_dict(),
+    }
     arrays: dict = {}
     meta = _split(state, arrays, "s")
     arrays["__meta__"] = np.frombuffer(json.dumps(meta, allow_nan=True).encode(), dtype=np.uint8)
@@ -153,9 +158,12 @@ def _expected_shapes(model) -> dict:
     """Shapes the optimizers' known state entries must have for this model."""
     p = model.num_params
     layers = model.param_layers()
-    return {"velocity": (p,), "fisher": (p, p),
-            "blocks": [(lay.num_params, lay.num_params) for lay in layers],
-            "factors": [[(lay.a_dim, lay.a_dim), (lay.g_dim, lay.g_dim)] for lay in layers]}
+    return {
+        "velocity": (p,),
+        "fisher": (p, p),
+        "blocks": [(lay.num_params, lay.num_params) for lay in layers],
+        "factors": [[(lay.a_dim, lay.a_dim), (lay.g_dim, lay.g_dim)] for lay in layers],
+    }
 
 
 def _check_like(path, where, saved, template, expected=None):
@@ -228,8 +236,11 @@ def _check_records(path, records, steps: int):
             if r[k] is not None and (isinstance(r[k], bool) or not isinstance(r[k], (int, float))):
                 raise _bad(path, f"{where}[{k!r}]", f"{r[k]!r}, expected a number or null")
     if records and last != steps:
-        raise _bad(path, "trainer['records']", f"a history ending at iteration {last}, "
-                                                f"expected it to end at the optimizer's step {steps}")
+        raise _bad(
+            path,
+            "trainer['records']",
+            f"a history ending at iteration {last}, expected it to end at the optimizer's step {steps}",
+        )
 
 
 def validate(path, state: dict, trainer) -> None:
@@ -242,8 +253,10 @@ def validate(path, state: dict, trainer) -> None:
         raise _bad(path, "hyper", f"a {type(saved).__name__}, expected a dict")
     differ = sorted(k for k in set(saved) | set(now) if k != "damping" and saved.get(k) != now.get(k))
     if differ:  # (λ itself may have been adapted by Levenberg–Marquardt)
-        raise ValueError(f"{path} was saved with other hyper-parameters: "
-                         + ", ".join(f"{k}={saved.get(k)!r} (now {now.get(k)!r})" for k in differ))
+        raise ValueError(
+            f"{path} was saved with other hyper-parameters: "
+            + ", ".join(f"{k}={saved.get(k)!r} (now {now.get(k)!r})" for k in differ)
+        )
     params = state["params"]
     if isinstance(params, np.ndarray) and params.ndim == 1 and params.shape != (model.num_params,):
         raise ValueError(f"{path} holds {params.shape[0]} parameters, the model has {model.num_params}")
@@ -256,7 +269,7 @@ def validate(path, state: dict, trainer) -> None:
         _real(path, "opt_state['damping']", opt_state["damping"], low=0)
 
     tr = state["trainer"]
-    _check_like(path, "trainer", tr, {k: None for k in trainer.state_dict()})
+    _check_like(path, "trainer", tr, dict.fromkeys(trainer.state_dict()))
     n = trainer.data.n_train
     _real(path, "trainer['seconds']", tr["seconds"], low=0)
     if tr["order"] is not None:

@@ -34,6 +34,7 @@ HYPER_OPTIONS = ("lr", "momentum", "damping", "T_inv", "T_cov", "weight_decay")
 
 def _checked(convert, ok, expected: str):
     """An argparse type: ``convert(text)`` that must satisfy ``ok``, else "expected …, got '…'"."""
+
     def parse(text):
         try:
             v = convert(text)
@@ -42,6 +43,7 @@ def _checked(convert, ok, expected: str):
         if v is None or not ok(v):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return v
+
     return parse
 
 
@@ -66,8 +68,9 @@ def _optimizer_list(text):
     names = tuple(t.strip() for t in text.split(",") if t.strip())
     bad = [n for n in names if n not in OPTIMIZERS]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown optimizer {bad[0] if bad else text!r}: "
-                                         f"choose from {','.join(OPTIMIZERS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown optimizer {bad[0] if bad else text!r}: choose from {','.join(OPTIMIZERS)}"
+        )
     return names
 
 
@@ -80,9 +83,11 @@ def _hyper(name):
         if opt and opt not in OPTIMIZERS:
             raise argparse.ArgumentTypeError(f"unknown optimizer {opt!r} in {text!r}")
         if opt and name not in hyper_types(opt):
-            raise argparse.ArgumentTypeError(f"{opt} has no {name}: its hyper-parameters are "
-                                             f"{', '.join(hyper_types(opt))}")
+            raise argparse.ArgumentTypeError(
+                f"{opt} has no {name}: its hyper-parameters are {', '.join(hyper_types(opt))}"
+            )
         return opt or None, value
+
     parse.__name__ = flag  # argparse names the option in its messages
     return parse
 
@@ -177,68 +182,133 @@ def read_settings_file(path) -> dict:
 def add_compare_arguments(p, name: str = "compare") -> None:
     """The arguments of ``kfac-ref compare`` (and ``demo``, whose ``--out`` defaults to results/demo)."""
     g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), default="digits",
-                   help="digits is bundled; mnist reads any folder of MNIST-format IDX files "
-                        "(e.g. Fashion-MNIST); cifar10 reads the official binary or python version")
+    g.add_argument(
+        "--dataset",
+        choices=("digits", "mnist", "cifar10"),
+        default="digits",
+        help="digits is bundled; mnist reads any folder of MNIST-format IDX files "
+        "(e.g. Fashion-MNIST); cifar10 reads the official binary or python version",
+    )
     g.add_argument("--data-dir", help="folder with the mnist/cifar10 files (see data/README.md)")
     g.add_argument("--model", choices=("mlp", "convnet"), default="convnet")
-    g.add_argument("--hidden", type=_int_list, default=None,
-                   help="MLP hidden widths, or the ConvNet's fully-connected width, comma-separated "
-                        "(default: 32; with --quick: 16)")
-    g.add_argument("--channels", type=_int_list, default=None,
-                   help="ConvNet channels per conv block (default: 8,16; with --quick: 4,8)")
+    g.add_argument(
+        "--hidden",
+        type=_int_list,
+        default=None,
+        help="MLP hidden widths, or the ConvNet's fully-connected width, comma-separated "
+        "(default: 32; with --quick: 16)",
+    )
+    g.add_argument(
+        "--channels",
+        type=_int_list,
+        default=None,
+        help="ConvNet channels per conv block (default: 8,16; with --quick: 4,8)",
+    )
     g.add_argument("--max-train", type=_positive_int, help="use only the first N training samples")
     g = p.add_argument_group("optimizers")
-    g.add_argument("--optimizers", type=_optimizer_list, default="sgd,ngd,kfac",
-                   help=f"comma-separated, any of {','.join(OPTIMIZERS)}")
-    g.add_argument("--kind", choices=KINDS, help="Fisher kind for every Fisher method "
-                   "(default: exact for NGD, mc for K-FAC)")
+    g.add_argument(
+        "--optimizers",
+        type=_optimizer_list,
+        default="sgd,ngd,kfac",
+        help=f"comma-separated, any of {','.join(OPTIMIZERS)}",
+    )
+    g.add_argument(
+        "--kind", choices=KINDS, help="Fisher kind for every Fisher method (default: exact for NGD, mc for K-FAC)"
+    )
     for hp in HYPER_OPTIONS:
-        g.add_argument(f"--{hp.replace('_', '-')}", type=_hyper(hp), action="append", default=[],
-                       metavar="[OPT=]VALUE",
-                       help=f"{hp} for one optimizer (OPT=VALUE) or every one that has it (VALUE); repeatable")
-    g.add_argument("--set", type=_setting, action="append", default=[], metavar="OPT.KEY=VALUE",
-                   help="any hyper-parameter of any optimizer, e.g. kfac.rescale=true, kfac.kl_clip=none, "
-                        "kfac.stats_fraction=0.25 (applied last); repeatable")
-    g.add_argument("--settings", metavar="FILE",
-                   help="a JSON or TOML file {optimizer: {hyper-parameter: value}} (applied before --set)")
-    g.add_argument("--solver", choices=("dense", "woodbury"),
-                   help="NGD's solver: dense (build F, Cholesky) or woodbury (the same direction, docs/math.md §7)")
-    g.add_argument("--grid", action="store_true",
-                   help="small grid search per optimizer, the same budget for each, picked by validation loss")
+        g.add_argument(
+            f"--{hp.replace('_', '-')}",
+            type=_hyper(hp),
+            action="append",
+            default=[],
+            metavar="[OPT=]VALUE",
+            help=f"{hp} for one optimizer (OPT=VALUE) or every one that has it (VALUE); repeatable",
+        )
+    g.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="OPT.KEY=VALUE",
+        help="any hyper-parameter of any optimizer, e.g. kfac.rescale=true, kfac.kl_clip=none, "
+        "kfac.stats_fraction=0.25 (applied last); repeatable",
+    )
+    g.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="a JSON or TOML file {optimizer: {hyper-parameter: value}} (applied before --set)",
+    )
+    g.add_argument(
+        "--solver",
+        choices=("dense", "woodbury"),
+        help="NGD's solver: dense (build F, Cholesky) or woodbury (the same direction, docs/math.md §7)",
+    )
+    g.add_argument(
+        "--grid",
+        action="store_true",
+        help="small grid search per optimizer, the same budget for each, picked by validation loss",
+    )
     g.add_argument("--grid-iterations", type=_positive_int, help="iterations per grid configuration")
     g = p.add_argument_group("budget and run")
     g.add_argument("--iterations", type=_positive_int, default=300, help="training iterations per optimizer")
     g.add_argument("--epochs", type=_positive_int, help="train for this many epochs instead of --iterations")
     g.add_argument("--batch-size", type=_positive_int, default=CompareConfig.batch_size, help="mini-batch size N")
-    g.add_argument("--ngd-iterations", type=_positive_int, default=ITERATION_CAPS["ngd"],
-                   help="at most this many iterations for the dense exact-Fisher NGD and BlockNGD "
-                        "(seconds per step); the figure says so")
-    g.add_argument("--eval-every", type=_positive_int, default=CompareConfig.eval_every,
-                   help="measure the full training and validation loss every k iterations")
+    g.add_argument(
+        "--ngd-iterations",
+        type=_positive_int,
+        default=ITERATION_CAPS["ngd"],
+        help="at most this many iterations for the dense exact-Fisher NGD and BlockNGD "
+        "(seconds per step); the figure says so",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=CompareConfig.eval_every,
+        help="measure the full training and validation loss every k iterations",
+    )
     g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     g.add_argument("--seed", type=_seed, default=0, help="initialisation, batch order and Monte-Carlo targets")
-    g.add_argument("--threads", type=_positive_int,
-                   help="BLAS threads (via threadpoolctl); default: 1 on the CPU — these small matrix "
-                        "products run no faster on more, and steadier (benchmarks/README.md)")
-    g.add_argument("--target-loss", type=_positive_float, action="append", default=[],
-                   help="a training-loss target of the summary; repeatable (default: 0.1, 0.01 and the "
-                        "hardest every run reaches)")
-    g.add_argument("--target-acc", type=_fraction, action="append", default=[],
-                   help="a validation-accuracy target of the summary; repeatable (default: 0.9, 0.95 and "
-                        "the hardest every run reaches)")
-    g.add_argument("--diagnostics", type=_every_or_off, default=0, metavar="K",
-                   help="every K iterations, each method's angle to the exact damped natural gradient "
-                        "(F + γI)⁻¹∇h and its curvature error, on that batch at θ before the step; not "
-                        "timed; γ: each method's damping, K-FAC's for SGD (docs/diagnostics.md); 0: off")
+    g.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="BLAS threads (via threadpoolctl); default: 1 on the CPU — these small matrix "
+        "products run no faster on more, and steadier (benchmarks/README.md)",
+    )
+    g.add_argument(
+        "--target-loss",
+        type=_positive_float,
+        action="append",
+        default=[],
+        help="a training-loss target of the summary; repeatable (default: 0.1, 0.01 and the hardest every run reaches)",
+    )
+    g.add_argument(
+        "--target-acc",
+        type=_fraction,
+        action="append",
+        default=[],
+        help="a validation-accuracy target of the summary; repeatable (default: 0.9, 0.95 and "
+        "the hardest every run reaches)",
+    )
+    g.add_argument(
+        "--diagnostics",
+        type=_every_or_off,
+        default=0,
+        metavar="K",
+        help="every K iterations, each method's angle to the exact damped natural gradient "
+        "(F + γI)⁻¹∇h and its curvature error, on that batch at θ before the step; not "
+        "timed; γ: each method's damping, K-FAC's for SGD (docs/diagnostics.md); 0: off",
+    )
     g.add_argument("--out", default=f"results/{name}", help="output folder")
     g.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    g.add_argument("--distributed", action="store_true",
-                   help="data-parallel K-FAC/SGD over MPI ranks, as in Osawa et al. 2019: run as "
-                        "`mpiexec -n R kfac-ref compare --distributed ...`; the same records as one process; "
-                        "rank 0 writes (docs/distributed.md)")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel K-FAC/SGD over MPI ranks, as in Osawa et al. 2019: run as "
+        "`mpiexec -n R kfac-ref compare --distributed ...`; the same records as one process; "
+        "rank 0 writes (docs/distributed.md)",
+    )
 
 
 def add_demo_arguments(p) -> None:
@@ -251,7 +321,7 @@ def config_from_args(args) -> CompareConfig:
     settings: dict = {}
     for hp in HYPER_OPTIONS:  # --lr 0.3 (every optimizer that has lr) or --lr kfac=0.3
         for opt, value in getattr(args, hp):
-            for t in ([opt] if opt else [o for o in args.optimizers if hp in hyper_types(o)]):
+            for t in [opt] if opt else [o for o in args.optimizers if hp in hyper_types(o)]:
                 settings.setdefault(t, {})[hp] = parse_value(t, hp, value)
     if args.solver:
         settings.setdefault("ngd", {})["solver"] = args.solver
@@ -261,19 +331,38 @@ def config_from_args(args) -> CompareConfig:
     for opt, key, value in args.set:
         settings.setdefault(opt, {})[key] = value
     quick = args.quick
-    cfg = CompareConfig(dataset=args.dataset, data_dir=args.data_dir, model=args.model,
-                        hidden=args.hidden or ((16,) if quick else (32,)),
-                        channels=args.channels or ((4, 8) if quick and args.model == "convnet" else (8, 16)),
-                        optimizers=args.optimizers, kind=args.kind,
-                        iterations=args.iterations, batch_size=args.batch_size, eval_every=args.eval_every,
-                        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
-                        settings=settings, grid=args.grid, grid_iterations=args.grid_iterations,
-                        device=args.device, dtype=args.dtype, seed=args.seed, max_train=args.max_train,
-                        target_loss=tuple(args.target_loss), target_acc=tuple(args.target_acc),
-                        diagnostics_every=args.diagnostics)
+    cfg = CompareConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        model=args.model,
+        hidden=args.hidden or ((16,) if quick else (32,)),
+        channels=args.channels or ((4, 8) if quick and args.model == "convnet" else (8, 16)),
+        optimizers=args.optimizers,
+        kind=args.kind,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
+        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
+        settings=settings,
+        grid=args.grid,
+        grid_iterations=args.grid_iterations,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        max_train=args.max_train,
+        target_loss=tuple(args.target_loss),
+        target_acc=tuple(args.target_acc),
+        diagnostics_every=args.diagnostics,
+    )
     if quick:  # a tiny budget; what the user gave explicitly is kept
-        cfg = replace(cfg, iterations=min(cfg.iterations, 12), eval_every=min(cfg.eval_every, 4),
-                      batch_size=min(cfg.batch_size, 32), max_train=cfg.max_train or 256, grid_iterations=4)
+        cfg = replace(
+            cfg,
+            iterations=min(cfg.iterations, 12),
+            eval_every=min(cfg.eval_every, 4),
+            batch_size=min(cfg.batch_size, 32),
+            max_train=cfg.max_train or 256,
+            grid_iterations=4,
+        )
     return cfg
 
 
@@ -283,8 +372,7 @@ class ProgressBar:
     def __init__(self, desc: str, total: int):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=f"{desc:>10}", unit="it", file=sys.stderr, leave=True,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=f"{desc:>10}", unit="it", file=sys.stderr, leave=True, dynamic_ncols=True)
 
     def __call__(self, rec):
         self.bar.update(1)
@@ -338,8 +426,9 @@ def _batch_sizes(text):
     for t in (t.strip() for t in text.split(",")):
         v = None if t == "full" else int(t) if t.isdigit() else 0
         if v is not None and v < 1:
-            raise argparse.ArgumentTypeError(f"expected positive integers or 'full', comma-separated, "
-                                             f"got {t!r} in {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected positive integers or 'full', comma-separated, got {t!r} in {text!r}"
+            )
         if v in vals:
             raise argparse.ArgumentTypeError(f"batch size {t!r} appears twice in {text!r}")
         vals.append(v)
@@ -350,27 +439,54 @@ def add_batch_sweep_arguments(p) -> None:
     """The arguments of ``kfac-ref batch-sweep``."""
     from .experiments import batch_sweep as bs
 
-    p.add_argument("--optimizers", type=_optimizer_list, default=",".join(bs.DEFAULT_OPTIMIZERS),
-                   help=f"comma-separated, any of {','.join(OPTIMIZERS)} (ngd: Woodbury solver, where C·B < P)")
-    p.add_argument("--batch-sizes", type=_batch_sizes, default="128,256,512,1024,full",
-                   help="comma-separated; 'full' = the whole training set")
+    p.add_argument(
+        "--optimizers",
+        type=_optimizer_list,
+        default=",".join(bs.DEFAULT_OPTIMIZERS),
+        help=f"comma-separated, any of {','.join(OPTIMIZERS)} (ngd: Woodbury solver, where C·B < P)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=_batch_sizes,
+        default="128,256,512,1024,full",
+        help="comma-separated; 'full' = the whole training set",
+    )
     p.add_argument("--iterations", type=_positive_int, default=bs.DEFAULT_ITERATIONS, help="per run")
-    p.add_argument("--ngd-iterations", type=_positive_int, default=bs.ITERATION_CAPS["ngd"],
-                   help="at most this many iterations for NGD and BlockNGD (seconds per step)")
-    p.add_argument("--target-loss", type=_positive_float, default=bs.DEFAULT_TARGETS["train_loss"],
-                   help="the training-loss target, the same at every batch size")
-    p.add_argument("--target-acc", type=_fraction, default=bs.DEFAULT_TARGETS["val_acc"],
-                   help="the validation-accuracy target, the same at every batch size")
-    p.add_argument("--eval-every", type=_positive_int, default=CompareConfig.eval_every,
-                   help="measure the full losses every k iterations (the resolution of 'iterations to target')")
+    p.add_argument(
+        "--ngd-iterations",
+        type=_positive_int,
+        default=bs.ITERATION_CAPS["ngd"],
+        help="at most this many iterations for NGD and BlockNGD (seconds per step)",
+    )
+    p.add_argument(
+        "--target-loss",
+        type=_positive_float,
+        default=bs.DEFAULT_TARGETS["train_loss"],
+        help="the training-loss target, the same at every batch size",
+    )
+    p.add_argument(
+        "--target-acc",
+        type=_fraction,
+        default=bs.DEFAULT_TARGETS["val_acc"],
+        help="the validation-accuracy target, the same at every batch size",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=CompareConfig.eval_every,
+        help="measure the full losses every k iterations (the resolution of 'iterations to target')",
+    )
     p.add_argument("--max-train", type=_positive_int, help="use only the first N training samples")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="floating-point type")
     p.add_argument("--seed", type=_seed, default=0, help="initialisation, batch order and Monte-Carlo targets")
     p.add_argument("--threads", type=_positive_int, help="BLAS threads (unset: 1 on the CPU)")
     p.add_argument("--out", default="results/batch-sweep", help="output folder")
-    p.add_argument("--quick", action="store_true",
-                   help="a tiny budget for smoke tests: 256 samples, a small ConvNet, 8 iterations, batch 32,full")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny budget for smoke tests: 256 samples, a small ConvNet, 8 iterations, batch 32,full",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
@@ -380,18 +496,30 @@ def cmd_batch_sweep(args, argv) -> int:
     from .experiments.batch_sweep import run_batch_sweep
 
     q = args.quick
-    cfg = CompareConfig(optimizers=args.optimizers, iterations=min(args.iterations, 8) if q else args.iterations,
-                        hidden=(16,) if q else (32,), channels=(4, 8) if q else (8, 16),
-                        eval_every=min(args.eval_every, 4) if q else args.eval_every,
-                        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
-                        device=args.device, dtype=args.dtype, seed=args.seed,
-                        max_train=args.max_train or (256 if q else None))
+    cfg = CompareConfig(
+        optimizers=args.optimizers,
+        iterations=min(args.iterations, 8) if q else args.iterations,
+        hidden=(16,) if q else (32,),
+        channels=(4, 8) if q else (8, 16),
+        eval_every=min(args.eval_every, 4) if q else args.eval_every,
+        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        max_train=args.max_train or (256 if q else None),
+    )
     given = "--batch-sizes" in argv or any(a.startswith("--batch-sizes=") for a in argv)
     sizes = (32, None) if q and not given else args.batch_sizes
     with _blas_threads(args.threads or (1 if args.device == "cpu" else None)):
-        run_batch_sweep(cfg, sizes, {"train_loss": args.target_loss, "val_acc": args.target_acc}, args.out,
-                        shlex.join([PROG, *argv]), None if args.quiet else ProgressBar,
-                        (lambda *a, **k: None) if args.quiet else print)
+        run_batch_sweep(
+            cfg,
+            sizes,
+            {"train_loss": args.target_loss, "val_acc": args.target_acc},
+            args.out,
+            shlex.join([PROG, *argv]),
+            None if args.quiet else ProgressBar,
+            (lambda *a, **k: None) if args.quiet else print,
+        )
     if not args.quiet:
         print(f"wrote {args.out}/batch_sweep.json, batch-sweep.png, summary.md")
     return 0
@@ -436,26 +564,39 @@ class Command:
 COMMANDS = {
     "compare": Command("SGD vs NGD vs K-FAC by iteration and wall-clock", add_compare_arguments, cmd_compare),
     "demo": Command("the comparison on the bundled digits ConvNet (make demo)", add_demo_arguments, cmd_compare),
-    "batch-sweep": Command("iterations and seconds to a loss and an accuracy target against the batch size, each "
-                           "method tuned on its compare --grid at every size", add_batch_sweep_arguments,
-                           cmd_batch_sweep),
-    "sizes": Command("Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)",
-                     _add_sizes_arguments, _run_sizes, show_defaults=False),
-    "fisher-plot": Command("heatmaps of the exact Fisher, its approximations and their damped inverses",
-                           _add_fisher_plot_arguments, _run_fisher_plot, show_defaults=False),
+    "batch-sweep": Command(
+        "iterations and seconds to a loss and an accuracy target against the batch size, each "
+        "method tuned on its compare --grid at every size",
+        add_batch_sweep_arguments,
+        cmd_batch_sweep,
+    ),
+    "sizes": Command(
+        "Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)",
+        _add_sizes_arguments,
+        _run_sizes,
+        show_defaults=False,
+    ),
+    "fisher-plot": Command(
+        "heatmaps of the exact Fisher, its approximations and their damped inverses",
+        _add_fisher_plot_arguments,
+        _run_fisher_plot,
+        show_defaults=False,
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``kfac-ref`` parser: one sub-parser per entry of :data:`COMMANDS`, each built by its command."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     for name, cmd in COMMANDS.items():
         formatter = argparse.ArgumentDefaultsHelpFormatter if cmd.show_defaults else argparse.HelpFormatter
-        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help + ".",
-                                         formatter_class=formatter))
+        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help + ".", formatter_class=formatter))
     return parser
 
 

@@ -49,8 +49,14 @@ from .params import wbar_to_flat
 
 # Environment variables an MPI launcher sets (MPICH/Hydra, Intel MPI: PMI_*; Open MPI: OMPI_*; PMIx, e.g. srun)
 LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
-LABELS = ("gradient all-reduce", "statistics all-reduce", "outputs all-gather", "inversion",
-          "inverse sharing", "control")
+LABELS = (
+    "gradient all-reduce",
+    "statistics all-reduce",
+    "outputs all-gather",
+    "inversion",
+    "inverse sharing",
+    "control",
+)
 
 
 # ---- the communicator --------------------------------------------------------------------
@@ -133,12 +139,16 @@ def world(cuda_aware: bool = False) -> Communicator:
     try:
         import mpi4py  # noqa: F401, PLC0415  (the package only: importing mpi4py.MPI starts MPI)
     except ImportError as exc:
-        raise RuntimeError("--distributed needs mpi4py and an MPI implementation: "
-                           "pip install 'kfac_ref[mpi]' (mpi4py + the mpich wheel, which ships mpiexec)") from exc
+        raise RuntimeError(
+            "--distributed needs mpi4py and an MPI implementation: "
+            "pip install 'kfac_ref[mpi]' (mpi4py + the mpich wheel, which ships mpiexec)"
+        ) from exc
     if not launched_by_mpi():
-        raise RuntimeError("--distributed: this process was not started by an MPI launcher (none of "
-                           f"{', '.join(LAUNCHER_VARS)} is set); run it as "
-                           "`mpiexec -n R python -m kfac_ref compare --distributed ...`")
+        raise RuntimeError(
+            "--distributed: this process was not started by an MPI launcher (none of "
+            f"{', '.join(LAUNCHER_VARS)} is set); run it as "
+            "`mpiexec -n R python -m kfac_ref compare --distributed ...`"
+        )
     from mpi4py import MPI  # noqa: PLC0415
 
     return Communicator(MPI.COMM_WORLD, MPI.SUM, cuda_aware)
@@ -148,8 +158,9 @@ def world(cuda_aware: bool = False) -> Communicator:
 def shard(n: int, size: int, rank: int) -> slice:
     """Rank r's contiguous slice of n samples: [⌊r n/R⌋, ⌊(r+1) n/R⌋) — sizes differ by at most 1."""
     if size > n:
-        raise ValueError(f"{size} ranks (R) exceed the {n} samples of the batch (B): every rank needs a "
-                         f"sample; use R ≤ B")
+        raise ValueError(
+            f"{size} ranks (R) exceed the {n} samples of the batch (B): every rank needs a sample; use R ≤ B"
+        )
     return slice(rank * n // size, (rank + 1) * n // size)
 
 
@@ -169,7 +180,7 @@ def shard_mean(comm: Communicator, parts, n_local: int, n_total: int, label: str
     total = comm.allreduce_sum(weight * xp.concatenate(flat), label)
     out, start = [], 0
     for p, f in zip(parts, flat):
-        piece = total[start:start + f.size]
+        piece = total[start : start + f.size]
         start += f.size
         if symmetric:
             full = xp.empty_like(p)
@@ -184,7 +195,7 @@ def shard_mean(comm: Communicator, parts, n_local: int, n_total: int, label: str
 
 def inversion_cost(layer) -> int:
     """O(d³) work of inverting (or diagonalising) one layer's factors: a_dim³ + d_out³."""
-    return layer.a_dim ** 3 + layer.g_dim ** 3
+    return layer.a_dim**3 + layer.g_dim**3
 
 
 def owners(costs, size: int) -> list[int]:
@@ -229,12 +240,10 @@ class DataParallel:
         res = super()._forward_backward(x[sl], y[sl])
         xp = get_xp(res.grad)
         loss = xp.asarray([res.loss], dtype=res.grad.dtype)  # (1,): travels with the gradient
-        out = shard_mean(self.comm, [loss, *res.layer_grads], sl.stop - sl.start, x.shape[0],
-                         "gradient all-reduce")
+        out = shard_mean(self.comm, [loss, *res.layer_grads], sl.stop - sl.start, x.shape[0], "gradient all-reduce")
         layer_grads = out[1:]
         grad = xp.concatenate([wbar_to_flat(st.layer, m) for st, m in zip(res.stats, layer_grads)])  # (P,)
-        return GradResult(loss=float(out[0][0]), grad=grad, trace=res.trace, stats=res.stats,
-                          layer_grads=layer_grads)
+        return GradResult(loss=float(out[0][0]), grad=grad, trace=res.trace, stats=res.stats, layer_grads=layer_grads)
 
 
 class DistributedSGD(DataParallel, SGD):
@@ -265,8 +274,9 @@ class DistributedKFAC(DataParallel, KFAC):
             return fisher_seeds(self.loss_fn, trace.output, y[sl], self.kind, rng, self.mc_samples)
         f = trace.output  # (n_r, C)
         c = f.shape[1]
-        counts = [(shard(m, self.comm.size, r).stop - shard(m, self.comm.size, r).start) * c
-                  for r in range(self.comm.size)]
+        counts = [
+            (shard(m, self.comm.size, r).stop - shard(m, self.comm.size, r).start) * c for r in range(self.comm.size)
+        ]
         f_all = self.comm.allgather(f.ravel(), counts, "outputs all-gather").reshape(m, c)  # (m, C)
         return fisher_seeds(self.loss_fn, f_all, None, "mc", rng, self.mc_samples)[:, sl]  # (M, n_r, C)
 
@@ -310,7 +320,7 @@ class DistributedKFAC(DataParallel, KFAC):
             r, arrays = self.owners[l], {}
             for k, shape in shapes[l].items():
                 n = int(np.prod(shape))
-                arrays[k] = flat[pos[r]:pos[r] + n].reshape(shape)
+                arrays[k] = flat[pos[r] : pos[r] + n].reshape(shape)
                 pos[r] += n
             if cls is EigenInverse:
                 arrays["gamma"] = self.gamma
@@ -336,8 +346,10 @@ DISTRIBUTED = {"sgd": DistributedSGD, "kfac": DistributedKFAC}
 def distributed_optimizer(name: str, model, loss_fn, comm: Communicator | None = None, **hyper):
     """The distributed version of optimizer ``name`` ('sgd' or 'kfac'), same hyper-parameters."""
     if name not in DISTRIBUTED:
-        raise ValueError(f"optimizer {name!r} has no distributed version yet: --distributed supports "
-                         f"{', '.join(DISTRIBUTED)} (NGD's dense Fisher, P² entries, is not all-reduced)")
+        raise ValueError(
+            f"optimizer {name!r} has no distributed version yet: --distributed supports "
+            f"{', '.join(DISTRIBUTED)} (NGD's dense Fisher, P² entries, is not all-reduced)"
+        )
     return DISTRIBUTED[name](model, loss_fn, comm=comm, **hyper)
 
 
@@ -356,8 +368,10 @@ def run_compare_distributed(cfg, out, comm: Communicator | None = None, progress
 
     comm = world() if comm is None else comm
     if cfg.grid:
-        raise ValueError("--grid is not supported with --distributed: pick the settings with a "
-                         "single-process grid search, then pass them")
+        raise ValueError(
+            "--grid is not supported with --distributed: pick the settings with a "
+            "single-process grid search, then pass them"
+        )
     for name in cfg.optimizers:
         if name not in DISTRIBUTED:
             distributed_optimizer(name, None, None, comm)  # raises, naming it
@@ -367,8 +381,10 @@ def run_compare_distributed(cfg, out, comm: Communicator | None = None, progress
     progress_factory = progress_factory if lead else None
     data = load_data(cfg)
     theta0 = to_numpy(get_flat_params(build_model(cfg, data)))
-    log(f"{cfg.dataset} on {comm.size} MPI rank(s): global batch {cfg.batch_size} "
-        f"({cfg.batch_size // comm.size}–{-(-cfg.batch_size // comm.size)} samples per rank)")
+    log(
+        f"{cfg.dataset} on {comm.size} MPI rank(s): global batch {cfg.batch_size} "
+        f"({cfg.batch_size // comm.size}–{-(-cfg.batch_size // comm.size)} samples per rank)"
+    )
     runs = []
     for name in cfg.optimizers:
         model = build_model(cfg, data)
@@ -381,8 +397,9 @@ def run_compare_distributed(cfg, out, comm: Communicator | None = None, progress
             bar.close()
         if hist.stopped:
             log(f"{name}: {hist.stopped}")
-        runs.append({"optimizer": name, "settings": settings_for(cfg, name), "records": hist.records,
-                     "stopped": hist.stopped})
+        runs.append(
+            {"optimizer": name, "settings": settings_for(cfg, name), "records": hist.records, "stopped": hist.stopped}
+        )
     summary = None
     if lead:
         summary = write_outputs(Path(out), cfg, runs, None)
@@ -406,16 +423,29 @@ def payload_entries(model, batch: int, kind: str = "mc", damping_mode: str = "fa
     inverse sharing        Σ_l inverse entries, over all ranks (each layer once, by its owner)
     """
     layers = model.param_layers()
-    return {"gradient all-reduce": model.num_params + 1,
-            "statistics all-reduce": sum(l.a_dim * (l.a_dim + 1) // 2 + l.g_dim * (l.g_dim + 1) // 2
-                                         for l in layers),
-            "outputs all-gather": batch * layers[-1].g_dim if kind == "mc" else 0,
-            "inverse sharing": sum(inverse_entries(l, damping_mode) for l in layers)}
+    return {
+        "gradient all-reduce": model.num_params + 1,
+        "statistics all-reduce": sum(l.a_dim * (l.a_dim + 1) // 2 + l.g_dim * (l.g_dim + 1) // 2 for l in layers),
+        "outputs all-gather": batch * layers[-1].g_dim if kind == "mc" else 0,
+        "inverse sharing": sum(inverse_entries(l, damping_mode) for l in layers),
+    }
 
 
-__all__ = ["DISTRIBUTED", "Communicator", "DataParallel", "DistributedKFAC", "DistributedSGD",
-           "distributed_optimizer", "launched_by_mpi", "owners", "payload_entries", "run_compare_distributed",
-           "shard", "shard_mean", "world"]
+__all__ = [
+    "DISTRIBUTED",
+    "Communicator",
+    "DataParallel",
+    "DistributedKFAC",
+    "DistributedSGD",
+    "distributed_optimizer",
+    "launched_by_mpi",
+    "owners",
+    "payload_entries",
+    "run_compare_distributed",
+    "shard",
+    "shard_mean",
+    "world",
+]
 
 
 # ---- the cost model at [O19]'s scale ---------------------------------------------------------
@@ -434,7 +464,15 @@ def communication_per_step(rows, params: int, ranks: int) -> dict:
     """
     f = (ranks - 1) / ranks
     full = sum(r.a_entries + r.g_entries for r in rows)
-    packed = sum(r.groups * (r.d_in * (r.d_in + 1) // 2) + r.groups * (r.d_out_per_group * (r.d_out_per_group + 1) // 2)
-                 for r in rows)
-    return {"gradient": 2 * f * params, "factors": 2 * f * full, "factors, packed": 2 * f * packed,
-            "factors, packed, reduce-scatter": f * packed, "inverses": f * full, "inverses, packed": f * packed}
+    packed = sum(
+        r.groups * (r.d_in * (r.d_in + 1) // 2) + r.groups * (r.d_out_per_group * (r.d_out_per_group + 1) // 2)
+        for r in rows
+    )
+    return {
+        "gradient": 2 * f * params,
+        "factors": 2 * f * full,
+        "factors, packed": 2 * f * packed,
+        "factors, packed, reduce-scatter": f * packed,
+        "inverses": f * full,
+        "inverses, packed": f * packed,
+    }

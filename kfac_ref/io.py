@@ -113,8 +113,10 @@ def write_json(path, obj, *, make_parents: bool = True, **dumps_kw) -> Path:
 
 def figure_writer(fig, fmt: str | None = None, dpi=None):
     """A ``write(tmp)`` saving a matplotlib Figure (format ``fmt``, else from the target's suffix)."""
+
     def write(tmp):
         fig.savefig(tmp, format=fmt, dpi=dpi)
+
     return write
 
 

@@ -80,8 +80,16 @@ def _flatten(layer, cache, dx, vbar):
     return dx.reshape(dx.shape[0], dx.shape[1], -1)
 
 
-RULES = {Linear: _linear, Conv2d: _conv, ReLU: _elementwise, Tanh: _elementwise, Sigmoid: _elementwise,
-         MaxPool2d: _maxpool, AvgPool2d: _avgpool, Flatten: _flatten}
+RULES = {
+    Linear: _linear,
+    Conv2d: _conv,
+    ReLU: _elementwise,
+    Tanh: _elementwise,
+    Sigmoid: _elementwise,
+    MaxPool2d: _maxpool,
+    AvgPool2d: _avgpool,
+    Flatten: _flatten,
+}
 
 
 def jvp(model, trace, vectors):

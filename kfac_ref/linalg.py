@@ -30,9 +30,11 @@ def _failure(m, what: str, exc) -> CurvatureError:
     xp = get_xp(m)
     bad = int(xp.count_nonzero(~xp.isfinite(m)))
     if bad:
-        return CurvatureError(f"{what} ({m.shape[0]}×{m.shape[1]}) contains {bad} NaN/Inf value(s): "
-                              "the curvature is not finite, the loss likely diverged "
-                              "(lower the learning rate or raise the damping)")
+        return CurvatureError(
+            f"{what} ({m.shape[0]}×{m.shape[1]}) contains {bad} NaN/Inf value(s): "
+            "the curvature is not finite, the loss likely diverged "
+            "(lower the learning rate or raise the damping)"
+        )
     return CurvatureError(f"{what} ({m.shape[0]}×{m.shape[1]}) is not positive definite ({exc})")
 
 

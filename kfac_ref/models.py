@@ -18,8 +18,16 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
-def mlp(in_features: int, hidden=(64,), num_classes: int = 10, activation: str = "relu", *,
-        seed: int = 0, dtype=np.float64, device: str = "cpu") -> nn.Sequential:
+def mlp(
+    in_features: int,
+    hidden=(64,),
+    num_classes: int = 10,
+    activation: str = "relu",
+    *,
+    seed: int = 0,
+    dtype=np.float64,
+    device: str = "cpu",
+) -> nn.Sequential:
     """Linear → φ → … → Linear.  Input (N, in_features) → logits (N, num_classes)."""
     act = _activation(activation)
     layers, d = [], in_features
@@ -30,9 +38,17 @@ def mlp(in_features: int, hidden=(64,), num_classes: int = 10, activation: str =
     return nn.Sequential(*layers, seed=seed).astype(dtype).to(device)
 
 
-def convnet(in_shape=(1, 8, 8), channels=(8, 16), hidden: int = 32, num_classes: int = 10,
-            activation: str = "relu", *, seed: int = 0, dtype=np.float64,
-            device: str = "cpu") -> nn.Sequential:
+def convnet(
+    in_shape=(1, 8, 8),
+    channels=(8, 16),
+    hidden: int = 32,
+    num_classes: int = 10,
+    activation: str = "relu",
+    *,
+    seed: int = 0,
+    dtype=np.float64,
+    device: str = "cpu",
+) -> nn.Sequential:
     """[Conv2d 3×3 (padding 1) → φ → MaxPool 2×2] per channel count → Flatten → Linear → φ → Linear.
 
     Input (N, C, H, W) → logits (N, num_classes).  With the defaults on the
@@ -46,13 +62,22 @@ def convnet(in_shape=(1, 8, 8), channels=(8, 16), hidden: int = 32, num_classes:
     layers.append(nn.Flatten())
     model = nn.Sequential(*layers, seed=None)
     flat = model.output_shape(tuple(in_shape))[0]
-    tail = [nn.Linear(flat, hidden), act(), nn.Linear(hidden, num_classes)] if hidden else \
-        [nn.Linear(flat, num_classes)]
+    tail = (
+        [nn.Linear(flat, hidden), act(), nn.Linear(hidden, num_classes)] if hidden else [nn.Linear(flat, num_classes)]
+    )
     return nn.Sequential(model, *tail, seed=seed).astype(dtype).to(device)
 
 
-def conv_tanh_linear(image_size: int, out_channels: int = 2, num_classes: int = 3, kernel: int = 3, *,
-                     seed: int = 0, dtype=np.float64, device: str = "cpu") -> nn.Sequential:
+def conv_tanh_linear(
+    image_size: int,
+    out_channels: int = 2,
+    num_classes: int = 3,
+    kernel: int = 3,
+    *,
+    seed: int = 0,
+    dtype=np.float64,
+    device: str = "cpu",
+) -> nn.Sequential:
     """Conv2d(1→C_out, k×k, no padding) → tanh → Flatten → Linear on all (h − k + 1)² locations.
 
     Input (N, 1, h, h) → logits (N, num_classes).  The smallest network with one
@@ -63,5 +88,14 @@ def conv_tanh_linear(image_size: int, out_channels: int = 2, num_classes: int = 
     t = image_size - kernel + 1
     if t < 1:
         raise ValueError(f"conv_tanh_linear: image size h = {image_size} is smaller than the kernel k = {kernel}")
-    return nn.Sequential(nn.Conv2d(1, out_channels, kernel), nn.Tanh(), nn.Flatten(),
-                         nn.Linear(out_channels * t * t, num_classes), seed=seed).astype(dtype).to(device)
+    return (
+        nn.Sequential(
+            nn.Conv2d(1, out_channels, kernel),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(out_channels * t * t, num_classes),
+            seed=seed,
+        )
+        .astype(dtype)
+        .to(device)
+    )

@@ -50,14 +50,17 @@ def set_flat_params(model, theta) -> None:
     layers = _param_layers(model)
     p = sum(layer.num_params for layer in layers)
     if getattr(theta, "shape", None) != (p,):
-        raise ValueError(f"set_flat_params: theta has shape {getattr(theta, 'shape', type(theta))}, "
-                         f"expected ({p},) for this model")
+        raise ValueError(
+            f"set_flat_params: theta has shape {getattr(theta, 'shape', type(theta))}, expected ({p},) for this model"
+        )
     xp = get_xp(layers[0].weight)
     theta = xp.asarray(theta)
     bad = int(xp.count_nonzero(~xp.isfinite(theta)))
     if bad:  # e.g. an update that overflowed; the model is left as it was
-        raise NonFiniteError(f"set_flat_params: θ would contain {bad} NaN/Inf value(s) "
-                             "(the update overflowed: the run diverged); the parameters were not changed")
+        raise NonFiniteError(
+            f"set_flat_params: θ would contain {bad} NaN/Inf value(s) "
+            "(the update overflowed: the run diverged); the parameters were not changed"
+        )
     start = 0
     for layer in layers:
         for name, value in layer.params():

@@ -50,8 +50,8 @@ def evaluate(model, loss_fn, x, y, batch_size: int = 1024) -> tuple[float, float
     """(mean loss, accuracy) of the model on (x, y), in chunks of ``batch_size``."""
     total_loss, correct, n = 0.0, 0, x.shape[0]
     for i in range(0, n, batch_size):
-        f = model(x[i:i + batch_size])
-        yb = y[i:i + batch_size]
+        f = model(x[i : i + batch_size])
+        yb = y[i : i + batch_size]
         total_loss += float(loss_fn.per_sample(f, yb).sum())
         if yb.ndim == 1:  # class labels
             correct += int((f.argmax(axis=1) == yb).sum())
@@ -70,8 +70,9 @@ class Trainer:
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         if after_step is not None and not callable(after_step):
-            raise TypeError(f"after_step must be a function (opt, x, y, theta) -> dict or None, "
-                            f"got {type(after_step).__name__}")
+            raise TypeError(
+                f"after_step must be a function (opt, x, y, theta) -> dict or None, got {type(after_step).__name__}"
+            )
         n = data.n_train
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
         if self.batch_size > n:
@@ -99,8 +100,9 @@ class Trainer:
 
     def _make_stream(self, order=None, pos: int = 0):
         """Batches without replacement, the tail of each epoch dropped (:class:`~kfac_ref.data.BatchStream`)."""
-        return BatchStream(self.data.x_train, self.data.y_train, self.batch_size, self.rng, drop_last=True,
-                           order=order, pos=pos)
+        return BatchStream(
+            self.data.x_train, self.data.y_train, self.batch_size, self.rng, drop_last=True, order=order, pos=pos
+        )
 
     def _next_batch(self):
         if self._stream is None:
@@ -146,32 +148,42 @@ class Trainer:
             rec = self._record(info["loss"], measure)
             if extra:
                 if set(extra) & set(RECORD_FIELDS):
-                    raise ValueError(f"after_step returned {sorted(set(extra) & set(RECORD_FIELDS))}: "
-                                     f"fields the trainer records itself ({', '.join(RECORD_FIELDS)})")
+                    raise ValueError(
+                        f"after_step returned {sorted(set(extra) & set(RECORD_FIELDS))}: "
+                        f"fields the trainer records itself ({', '.join(RECORD_FIELDS)})"
+                    )
                 rec.update(extra)
             if measure and not math.isfinite(rec["train_loss"]):
-                self.history.stopped = (f"stopped at iteration {self.iteration}: "
-                                        f"the training loss became {rec['train_loss']}")
+                self.history.stopped = (
+                    f"stopped at iteration {self.iteration}: the training loss became {rec['train_loss']}"
+                )
             if progress is not None:
                 progress(rec)
         return self.history
 
     # ---- state ----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"seconds": self.seconds, "order": to_numpy(self.order), "pos": self.pos,
-                "rng": self.rng.bit_generator.state, "records": self.history.records,
-                "stopped": self.history.stopped}
+        return {
+            "seconds": self.seconds,
+            "order": to_numpy(self.order),
+            "pos": self.pos,
+            "rng": self.rng.bit_generator.state,
+            "records": self.history.records,
+            "stopped": self.history.stopped,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.seconds = float(state["seconds"])
         self.rng.bit_generator.state = state["rng"]
-        self._stream = None if state["order"] is None else self._make_stream(np.asarray(state["order"]),
-                                                                             int(state["pos"]))
+        self._stream = (
+            None if state["order"] is None else self._make_stream(np.asarray(state["order"]), int(state["pos"]))
+        )
         self.history = History(records=list(state["records"]), stopped=state["stopped"])
 
 
-def fit(optimizer, data, iterations: int, batch_size: int = 128, seed: int = 0, eval_every: int = 10,
-        progress=None) -> History:
+def fit(
+    optimizer, data, iterations: int, batch_size: int = 128, seed: int = 0, eval_every: int = 10, progress=None
+) -> History:
     """Train ``optimizer`` (holding its model) on ``data`` for ``iterations`` steps.
 
     Returns the :class:`History`; see the module docstring for what is recorded.

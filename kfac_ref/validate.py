@@ -99,6 +99,7 @@ def as_rng(rng, who: str, *, default: int | None = None) -> np.random.Generator:
         return np.random.default_rng(default)
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
         return np.random.default_rng(int(rng))
-    accepted = "a np.random.Generator, an int seed or None" if default is not None else \
-        "a np.random.Generator or an int seed"
+    accepted = (
+        "a np.random.Generator, an int seed or None" if default is not None else "a np.random.Generator or an int seed"
+    )
     raise TypeError(f"{who}: rng must be {accepted}, got {type(rng).__name__}")

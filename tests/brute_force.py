@@ -49,19 +49,21 @@ def layer_inputs(model, x):
 
 def bias_grads(model, u):
     """g_l (N, d_out) per layer: the bias gradient of a per-sample gradient (N, P) — ā's last entry is 1."""
-    return [u[:, sl][:, layer.d_out * layer.d_in:] for layer, sl in zip(model.param_layers(), layer_slices(model))]
+    return [u[:, sl][:, layer.d_out * layer.d_in :] for layer, sl in zip(model.param_layers(), layer_slices(model))]
 
 
 def to_wbar_order(model, m):
     """A (P, P) matrix in θ's order reindexed to the concatenated row-major vec(W̄_l) order."""
-    perm = np.concatenate([np.asarray(wbar_order(layer)) + sl.start
-                           for layer, sl in zip(model.param_layers(), layer_slices(model))])
+    perm = np.concatenate(
+        [np.asarray(wbar_order(layer)) + sl.start for layer, sl in zip(model.param_layers(), layer_slices(model))]
+    )
     return m[np.ix_(perm, perm)]
 
 
 def from_wbar_order(model, m):
-    perm = np.concatenate([np.asarray(wbar_order(layer)) + sl.start
-                           for layer, sl in zip(model.param_layers(), layer_slices(model))])
+    perm = np.concatenate(
+        [np.asarray(wbar_order(layer)) + sl.start for layer, sl in zip(model.param_layers(), layer_slices(model))]
+    )
     out = np.empty_like(m)
     out[np.ix_(perm, perm)] = m
     return out

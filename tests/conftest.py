@@ -39,8 +39,7 @@ def pytest_report_header(config):
 
 DEVICES = [
     "cpu",
-    pytest.param("gpu", marks=[pytest.mark.gpu,
-                               pytest.mark.skipif(not backend.gpu_available(), reason=_gpu_reason())]),
+    pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(not backend.gpu_available(), reason=_gpu_reason())]),
 ]
 
 

@@ -23,12 +23,29 @@ from kfac_ref.train import RECORD_FIELDS, Trainer
 # rescaling with the exact model, Levenberg–Marquardt, weight decay, KL-clipping, exact damping
 SETTINGS = {
     "sgd": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3},
-    "kfac": {"lr": 0.1, "momentum": 0.9, "damping": 0.3, "kind": "mc", "mc_samples": 2, "T_inv": 3,
-             "ema_decay": 0.9, "weight_decay": 1e-3},
-    "kfac-rescale": {"lr": 1.0, "momentum": 0.0, "damping": 0.3, "kind": "mc", "T_inv": 2, "rescale": True,
-                     "kl_clip": None, "adapt_damping": True, "T_adapt": 2, "stats_fraction": 0.5},
-    "kfac-exact": {"lr": 0.1, "damping": 0.1, "kind": "exact", "damping_mode": "exact",
-                   "model_fraction": 0.5},
+    "kfac": {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "damping": 0.3,
+        "kind": "mc",
+        "mc_samples": 2,
+        "T_inv": 3,
+        "ema_decay": 0.9,
+        "weight_decay": 1e-3,
+    },
+    "kfac-rescale": {
+        "lr": 1.0,
+        "momentum": 0.0,
+        "damping": 0.3,
+        "kind": "mc",
+        "T_inv": 2,
+        "rescale": True,
+        "kl_clip": None,
+        "adapt_damping": True,
+        "T_adapt": 2,
+        "stats_fraction": 0.5,
+    },
+    "kfac-exact": {"lr": 0.1, "damping": 0.1, "kind": "exact", "damping_mode": "exact", "model_fraction": 0.5},
 }
 
 
@@ -69,8 +86,11 @@ def main(argv=None) -> int:
             print(f"ranks disagree on θ: {sums}", file=sys.stderr)
             return 4
     if rank == 0:
-        cols = {k: np.array([np.nan if r[k] is None else r[k] for r in hist.records], dtype=float)
-                for k in RECORD_FIELDS if k != "seconds"}
+        cols = {
+            k: np.array([np.nan if r[k] is None else r[k] for r in hist.records], dtype=float)
+            for k in RECORD_FIELDS
+            if k != "seconds"
+        }
         np.savez(a.out, theta=theta, **cols)
     return 0
 

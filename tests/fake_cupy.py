@@ -62,8 +62,10 @@ class StandinTypeError(TypeError):
 
 def _refuse_host(x, where: str):
     if isinstance(x, np.ndarray):
-        raise StandinTypeError(f"Unsupported type {type(x)} in {where}: a NumPy array was mixed with "
-                               "device arrays (CuPy does not convert it implicitly)")
+        raise StandinTypeError(
+            f"Unsupported type {type(x)} in {where}: a NumPy array was mixed with "
+            "device arrays (CuPy does not convert it implicitly)"
+        )
 
 
 def _unwrap(x, where: str):
@@ -115,8 +117,10 @@ class ndarray:  # noqa: N801  (CuPy's name)
 
     # ---- what leaves the device -----------------------------------------------------
     def __array__(self, *args, **kwargs):
-        raise StandinTypeError("Implicit conversion to a NumPy array is not allowed. "
-                               "Please use `.get()` to construct a NumPy array explicitly.")
+        raise StandinTypeError(
+            "Implicit conversion to a NumPy array is not allowed. "
+            "Please use `.get()` to construct a NumPy array explicitly."
+        )
 
     def get(self, stream=None):
         COUNTS.d2h += 1
@@ -220,6 +224,7 @@ def _binary(name):
         if isinstance(other, np.ndarray):
             _refuse_host(other, f"ndarray.{name}")
         return _wrap(getattr(self._a, name)(_unwrap(other, f"ndarray.{name}")))
+
     op.__name__ = name
     return op
 
@@ -228,6 +233,7 @@ def _inplace(name):
     def op(self, other):
         getattr(self._a, name)(_unwrap(other, f"ndarray.{name}"))
         return self
+
     op.__name__ = name
     return op
 
@@ -235,12 +241,12 @@ def _inplace(name):
 def _unary(name):
     def op(self):
         return _wrap(getattr(self._a, name)())
+
     op.__name__ = name
     return op
 
 
-for _n in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
-           "lshift", "rshift"):
+for _n in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift"):
     setattr(ndarray, f"__{_n}__", _binary(f"__{_n}__"))
     setattr(ndarray, f"__r{_n}__", _binary(f"__r{_n}__"))
     setattr(ndarray, f"__i{_n}__", _inplace(f"__i{_n}__"))
@@ -300,10 +306,42 @@ def _passthrough(name):
 
 
 # names that are not array functions: handed out as NumPy's own
-_AS_IS = {"dtype", "issubdtype", "result_type", "promote_types", "can_cast", "iinfo", "finfo", "newaxis",
-          "pi", "e", "inf", "nan", "integer", "floating", "number", "signedinteger", "unsignedinteger",
-          "bool_", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
-          "uint32", "uint64", "complex64", "complex128", "generic", "ndim", "shape"}
+_AS_IS = {
+    "dtype",
+    "issubdtype",
+    "result_type",
+    "promote_types",
+    "can_cast",
+    "iinfo",
+    "finfo",
+    "newaxis",
+    "pi",
+    "e",
+    "inf",
+    "nan",
+    "integer",
+    "floating",
+    "number",
+    "signedinteger",
+    "unsignedinteger",
+    "bool_",
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "complex64",
+    "complex128",
+    "generic",
+    "ndim",
+    "shape",
+}
 
 
 class _Module(types.ModuleType):
@@ -321,8 +359,15 @@ class _Module(types.ModuleType):
 
 
 cupy = _Module("cupy", "stand-in of CuPy (tests/fake_cupy.py)")
-for _name, _obj in {"ndarray": ndarray, "asarray": asarray, "array": array, "asnumpy": asnumpy,
-                    "count_nonzero": count_nonzero, "COUNTS": COUNTS, "is_standin": True}.items():
+for _name, _obj in {
+    "ndarray": ndarray,
+    "asarray": asarray,
+    "array": array,
+    "asnumpy": asnumpy,
+    "count_nonzero": count_nonzero,
+    "COUNTS": COUNTS,
+    "is_standin": True,
+}.items():
     setattr(cupy, _name, _obj)
 
 
@@ -344,7 +389,7 @@ def _potrf(m):
             low[j, j] = ajj
             return low, j + 1
         low[j, j] = np.sqrt(ajj)
-        low[j + 1:, j] = (low[j + 1:, j] - low[j + 1:, :j] @ low[j, :j]) / low[j, j]
+        low[j + 1 :, j] = (low[j + 1 :, j] - low[j + 1 :, :j] @ low[j, :j]) / low[j, j]
     return low, 0
 
 
@@ -354,8 +399,9 @@ def _cholesky(m):
     if _linalg_mode() == "raise":
         COUNTS.sync("linalg.cholesky status")
         if info:
-            raise np.linalg.LinAlgError("Error reported by potrf in cuSOLVER. devInfo = "
-                                        f"{info}. Please refer to the cuSOLVER documentation.")
+            raise np.linalg.LinAlgError(
+                f"Error reported by potrf in cuSOLVER. devInfo = {info}. Please refer to the cuSOLVER documentation."
+            )
     return ndarray(low)
 
 
@@ -371,8 +417,10 @@ def _factorisation(name, fn):
             if raising:
                 raise
             # CuPy returns what the solver left, no error: model it as NaN
-            like = fn(*[np.eye(a.shape[-1], dtype=a.dtype) if isinstance(a, np.ndarray) and a.ndim == 2
-                        else a for a in args], **kwargs)
+            like = fn(
+                *[np.eye(a.shape[-1], dtype=a.dtype) if isinstance(a, np.ndarray) and a.ndim == 2 else a for a in args],
+                **kwargs,
+            )
             return _wrap(_nan_like(like))
 
     wrapped.__name__ = name
@@ -425,9 +473,9 @@ class _Stream:
 
 
 cuda = types.ModuleType("cupy.cuda")
-cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1,
-                                     getDeviceProperties=lambda i: {"name": b"stand-in (NumPy)"},
-                                     runtimeGetVersion=lambda: 0)
+cuda.runtime = types.SimpleNamespace(
+    getDeviceCount=lambda: 1, getDeviceProperties=lambda i: {"name": b"stand-in (NumPy)"}, runtimeGetVersion=lambda: 0
+)
 cuda.get_current_stream = lambda: _Stream()
 cuda.Device = lambda i=0: _DEVICE
 cupy.cuda = cuda
@@ -450,8 +498,9 @@ def errstate(*, linalg=None, **others):
 
 def _solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_b=False, check_finite=False):
     a, b = _unwrap(a, "solve_triangular"), _unwrap(b, "solve_triangular")
-    return ndarray(scipy.linalg.solve_triangular(a, b, trans=trans, lower=lower, unit_diagonal=unit_diagonal,
-                                                 check_finite=False))
+    return ndarray(
+        scipy.linalg.solve_triangular(a, b, trans=trans, lower=lower, unit_diagonal=unit_diagonal, check_finite=False)
+    )
 
 
 cupyx = types.ModuleType("cupyx")

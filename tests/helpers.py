@@ -31,7 +31,14 @@ def tiny_mlp(activation="tanh", sizes=(4, 5, 3), seed=0, bias=True):
 def tiny_convnet(seed=0, pool="max", in_shape=(2, 6, 6), num_classes=3, stride=1, padding=1):
     """Conv(3×3) → Tanh → Pool(2) → Conv(2×2) → ReLU → Flatten → Linear."""
     pool_layer = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
-    body = nn.Sequential(nn.Conv2d(in_shape[0], 3, 3, stride=stride, padding=padding), nn.Tanh(),
-                         pool_layer, nn.Conv2d(3, 4, 2), nn.ReLU(), nn.Flatten(), seed=None)
+    body = nn.Sequential(
+        nn.Conv2d(in_shape[0], 3, 3, stride=stride, padding=padding),
+        nn.Tanh(),
+        pool_layer,
+        nn.Conv2d(3, 4, 2),
+        nn.ReLU(),
+        nn.Flatten(),
+        seed=None,
+    )
     flat = body.output_shape(tuple(in_shape))[0]
     return nn.Sequential(body, nn.Linear(flat, num_classes), seed=seed)

@@ -68,8 +68,8 @@ def _tridiag_reference(layers, abar, gs, weights):
     edges = np.concatenate([[0], np.cumsum(sizes)])
     out = np.zeros((edges[-1], edges[-1]))
     for (l, m), block in hat.items():
-        out[edges[l]:edges[l + 1], edges[m]:edges[m + 1]] = block
-        out[edges[m]:edges[m + 1], edges[l]:edges[l + 1]] = block.T
+        out[edges[l] : edges[l + 1], edges[m] : edges[m + 1]] = block
+        out[edges[m] : edges[m + 1], edges[l] : edges[l + 1]] = block.T
     return out
 
 
@@ -102,8 +102,15 @@ def _torch_net(torch, model):
         if isinstance(layer, nn.Linear):
             m = tnn.Linear(layer.d_in, layer.d_out, bias=layer.bias is not None, dtype=torch.float64)
         elif isinstance(layer, nn.Conv2d):
-            m = tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                           padding=layer.padding, bias=layer.bias is not None, dtype=torch.float64)
+            m = tnn.Conv2d(
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size,
+                stride=layer.stride,
+                padding=layer.padding,
+                bias=layer.bias is not None,
+                dtype=torch.float64,
+            )
         elif isinstance(layer, (nn.Tanh, nn.ReLU, nn.Flatten)):
             m = {nn.Tanh: tnn.Tanh, nn.ReLU: tnn.ReLU, nn.Flatten: tnn.Flatten}[type(layer)]()
         elif isinstance(layer, nn.MaxPool2d):
@@ -137,7 +144,7 @@ def _torch_per_sample(torch, model, x, y, kind):
     for t in range(labels.shape[0]):
         g_t, u_t, a_t = [[] for _ in param_idx], [], [[] for _ in param_idx]
         for i in range(n):
-            h, outs = xt[i:i + 1], []
+            h, outs = xt[i : i + 1], []
             for j, m in enumerate(mods):
                 if j in param_idx:
                     inp = h
@@ -152,9 +159,9 @@ def _torch_per_sample(torch, model, x, y, kind):
                     outs.append(h)
             loss = -torch.log_softmax(h, dim=1)[0, int(labels[t, i])]
             grads = torch.autograd.grad(loss, outs + params)
-            for l, go in enumerate(grads[:len(outs)]):  # ∂ℓ/∂s_l: (1, d) or (1, d, Ho, Wo)
+            for l, go in enumerate(grads[: len(outs)]):  # ∂ℓ/∂s_l: (1, d) or (1, d, Ho, Wo)
                 g_t[l].append(go.reshape(go.shape[0], go.shape[1], -1)[0].T.numpy())  # (T, d)
-            u_t.append(np.concatenate([gp.reshape(-1).numpy() for gp in grads[len(outs):]]))
+            u_t.append(np.concatenate([gp.reshape(-1).numpy() for gp in grads[len(outs) :]]))
         for l in range(len(param_idx)):
             gs[l].append(np.stack(g_t[l]))
         us.append(np.stack(u_t))

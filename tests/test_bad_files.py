@@ -33,9 +33,11 @@ def test_cifar_pickle_with_zero_strides_posing_as_100000_images_is_refused(tmp_p
     labels = _Reduce(np.ndarray, ((100_000,), np.dtype(np.int64), b"\x00" * 8, 0, (0,)))
     path = _write(tmp_path, {b"data": data, b"labels": labels})
     assert path.stat().st_size < 400  # a few hundred bytes declaring 300 MB
-    with pytest.raises(cifar.UnsafePickleError,
-                       match=r"data_batch_1.*ndarray\(100000, 3072\) of uint8 needs 307,200,000 bytes "
-                             r"but the file holds only 1"):
+    with pytest.raises(
+        cifar.UnsafePickleError,
+        match=r"data_batch_1.*ndarray\(100000, 3072\) of uint8 needs 307,200,000 bytes "
+        r"but the file holds only 1",
+    ):
         cifar.read_cifar_batch(path)
 
 
@@ -60,7 +62,9 @@ def test_cifar_pickle_offset_outside_the_buffer_is_refused(tmp_path):
 
 def test_cifar_pickle_with_object_dtype_is_refused(tmp_path):
     obj = np.array([1, "x"], dtype=object)
-    with pytest.raises(cifar.UnsafePickleError, match=r"dtype object refused: only plain booleans, integers and floats"):
+    with pytest.raises(
+        cifar.UnsafePickleError, match=r"dtype object refused: only plain booleans, integers and floats"
+    ):
         cifar.read_cifar_batch(_write(tmp_path, {b"data": obj, b"labels": [0]}))
 
 

@@ -44,8 +44,11 @@ OUTPUT_ONLY = {
 # ---- losses -----------------------------------------------------------------------------
 @pytest.mark.parametrize("method", sorted(CE_METHODS))
 def test_cross_entropy_refuses_a_label_out_of_range(method):
-    with pytest.raises(ValueError, match=r"CrossEntropyLoss: labels must lie in \[0, 3\) for 3 outputs, "
-                                         r"got 1 outside, values in \[0, 5\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"CrossEntropyLoss: labels must lie in \[0, 3\) for 3 outputs, "
+        r"got 1 outside, values in \[0, 5\]",
+    ):
         CE_METHODS[method](F, np.array([0, 1, 5, 2]))
 
 
@@ -92,7 +95,9 @@ def test_squared_error_refuses_nan_targets(method):
 def test_every_loss_method_refuses_nan_or_inf_logits(method, bad):
     f = F.copy()
     f[1, 2] = bad
-    with pytest.raises(NonFiniteError, match=r"model outputs contain 1 NaN/Inf value\(s\) \(the loss likely diverged\)"):
+    with pytest.raises(
+        NonFiniteError, match=r"model outputs contain 1 NaN/Inf value\(s\) \(the loss likely diverged\)"
+    ):
         OUTPUT_ONLY[method](f)
 
 
@@ -122,8 +127,9 @@ def test_valid_calls_still_agree_with_the_formulas():
 # ---- flags and numbers ------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["False", "no", 1, 0, None, np.float64(1.0)])
 def test_check_flag_refuses_anything_but_a_bool(value):
-    with pytest.raises(TypeError, match=rf"nesterov must be True or False, got {value!r}".replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        TypeError, match=rf"nesterov must be True or False, got {value!r}".replace("(", r"\(").replace(")", r"\)")
+    ):
         check_flag("nesterov", value)
 
 
@@ -136,12 +142,15 @@ def test_sgd_refuses_nesterov_given_as_a_string():
         optim.SGD(tiny_mlp(), CE, nesterov="False")
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: optim.NGD(m, CE, damping=False),
-    lambda m: optim.BlockNGD(m, CE, damping=True),
-    lambda m: optim.KFAC(m, CE, damping=False),
-    lambda m: fisher.dense_solve(np.eye(2), np.ones(2), False),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: optim.NGD(m, CE, damping=False),
+        lambda m: optim.BlockNGD(m, CE, damping=True),
+        lambda m: optim.KFAC(m, CE, damping=False),
+        lambda m: fisher.dense_solve(np.eye(2), np.ones(2), False),
+    ],
+)
 def test_damping_refuses_a_boolean(make):
     with pytest.raises(TypeError, match=r"damping \(λ\) must be a number, got (False|True)"):
         make(tiny_mlp())
@@ -205,8 +214,13 @@ def _toy():
 def test_an_update_that_overflows_theta_stops_the_run_and_keeps_its_history():
     model = models.mlp(5, hidden=(4,), num_classes=3)
     before = K.get_flat_params(model).copy()
-    hist = fit(optim.SGD(model, CE, lr=1e300, weight_decay=1e300, momentum=0.0), _toy(), iterations=5,
-               batch_size=8, eval_every=1)
+    hist = fit(
+        optim.SGD(model, CE, lr=1e300, weight_decay=1e300, momentum=0.0),
+        _toy(),
+        iterations=5,
+        batch_size=8,
+        eval_every=1,
+    )
     assert hist.stopped is not None
     assert "stopped at iteration 1" in hist.stopped and "update overflowed" in hist.stopped
     assert [r["iteration"] for r in hist.records] == [0]  # the starting point is kept

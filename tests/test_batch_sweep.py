@@ -30,8 +30,15 @@ QUICK_ARGS = ["--quick", "--quiet", "--target-loss", "1.9", "--target-acc", "0.3
 
 def quick_config():
     """What `batch-sweep --quick` trains (kfac_ref.cli.cmd_batch_sweep)."""
-    return compare.CompareConfig(optimizers=bs.DEFAULT_OPTIMIZERS, iterations=8, hidden=(16,), channels=(4, 8),
-                                 eval_every=4, iteration_caps=dict(bs.ITERATION_CAPS), max_train=256)
+    return compare.CompareConfig(
+        optimizers=bs.DEFAULT_OPTIMIZERS,
+        iterations=8,
+        hidden=(16,),
+        channels=(4, 8),
+        eval_every=4,
+        iteration_caps=dict(bs.ITERATION_CAPS),
+        max_train=256,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +77,10 @@ def test_the_table_equals_a_brute_force_scan_of_the_recorded_runs(api_sweep):
     for row, point in zip(doc["rows"], points):
         run = point["runs"][point["pick"]]
         assert (row["batch_size"], row["optimizer"], row["settings"]) == (
-            point["batch_size"], point["optimizer"], run["settings"])
+            point["batch_size"],
+            point["optimizer"],
+            run["settings"],
+        )
         for key, target in QUICK_TARGETS.items():
             it, sec = first_reached(run["records"], key, target)
             assert (row[key]["iterations"], row[key]["seconds"]) == (it, sec)
@@ -86,8 +96,12 @@ def test_the_table_equals_a_brute_force_scan_of_the_recorded_runs(api_sweep):
 
 def test_every_method_gets_exactly_its_grid_at_every_batch_size(api_sweep):
     cfg, data, model, points, skipped = api_sweep
-    expected = [(b, n) for b in (32, data.n_train) for n in cfg.optimizers
-                if n != "ngd" or data.num_classes * b < model.num_params]  # C·B < P for NGD
+    expected = [
+        (b, n)
+        for b in (32, data.n_train)
+        for n in cfg.optimizers
+        if n != "ngd" or data.num_classes * b < model.num_params
+    ]  # C·B < P for NGD
     assert [(p["batch_size"], p["optimizer"]) for p in points] == expected
     assert [(s["batch_size"], s["optimizer"]) for s in skipped] == [(data.n_train, "ngd")]
     for p in points:
@@ -127,20 +141,33 @@ def test_cli_quick_writes_the_three_files_with_the_documented_schema(cli_run, ap
     assert doc["targets"] == QUICK_TARGETS and doc["machine"]["device"] == "cpu"
     assert doc["grids"]["kfac"] == {"damping": [g["damping"] for g in compare.GRIDS["kfac"]]}
     for row in doc["rows"]:
-        assert set(row) == {"batch_size", "optimizer", "settings", "runs_tried", "train_loss", "val_acc",
-                            "seconds_per_iteration", "final_train_loss", "best_val_acc"}
+        assert set(row) == {
+            "batch_size",
+            "optimizer",
+            "settings",
+            "runs_tried",
+            "train_loss",
+            "val_acc",
+            "seconds_per_iteration",
+            "final_train_loss",
+            "best_val_acc",
+        }
         assert row["runs_tried"] == len(compare.GRIDS[row["optimizer"]])
         for key in ("train_loss", "val_acc"):
             assert set(row[key]) == {"iterations", "seconds"}
     # same seed → the same runs: the command's iteration counts equal the API's
     cfg, data, model, points, skipped = api_sweep
     ref = bs.sweep_document(cfg, points, skipped, QUICK_TARGETS, data.n_train, model.num_params)
-    assert [(r["batch_size"], r["optimizer"], r["settings"], r["train_loss"]["iterations"],
-             r["val_acc"]["iterations"]) for r in doc["rows"]] == [
-        (r["batch_size"], r["optimizer"], r["settings"], r["train_loss"]["iterations"],
-         r["val_acc"]["iterations"]) for r in ref["rows"]]
-    np.testing.assert_allclose([r["final_train_loss"] for r in doc["rows"]],
-                               [r["final_train_loss"] for r in ref["rows"]], rtol=1e-12)
+    assert [
+        (r["batch_size"], r["optimizer"], r["settings"], r["train_loss"]["iterations"], r["val_acc"]["iterations"])
+        for r in doc["rows"]
+    ] == [
+        (r["batch_size"], r["optimizer"], r["settings"], r["train_loss"]["iterations"], r["val_acc"]["iterations"])
+        for r in ref["rows"]
+    ]
+    np.testing.assert_allclose(
+        [r["final_train_loss"] for r in doc["rows"]], [r["final_train_loss"] for r in ref["rows"]], rtol=1e-12
+    )
     table = (out / bs.TABLE).read_text()
     assert "train loss ≤ 1.9" in table and "val acc ≥ 0.3" in table and "full (256)" in table
 
@@ -158,21 +185,27 @@ def test_the_figure_draws_each_row_once_per_target_and_panel(api_sweep):
         assert len(lines) == 2 * len(cfg.optimizers)
         for name in cfg.optimizers:
             for key, what in (("train_loss", "train loss ≤ 1.9"), ("val_acc", "val acc ≥ 0.3")):
-                [label] = [k for k in lines if k.endswith(what) and k.startswith(
-                    {"sgd": "SGD", "ngd": "NGD", "kfac": "K-FAC"}[name])]
+                [label] = [
+                    k
+                    for k in lines
+                    if k.endswith(what) and k.startswith({"sgd": "SGD", "ngd": "NGD", "kfac": "K-FAC"}[name])
+                ]
                 rows = {r["batch_size"]: r[key][field] for r in doc["rows"] if r["optimizer"] == name}
                 want = [np.nan if rows.get(b) is None else rows[b] for b in sizes]
                 np.testing.assert_array_equal(lines[label].get_xdata(), sizes)
                 np.testing.assert_array_equal(lines[label].get_ydata(), want)
 
 
-@pytest.mark.parametrize("sizes,message", [
-    ([0], "batch size 0: expected a positive integer or 'full'"),
-    ([300], "batch size 300: larger than the 256 training samples"),
-    ([32, 64, 32], "batch size 32 appears twice"),
-    ([256, None], "batch size 256 appears twice"),  # 'full' is the whole training set
-    ([], "none given"),
-])
+@pytest.mark.parametrize(
+    "sizes,message",
+    [
+        ([0], "batch size 0: expected a positive integer or 'full'"),
+        ([300], "batch size 300: larger than the 256 training samples"),
+        ([32, 64, 32], "batch size 32 appears twice"),
+        ([256, None], "batch size 256 appears twice"),  # 'full' is the whole training set
+        ([], "none given"),
+    ],
+)
 def test_bad_batch_sizes_are_refused(sizes, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         bs.resolve_batch_sizes(sizes, 256)
@@ -182,12 +215,15 @@ def _no_training(*args, **kwargs):
     raise AssertionError("trained before refusing bad input")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--batch-sizes", "0"], "expected positive integers or 'full', comma-separated, got '0'"),
-    (["--batch-sizes=-8,32"], "got '-8'"),
-    (["--batch-sizes", "32,32"], "batch size '32' appears twice"),
-    (["--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--batch-sizes", "0"], "expected positive integers or 'full', comma-separated, got '0'"),
+        (["--batch-sizes=-8,32"], "got '-8'"),
+        (["--batch-sizes", "32,32"], "batch size '32' appears twice"),
+        (["--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
+    ],
+)
 def test_bad_arguments_exit_with_one_clear_line(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(bs, "run_one", _no_training)
     with pytest.raises(SystemExit) as exc:
@@ -196,12 +232,15 @@ def test_bad_arguments_exit_with_one_clear_line(args, message, capsys, tmp_path,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--batch-sizes", "32,300"], "batch size 300: larger than the 256 training samples"),
-    (["--batch-sizes", "256,full"], "batch size 256 appears twice"),
-    (["--out", "FILE"], "exists and is not a folder"),
-    (["--optimizers", "sgd,sgd"], "at most once"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--batch-sizes", "32,300"], "batch size 300: larger than the 256 training samples"),
+        (["--batch-sizes", "256,full"], "batch size 256 appears twice"),
+        (["--out", "FILE"], "exists and is not a folder"),
+        (["--optimizers", "sgd,sgd"], "at most once"),
+    ],
+)
 def test_bad_input_is_refused_before_any_training(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(bs, "run_one", _no_training)
     (tmp_path / "FILE").write_text("not a folder")
@@ -213,11 +252,14 @@ def test_bad_input_is_refused_before_any_training(args, message, capsys, tmp_pat
     assert not out.exists() and (tmp_path / "FILE").read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("targets,message", [
-    ({"train_loss": 0.0, "val_acc": 0.9}, "training-loss target 0.0"),
-    ({"train_loss": 0.1, "val_acc": 1.5}, "validation-accuracy target 1.5"),
-    ({"train_loss": 0.1}, "exactly the keys"),
-])
+@pytest.mark.parametrize(
+    "targets,message",
+    [
+        ({"train_loss": 0.0, "val_acc": 0.9}, "training-loss target 0.0"),
+        ({"train_loss": 0.1, "val_acc": 1.5}, "validation-accuracy target 1.5"),
+        ({"train_loss": 0.1}, "exactly the keys"),
+    ],
+)
 def test_bad_targets_are_refused(targets, message):
     with pytest.raises(ValueError, match=message):
         bs.check_sweep(quick_config(), targets)

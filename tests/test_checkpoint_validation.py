@@ -20,8 +20,7 @@ def _data():
 
 
 def _trainer(seed=0):
-    opt = optim.SGD(models.mlp(5, hidden=(4,), num_classes=3, seed=seed), nn.CrossEntropyLoss(),
-                    lr=0.1, momentum=0.9)
+    opt = optim.SGD(models.mlp(5, hidden=(4,), num_classes=3, seed=seed), nn.CrossEntropyLoss(), lr=0.1, momentum=0.9)
     return Trainer(opt, _data(), 8, np.random.default_rng(seed), eval_every=2)
 
 
@@ -49,9 +48,14 @@ def _tamper(path, edit=None, arrays_edit=None, raw_meta=None):
 
 
 def _snapshot(trainer):
-    return (K.get_flat_params(trainer.opt.model).copy(), trainer.opt.steps,
-            None if trainer.opt.velocity is None else trainer.opt.velocity.copy(),
-            trainer.rng.bit_generator.state, list(trainer.history.records), trainer.pos)
+    return (
+        K.get_flat_params(trainer.opt.model).copy(),
+        trainer.opt.steps,
+        None if trainer.opt.velocity is None else trainer.opt.velocity.copy(),
+        trainer.rng.bit_generator.state,
+        list(trainer.history.records),
+        trainer.pos,
+    )
 
 
 def _assert_unchanged(trainer, before):
@@ -70,19 +74,23 @@ def _set(*keys, value):
         for k in keys[:-1]:
             d = d[k]
         d[keys[-1]] = value
+
     return edit
 
 
-@pytest.mark.parametrize("keys, value, match", [
-    (("opt_state", "steps"), -10, r"opt_state\['steps'\] is -10, expected an integer ≥ 0"),
-    (("opt_state", "steps"), "abc", r"opt_state\['steps'\] is 'abc', expected an integer"),
-    (("opt_state", "steps"), True, r"opt_state\['steps'\] is True, expected an integer"),
-    (("trainer", "records"), "xyz", r"trainer\['records'\] is a str, expected a list of records"),
-    (("trainer", "pos"), 10_000, r"trainer\['pos'\] is 10000, expected an integer in \[0, 40\]"),
-    (("trainer", "seconds"), -1.0, r"trainer\['seconds'\] is -1.0, expected ≥ 0"),
-    (("trainer", "rng", "state", "state"), "garbage", r"trainer\['rng'\] is not a valid PCG64 state"),
-    (("trainer", "stopped"), 5, r"trainer\['stopped'\] is 5, expected a string or null"),
-])
+@pytest.mark.parametrize(
+    "keys, value, match",
+    [
+        (("opt_state", "steps"), -10, r"opt_state\['steps'\] is -10, expected an integer ≥ 0"),
+        (("opt_state", "steps"), "abc", r"opt_state\['steps'\] is 'abc', expected an integer"),
+        (("opt_state", "steps"), True, r"opt_state\['steps'\] is True, expected an integer"),
+        (("trainer", "records"), "xyz", r"trainer\['records'\] is a str, expected a list of records"),
+        (("trainer", "pos"), 10_000, r"trainer\['pos'\] is 10000, expected an integer in \[0, 40\]"),
+        (("trainer", "seconds"), -1.0, r"trainer\['seconds'\] is -1.0, expected ≥ 0"),
+        (("trainer", "rng", "state", "state"), "garbage", r"trainer\['rng'\] is not a valid PCG64 state"),
+        (("trainer", "stopped"), 5, r"trainer\['stopped'\] is 5, expected a string or null"),
+    ],
+)
 def test_tampered_state_is_refused_and_changes_nothing(saved, keys, value, match):
     trainer = _trainer(seed=5)
     trainer.run(1)
@@ -103,6 +111,7 @@ def test_velocity_of_the_wrong_shape_is_refused(saved):
     def shrink(arrays):
         key = next(k for k in arrays if k.endswith("velocity"))
         arrays[key] = arrays[key][:-1]
+
     trainer = _trainer(seed=5)
     before = _snapshot(trainer)
     with pytest.raises(ValueError, match=r"opt_state\['velocity'\] is an array of shape \(38,\), expected \(39,\)"):
@@ -115,6 +124,7 @@ def test_nan_parameters_are_refused(saved):
         key = next(k for k in arrays if k.endswith("params"))
         arrays[key] = arrays[key].copy()
         arrays[key][0] = np.nan
+
     with pytest.raises(ValueError, match="params is an array with NaN/Inf values"):
         checkpoint.load(_tamper(saved, arrays_edit=poison), _trainer())
 

@@ -10,7 +10,14 @@ import sys
 import pytest
 
 from kfac_ref.cli import main
-from kfac_ref.experiments.summary import default_targets, format_ratio, format_summary, summarize, target_list, time_to_target
+from kfac_ref.experiments.summary import (
+    default_targets,
+    format_ratio,
+    format_summary,
+    summarize,
+    target_list,
+    time_to_target,
+)
 from kfac_ref.train import RECORD_FIELDS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +35,8 @@ def test_compare_quick_writes_exactly_the_documented_outputs(quick_run):
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["history.json", "curves.png", "curves.svg", "summary.md"]
-        + [f"history_{o}.csv" for o in ("sgd", "ngd", "block-ngd", "kfac")])
+        + [f"history_{o}.csv" for o in ("sgd", "ngd", "block-ngd", "kfac")]
+    )
     doc = json.loads((out / "history.json").read_text())
     assert set(doc) == {"config", "machine", "runs"}
     assert [r["optimizer"] for r in doc["runs"]] == ["sgd", "ngd", "block-ngd", "kfac"]
@@ -39,8 +47,11 @@ def test_compare_quick_writes_exactly_the_documented_outputs(quick_run):
             assert list(rec) == list(RECORD_FIELDS)
         last = run["records"][-1]
         assert last["iteration"] == doc["config"]["iterations"] and last["train_loss"] is not None
-        unmeasured = [r for r in run["records"] if r["iteration"] % doc["config"]["eval_every"]
-                      and r["iteration"] != last["iteration"]]
+        unmeasured = [
+            r
+            for r in run["records"]
+            if r["iteration"] % doc["config"]["eval_every"] and r["iteration"] != last["iteration"]
+        ]
         assert unmeasured and all(r["val_acc"] is None for r in unmeasured)
     assert (out / "curves.png").read_bytes()[:8] == PNG
     assert (out / "curves.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
@@ -68,8 +79,14 @@ def test_summary_counts_iterations_and_seconds_to_target():
     fast = [dict(r, iteration=r["iteration"] // 5, seconds=r["seconds"] / 2) for r in recs]
     runs = [{"optimizer": "sgd", "records": recs}, {"optimizer": "kfac", "records": fast[:3]}]
     assert default_targets(runs) == {"train_loss": 0.5, "val_acc": 0.8}
-    assert target_list(runs) == [("train_loss", 0.5), ("train_loss", 0.1), ("train_loss", 0.01),
-                                 ("val_acc", 0.8), ("val_acc", 0.9), ("val_acc", 0.95)]
+    assert target_list(runs) == [
+        ("train_loss", 0.5),
+        ("train_loss", 0.1),
+        ("train_loss", 0.01),
+        ("val_acc", 0.8),
+        ("val_acc", 0.9),
+        ("val_acc", 0.95),
+    ]
     summary = summarize(runs, [("train_loss", 0.5), ("val_acc", 0.9)])
     rows = {(r["metric"], r["optimizer"]): r for r in summary["rows"]}
     assert rows["train_loss", "kfac"]["iterations"] == 4 and rows["train_loss", "sgd"]["iterations"] == 20
@@ -79,8 +96,10 @@ def test_summary_counts_iterations_and_seconds_to_target():
     assert "| train loss ≤ 0.5 | kfac | 4 | 5.0× fewer | 1.50 | 2.0× less time |" in format_summary(summary)
 
 
-@pytest.mark.parametrize("ratio,text", [(5.0, "5.0× fewer"), (1.0, "same"), (0.5, "2.0× more"),
-                                        (1 / 86.2, "86× more"), (12.4, "12× fewer"), (None, "—")])
+@pytest.mark.parametrize(
+    "ratio,text",
+    [(5.0, "5.0× fewer"), (1.0, "same"), (0.5, "2.0× more"), (1 / 86.2, "86× more"), (12.4, "12× fewer"), (None, "—")],
+)
 def test_summary_writes_slow_downs_as_slow_downs_never_as_zero(ratio, text):
     assert format_ratio(ratio, "fewer", "more") == text
 
@@ -92,12 +111,15 @@ def test_sizes_prints_the_three_alexnet_totals(capsys):
         assert total in text
 
 
-@pytest.mark.parametrize("args,message", [
-    (["compare", "--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
-    (["compare", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
-    (["compare", "--iterations", "-5"], "expected a positive integer, got '-5'"),
-    (["compare", "--batch-size", "0"], "expected a positive integer"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["compare", "--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
+        (["compare", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+        (["compare", "--iterations", "-5"], "expected a positive integer, got '-5'"),
+        (["compare", "--batch-size", "0"], "expected a positive integer"),
+    ],
+)
 def test_bad_arguments_exit_nonzero_with_one_clear_line(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(args + ["--out", str(tmp_path / "out")])
@@ -107,14 +129,17 @@ def test_bad_arguments_exit_nonzero_with_one_clear_line(args, message, capsys, t
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--dataset", "mnist"], "--dataset mnist needs --data-dir"),
-    (["--dataset", "mnist", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
-    (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
-    (["--max-train", "20"], "batch_size must be ≤ the 20 training samples"),
-    (["--lr", "kfac=-1"], "lr (η) must be > 0"),  # the optimizer's own check, before any training
-    (["--set", "kfac.rescale=true"], "pass kl_clip=None with rescale=True"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "mnist"], "--dataset mnist needs --data-dir"),
+        (["--dataset", "mnist", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
+        (["--max-train", "20"], "batch_size must be ≤ the 20 training samples"),
+        (["--lr", "kfac=-1"], "lr (η) must be > 0"),  # the optimizer's own check, before any training
+        (["--set", "kfac.rescale=true"], "pass kl_clip=None with rescale=True"),
+    ],
+)
 def test_runtime_errors_give_one_line_and_no_results(args, message, capsys, tmp_path):
     out = tmp_path / "out"
     assert main(["compare", "--quiet", "--quick", "--out", str(out)] + args) == 1
@@ -124,12 +149,30 @@ def test_runtime_errors_give_one_line_and_no_results(args, message, capsys, tmp_
 
 
 def test_module_entry_point_and_help():
-    res = subprocess.run([sys.executable, "-m", "kfac_ref", "compare", "--help"], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "kfac_ref", "compare", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0
-    for flag in ("--dataset", "--data-dir", "--model", "--optimizers", "--kind", "--iterations", "--epochs",
-                 "--batch-size", "--lr", "--damping", "--momentum", "--grid", "--device", "--dtype", "--seed",
-                 "--out", "--quick", "--quiet"):
+    for flag in (
+        "--dataset",
+        "--data-dir",
+        "--model",
+        "--optimizers",
+        "--kind",
+        "--iterations",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--damping",
+        "--momentum",
+        "--grid",
+        "--device",
+        "--dtype",
+        "--seed",
+        "--out",
+        "--quick",
+        "--quiet",
+    ):
         assert flag in res.stdout
 
 

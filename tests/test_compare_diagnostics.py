@@ -27,17 +27,24 @@ FIELDS = ("angle_deg", "curvature_error", "natural_damping")
 
 def _cfg(**kw):
     """A tiny digits MLP (P = 64·4 + 4 + 4·10 + 10 = 310) with exact K-FAC refreshed every step."""
-    base = compare.CompareConfig(model="mlp", hidden=(4,), optimizers=("sgd", "kfac"), iterations=6,
-                                 batch_size=16, eval_every=3, max_train=64, diagnostics_every=3,
-                                 settings={"kfac": {"T_cov": 1, "T_inv": 1, "kind": "exact", "kl_clip": None}})
+    base = compare.CompareConfig(
+        model="mlp",
+        hidden=(4,),
+        optimizers=("sgd", "kfac"),
+        iterations=6,
+        batch_size=16,
+        eval_every=3,
+        max_train=64,
+        diagnostics_every=3,
+        settings={"kfac": {"T_cov": 1, "T_inv": 1, "kind": "exact", "kl_clip": None}},
+    )
     return replace(base, **kw)
 
 
 def _run(cfg, name, iterations=None):
     data = compare.load_data(cfg)
     theta0 = K.get_flat_params(compare.build_model(cfg, data))
-    return compare.run_one(cfg, name, compare.settings_for(cfg, name), data, theta0,
-                           iterations or cfg.iterations)
+    return compare.run_one(cfg, name, compare.settings_for(cfg, name), data, theta0, iterations or cfg.iterations)
 
 
 def _angle(u, v):
@@ -62,8 +69,16 @@ def test_recorded_angle_equals_a_dense_recomputation_at_theta_before_the_step(na
     real = compare.diagnostics
 
     def spy(opt, x, y, theta, **kw):
-        seen.append((opt.steps, x.copy(), y.copy(), theta.copy(), copy.deepcopy(getattr(opt, "factors", None)),
-                     getattr(opt, "inverse_damping", None)))
+        seen.append(
+            (
+                opt.steps,
+                x.copy(),
+                y.copy(),
+                theta.copy(),
+                copy.deepcopy(getattr(opt, "factors", None)),
+                getattr(opt, "inverse_damping", None),
+            )
+        )
         return real(opt, x, y, theta=theta, **kw)
 
     monkeypatch.setattr(compare, "diagnostics", spy)
@@ -85,8 +100,13 @@ def test_recorded_angle_equals_a_dense_recomputation_at_theta_before_the_step(na
         else:
             assert gamma == lam  # (η_wd = 0)
             want = _angle(_kfac_direction(model, factors, lam, grad), natural)
-            kfac = fisher.blocks_to_dense(model, [wbar_block_to_param_order(layer, layer, np.kron(g, a))
-                                                  for layer, (a, g) in zip(model.param_layers(), factors)])
+            kfac = fisher.blocks_to_dense(
+                model,
+                [
+                    wbar_block_to_param_order(layer, layer, np.kron(g, a))
+                    for layer, (a, g) in zip(model.param_layers(), factors)
+                ],
+            )
             assert abs(rec["curvature_error"] - np.linalg.norm(kfac - f) / np.linalg.norm(f)) <= 1e-10
         assert abs(rec["angle_deg"] - want) <= 1e-6
         assert 1 < rec["angle_deg"] < 89  # neither NGD nor orthogonal to it: a test that can fail both ways
@@ -130,9 +150,14 @@ def test_the_after_step_hook_is_checked():
         trainer.run(1)
 
 
-@pytest.mark.parametrize("k, exc, match", [(-1, ValueError, "diagnostics_every must be ≥ 0, got -1"),
-                                           (2.5, ValueError, "diagnostics_every must be an integer, got 2.5"),
-                                           ("3", TypeError, "diagnostics_every must be a number, got '3'")])
+@pytest.mark.parametrize(
+    "k, exc, match",
+    [
+        (-1, ValueError, "diagnostics_every must be ≥ 0, got -1"),
+        (2.5, ValueError, "diagnostics_every must be an integer, got 2.5"),
+        ("3", TypeError, "diagnostics_every must be a number, got '3'"),
+    ],
+)
 def test_a_bad_k_is_refused_before_any_work(k, exc, match, tmp_path):
     with pytest.raises(exc, match=match):
         compare.run_compare(_cfg(diagnostics_every=k), tmp_path / "out", log=lambda *a: None)
@@ -182,8 +207,25 @@ def test_cli_end_to_end_writes_the_fields_the_panel_and_the_summary_line(monkeyp
     real_figure = compare.curves_figure
     monkeypatch.setattr(compare, "curves_figure", lambda *a: figures.append(real_figure(*a)) or figures[-1])
     out = tmp_path / "run"
-    code = main(["compare", "--quick", "--quiet", "--model", "mlp", "--hidden", "4", "--optimizers",
-                 "sgd,kfac,ekfac", "--iterations", "6", "--diagnostics", "3", "--out", str(out)])
+    code = main(
+        [
+            "compare",
+            "--quick",
+            "--quiet",
+            "--model",
+            "mlp",
+            "--hidden",
+            "4",
+            "--optimizers",
+            "sgd,kfac,ekfac",
+            "--iterations",
+            "6",
+            "--diagnostics",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     doc = json.loads((out / "history.json").read_text())
     assert doc["config"]["diagnostics_every"] == 3
@@ -234,7 +276,20 @@ def test_cli_hyper_parameters_reach_the_optimizers_that_pass_them_on():
 
     assert {"damping", "T_inv", "kl_clip"} <= set(hyper_types("kfac-tridiag"))
     assert {"damping", "T_scale"} <= set(hyper_types("ekfac")) and "kwargs" not in hyper_types("ekfac")
-    args = build_parser().parse_args(["compare", "--optimizers", "sgd,kfac-tridiag,ekfac", "--damping", "0.1",
-                              "--set", "ekfac.T_scale=3", "--set", "kfac-tridiag.kl_clip=none"])
-    assert config_from_args(args).settings == {"kfac-tridiag": {"damping": 0.1, "kl_clip": None},
-                                               "ekfac": {"damping": 0.1, "T_scale": 3}}
+    args = build_parser().parse_args(
+        [
+            "compare",
+            "--optimizers",
+            "sgd,kfac-tridiag,ekfac",
+            "--damping",
+            "0.1",
+            "--set",
+            "ekfac.T_scale=3",
+            "--set",
+            "kfac-tridiag.kl_clip=none",
+        ]
+    )
+    assert config_from_args(args).settings == {
+        "kfac-tridiag": {"damping": 0.1, "kl_clip": None},
+        "ekfac": {"damping": 0.1, "T_scale": 3},
+    }

@@ -21,7 +21,7 @@ def test_file_md5_matches_known_digests(tmp_path):
     (tmp_path / "abc").write_bytes(b"abc")
     assert file_md5(tmp_path / "empty") == "d41d8cd98f00b204e9800998ecf8427e"
     assert file_md5(tmp_path / "abc") == "900150983cd24fb0d6963f7d28e17f72"
-    big = bytes(range(256)) * 10_000                      # several read chunks
+    big = bytes(range(256)) * 10_000  # several read chunks
     (tmp_path / "big").write_bytes(big)
     assert file_md5(tmp_path / "big", chunk_size=1000) == md5_of(big)
 
@@ -35,7 +35,7 @@ def test_official_cifar_urls_and_checksums():
 
 @pytest.fixture
 def source(tmp_path):
-    payload = bytes(range(256)) * 5000                   # 1.28 MB: more than one read chunk
+    payload = bytes(range(256)) * 5000  # 1.28 MB: more than one read chunk
     path = tmp_path / "src" / "payload.bin"
     path.parent.mkdir()
     path.write_bytes(payload)
@@ -47,7 +47,7 @@ def test_download_with_right_md5_writes_the_file(tmp_path, source):
     dest = tmp_path / "out" / "payload.bin"
     assert download(path.as_uri(), dest, md5_of(payload)) == dest
     assert dest.read_bytes() == payload
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["payload.bin"]      # no .part left
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["payload.bin"]  # no .part left
 
 
 def test_download_with_wrong_md5_keeps_nothing(tmp_path, source):
@@ -77,10 +77,13 @@ def test_download_skips_an_existing_good_file_and_replaces_a_bad_one(tmp_path, s
     assert dest.read_bytes() == payload
 
 
-@pytest.mark.parametrize("url, md5, message", [
-    ("ftp://example.com/x", "0" * 32, "has scheme 'ftp', expected one of"),
-    ("file:///x", "xyz", "md5 must be 32 hexadecimal digits"),
-])
+@pytest.mark.parametrize(
+    "url, md5, message",
+    [
+        ("ftp://example.com/x", "0" * 32, "has scheme 'ftp', expected one of"),
+        ("file:///x", "xyz", "md5 must be 32 hexadecimal digits"),
+    ],
+)
 def test_download_refuses_bad_arguments(tmp_path, url, md5, message):
     with pytest.raises(ValueError, match=message):
         download(url, tmp_path / "x", md5)
@@ -134,7 +137,7 @@ def test_clean_archive_is_extracted_exactly(tmp_path, monkeypatch, mode, with_fi
     target = tmp_path / "target"
     created = safe_extract(archive, target)
     assert created == [target / "pkg", target / "top.txt"]
-    assert sorted(p.name for p in target.iterdir()) == ["pkg", "top.txt"]          # no temporary folder left
+    assert sorted(p.name for p in target.iterdir()) == ["pkg", "top.txt"]  # no temporary folder left
     assert (target / "pkg" / "a.txt").read_bytes() == b"first file"
     assert (target / "pkg" / "sub" / "b.bin").read_bytes() == bytes(range(200))
     assert (target / "pkg" / "link").is_symlink() and (target / "pkg" / "link").read_bytes() == b"first file"
@@ -146,18 +149,24 @@ EVIL = {
     "dotdot": ([("../evil", "file", b"x")], r"'\.\./evil' has a '\.\.' component"),
     "dotdot_inside": ([("pkg/../../evil", "file", b"x")], "has a '..' component"),
     "absolute": ([("/abs/path", "file", b"x")], "'/abs/path' has an absolute path"),
-    "symlink_absolute": ([("pkg/passwd", tarfile.SYMTYPE, "/etc/passwd")],
-                         "'pkg/passwd' is a symlink to the absolute path '/etc/passwd'"),
+    "symlink_absolute": (
+        [("pkg/passwd", tarfile.SYMTYPE, "/etc/passwd")],
+        "'pkg/passwd' is a symlink to the absolute path '/etc/passwd'",
+    ),
     "symlink_up": ([("pkg/up", tarfile.SYMTYPE, "../../outside")], "'pkg/up' is a symlink to .* leaves the target"),
     "hardlink_up": ([("pkg/h", tarfile.LNKTYPE, "../outside")], "'pkg/h' is a hardlink to .* leaves the target"),
     "hardlink_absolute": ([("pkg/h", tarfile.LNKTYPE, "/etc/passwd")], "hardlink to the absolute path"),
     "fifo": ([("pkg/pipe", tarfile.FIFOTYPE, "")], "'pkg/pipe' is a device or fifo"),
     "char_device": ([("pkg/tty", tarfile.CHRTYPE, "")], "'pkg/tty' is a device or fifo"),
     "block_device": ([("pkg/sda", tarfile.BLKTYPE, "")], "'pkg/sda' is a device or fifo"),
-    "beneath_link": ([("pkg/l", tarfile.SYMTYPE, "sub"), ("pkg/l/x", "file", b"x")],
-                     "'pkg/l/x' lies beneath the link 'pkg/l'"),
-    "through_link": ([("pkg/d/b", tarfile.SYMTYPE, ".."), ("pkg/x", tarfile.SYMTYPE, "d/b/../../..")],
-                     "'pkg/x' is a symlink through the link 'pkg/d/b'"),
+    "beneath_link": (
+        [("pkg/l", tarfile.SYMTYPE, "sub"), ("pkg/l/x", "file", b"x")],
+        "'pkg/l/x' lies beneath the link 'pkg/l'",
+    ),
+    "through_link": (
+        [("pkg/d/b", tarfile.SYMTYPE, ".."), ("pkg/x", tarfile.SYMTYPE, "d/b/../../..")],
+        "'pkg/x' is a symlink through the link 'pkg/d/b'",
+    ),
 }
 
 
@@ -171,7 +180,7 @@ def test_unsafe_member_is_refused_before_anything_is_written(tmp_path, monkeypat
     target.mkdir()
     with pytest.raises(ValueError, match=rf"evil.tar.gz.*{message}"):
         safe_extract(archive, target)
-    assert list(target.iterdir()) == []                       # not even the clean members
+    assert list(target.iterdir()) == []  # not even the clean members
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tar.gz", "target"]
 
 
@@ -206,8 +215,11 @@ def test_download_cifar10_end_to_end_from_a_local_archive(tmp_path, monkeypatch)
         records = np.concatenate([labels[name][:, None], pixels], axis=1).astype(np.uint8)
         members.append((f"cifar-10-batches-bin/{name}", "file", records.tobytes()))
     archive = build_tar(tmp_path / "cifar-10-binary.tar.gz", members)
-    monkeypatch.setitem(archive_module.CIFAR10_URLS, "binary", {
-        "url": archive.as_uri(), "md5": file_md5(archive), "folder": "cifar-10-batches-bin"})
+    monkeypatch.setitem(
+        archive_module.CIFAR10_URLS,
+        "binary",
+        {"url": archive.as_uri(), "md5": file_md5(archive), "folder": "cifar-10-batches-bin"},
+    )
 
     folder = download_cifar10(tmp_path / "data" / "cifar10", version="binary")
     assert folder == tmp_path / "data" / "cifar10" / "cifar-10-batches-bin"

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from kfac_ref.backend import gpu_available
-from kfac_ref.data import (BatchStream, Dataset, lognormal_regression, make_classification, make_images,
-                           make_regression, minibatches)
+from kfac_ref.data import (
+    BatchStream,
+    Dataset,
+    lognormal_regression,
+    make_classification,
+    make_images,
+    make_regression,
+    minibatches,
+)
 
 
 def indexed(n):
@@ -20,8 +27,10 @@ def test_one_epoch_visits_every_sample_exactly_once(n, batch_size):
     batches = list(minibatches(x, y, batch_size, np.random.default_rng(0)))
     seen = np.concatenate([yb for _, yb in batches])
     np.testing.assert_array_equal(np.sort(seen), np.arange(n))
-    assert [len(yb) for _, yb in batches] == [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
-    for xb, yb in batches:                     # x and y stay aligned
+    assert [len(yb) for _, yb in batches] == [batch_size] * (n // batch_size) + (
+        [n % batch_size] if n % batch_size else []
+    )
+    for xb, yb in batches:  # x and y stay aligned
         np.testing.assert_array_equal(xb[:, 0], yb)
 
 
@@ -33,8 +42,10 @@ def test_order_is_the_generators_permutation():
 
 def test_same_seed_same_order_other_seed_other_order():
     x, y = indexed(50)
+
     def order(seed):
         return np.concatenate([yb for _, yb in minibatches(x, y, 8, np.random.default_rng(seed))])
+
     np.testing.assert_array_equal(order(1), order(1))
     assert not np.array_equal(order(1), order(2))
 
@@ -49,7 +60,7 @@ def test_drop_last_and_no_shuffle():
 def test_bad_batch_size_is_refused_at_the_call(batch_size):
     x, y = indexed(10)
     with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, N=10\]"):
-        minibatches(x, y, batch_size, np.random.default_rng(0))     # no iteration needed
+        minibatches(x, y, batch_size, np.random.default_rng(0))  # no iteration needed
 
 
 def test_mismatched_lengths_are_refused():
@@ -78,8 +89,7 @@ def test_stream_reshuffles_each_epoch_and_counts():
     assert not np.array_equal(epoch0, epoch1)
     # the same generator seed gives the same endless stream
     again = BatchStream(x, y, 5, np.random.default_rng(0))
-    np.testing.assert_array_equal(np.concatenate([next(again)[1] for _ in range(8)]),
-                                  np.concatenate([epoch0, epoch1]))
+    np.testing.assert_array_equal(np.concatenate([next(again)[1] for _ in range(8)]), np.concatenate([epoch0, epoch1]))
 
 
 def test_stream_with_partial_last_batch():
@@ -124,7 +134,7 @@ def _reference_trainer_batches(x, y, batch_size, seed, steps, draws_per_step):
     for _ in range(steps):
         if order is None or pos + batch_size > n:
             order, pos = rng.permutation(n), 0
-        idx = order[pos:pos + batch_size]
+        idx = order[pos : pos + batch_size]
         pos += batch_size
         out.append((x[idx].tobytes(), y[idx].tobytes()))
         rng.standard_normal(draws_per_step)  # what the step draws between two batches
@@ -147,19 +157,22 @@ def test_trainer_batches_are_byte_identical_to_the_former_loop_and_survive_a_res
             return super().step(xb, yb, rng)
 
     seen = []
-    Trainer(Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7, np.random.default_rng(9),
-            eval_every=100).run(10)
+    Trainer(
+        Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7, np.random.default_rng(9), eval_every=100
+    ).run(10)
     expected = _reference_trainer_batches(x, y, 7, 9, 10, 3)
     assert seen == expected
 
     seen = []  # the same run stopped after 4 iterations (mid-epoch) and resumed from its state
-    first = Trainer(Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7, np.random.default_rng(9),
-                    eval_every=100)
+    first = Trainer(
+        Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7, np.random.default_rng(9), eval_every=100
+    )
     first.run(4)
     state = first.state_dict()
     assert state["pos"] == 7 and sorted(state["order"]) == list(range(23))
-    second = Trainer(Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7,
-                     np.random.default_rng(0), eval_every=100)
+    second = Trainer(
+        Recording(tiny_mlp(sizes=(4, 5, 3)), nn.CrossEntropyLoss()), data, 7, np.random.default_rng(0), eval_every=100
+    )
     second.opt.load_state_dict(first.opt.state_dict())
     second.load_state_dict(state)
     second.run(10)
@@ -171,11 +184,11 @@ def test_make_classification_shapes_balance_and_seed():
     x, y = make_classification(30, 4, 3, np.random.default_rng(0))
     assert x.shape == (30, 4) and y.shape == (30,) and y.dtype == np.int64
     assert np.bincount(y).tolist() == [10, 10, 10]
-    x2, y2 = make_classification(30, 4, 3, 0)                      # an int seed means default_rng(seed)
+    x2, y2 = make_classification(30, 4, 3, 0)  # an int seed means default_rng(seed)
     np.testing.assert_array_equal(x, x2)
     np.testing.assert_array_equal(y, y2)
     assert not np.array_equal(x, make_classification(30, 4, 3, 1)[0])
-    Dataset("blobs", x[:20], y[:20], x[20:], y[20:], num_classes=3)   # a valid Dataset
+    Dataset("blobs", x[:20], y[:20], x[20:], y[20:], num_classes=3)  # a valid Dataset
 
 
 def test_make_images_shapes():
@@ -186,7 +199,7 @@ def test_make_images_shapes():
 def test_make_regression_recovers_its_weight():
     x, y, w = make_regression(500, 3, 2, np.random.default_rng(0), noise=0.01)
     assert x.shape == (500, 3) and y.shape == (500, 2) and w.shape == (2, 3)
-    w_hat = np.linalg.lstsq(x, y, rcond=None)[0].T                    # (d_out, d_in)
+    w_hat = np.linalg.lstsq(x, y, rcond=None)[0].T  # (d_out, d_in)
     np.testing.assert_allclose(w_hat, w, atol=5e-3)
 
 
@@ -215,6 +228,7 @@ def test_synthetic_needs_explicit_randomness():
 @pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
 def test_minibatches_and_dataset_on_gpu_match_cpu():
     from kfac_ref.backend import xp_for
+
     cupy = xp_for("gpu")  # real CuPy, or the test suite's stand-in
     x, y = indexed(11)
     cpu = list(minibatches(x, y, 4, np.random.default_rng(3)))

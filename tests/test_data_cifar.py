@@ -18,8 +18,8 @@ N_PER_FILE = 10
 
 
 def make_batch(rng, n=N_PER_FILE):
-    images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)   # (n, 3, 32, 32)
-    labels = rng.integers(0, 10, size=n)                                  # (n,)
+    images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)  # (n, 3, 32, 32)
+    labels = rng.integers(0, 10, size=n)  # (n,)
     return images, labels
 
 
@@ -31,8 +31,12 @@ def write_binary(path, images, labels):
 
 def write_python(path, images, labels, protocol=4):
     """The python version's dict, pickled (protocol >= 3 keeps bytes keys without _codecs)."""
-    batch = {b"batch_label": b"test batch", b"labels": [int(v) for v in labels],
-             b"data": images.reshape(len(labels), 3072), b"filenames": [b"x.png"] * len(labels)}
+    batch = {
+        b"batch_label": b"test batch",
+        b"labels": [int(v) for v in labels],
+        b"data": images.reshape(len(labels), 3072),
+        b"filenames": [b"x.png"] * len(labels),
+    }
     with open(path, "wb") as f:
         pickle.dump(batch, f, protocol=protocol)
 
@@ -92,10 +96,10 @@ def py2_era_pickle(data: np.ndarray, labels) -> bytes:
     n = data.shape[0]
     out = b"\x80\x02}(" + py2_string(b"data")
     out += b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + py2_string(b"b") + b"\x87R"
-    out += b"(K\x01" + b"J" + struct.pack("<i", n) + b"M\x00\x0c\x86"               # state: version 1, shape (n, 3072)
-    out += b"cnumpy\ndtype\n" + py2_string(b"u1") + b"K\x00K\x01\x87R"             # dtype('u1', 0, 1)
+    out += b"(K\x01" + b"J" + struct.pack("<i", n) + b"M\x00\x0c\x86"  # state: version 1, shape (n, 3072)
+    out += b"cnumpy\ndtype\n" + py2_string(b"u1") + b"K\x00K\x01\x87R"  # dtype('u1', 0, 1)
     out += b"(K\x03" + py2_string(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-    out += b"\x89" + py2_string(data.tobytes()) + b"tb"                               # not Fortran, raw bytes
+    out += b"\x89" + py2_string(data.tobytes()) + b"tb"  # not Fortran, raw bytes
     out += py2_string(b"labels") + b"](" + b"".join(b"K" + bytes([int(v)]) for v in labels) + b"e"
     return out + b"u."
 
@@ -167,14 +171,20 @@ def test_harmless_but_unlisted_globals_are_refused_too(tmp_path):
         read_cifar_batch(path)
 
 
-@pytest.mark.parametrize("content, message", [
-    ([1, 2, 3], "holds a list, expected a dict"),
-    ({b"data": np.zeros((2, 3072), np.uint8)}, "keys .*expected b'data' and b'labels'"),
-    ({b"data": np.zeros((2, 3071), np.uint8), b"labels": [0, 1]}, r"b'data' is an array of uint8 with shape \(2, 3071\)"),
-    ({b"data": np.zeros((2, 3072), np.int16), b"labels": [0, 1]}, "b'data' is an array of int16"),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, r"\(1,\) labels for 2 images"),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}, r"1 labels outside \[0, 10\)"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ([1, 2, 3], "holds a list, expected a dict"),
+        ({b"data": np.zeros((2, 3072), np.uint8)}, "keys .*expected b'data' and b'labels'"),
+        (
+            {b"data": np.zeros((2, 3071), np.uint8), b"labels": [0, 1]},
+            r"b'data' is an array of uint8 with shape \(2, 3071\)",
+        ),
+        ({b"data": np.zeros((2, 3072), np.int16), b"labels": [0, 1]}, "b'data' is an array of int16"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, r"\(1,\) labels for 2 images"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}, r"1 labels outside \[0, 10\)"),
+    ],
+)
 def test_malformed_python_batches_are_refused_with_path(tmp_path, content, message):
     path = tmp_path / "data_batch_3"
     with open(path, "wb") as f:
@@ -205,7 +215,7 @@ def test_package_never_unpickles_directly_and_always_filters_tar():
 # ---- load_cifar10 ------------------------------------------------------------------------
 def _standardised(raw, names):
     """Independent reference: scale, then per-channel training μ, σ over (N, H, W)."""
-    train = np.concatenate([raw[n][0] for n in TRAIN_FILES]) / 255.0          # (N, 3, 32, 32)
+    train = np.concatenate([raw[n][0] for n in TRAIN_FILES]) / 255.0  # (N, 3, 32, 32)
     mu = train.mean(axis=(0, 2, 3))[None, :, None, None]
     sigma = train.std(axis=(0, 2, 3))[None, :, None, None]
     return (np.concatenate([raw[n][0] for n in names]) / 255.0 - mu) / sigma
@@ -246,15 +256,18 @@ def test_folder_may_be_the_batches_folder_itself(tmp_path):
 
 def test_max_train_reads_only_what_it_needs(tmp_path):
     raw = write_cifar(tmp_path, np.random.default_rng(7))
-    (tmp_path / "cifar-10-batches-bin" / "data_batch_5.bin").unlink()   # never read for 15 images
+    (tmp_path / "cifar-10-batches-bin" / "data_batch_5.bin").unlink()  # never read for 15 images
     ds = load_cifar10(tmp_path, max_train=15)
     assert ds.n_train == 15 and ds.n_val == 10
     np.testing.assert_array_equal(ds.y_train, np.concatenate([raw["data_batch_1"][1], raw["data_batch_2"][1][:5]]))
 
 
 def test_missing_folder_says_what_is_expected(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no CIFAR-10 batches in .*'cifar-10-batches-bin'.*"
-                                                r"'cifar-10-batches-py'.*cs.toronto.edu"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"no CIFAR-10 batches in .*'cifar-10-batches-bin'.*"
+        r"'cifar-10-batches-py'.*cs.toronto.edu",
+    ):
         load_cifar10(tmp_path)
 
 

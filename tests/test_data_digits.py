@@ -56,10 +56,10 @@ def test_training_pixels_have_mean_0_and_std_1(digits, raw):
     x = digits.x_train.reshape(digits.n_train, 64)
     std = x.std(axis=0)
     varying = std > 0
-    assert varying.sum() > 50                      # most pixels vary; a few border pixels are constant
+    assert varying.sum() > 50  # most pixels vary; a few border pixels are constant
     np.testing.assert_allclose(x.mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(std[varying], 1, rtol=1e-12)
-    np.testing.assert_array_equal(x[:, ~varying], 0)   # constant pixel: (x − μ)/1 = 0
+    np.testing.assert_array_equal(x[:, ~varying], 0)  # constant pixel: (x − μ)/1 = 0
 
 
 def test_both_splits_use_training_statistics(raw):
@@ -117,8 +117,14 @@ def test_integer_dtype_is_refused():
 
 # ---- Dataset -----------------------------------------------------------------------------
 def _toy(**overrides):
-    fields = dict(name="toy", x_train=np.zeros((4, 3)), y_train=np.array([0, 1, 2, 0]),
-                  x_val=np.ones((2, 3)), y_val=np.array([1, 2]), num_classes=3)
+    fields = dict(
+        name="toy",
+        x_train=np.zeros((4, 3)),
+        y_train=np.array([0, 1, 2, 0]),
+        x_val=np.ones((2, 3)),
+        y_val=np.array([1, 2]),
+        num_classes=3,
+    )
     fields.update(overrides)
     return Dataset(**fields)
 
@@ -188,7 +194,9 @@ def test_load_dataset_by_name(digits):
 
 
 def test_load_dataset_unknown_name_lists_choices():
-    with pytest.raises(ValueError, match=r"unknown dataset 'imagenet': expected one of \('digits', 'mnist', 'cifar10'\)"):
+    with pytest.raises(
+        ValueError, match=r"unknown dataset 'imagenet': expected one of \('digits', 'mnist', 'cifar10'\)"
+    ):
         load_dataset("imagenet")
 
 

@@ -45,8 +45,11 @@ def write_mnist(folder, rng, n_train=6, n_val=4, h=7, w=5, compress=False, dotte
 @pytest.mark.parametrize("code", sorted(CODES))
 def test_read_idx_round_trips_every_dtype(tmp_path, code, compress):
     rng = np.random.default_rng(code)
-    array = (rng.standard_normal((3, 4, 2)) * 100).astype(CODES[code]) if code >= 0x0D else \
-        rng.integers(-100 if code != 0x08 else 0, 100, size=(3, 4, 2)).astype(CODES[code])
+    array = (
+        (rng.standard_normal((3, 4, 2)) * 100).astype(CODES[code])
+        if code >= 0x0D
+        else rng.integers(-100 if code != 0x08 else 0, 100, size=(3, 4, 2)).astype(CODES[code])
+    )
     out = read_idx(write_idx(tmp_path / "a.idx", array, code, compress))
     assert out.shape == (3, 4, 2) and out.dtype.isnative
     assert out.dtype == np.dtype(CODES[code]).newbyteorder("=")
@@ -75,16 +78,19 @@ def test_missing_file_names_the_path(tmp_path):
         read_idx(tmp_path / "nope-idx1-ubyte")
 
 
-@pytest.mark.parametrize("data, message", [
-    (bytes([1, 0, 8, 1, 0, 0, 0, 1, 7]), "bad magic 0100, expected 0000"),
-    (bytes([0, 0, 0x0A, 1, 0, 0, 0, 1, 7]), "unknown dtype code 0x0A, expected one of 0x08"),
-    (bytes([0, 0, 8]), "truncated header, 3 bytes"),
-    (bytes([0, 0, 8, 2, 0, 0, 0, 1]), "truncated header, 8 bytes, expected 12 for 2 dimensions"),
-    (bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]), r"truncated payload, 3 bytes, expected 5 for shape \(5,\)"),
-    (bytes([0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3]), r"oversized payload, 3 bytes, expected 2 for shape \(2,\)"),
-    (bytes([0, 0, 0x0C, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0]), "truncated payload, 6 bytes, expected 8"),
-    (b"\x1f\x8b" + b"not really gzip", "corrupt gzip stream"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (bytes([1, 0, 8, 1, 0, 0, 0, 1, 7]), "bad magic 0100, expected 0000"),
+        (bytes([0, 0, 0x0A, 1, 0, 0, 0, 1, 7]), "unknown dtype code 0x0A, expected one of 0x08"),
+        (bytes([0, 0, 8]), "truncated header, 3 bytes"),
+        (bytes([0, 0, 8, 2, 0, 0, 0, 1]), "truncated header, 8 bytes, expected 12 for 2 dimensions"),
+        (bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]), r"truncated payload, 3 bytes, expected 5 for shape \(5,\)"),
+        (bytes([0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3]), r"oversized payload, 3 bytes, expected 2 for shape \(2,\)"),
+        (bytes([0, 0, 0x0C, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0]), "truncated payload, 6 bytes, expected 8"),
+        (b"\x1f\x8b" + b"not really gzip", "corrupt gzip stream"),
+    ],
+)
 def test_malformed_files_are_refused_with_path(tmp_path, data, message):
     path = tmp_path / "broken-idx"
     path.write_bytes(data)
@@ -139,8 +145,11 @@ def test_more_than_ten_classes_are_counted(tmp_path):
 
 
 def test_missing_folder_says_what_is_expected_and_where_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"'.*no-such-dir' does not exist.*train-images-idx3-ubyte.*"
-                                                r"t10k-labels-idx1-ubyte.*yann.lecun.com.*fashion-mnist"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"'.*no-such-dir' does not exist.*train-images-idx3-ubyte.*"
+        r"t10k-labels-idx1-ubyte.*yann.lecun.com.*fashion-mnist",
+    ):
         load_mnist(tmp_path / "no-such-dir")
 
 

@@ -66,8 +66,11 @@ def test_kfac_angle_and_error_match_a_brute_force_dense_computation(damping_mode
         else:
             a_d, g_d = fisher.factored_damping(a, g, lam)
             block = np.kron(g_d, a_d)
-        parts.append(wbar_to_flat(layer, np.linalg.solve(block, flat_to_wbar(layer, grad[sl]).reshape(-1))
-                                  .reshape(g.shape[0], a.shape[0])))
+        parts.append(
+            wbar_to_flat(
+                layer, np.linalg.solve(block, flat_to_wbar(layer, grad[sl]).reshape(-1)).reshape(g.shape[0], a.shape[0])
+            )
+        )
     kfac_dir = np.concatenate(parts)
     assert abs(out["angle_deg"] - _angle(kfac_dir, natural)) <= 1e-6
     assert out["angle_deg"] > 1  # K-FAC is not NGD here
@@ -97,8 +100,13 @@ def test_ekfac_angle_matches_the_dense_ekfac_solve_on_a_convnet(rng):
     opt.step(x, y)
     out = diagnostics(opt, x, y, theta=theta)
     K.set_flat_params(model, theta)
-    dense = fisher.blocks_to_dense(model, [wbar_block_to_param_order(layer, layer, ek.dense()) for layer, ek in
-                                           zip(model.param_layers(), ekfac_layers(model, loss, x, y, "exact"))])
+    dense = fisher.blocks_to_dense(
+        model,
+        [
+            wbar_block_to_param_order(layer, layer, ek.dense())
+            for layer, ek in zip(model.param_layers(), ekfac_layers(model, loss, x, y, "exact"))
+        ],
+    )
     natural, _ = _exact_natural(model, loss, x, y, 0.1)
     grad = K.loss_and_grad(model, loss, x, y).grad
     assert abs(out["angle_deg"] - _angle(np.linalg.solve(dense + 0.1 * np.eye(len(grad)), grad), natural)) <= 1e-6

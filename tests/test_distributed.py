@@ -18,8 +18,17 @@ import pytest
 
 from kfac_ref import models, nn
 from kfac_ref.backend import get_xp, to_numpy
-from kfac_ref.distributed import (Communicator, DistributedKFAC, DistributedSGD, distributed_optimizer, owners,
-                                  payload_entries, shard, shard_mean, world)
+from kfac_ref.distributed import (
+    Communicator,
+    DistributedKFAC,
+    DistributedSGD,
+    distributed_optimizer,
+    owners,
+    payload_entries,
+    shard,
+    shard_mean,
+    world,
+)
 from kfac_ref.optim import KFAC, SGD
 from kfac_ref.params import get_flat_params
 from tests.helpers import classification_batch
@@ -120,11 +129,21 @@ def test_more_ranks_than_samples_is_refused_naming_R_and_B(tmp_path):
 def test_compare_cli_distributed_gives_the_single_process_records(tmp_path):
     common = ["-m", "kfac_ref", "compare", "--optimizers", "sgd,kfac", "--quick", "--quiet", "--threads", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
-    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True,
-                         text=True, timeout=TIMEOUT, env=env)
+    one = subprocess.run(
+        [sys.executable, *common, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, *common, "--distributed",
-                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    two = subprocess.run(
+        [str(MPIEXEC), "-n", "2", sys.executable, *common, "--distributed", "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr
     import json  # noqa: PLC0415
 
@@ -179,8 +198,10 @@ def test_symmetric_packing_round_trips_and_keeps_the_device(device):
 def test_one_rank_runs_are_the_plain_optimizers_bit_for_bit():
     rng = np.random.default_rng(0)
     x, y = classification_batch(rng, 12, (6,), 3)
-    for plain_cls, dist_cls, hyper in [(SGD, DistributedSGD, {"lr": 0.1}),
-                                       (KFAC, DistributedKFAC, {"lr": 0.1, "kind": "mc", "T_inv": 2})]:
+    for plain_cls, dist_cls, hyper in [
+        (SGD, DistributedSGD, {"lr": 0.1}),
+        (KFAC, DistributedKFAC, {"lr": 0.1, "kind": "mc", "T_inv": 2}),
+    ]:
         thetas = []
         for cls in (plain_cls, dist_cls):
             model = models.mlp(6, hidden=(5,), num_classes=3, seed=0)

@@ -95,16 +95,25 @@ def test_ekfac_frobenius_error_is_never_above_kfacs(kind, rng):
 @pytest.mark.parametrize("net", ["tanh", "relu", "conv1"])
 @pytest.mark.parametrize("kind", ["exact", "empirical"])
 def test_one_sample_ekfac_is_exact(net, kind, device, rng):
-    """N = 1 (and one location for Conv2d): F_l = G ⊗ A is diagonal in Q, so EKFAC = K-FAC = F_l (docs/math.md §8.1, §8.3)."""
+    """N = 1 (and one location for Conv2d): F_l = G ⊗ A is diagonal in Q, so EKFAC = K-FAC = F_l.
+
+    docs/math.md §8.1, §8.3."""
     model, loss, x, y = _problem(net, 1, rng, device=device)
-    assert rel_error(to_numpy(fisher.ekfac_dense(model, loss, x, y, kind)),
-                     to_numpy(fisher.block_diagonal(model, loss, x, y, kind))) <= 1e-10
+    assert (
+        rel_error(
+            to_numpy(fisher.ekfac_dense(model, loss, x, y, kind)),
+            to_numpy(fisher.block_diagonal(model, loss, x, y, kind)),
+        )
+        <= 1e-10
+    )
 
 
 def test_ekfac_is_not_exact_with_several_samples(rng):
     model, loss, x, y = _problem("tanh", 6, rng)
-    assert rel_error(fisher.ekfac_dense(model, loss, x, y, "exact"),
-                     fisher.block_diagonal(model, loss, x, y, "exact")) > 1e-3
+    assert (
+        rel_error(fisher.ekfac_dense(model, loss, x, y, "exact"), fisher.block_diagonal(model, loss, x, y, "exact"))
+        > 1e-3
+    )
 
 
 # --- the damped inverse and the T_scale refit ---------------------------------------------------------
@@ -112,7 +121,7 @@ def test_ekfac_is_not_exact_with_several_samples(rng):
 @pytest.mark.parametrize("damping", [1e-3, 0.5])
 def test_damped_inverse_equals_dense_solve_with_ekfac_plus_damping(net, damping, device, rng):
     model, loss, x, y = _problem(net, 4, rng, device=device)
-    for ek, layer in zip(ekfac_layers(model, loss, x, y, "exact", damping=damping), model.param_layers()):
+    for ek, _layer in zip(ekfac_layers(model, loss, x, y, "exact", damping=damping), model.param_layers()):
         v = to_device(rng.standard_normal(ek.s.shape), device)
         got = ek.apply(v)
         assert type(got) is type(v)

@@ -25,8 +25,9 @@ def test_one_sample_kfac_blocks_equal_exact_fisher_blocks(kind, activation, devi
     model = tiny_mlp(activation, sizes=(4, 5, 6, 3)).to(device)
     x, y = classification_batch(rng, 1, (4,), 3, device)
     loss = nn.CrossEntropyLoss()
-    assert rel_error(fisher.kfac_dense(model, loss, x, y, kind),
-                     fisher.block_diagonal(model, loss, x, y, kind)) <= 1e-12
+    assert (
+        rel_error(fisher.kfac_dense(model, loss, x, y, kind), fisher.block_diagonal(model, loss, x, y, kind)) <= 1e-12
+    )
 
 
 # --- 2 ------------------------------------------------------------------------------
@@ -34,12 +35,15 @@ def test_deep_linear_network_kfac_equals_exact_blocks_for_any_batch(rng):
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 5), nn.Linear(5, 2), seed=1)
     x, y = regression_batch(rng, 9, (3,), 2)
     loss = nn.SquaredErrorLoss()
-    assert rel_error(fisher.kfac_dense(model, loss, x, y, "exact"),
-                     fisher.block_diagonal(model, loss, x, y, "exact")) <= 1e-12
+    assert (
+        rel_error(fisher.kfac_dense(model, loss, x, y, "exact"), fisher.block_diagonal(model, loss, x, y, "exact"))
+        <= 1e-12
+    )
     # ... but not with a nonlinearity in between (the oracle is not vacuous).
     bent = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2), seed=1)
-    assert rel_error(fisher.kfac_dense(bent, loss, x, y, "exact"),
-                     fisher.block_diagonal(bent, loss, x, y, "exact")) > 1e-3
+    assert (
+        rel_error(fisher.kfac_dense(bent, loss, x, y, "exact"), fisher.block_diagonal(bent, loss, x, y, "exact")) > 1e-3
+    )
 
 
 # --- 3 ------------------------------------------------------------------------------
@@ -49,8 +53,9 @@ def test_conv_with_one_output_location_and_one_sample_kfc_is_exact(kind, rng):
     model = nn.Sequential(nn.Conv2d(2, 3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(3, 3), seed=0)
     x, y = classification_batch(rng, 1, (2, 4, 4), 3)
     loss = nn.CrossEntropyLoss()
-    assert rel_error(fisher.kfac_dense(model, loss, x, y, kind),
-                     fisher.block_diagonal(model, loss, x, y, kind)) <= 1e-12
+    assert (
+        rel_error(fisher.kfac_dense(model, loss, x, y, kind), fisher.block_diagonal(model, loss, x, y, kind)) <= 1e-12
+    )
 
 
 # --- 4 ------------------------------------------------------------------------------
@@ -59,7 +64,7 @@ def test_linear_least_squares_fisher_is_identity_kron_a_and_newton_solves_it(rng
     x, y = regression_batch(rng, 20, (3,), 2)
     loss = nn.SquaredErrorLoss()
     f_exact = fisher.dense(model, loss, x, y, "exact")
-    (a, g), = fisher.kfac_factors(model, loss, x, y, "exact")
+    ((a, g),) = fisher.kfac_factors(model, loss, x, y, "exact")
     np.testing.assert_allclose(g, np.eye(2), atol=1e-15)  # G = I
     x_bar = np.hstack([x, np.ones((20, 1))])
     np.testing.assert_allclose(a, x_bar.T @ x_bar / 20, rtol=1e-13)  # A = (1/N) X̄ᵀX̄
@@ -80,8 +85,10 @@ def test_monte_carlo_fisher_approaches_exact_as_samples_grow(rng):
     x, y = classification_batch(rng, 2, (3,), 3)
     loss = nn.CrossEntropyLoss()
     exact = fisher.dense(model, loss, x, y, "exact")
-    errs = [rel_error(fisher.dense(model, loss, x, y, "mc", rng=np.random.default_rng(5), mc_samples=m), exact)
-            for m in (10, 100, 10000)]
+    errs = [
+        rel_error(fisher.dense(model, loss, x, y, "mc", rng=np.random.default_rng(5), mc_samples=m), exact)
+        for m in (10, 100, 10000)
+    ]
     assert errs[2] < 0.03
     assert errs[2] < errs[1] < errs[0]
 
@@ -109,7 +116,7 @@ def test_exact_fisher_equals_mean_jt_lambda_j_with_finite_difference_jacobians(l
     lam = loss.output_fisher(f)  # (N, C, C), itself checked against an FD Hessian in test_losses
     ref = 0
     for n in range(3):
-        jac = numerical_jacobian(param_fun(model, lambda m, n=n: m(x[n:n + 1])[0]), K.get_flat_params(model))
+        jac = numerical_jacobian(param_fun(model, lambda m, n=n: m(x[n : n + 1])[0]), K.get_flat_params(model))
         ref = ref + jac.T @ lam[n] @ jac  # (P, P)
     assert rel_error(fisher.dense(model, loss, x, y, "exact"), ref / 3) <= 1e-7
 
@@ -159,7 +166,7 @@ def test_second_order_kl_is_the_exact_fisher_quadratic_form(loss_name, rng):
         p0, p1 = loss.probs(f0), loss.probs(f1)
         return (p0 * (np.log(p0) - np.log(p1))).sum(1).mean()
 
-    errors = [abs(2 * kl(eps) / (eps ** 2 * dfd) - 1) for eps in (1e-2, 1e-3, 1e-4)]
+    errors = [abs(2 * kl(eps) / (eps**2 * dfd) - 1) for eps in (1e-2, 1e-3, 1e-4)]
     assert errors[-1] < 5e-4
     assert errors[2] < errors[1] < errors[0]  # the gap closes as ε → 0
 
@@ -218,7 +225,8 @@ def test_conv_tanh_linear_is_exact_for_kfc_with_one_sample_at_one_location():
     model = models.conv_tanh_linear(3)
     x, y = make_images(1, 1, 3, 3, 3, rng=0)
     loss_fn = nn.CrossEntropyLoss()
-    errors = fisher.layer_errors(model, fisher.kfac_dense(model, loss_fn, x, y, "exact"),
-                                 fisher.block_diagonal(model, loss_fn, x, y, "exact"))
+    errors = fisher.layer_errors(
+        model, fisher.kfac_dense(model, loss_fn, x, y, "exact"), fisher.block_diagonal(model, loss_fn, x, y, "exact")
+    )
     assert max(errors["layers"]) < 1e-10
     assert model.num_params == (9 + 1) * 2 + (2 + 1) * 3

@@ -124,7 +124,7 @@ def test_damping_must_be_a_finite_positive_number(damping):
 def test_storage_and_cost_of_alexnet_matches_the_sizes_table():
     rows = sizes.layer_sizes("alexnet")
     c, t = sizes.storage_and_cost(rows), sizes.totals(rows)
-    assert c["full_entries"] == t["full_fisher_entries"] == 62_378_344 ** 2
+    assert c["full_entries"] == t["full_fisher_entries"] == 62_378_344**2
     assert (c["block_entries"], c["factor_entries"]) == (t["fisher_entries"], t["factor_entries"])
     assert c["factor_flops"] < c["block_flops"] < c["full_flops"]
 
@@ -214,8 +214,11 @@ def test_figure_draws_small_matrices_with_layer_and_bias_lines_labels_and_a_colo
 # ---- block-tridiagonal K-FAC and EKFAC ---------------------------------------------------------
 def _panels(fig):
     """{title's first line: the (P, P) array drawn} for every heatmap of the figure."""
-    return {ax.get_title().split("\n")[0]: np.asarray(ax.images[0].get_array())
-            for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"}
+    return {
+        ax.get_title().split("\n")[0]: np.asarray(ax.images[0].get_array())
+        for ax in fig.axes
+        if ax.images and ax.get_label() != "<colorbar>"
+    }
 
 
 def test_new_panels_are_the_library_matrices_of_the_same_batch_and_their_damped_inverses():

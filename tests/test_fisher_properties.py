@@ -14,8 +14,7 @@ from kfac_ref.gradcheck import rel_error
 from tests.helpers import classification_batch, regression_batch, tiny_convnet, tiny_mlp
 
 KINDS = [("exact", None), ("empirical", None), ("mc", 11)]
-MODELS = [("mlp", lambda: tiny_mlp("tanh", sizes=(4, 6, 3)), (4,)),
-          ("convnet", lambda: tiny_convnet(), (2, 6, 6))]
+MODELS = [("mlp", lambda: tiny_mlp("tanh", sizes=(4, 6, 3)), (4,)), ("convnet", lambda: tiny_convnet(), (2, 6, 6))]
 
 
 def _rng(seed):
@@ -52,7 +51,7 @@ def test_exact_fisher_is_the_label_expectation_of_outer_gradients(rng):
     ref = 0
     for n in range(3):
         for c in range(3):
-            u = K.batch_grad(model, loss, x[n:n + 1], np.array([c]))
+            u = K.batch_grad(model, loss, x[n : n + 1], np.array([c]))
             ref = ref + p[n, c] * np.outer(u, u)
     assert rel_error(fisher.dense(model, loss, x, y, "exact"), ref / 3) <= 1e-13
 
@@ -197,7 +196,7 @@ def test_kfc_scaling_is_exact_when_locations_are_independent(rng):
     x = rng.standard_normal((4, 3, 3, 3))
     y = rng.standard_normal((4, 2 * 9))
     loss = nn.SquaredErrorLoss()
-    (a, g), = fisher.kfac_factors(model, loss, x, y, "exact")
+    ((a, g),) = fisher.kfac_factors(model, loss, x, y, "exact")
     np.testing.assert_allclose(g, np.eye(2), atol=1e-14)
     assert rel_error(fisher.kfac_dense(model, loss, x, y, "exact"), fisher.dense(model, loss, x, y, "exact")) <= 1e-13
 

@@ -20,15 +20,25 @@ def gpu_check():
 
 
 def test_ratios_pair_every_timing_of_the_two_runs(gpu_check, tmp_path):
-    cpu = {"results": [{"model": "mlp", "dtype": "float32", "kfac_ref_ms": 4.0, "ratio": 9.0},
-                       {"model": "cifar", "dtype": "float32", "kfac_ref_ms": 100.0}]}
-    gpu = {"results": [{"model": "mlp", "dtype": "float32", "kfac_ref_ms": 2.0, "ratio": 1.0},
-                       {"model": "cifar", "dtype": "float32", "kfac_ref_ms": 10.0}]}
+    cpu = {
+        "results": [
+            {"model": "mlp", "dtype": "float32", "kfac_ref_ms": 4.0, "ratio": 9.0},
+            {"model": "cifar", "dtype": "float32", "kfac_ref_ms": 100.0},
+        ]
+    }
+    gpu = {
+        "results": [
+            {"model": "mlp", "dtype": "float32", "kfac_ref_ms": 2.0, "ratio": 1.0},
+            {"model": "cifar", "dtype": "float32", "kfac_ref_ms": 10.0},
+        ]
+    }
     (tmp_path / "c.json").write_text(json.dumps(cpu))
     (tmp_path / "g.json").write_text(json.dumps(gpu))
     rows = gpu_check.ratios(tmp_path / "c.json", tmp_path / "g.json")
     assert sorted((r["case"], r["field"], r["gpu_over_cpu"]) for r in rows) == [
-        ("dtype=float32 model=cifar", "kfac_ref_ms", 0.1), ("dtype=float32 model=mlp", "kfac_ref_ms", 0.5)]
+        ("dtype=float32 model=cifar", "kfac_ref_ms", 0.1),
+        ("dtype=float32 model=mlp", "kfac_ref_ms", 0.5),
+    ]
     assert gpu_check.ratios(tmp_path / "missing.json", tmp_path / "g.json") == []
 
 
@@ -43,9 +53,11 @@ def test_ratios_of_nested_results(gpu_check, tmp_path):
 
 def test_junit_counts(gpu_check, tmp_path):
     xml = tmp_path / "t.xml"
-    xml.write_text('<testsuites><testsuite tests="4" failures="1" errors="0" skipped="1">'
-                   '<testcase classname="a" name="x"><failure/></testcase><testcase classname="a" name="y"/>'
-                   '</testsuite></testsuites>')
+    xml.write_text(
+        '<testsuites><testsuite tests="4" failures="1" errors="0" skipped="1">'
+        '<testcase classname="a" name="x"><failure/></testcase><testcase classname="a" name="y"/>'
+        "</testsuite></testsuites>"
+    )
     counts = gpu_check.junit_counts(xml)
     assert (counts["passed"], counts["failures"], counts["skipped"]) == (2, 1, 1)
     assert counts["failed_tests"] == ["a::x"]

@@ -85,6 +85,7 @@ def test_gpu_name_comes_from_the_backend(standin):
 # ---- availability means "can multiply a matrix" -----------------------------------------------
 def _broken_cupy():
     """CuPy with a driver but no cuBLAS: imports, counts devices, fails at the first matmul."""
+
     class Arr:
         def __mul__(self, other):
             return self
@@ -92,9 +93,13 @@ def _broken_cupy():
         def __matmul__(self, other):
             raise OSError("libcublasLt.so.12: cannot open shared object file: No such file or directory")
 
-    cp = types.SimpleNamespace(ndarray=Arr, float64=np.float64, eye=lambda n, dtype=None: Arr(),
-                               linalg=types.SimpleNamespace(cholesky=lambda a: a),
-                               cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1)))
+    cp = types.SimpleNamespace(
+        ndarray=Arr,
+        float64=np.float64,
+        eye=lambda n, dtype=None: Arr(),
+        linalg=types.SimpleNamespace(cholesky=lambda a: a),
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1)),
+    )
     return cp, types.SimpleNamespace()
 
 
@@ -104,8 +109,11 @@ def test_gpu_without_cublas_is_unavailable_with_a_one_line_reason(monkeypatch):
     assert not backend.gpu_available()
     reason = backend.gpu_unavailable_reason()
     assert "\n" not in reason
-    with pytest.raises(RuntimeError, match=r"device='gpu': CuPy sees 1 CUDA device\(s\) but cannot multiply a "
-                                           r"matrix on it \(OSError: libcublasLt.so.12.*cupy-cuda12x\[ctk\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"device='gpu': CuPy sees 1 CUDA device\(s\) but cannot multiply a "
+        r"matrix on it \(OSError: libcublasLt.so.12.*cupy-cuda12x\[ctk\]",
+    ):
         models.mlp(4, device="gpu")
 
 
@@ -151,8 +159,14 @@ def test_a_float32_run_stays_float32(name, device, rng):
     assert sum(map(len, held.values())) > 0 or name == "sgd"
     wrong = {k: sorted({str(a.dtype) for a in v} - {"float32"}) for k, v in held.items()}
     wrong = {k: v for k, v in wrong.items() if v}
-    wrong.update({f"param {n}": str(a.dtype) for layer in model.param_layers() for n, a in layer.params()
-                  if a.dtype != np.float32})
+    wrong.update(
+        {
+            f"param {n}": str(a.dtype)
+            for layer in model.param_layers()
+            for n, a in layer.params()
+            if a.dtype != np.float32
+        }
+    )
     assert not wrong, f"float64 crept into a float32 run: {wrong}"
 
 
@@ -201,8 +215,13 @@ def test_device_to_host_syncs_per_step_are_bounded(name, standin, rng):
 def test_the_trainer_copies_batch_indices_to_the_device_once_per_epoch(standin):
     x, y = make_classification(48, 5, 3, np.random.default_rng(0))
     data = Dataset("toy", x[:40], y[:40], x[40:], y[40:], num_classes=3).to("gpu")
-    trainer = Trainer(optim.SGD(models.mlp(5, hidden=(4,), num_classes=3).to("gpu"), CE), data, 8,
-                      np.random.default_rng(0), eval_every=100)
+    trainer = Trainer(
+        optim.SGD(models.mlp(5, hidden=(4,), num_classes=3).to("gpu"), CE),
+        data,
+        8,
+        np.random.default_rng(0),
+        eval_every=100,
+    )
     trainer.run(1)  # the starting evaluation and the first batch
     standin.COUNTS.reset()
     trainer.run(5)  # four more batches, all from the first epoch (5 batches of 8)

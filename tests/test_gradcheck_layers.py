@@ -56,15 +56,16 @@ def test_layer_input_grad_matches_finite_differences(name, make, in_shape, devic
     r = to_device(rng.standard_normal(out.shape), device)
 
     analytic = layer.backward(cache, r[None])[0]
-    numeric = numerical_grad(lambda z: float((to_numpy(r) * to_numpy(layer.forward(to_device(z, device)))).sum()),
-                             x)
+    numeric = numerical_grad(lambda z: float((to_numpy(r) * to_numpy(layer.forward(to_device(z, device)))).sum()), x)
     assert analytic.shape == x.shape
     assert rel_error(analytic, numeric) <= TOL
 
 
-@pytest.mark.parametrize("name,make,in_shape",
-                         [c for c in LAYER_CASES if c[0].startswith(("linear", "conv"))],
-                         ids=[c[0] for c in LAYER_CASES if c[0].startswith(("linear", "conv"))])
+@pytest.mark.parametrize(
+    "name,make,in_shape",
+    [c for c in LAYER_CASES if c[0].startswith(("linear", "conv"))],
+    ids=[c[0] for c in LAYER_CASES if c[0].startswith(("linear", "conv"))],
+)
 def test_layer_param_grad_matches_finite_differences(name, make, in_shape, device, rng):
     layer = make().to(device)
     x = to_device(_input(rng, in_shape), device)
@@ -78,7 +79,7 @@ def test_layer_param_grad_matches_finite_differences(name, make, in_shape, devic
         trial = make().to(device)
         trial.weight = to_device(theta[: layer.weight.size].reshape(layer.weight.shape), device)
         if layer.bias is not None:
-            trial.bias = to_device(theta[layer.weight.size:], device)
+            trial.bias = to_device(theta[layer.weight.size :], device)
         return float((to_numpy(r) * to_numpy(trial.forward(x))).sum())
 
     theta = np.concatenate([to_numpy(v).ravel() for _, v in layer.params()])
@@ -106,7 +107,7 @@ def test_conv_matches_direct_convolution_loop(rng):
         for o in range(3):
             for u in range(3):
                 for v in range(3):
-                    patch = xp[n, :, 2 * u: 2 * u + 3, 2 * v: 2 * v + 3]
+                    patch = xp[n, :, 2 * u : 2 * u + 3, 2 * v : 2 * v + 3]
                     ref[n, o, u, v] = (patch * layer.weight[o]).sum() + layer.bias[o]
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
@@ -120,5 +121,5 @@ def test_pooling_matches_direct_loop(rng):
     for c in range(2):
         for u in range(3):
             for v in range(3):
-                assert mx[0, c, u, v] == xp_max[0, c, 2 * u: 2 * u + 3, 2 * v: 2 * v + 3].max()
-                assert np.isclose(av[0, c, u, v], xp_avg[0, c, 2 * u: 2 * u + 3, 2 * v: 2 * v + 3].mean())
+                assert mx[0, c, u, v] == xp_max[0, c, 2 * u : 2 * u + 3, 2 * v : 2 * v + 3].max()
+                assert np.isclose(av[0, c, u, v], xp_avg[0, c, 2 * u : 2 * u + 3, 2 * v : 2 * v + 3].mean())

@@ -26,8 +26,7 @@ NETWORKS = [
     ("convnet-maxpool-ce", lambda: tiny_convnet(pool="max"), (2, 6, 6), "ce"),
     ("convnet-avgpool-ce", lambda: tiny_convnet(pool="avg"), (2, 6, 6), "ce"),
     ("convnet-maxpool-se", lambda: tiny_convnet(pool="max"), (2, 6, 6), "se"),
-    ("convnet-stride2-se", lambda: tiny_convnet(pool="avg", stride=2, padding=1, in_shape=(2, 9, 9)),
-     (2, 9, 9), "se"),
+    ("convnet-stride2-se", lambda: tiny_convnet(pool="avg", stride=2, padding=1, in_shape=(2, 9, 9)), (2, 9, 9), "se"),
 ]
 
 
@@ -64,7 +63,7 @@ def test_per_sample_grads_equal_single_sample_passes(name, make, in_shape, loss,
     per_sample = to_numpy(K.per_sample_grads(model, loss_fn, x, y))
     assert per_sample.shape == (5, model.num_params)
     for i in range(5):
-        single = to_numpy(K.batch_grad(model, loss_fn, x[i:i + 1], y[i:i + 1]))
+        single = to_numpy(K.batch_grad(model, loss_fn, x[i : i + 1], y[i : i + 1]))
         assert rel_error(per_sample[i], single) <= 1e-10
     assert rel_error(per_sample.mean(axis=0), K.batch_grad(model, loss_fn, x, y)) <= 1e-12
 
@@ -99,16 +98,18 @@ def test_two_backward_passes_on_one_forward_are_independent(device, rng):
     # ... and the seed axis is only a batch of independent passes:
     for s in range(2):
         single, _ = backward(model, trace, seeds_b[s])
-        np.testing.assert_allclose(to_numpy(stats_to_flat(single)[0]), to_numpy(stats_to_flat(stats_b)[s]),
-                                   rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(
+            to_numpy(stats_to_flat(single)[0]), to_numpy(stats_to_flat(stats_b)[s]), rtol=1e-13, atol=1e-15
+        )
 
 
 def test_backward_leaves_trace_and_seeds_untouched(rng):
     model = tiny_convnet(pool="max")
     x, _ = classification_batch(rng, 3, (2, 6, 6), 3)
     trace = forward(model, x)
-    before = [{k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v for k, v in c.items()}
-              for c in trace.caches]
+    before = [
+        {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v for k, v in c.items()} for c in trace.caches
+    ]
     seeds = rng.standard_normal((2, 3, 3))
     seeds_copy = seeds.copy()
     backward(model, trace, seeds, input_grad=True)
@@ -141,7 +142,7 @@ def test_flat_params_roundtrip_and_order():
     theta = K.get_flat_params(model)
     conv1 = model.param_layers()[0]
     np.testing.assert_array_equal(theta[: conv1.weight.size], conv1.weight.ravel())
-    np.testing.assert_array_equal(theta[conv1.weight.size: conv1.num_params], conv1.bias)
+    np.testing.assert_array_equal(theta[conv1.weight.size : conv1.num_params], conv1.bias)
     K.set_flat_params(model, theta * 2)
     np.testing.assert_array_equal(K.get_flat_params(model), theta * 2)
     with pytest.raises(ValueError, match=rf"expected \({model.num_params},\)"):

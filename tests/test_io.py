@@ -36,7 +36,7 @@ def test_each_writer_writes_exactly_its_content_and_leaves_no_temporary_file(tmp
     kio.write_text(tmp_path / "b.md", "λ = 0.1\n")
     kio.write_json(tmp_path / "c.json", {"x": [1, 2.5]}, indent=1)
     assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01\x02"
-    assert (tmp_path / "b.md").read_bytes() == "λ = 0.1\n".encode("utf-8")
+    assert (tmp_path / "b.md").read_bytes() == "λ = 0.1\n".encode()
     assert json.loads((tmp_path / "c.json").read_text()) == {"x": [1, 2.5]}
     assert _listing(tmp_path) == ["a.bin", "b.md", "c.json"]
 
@@ -68,11 +68,13 @@ def test_an_existing_file_is_replaced_whole(tmp_path):
 def test_write_together_is_all_or_none(tmp_path):
     (tmp_path / "a.md").write_text("old a")
     with pytest.raises(OSError, match="disk full"):
-        kio.write_together([(tmp_path / "a.md", lambda tmp: tmp.write_text("new a")),
-                            (tmp_path / "b.md", _half_then_fail)])
+        kio.write_together(
+            [(tmp_path / "a.md", lambda tmp: tmp.write_text("new a")), (tmp_path / "b.md", _half_then_fail)]
+        )
     assert _listing(tmp_path) == ["a.md"] and (tmp_path / "a.md").read_text() == "old a"
-    kio.write_together([(tmp_path / "a.md", lambda tmp: tmp.write_text("new a")),
-                        (tmp_path / "b.md", lambda tmp: tmp.write_text("b"))])
+    kio.write_together(
+        [(tmp_path / "a.md", lambda tmp: tmp.write_text("new a")), (tmp_path / "b.md", lambda tmp: tmp.write_text("b"))]
+    )
     assert [(tmp_path / n).read_text() for n in ("a.md", "b.md")] == ["new a", "b"]
 
 
@@ -151,11 +153,21 @@ def _writers(tmp_path):
         from kfac_ref.train import RECORD_FIELDS
 
         def rec(i, loss):
-            return {**dict.fromkeys(RECORD_FIELDS), "iteration": i, "seconds": 0.1 * i, "batch_loss": loss,
-                    "train_loss": loss, "train_acc": 0.5, "val_loss": loss, "val_acc": 0.5}
+            return {
+                **dict.fromkeys(RECORD_FIELDS),
+                "iteration": i,
+                "seconds": 0.1 * i,
+                "batch_loss": loss,
+                "train_loss": loss,
+                "train_acc": 0.5,
+                "val_loss": loss,
+                "val_acc": 0.5,
+            }
 
-        runs = [{"optimizer": o, "settings": {}, "records": [rec(0, 2.0), rec(1, 1.0)], "stopped": None}
-                for o in ("sgd", "kfac")]
+        runs = [
+            {"optimizer": o, "settings": {}, "records": [rec(0, 2.0), rec(1, 1.0)], "stopped": None}
+            for o in ("sgd", "kfac")
+        ]
         write_outputs(out, CompareConfig(iterations=1), runs, None)
 
     return {

@@ -69,8 +69,10 @@ def test_cross_entropy_output_fisher_is_expected_outer_gradient(rng):
     f = rng.standard_normal((2, 3))
     p = loss.probs(f)
     for n in range(2):
-        ref = sum(p[n, c] * np.outer(loss.grad(f[n:n + 1], np.array([c]))[0],
-                                     loss.grad(f[n:n + 1], np.array([c]))[0]) for c in range(3))
+        ref = sum(
+            p[n, c] * np.outer(loss.grad(f[n : n + 1], np.array([c]))[0], loss.grad(f[n : n + 1], np.array([c]))[0])
+            for c in range(3)
+        )
         np.testing.assert_allclose(loss.output_fisher(f)[n], ref, atol=1e-15)
 
 

@@ -72,9 +72,14 @@ def test_notebooks_are_found():
 
 
 def test_kernel_runs_this_interpreter_headless_on_this_checkout(kernel_name):
-    probe = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import sys, matplotlib, kfac_ref\n"
-        "print(sys.executable); print(matplotlib.get_backend().lower()); print(kfac_ref.__file__)")])
+    probe = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import sys, matplotlib, kfac_ref\n"
+                "print(sys.executable); print(matplotlib.get_backend().lower()); print(kfac_ref.__file__)"
+            )
+        ]
+    )
     nbclient.NotebookClient(probe, timeout=60, kernel_name=kernel_name).execute()
     executable, backend, package = probe.cells[0].outputs[0]["text"].split()
     assert Path(executable).resolve() == Path(sys.executable).resolve()
@@ -85,8 +90,9 @@ def test_kernel_runs_this_interpreter_headless_on_this_checkout(kernel_name):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_without_error_within_the_time_limit(path, kernel_name, run_times, record_property):
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name=kernel_name,
-                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name=kernel_name, resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
+    )
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError, with the cell's traceback, on any error
     seconds = time.perf_counter() - start
@@ -99,15 +105,21 @@ def test_notebook_runs_without_error_within_the_time_limit(path, kernel_name, ru
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_is_stored_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
-    dirty = [i for i, cell in enumerate(nb.cells)
-             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
-    assert not dirty, (f"{path.name}: cells {dirty} hold outputs; clear them before committing "
-                       f"(jupyter nbconvert --clear-output --inplace {path.relative_to(ROOT)})")
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert not dirty, (
+        f"{path.name}: cells {dirty} hold outputs; clear them before committing "
+        f"(jupyter nbconvert --clear-output --inplace {path.relative_to(ROOT)})"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_opens_with_its_equations(path):
     nb = nbformat.read(path, as_version=4)
     first = nb.cells[0]
-    assert first.cell_type == "markdown" and "$" in first.source, \
+    assert first.cell_type == "markdown" and "$" in first.source, (
         f"{path.name}: the first cell should be markdown giving the equations it shows (LaTeX)"
+    )

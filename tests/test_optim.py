@@ -16,10 +16,13 @@ from tests.helpers import classification_batch, regression_batch, tiny_convnet, 
 NEWTON_CASES = [
     ("ngd-dense", lambda m, l: optim.NGD(m, l, lr=1.0, damping=0.0, kind="exact", kl_clip=None)),
     ("block-ngd", lambda m, l: optim.BlockNGD(m, l, lr=1.0, damping=0.0, kind="exact", kl_clip=None)),
-    ("kfac-exact-damping", lambda m, l: optim.KFAC(m, l, lr=1.0, momentum=0.0, damping=0.0, kind="exact",
-                                                   damping_mode="exact", kl_clip=None)),
-    ("kfac-factored", lambda m, l: optim.KFAC(m, l, lr=1.0, momentum=0.0, damping=1e-20, kind="exact",
-                                              kl_clip=None)),
+    (
+        "kfac-exact-damping",
+        lambda m, l: optim.KFAC(
+            m, l, lr=1.0, momentum=0.0, damping=0.0, kind="exact", damping_mode="exact", kl_clip=None
+        ),
+    ),
+    ("kfac-factored", lambda m, l: optim.KFAC(m, l, lr=1.0, momentum=0.0, damping=1e-20, kind="exact", kl_clip=None)),
     # the textbook defaults: factors from the whole batch, inverses every step, momentum 0.9
     ("kfac-defaults", lambda m, l: optim.KFAC(m, l, lr=1.0, kind="exact", damping=1e-14, T_inv=1, kl_clip=None)),
 ]
@@ -44,8 +47,7 @@ def test_kfac_with_exact_seeds_and_damping_equals_exact_ngd_on_one_sample(rng):
     a, b = nn.Sequential(nn.Linear(5, 4), seed=2), nn.Sequential(nn.Linear(5, 4), seed=2)
     loss = nn.CrossEntropyLoss()
     optim.NGD(a, loss, lr=0.7, damping=0.05, kind="exact", kl_clip=None).step(x, y)
-    optim.KFAC(b, loss, lr=0.7, momentum=0.0, damping=0.05, kind="exact", damping_mode="exact",
-               kl_clip=None).step(x, y)
+    optim.KFAC(b, loss, lr=0.7, momentum=0.0, damping=0.05, kind="exact", damping_mode="exact", kl_clip=None).step(x, y)
     assert rel_error(K.get_flat_params(b), K.get_flat_params(a)) <= 1e-12
     moved = K.get_flat_params(a) - K.get_flat_params(nn.Sequential(nn.Linear(5, 4), seed=2))
     assert np.linalg.norm(moved) > 1e-2  # the step is not trivially zero
@@ -75,14 +77,14 @@ def test_rescale_coefficients_minimise_the_quadratic_model(rng):
         return 0.5 * d @ (f + lam * np.eye(len(g))) @ d + g @ d
 
     vs = [big_delta, delta0]
-    coef, change = rescale_coefficients([[v @ f @ w for w in vs] for v in vs],
-                                        [[v @ w for w in vs] for v in vs], [g @ v for v in vs], lam)
+    coef, change = rescale_coefficients(
+        [[v @ f @ w for w in vs] for v in vs], [[v @ w for w in vs] for v in vs], [g @ v for v in vs], lam
+    )
     ref = minimize(m, np.zeros(2), method="BFGS", options={"gtol": 1e-12}).x
     np.testing.assert_allclose(coef, ref, rtol=1e-6)
     assert np.isclose(change, m(coef), rtol=1e-12)
     # With δ₀ = 0: α = −∇hᵀΔ / Δᵀ(F + λI)Δ (docs/math.md §6).
-    (alpha,), _ = rescale_coefficients([[big_delta @ f @ big_delta]], [[big_delta @ big_delta]],
-                                       [g @ big_delta], lam)
+    (alpha,), _ = rescale_coefficients([[big_delta @ f @ big_delta]], [[big_delta @ big_delta]], [g @ big_delta], lam)
     assert np.isclose(alpha, -(g @ big_delta) / (big_delta @ (f + lam * np.eye(len(g))) @ big_delta))
 
 
@@ -111,8 +113,9 @@ def test_levenberg_marquardt_ratio_matches_brute_force(wd, rng):
     model, loss = tiny_mlp("tanh", sizes=(4, 6, 3)), nn.CrossEntropyLoss()
     x, y = classification_batch(rng, 10, (4,), 3)
     lam = 0.5
-    opt = optim.KFAC(model, loss, lr=0.5, momentum=0.0, damping=lam, kind="exact", adapt_damping=True,
-                     T_adapt=1, weight_decay=wd)
+    opt = optim.KFAC(
+        model, loss, lr=0.5, momentum=0.0, damping=lam, kind="exact", adapt_damping=True, T_adapt=1, weight_decay=wd
+    )
     theta = K.get_flat_params(model)
     h0 = float(loss(model(x), y)) + 0.5 * wd * theta @ theta
     f = fisher.dense(model, loss, x, y, "exact")
@@ -133,8 +136,18 @@ def test_factored_inverses_take_the_adapted_damping_at_their_next_refresh(rng):
     """LM changes λ every step here; the factored inverses are rebuilt with the current λ every T_inv steps."""
     model, loss = tiny_mlp("tanh", sizes=(4, 6, 3)), nn.CrossEntropyLoss()
     x, y = classification_batch(rng, 10, (4,), 3)
-    opt = optim.KFAC(model, loss, lr=0.5, momentum=0.0, damping=0.5, kind="exact", adapt_damping=True,
-                     T_adapt=1, T_inv=2, stats_fraction=1.0)
+    opt = optim.KFAC(
+        model,
+        loss,
+        lr=0.5,
+        momentum=0.0,
+        damping=0.5,
+        kind="exact",
+        adapt_damping=True,
+        T_adapt=1,
+        T_inv=2,
+        stats_fraction=1.0,
+    )
     opt.step(x, y)  # refresh with λ = 0.5, then LM changes λ
     assert opt.inverse_damping == 0.5 and opt.damping != 0.5
     opt.step(x, y)  # no refresh at step 2
@@ -205,13 +218,12 @@ def test_kfac_moving_average_is_capped_at_epsilon(rng):
     """With ε = 0.6, step 3 uses ε_3 = min(1 − 1/3, 0.6) = 0.6, not 2/3."""
     model, loss = tiny_mlp(), nn.CrossEntropyLoss()
     batches = [classification_batch(rng, 5, (4,), 3) for _ in range(3)]
-    opt = optim.KFAC(model, loss, lr=1e-12, momentum=0.0, damping=1.0, kind="exact", stats_fraction=1.0,
-                     ema_decay=0.6)
+    opt = optim.KFAC(model, loss, lr=1e-12, momentum=0.0, damping=1.0, kind="exact", stats_fraction=1.0, ema_decay=0.6)
     per_batch = []
     for x, y in batches:
         per_batch.append(fisher.kfac_factors(model, loss, x, y, "exact"))
         opt.step(x, y)
-    for layer, (a, g) in enumerate(opt.factors):
+    for layer, (a, _g) in enumerate(opt.factors):
         a12 = 0.5 * per_batch[0][layer][0] + 0.5 * per_batch[1][layer][0]
         assert rel_error(a, 0.6 * a12 + 0.4 * per_batch[2][layer][0]) <= 1e-8
 
@@ -242,22 +254,25 @@ def test_every_optimizer_runs_on_every_backend(name, device, rng):
 
 
 # --- bad hyper-parameters --------------------------------------------------------------
-@pytest.mark.parametrize("make,match", [
-    (lambda m, l: optim.SGD(m, l, lr=-0.1), r"lr \(η\) must be > 0"),
-    (lambda m, l: optim.SGD(m, l, lr=0.1, momentum=1.5), r"momentum \(μ\) must be ≤ 1"),
-    (lambda m, l: optim.SGD(m, l, lr=0.1, momentum=0.0, nesterov=True), "nesterov=True needs momentum"),
-    (lambda m, l: optim.NGD(m, l, damping=-1.0), r"damping \(λ\) must be ≥ 0"),
-    (lambda m, l: optim.NGD(m, l, kind="true"), "unknown Fisher kind 'true'"),
-    (lambda m, l: optim.NGD(m, l, solver="cg"), "unknown solver 'cg'"),
-    (lambda m, l: optim.NGD(m, l, solver="woodbury", damping=0.0), r"woodbury' needs damping \(λ\) > 0"),
-    (lambda m, l: optim.KFAC(m, l, T_inv=0), "T_inv must be ≥ 1"),
-    (lambda m, l: optim.KFAC(m, l, T_cov=1.5), "T_cov must be an integer"),
-    (lambda m, l: optim.KFAC(m, l, ema_decay=1.0), "ema_decay"),
-    (lambda m, l: optim.KFAC(m, l, damping_mode="magic"), "unknown damping_mode"),
-    (lambda m, l: optim.KFAC(m, l, rescale=True, kl_clip=1e-3), "pass kl_clip=None with rescale=True"),
-    (lambda m, l: optim.KFAC(m, l, lr=float("nan")), "lr .* must be finite"),
-    (lambda m, l: optim.make_optimizer("adam", m, l), "unknown optimizer 'adam'"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda m, l: optim.SGD(m, l, lr=-0.1), r"lr \(η\) must be > 0"),
+        (lambda m, l: optim.SGD(m, l, lr=0.1, momentum=1.5), r"momentum \(μ\) must be ≤ 1"),
+        (lambda m, l: optim.SGD(m, l, lr=0.1, momentum=0.0, nesterov=True), "nesterov=True needs momentum"),
+        (lambda m, l: optim.NGD(m, l, damping=-1.0), r"damping \(λ\) must be ≥ 0"),
+        (lambda m, l: optim.NGD(m, l, kind="true"), "unknown Fisher kind 'true'"),
+        (lambda m, l: optim.NGD(m, l, solver="cg"), "unknown solver 'cg'"),
+        (lambda m, l: optim.NGD(m, l, solver="woodbury", damping=0.0), r"woodbury' needs damping \(λ\) > 0"),
+        (lambda m, l: optim.KFAC(m, l, T_inv=0), "T_inv must be ≥ 1"),
+        (lambda m, l: optim.KFAC(m, l, T_cov=1.5), "T_cov must be an integer"),
+        (lambda m, l: optim.KFAC(m, l, ema_decay=1.0), "ema_decay"),
+        (lambda m, l: optim.KFAC(m, l, damping_mode="magic"), "unknown damping_mode"),
+        (lambda m, l: optim.KFAC(m, l, rescale=True, kl_clip=1e-3), "pass kl_clip=None with rescale=True"),
+        (lambda m, l: optim.KFAC(m, l, lr=float("nan")), "lr .* must be finite"),
+        (lambda m, l: optim.make_optimizer("adam", m, l), "unknown optimizer 'adam'"),
+    ],
+)
 def test_bad_hyper_parameters_give_clear_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make(tiny_mlp(), nn.CrossEntropyLoss())
@@ -283,7 +298,8 @@ def test_devices_agree_for_one_kfac_step(device, rng):
     optim.KFAC(ref, nn.CrossEntropyLoss(), momentum=0.0).step(x, y, rng=np.random.default_rng(3))
     other = tiny_convnet().to(device)
     optim.KFAC(other, nn.CrossEntropyLoss(), momentum=0.0).step(
-        to_device(x, device), to_device(y, device), rng=np.random.default_rng(3))
+        to_device(x, device), to_device(y, device), rng=np.random.default_rng(3)
+    )
     assert rel_error(K.get_flat_params(other), K.get_flat_params(ref)) <= 1e-10
 
 
@@ -294,8 +310,17 @@ def test_kfac_statistics_on_a_fraction_of_the_batch(rng):
     ref = tiny_convnet()
     factors = fisher.kfac_factors(ref, loss, x[:2], y[:2], "exact")
     g = K.batch_grad(ref, loss, x, y)
-    opt = optim.KFAC(model, loss, lr=0.5, momentum=0.0, damping=0.2, kind="exact", stats_fraction=0.25, kl_clip=None,
-                     damping_mode="exact")
+    opt = optim.KFAC(
+        model,
+        loss,
+        lr=0.5,
+        momentum=0.0,
+        damping=0.2,
+        kind="exact",
+        stats_fraction=0.25,
+        kl_clip=None,
+        damping_mode="exact",
+    )
     info = opt.step(x, y)
     assert np.isclose(info["loss"], float(loss(ref(x), y)), rtol=1e-13)
     for (a, gg), (ar, gr) in zip(opt.factors, factors):

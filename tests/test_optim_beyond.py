@@ -30,12 +30,21 @@ def _deep_linear(device):
 
 
 CASES = {  # name: (model, loss, batch)
-    "one-sample-tanh-ce": lambda rng, dev: (tiny_mlp(sizes=(4, 5, 6, 3)).to(dev), nn.CrossEntropyLoss(),
-                                            classification_batch(rng, 1, (4,), 3, dev)),
-    "16-samples-tanh-ce": lambda rng, dev: (tiny_mlp(sizes=(4, 5, 6, 3)).to(dev), nn.CrossEntropyLoss(),
-                                            classification_batch(rng, 16, (4,), 3, dev)),
-    "deep-linear-squared-error": lambda rng, dev: (_deep_linear(dev), nn.SquaredErrorLoss(),
-                                                   regression_batch(rng, 12, (3,), 2, dev)),
+    "one-sample-tanh-ce": lambda rng, dev: (
+        tiny_mlp(sizes=(4, 5, 6, 3)).to(dev),
+        nn.CrossEntropyLoss(),
+        classification_batch(rng, 1, (4,), 3, dev),
+    ),
+    "16-samples-tanh-ce": lambda rng, dev: (
+        tiny_mlp(sizes=(4, 5, 6, 3)).to(dev),
+        nn.CrossEntropyLoss(),
+        classification_batch(rng, 16, (4,), 3, dev),
+    ),
+    "deep-linear-squared-error": lambda rng, dev: (
+        _deep_linear(dev),
+        nn.SquaredErrorLoss(),
+        regression_batch(rng, 12, (3,), 2, dev),
+    ),
 }
 
 
@@ -94,10 +103,16 @@ def test_tridiag_cross_factors_share_the_diagonal_factors_moving_average(rng):
     for k in range(1, 5):
         diag, cross = fisher.tridiag_factors(model, loss, x, y, "exact")  # the batch values at θ_k
         eps = min(1 - 1 / k, 0.6)
-        want_diag = diag if want_diag is None else [[eps * o + (1 - eps) * b for o, b in zip(old, new)]
-                                                    for old, new in zip(want_diag, diag)]
-        want_cross = cross if want_cross is None else [[eps * o + (1 - eps) * b for o, b in zip(old, new)]
-                                                       for old, new in zip(want_cross, cross)]
+        want_diag = (
+            diag
+            if want_diag is None
+            else [[eps * o + (1 - eps) * b for o, b in zip(old, new)] for old, new in zip(want_diag, diag)]
+        )
+        want_cross = (
+            cross
+            if want_cross is None
+            else [[eps * o + (1 - eps) * b for o, b in zip(old, new)] for old, new in zip(want_cross, cross)]
+        )
         opt.step(x, y)
         for got, want in zip(opt.factors + opt.cross_factors, want_diag + want_cross):
             assert rel_error(got[0], want[0]) <= 1e-12 and rel_error(got[1], want[1]) <= 1e-12
@@ -120,7 +135,7 @@ def test_ekfac_bases_every_T_inv_scalings_every_T_scale_and_after_each_new_basis
     model, loss, (x, y) = CASES["16-samples-tanh-ce"](rng, "cpu")
     opt = optim.EKFAC(model, loss, lr=0.3, damping=0.1, T_inv=4, T_scale=3, ema_decay=0.8, **EXACT)
     new_bases, new_scalings = [], []
-    for k in range(10):
+    for _k in range(10):
         bases, scalings = opt.bases, opt.scalings
         stats, _ = fisher.fisher_stats(model, loss, x, y, "exact")  # this step's statistics, at θ_k
         opt.step(x, y)
@@ -148,27 +163,38 @@ def test_ekfac_bases_every_T_inv_scalings_every_T_scale_and_after_each_new_basis
 def test_ekfac_damping_follows_a_levenberg_marquardt_change_at_once(rng):
     """EKFAC's damping is exact (S + λ), so λ adapted by LM is used at the next step."""
     model, loss, (x, y) = CASES["16-samples-tanh-ce"](rng, "cpu")
-    opt = optim.EKFAC(model, loss, lr=0.3, damping=0.5, T_inv=10, T_scale=10, adapt_damping=True, T_adapt=1,
-                      **EXACT)
+    opt = optim.EKFAC(model, loss, lr=0.3, damping=0.5, T_inv=10, T_scale=10, adapt_damping=True, T_adapt=1, **EXACT)
     opt.step(x, y)
     assert opt.damping != 0.5
     res = K.loss_and_grad(model, loss, x, y)
     got = to_numpy(opt.precondition(res.layer_grads))  # with the inverses of the step taken
-    dense = fisher.blocks_to_dense(model, [wbar_block_to_param_order(layer, layer, inv.dense())
-                                           for layer, inv in zip(model.param_layers(), opt.inverses)])
+    dense = fisher.blocks_to_dense(
+        model,
+        [
+            wbar_block_to_param_order(layer, layer, inv.dense())
+            for layer, inv in zip(model.param_layers(), opt.inverses)
+        ],
+    )
     assert rel_error(got, np.linalg.solve(dense + opt.damping * np.eye(model.num_params), res.grad)) <= 1e-10
 
 
 # --- construction errors ---------------------------------------------------------------------
-@pytest.mark.parametrize("make,match", [
-    (lambda: optim.KFACTridiag(tiny_convnet(), nn.CrossEntropyLoss()),
-     r"consecutive Linear layers, but parameter layers 0 and 1 are Conv2d"),
-    (lambda: optim.make_optimizer("kfac-tridiag", tiny_convnet(), nn.CrossEntropyLoss()), "Conv2d"),
-    (lambda: optim.KFACTridiag(tiny_mlp(), nn.CrossEntropyLoss(), damping_mode="exact"),
-     "damping_mode='exact' is not defined for the block-tridiagonal"),
-    (lambda: optim.EKFAC(tiny_mlp(), nn.CrossEntropyLoss(), T_scale=0), "T_scale must be ≥ 1"),
-    (lambda: optim.EKFAC(tiny_mlp(), nn.CrossEntropyLoss(), T_scale=1.5), "T_scale must be an integer"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (
+            lambda: optim.KFACTridiag(tiny_convnet(), nn.CrossEntropyLoss()),
+            r"consecutive Linear layers, but parameter layers 0 and 1 are Conv2d",
+        ),
+        (lambda: optim.make_optimizer("kfac-tridiag", tiny_convnet(), nn.CrossEntropyLoss()), "Conv2d"),
+        (
+            lambda: optim.KFACTridiag(tiny_mlp(), nn.CrossEntropyLoss(), damping_mode="exact"),
+            "damping_mode='exact' is not defined for the block-tridiagonal",
+        ),
+        (lambda: optim.EKFAC(tiny_mlp(), nn.CrossEntropyLoss(), T_scale=0), "T_scale must be ≥ 1"),
+        (lambda: optim.EKFAC(tiny_mlp(), nn.CrossEntropyLoss(), T_scale=1.5), "T_scale must be an integer"),
+    ],
+)
 def test_bad_constructions_name_the_culprit(make, match):
     with pytest.raises((TypeError, ValueError), match=match):
         make()
@@ -188,12 +214,15 @@ def _toy_data(seed=0):
 
 
 BEYOND = {
-    "kfac-tridiag": lambda m: optim.KFACTridiag(m, nn.CrossEntropyLoss(), lr=0.2, T_inv=3, kind="mc",
-                                                 adapt_damping=True, T_adapt=2),
-    "kfac-tridiag-rescaled": lambda m: optim.KFACTridiag(m, nn.CrossEntropyLoss(), lr=1.0, damping=0.1,
-                                                          rescale=True, kl_clip=None, T_inv=4, T_cov=2),
-    "ekfac": lambda m: optim.EKFAC(m, nn.CrossEntropyLoss(), lr=0.2, T_inv=4, T_scale=3, kind="mc",
-                                   adapt_damping=True, T_adapt=2),
+    "kfac-tridiag": lambda m: optim.KFACTridiag(
+        m, nn.CrossEntropyLoss(), lr=0.2, T_inv=3, kind="mc", adapt_damping=True, T_adapt=2
+    ),
+    "kfac-tridiag-rescaled": lambda m: optim.KFACTridiag(
+        m, nn.CrossEntropyLoss(), lr=1.0, damping=0.1, rescale=True, kl_clip=None, T_inv=4, T_cov=2
+    ),
+    "ekfac": lambda m: optim.EKFAC(
+        m, nn.CrossEntropyLoss(), lr=0.2, T_inv=4, T_scale=3, kind="mc", adapt_damping=True, T_adapt=2
+    ),
 }
 
 
@@ -205,8 +234,13 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(name, tmp_path):
     straight = Trainer(BEYOND[name](model), data, 16, np.random.default_rng(7), eval_every=4)
     straight.run(11)
 
-    first = Trainer(BEYOND[name](models.mlp(5, hidden=(8, 6), num_classes=3, seed=4)), data, 16,
-                    np.random.default_rng(7), eval_every=4)
+    first = Trainer(
+        BEYOND[name](models.mlp(5, hidden=(8, 6), num_classes=3, seed=4)),
+        data,
+        16,
+        np.random.default_rng(7),
+        eval_every=4,
+    )
     first.run(7)  # between refreshes of T_inv and T_scale: the saved curvature must be used
     checkpoint.save(tmp_path / "ckpt.npz", first)
 
@@ -216,8 +250,7 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(name, tmp_path):
     resumed.run(11)
 
     np.testing.assert_array_equal(K.get_flat_params(model_b), K.get_flat_params(model))
-    assert [r["batch_loss"] for r in resumed.history.records] == \
-        [r["batch_loss"] for r in straight.history.records]
+    assert [r["batch_loss"] for r in resumed.history.records] == [r["batch_loss"] for r in straight.history.records]
     assert resumed.opt.state_dict().keys() == straight.opt.state_dict().keys()
     assert resumed.opt.damping == straight.opt.damping
 
@@ -280,6 +313,7 @@ def test_devices_agree_for_one_step(device, rng):
     for make in (optim.KFACTridiag, optim.EKFAC):
         ref, other = tiny_mlp(sizes=(4, 5, 6, 3)), tiny_mlp(sizes=(4, 5, 6, 3)).to(device)
         make(ref, nn.CrossEntropyLoss(), lr=0.3, kind="mc").step(x, y, rng=np.random.default_rng(3))
-        make(other, nn.CrossEntropyLoss(), lr=0.3, kind="mc").step(to_device(x, device), to_device(y, device),
-                                                                  rng=np.random.default_rng(3))
+        make(other, nn.CrossEntropyLoss(), lr=0.3, kind="mc").step(
+            to_device(x, device), to_device(y, device), rng=np.random.default_rng(3)
+        )
         assert rel_error(to_numpy(K.get_flat_params(other)), K.get_flat_params(ref)) <= 1e-10

@@ -49,8 +49,12 @@ def run_defaults(name, arch, lr, data):
 
 
 CASES = [("kfac", arch, lr) for arch in ("mlp", "convnet") for lr in KFAC_LRS]
-CASES += [pytest.param(name, arch, lr, marks=[pytest.mark.slow] if arch == "convnet" else [])
-          for name in ("ngd", "block-ngd") for arch in ("mlp", "convnet") for lr in NGD_LRS]
+CASES += [
+    pytest.param(name, arch, lr, marks=[pytest.mark.slow] if arch == "convnet" else [])
+    for name in ("ngd", "block-ngd")
+    for arch in ("mlp", "convnet")
+    for lr in NGD_LRS
+]
 
 
 @pytest.mark.parametrize("name,arch,lr", CASES)

@@ -75,8 +75,14 @@ def test_run_logged_takes_the_same_steps_as_compare_run_one(setup):
 
 def test_same_seed_same_numbers_and_the_lm_damping_moves_only_every_T_adapt_steps(setup):
     cfg, data, theta0 = setup
-    s = {**compare.settings_for(cfg, "kfac"), "momentum": 0.0, "kl_clip": None, "rescale": True,
-         "adapt_damping": True, "damping": 1.0}
+    s = {
+        **compare.settings_for(cfg, "kfac"),
+        "momentum": 0.0,
+        "kl_clip": None,
+        "rescale": True,
+        "adapt_damping": True,
+        "damping": 1.0,
+    }
     a = recipe.run_logged(cfg, "kfac", s, data, theta0, 15)
     b = recipe.run_logged(cfg, "kfac", s, data, theta0, 15)
     for key in ("loss", "damping", "alpha", "mu", "rho", "step_norm"):
@@ -132,12 +138,29 @@ def _fake_sweep():
     rows = []
     for b, (sgd_it, kfac_it) in {128: (40, 20), 1438: (None, 10)}.items():
         for name, it in (("sgd", sgd_it), ("kfac", kfac_it)):
-            rows.append({"batch_size": b, "optimizer": name, "settings": {"lr": 1.0}, "runs_tried": 3,
-                         "train_loss": {"iterations": it, "seconds": None if it is None else it * 0.01},
-                         "val_acc": {"iterations": it, "seconds": None if it is None else it * 0.02},
-                         "seconds_per_iteration": 0.01, "final_train_loss": 0.2, "best_val_acc": 0.9})
-    return {"command": "kfac-ref batch-sweep", "date": "2026-12-01", "machine": {}, "model": "convnet",
-            "iterations": 100, "targets": {"train_loss": 0.3, "val_acc": 0.9}, "grids": {}, "rows": rows}
+            rows.append(
+                {
+                    "batch_size": b,
+                    "optimizer": name,
+                    "settings": {"lr": 1.0},
+                    "runs_tried": 3,
+                    "train_loss": {"iterations": it, "seconds": None if it is None else it * 0.01},
+                    "val_acc": {"iterations": it, "seconds": None if it is None else it * 0.02},
+                    "seconds_per_iteration": 0.01,
+                    "final_train_loss": 0.2,
+                    "best_val_acc": 0.9,
+                }
+            )
+    return {
+        "command": "kfac-ref batch-sweep",
+        "date": "2026-12-01",
+        "machine": {},
+        "model": "convnet",
+        "iterations": 100,
+        "targets": {"train_loss": 0.3, "val_acc": 0.9},
+        "grids": {},
+        "rows": rows,
+    }
 
 
 def test_batch_sweep_reader(tmp_path):

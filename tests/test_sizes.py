@@ -153,7 +153,7 @@ def test_project_models_sizes_match_their_parameter_counts(arch):
     assert sizes.totals(rows)["params"] == model.num_params
     for row, layer in zip(rows, model.param_layers()):
         assert (row.d_in, row.d_out) == (layer.a_dim, layer.d_out)
-        assert row.fisher_entries == layer.num_params ** 2
+        assert row.fisher_entries == layer.num_params**2
 
 
 def test_resnet50_table_with_its_batch_norms_counts_torchvisions_25_557_032_parameters():

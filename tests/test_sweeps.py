@@ -13,8 +13,7 @@ from kfac_ref.params import get_flat_params
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = compare.CompareConfig(model="mlp", hidden=(8,), iterations=6, batch_size=32, eval_every=2,
-                                max_train=200)
+    cfg = compare.CompareConfig(model="mlp", hidden=(8,), iterations=6, batch_size=32, eval_every=2, max_train=200)
     data = compare.load_data(cfg)
     return cfg, data
 
@@ -68,9 +67,18 @@ def test_an_empty_sweep_is_refused(setup):
 
 def test_draw_sweep_draws_one_labelled_finite_line_per_value():
     from matplotlib.figure import Figure
-    runs = [{"param": "damping", "value": v, "records": [
-        {"iteration": 0, "seconds": 0.0, "train_loss": 2.0},
-        {"iteration": 1, "seconds": 0.1, "train_loss": math.nan if v > 1 else 1.0}]} for v in (0.1, 3.0)]
+
+    runs = [
+        {
+            "param": "damping",
+            "value": v,
+            "records": [
+                {"iteration": 0, "seconds": 0.0, "train_loss": 2.0},
+                {"iteration": 1, "seconds": 0.1, "train_loss": math.nan if v > 1 else 1.0},
+            ],
+        }
+        for v in (0.1, 3.0)
+    ]
     ax = Figure().subplots()
     sweeps.draw_sweep(ax, runs)
     lines = ax.get_lines()

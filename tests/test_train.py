@@ -28,12 +28,21 @@ def _kfac(model):
 
 OPTS = {
     "sgd": lambda m: optim.SGD(m, nn.CrossEntropyLoss(), lr=0.1, momentum=0.9, nesterov=True),
-    "ngd": lambda m: optim.NGD(m, nn.CrossEntropyLoss(), lr=0.5, damping=0.1, kind="mc", ema_decay=0.5,
-                               momentum=0.5),
+    "ngd": lambda m: optim.NGD(m, nn.CrossEntropyLoss(), lr=0.5, damping=0.1, kind="mc", ema_decay=0.5, momentum=0.5),
     "block-ngd": lambda m: optim.BlockNGD(m, nn.CrossEntropyLoss(), lr=0.5, damping=0.1, ema_decay=0.5),
     "kfac": _kfac,
-    "kfac-rescaled": lambda m: optim.KFAC(m, nn.CrossEntropyLoss(), lr=1.0, damping=0.1, rescale=True, kl_clip=None,
-                                          damping_mode="exact", T_inv=4, adapt_damping=True, T_adapt=2),
+    "kfac-rescaled": lambda m: optim.KFAC(
+        m,
+        nn.CrossEntropyLoss(),
+        lr=1.0,
+        damping=0.1,
+        rescale=True,
+        kl_clip=None,
+        damping_mode="exact",
+        T_inv=4,
+        adapt_damping=True,
+        T_adapt=2,
+    ),
 }
 
 
@@ -61,8 +70,7 @@ def test_same_seed_same_history(name):
     for _ in range(2):
         model = models.mlp(5, hidden=(8,), num_classes=3, seed=4)
         hist = fit(OPTS[name](model), _toy_data(), iterations=8, batch_size=16, seed=7, eval_every=4)
-        runs.append(([{k: v for k, v in r.items() if k != "seconds"} for r in hist.records],
-                     K.get_flat_params(model)))
+        runs.append(([{k: v for k, v in r.items() if k != "seconds"} for r in hist.records], K.get_flat_params(model)))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
@@ -88,8 +96,7 @@ def test_save_load_continue_equals_an_uninterrupted_run(name, tmp_path):
     np.testing.assert_array_equal(K.get_flat_params(model_b), K.get_flat_params(model))
     # Same mini-batch losses at every iteration; the interrupted run also measured
     # the full losses at its stopping point (iteration 7), which changes nothing else.
-    assert [r["batch_loss"] for r in resumed.history.records] == \
-        [r["batch_loss"] for r in straight.history.records]
+    assert [r["batch_loss"] for r in resumed.history.records] == [r["batch_loss"] for r in straight.history.records]
     for r, s in zip(resumed.history.records, straight.history.records):
         if s["train_loss"] is not None:
             assert (r["train_loss"], r["val_loss"], r["val_acc"]) == (s["train_loss"], s["val_loss"], s["val_acc"])
@@ -114,9 +121,21 @@ def test_checkpoint_is_plain_arrays_and_refuses_garbage(tmp_path):
     other = Trainer(OPTS["sgd"](models.mlp(5, hidden=(8,), num_classes=3)), data, 16, np.random.default_rng(0))
     with pytest.raises(ValueError, match="holds a 'kfac' run, not 'sgd'"):
         checkpoint.load(path, other)
-    changed = Trainer(optim.KFAC(models.mlp(5, hidden=(8,), num_classes=3), nn.CrossEntropyLoss(), lr=0.2,
-                                 T_inv=3, kind="mc", adapt_damping=True, T_adapt=2, damping_mode="exact"),
-                      data, 16, np.random.default_rng(0))
+    changed = Trainer(
+        optim.KFAC(
+            models.mlp(5, hidden=(8,), num_classes=3),
+            nn.CrossEntropyLoss(),
+            lr=0.2,
+            T_inv=3,
+            kind="mc",
+            adapt_damping=True,
+            T_adapt=2,
+            damping_mode="exact",
+        ),
+        data,
+        16,
+        np.random.default_rng(0),
+    )
     with pytest.raises(ValueError, match=r"other hyper-parameters: damping_mode='factored' \(now 'exact'\)"):
         checkpoint.load(path, changed)
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
@@ -126,8 +145,9 @@ def test_checkpoint_is_plain_arrays_and_refuses_garbage(tmp_path):
 def test_a_diverging_run_stops_with_a_message_and_keeps_its_records():
     data = _toy_data()
     model = models.mlp(5, hidden=(8,), num_classes=3)
-    hist = fit(optim.SGD(model, nn.CrossEntropyLoss(), lr=1e6, momentum=0.9), data, iterations=50,
-               batch_size=16, eval_every=1)
+    hist = fit(
+        optim.SGD(model, nn.CrossEntropyLoss(), lr=1e6, momentum=0.9), data, iterations=50, batch_size=16, eval_every=1
+    )
     assert hist.stopped is not None and "stopped at iteration" in hist.stopped
     assert 1 <= len(hist.records) < 51
 
@@ -148,8 +168,7 @@ def test_on_digits_every_method_lowers_the_loss_and_second_order_beats_sgd(digit
     final = {}
     for name, cls in optim.OPTIMIZERS.items():
         model = models.mlp(64, hidden=(16,))
-        hist = fit(cls(model, nn.CrossEntropyLoss()), digits, iterations=40, batch_size=128, seed=0,
-                   eval_every=40)
+        hist = fit(cls(model, nn.CrossEntropyLoss()), digits, iterations=40, batch_size=128, seed=0, eval_every=40)
         first, last = hist.records[0]["train_loss"], hist.records[-1]["train_loss"]
         assert hist.stopped is None
         assert last < first, name

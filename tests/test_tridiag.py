@@ -31,8 +31,9 @@ def _problem(loss_name, n, rng, sizes=(3, 4, 5, 3), activation="tanh", device="c
 def _tridiagonal_blocks_err(model, approx, exact):
     """max relative error over the blocks (l, l) and (l, l+1) of two (P, P) matrices."""
     sl = layer_slices(model)
-    return max(rel_error(approx[sl[l], sl[m]], exact[sl[l], sl[m]])
-               for l in range(len(sl)) for m in (l, l + 1) if m < len(sl))
+    return max(
+        rel_error(approx[sl[l], sl[m]], exact[sl[l], sl[m]]) for l in range(len(sl)) for m in (l, l + 1) if m < len(sl)
+    )
 
 
 def _apply_flat(model, inv, g):
@@ -117,7 +118,9 @@ def test_damping_is_factored_tikhonov_on_the_diagonal_factors_only(rng):
     layers, sl = model.param_layers(), layer_slices(model)
     for l, (a, g) in enumerate(diag):
         ad, gd = fisher.factored_damping(a, g, gamma)
-        assert rel_error(f_damped[sl[l], sl[l]], wbar_block_to_param_order(layers[l], layers[l], np.kron(gd, ad))) <= 1e-12
+        assert (
+            rel_error(f_damped[sl[l], sl[l]], wbar_block_to_param_order(layers[l], layers[l], np.kron(gd, ad))) <= 1e-12
+        )
         if l + 1 < len(diag):
             a_lm, g_lm = cross[l]
             f_tilde = wbar_block_to_param_order(layers[l], layers[l + 1], np.kron(g_lm, a_lm))
@@ -125,8 +128,10 @@ def test_damping_is_factored_tikhonov_on_the_diagonal_factors_only(rng):
     np.linalg.cholesky(f_damped)  # positive definite
 
 
-@pytest.mark.parametrize("loss_name,sizes,bias", [("ce", (3, 4, 5, 3), True), ("se", (2, 3, 3, 4, 2), True),
-                                                  ("ce", (4, 6, 3), False), ("se", (3, 2), True)])
+@pytest.mark.parametrize(
+    "loss_name,sizes,bias",
+    [("ce", (3, 4, 5, 3), True), ("se", (2, 3, 3, 4, 2), True), ("ce", (4, 6, 3), False), ("se", (3, 2), True)],
+)
 @pytest.mark.parametrize("kind", ["exact", "empirical", "mc"])
 @pytest.mark.parametrize("gamma", [1e-3, 1.0])
 def test_matrix_free_damped_inverse_equals_dense_solve_with_damped_tridiag(loss_name, sizes, bias, kind, gamma, rng):
@@ -188,8 +193,7 @@ def test_refuses_factors_that_do_not_come_from_one_set_of_statistics(rng):
 
 
 # --- brute force from per-sample label gradients ------------------------------------------------------
-@pytest.mark.parametrize("loss_name,kind", [("ce", "exact"), ("se", "exact"), ("ce", "empirical"),
-                                            ("se", "empirical")])
+@pytest.mark.parametrize("loss_name,kind", [("ce", "exact"), ("se", "exact"), ("ce", "empirical"), ("se", "empirical")])
 def test_tridiag_matches_brute_force_from_per_sample_gradients(loss_name, kind, rng):
     """Factors from a plain forward pass and bias gradients; F̂ by dense Kronecker products and pinv."""
     model, loss, x, y = _problem(loss_name, 10, rng)

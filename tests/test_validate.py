@@ -58,8 +58,9 @@ def test_optim_base_still_exports_the_number_and_flag_checks():
     assert check_flag is validate.check_flag and check_number is validate.check_number
 
 
-@pytest.mark.parametrize("value, ok", [(1, True), (np.int64(7), True), (0, False), (-2, False),
-                                       (True, False), (2.0, False), ("3", False)])
+@pytest.mark.parametrize(
+    "value, ok", [(1, True), (np.int64(7), True), (0, False), (-2, False), (True, False), (2.0, False), ("3", False)]
+)
 def test_positive_int(value, ok):
     if ok:
         check_positive_int("f", n=value)

@@ -8,8 +8,10 @@ from kfac_ref.experiments import widgets
 def test_without_widgets_explore_draws_the_static_setting_once(monkeypatch):
     monkeypatch.setenv("KFAC_REF_WIDGETS", "0")
     calls = []
-    assert widgets.explore(lambda lam, n: calls.append((lam, n)) or "figure",
-                           {"lam": [0.1, 1.0]}, {"lam": 1.0, "n": 3}) == "figure"
+    assert (
+        widgets.explore(lambda lam, n: calls.append((lam, n)) or "figure", {"lam": [0.1, 1.0]}, {"lam": 1.0, "n": 3})
+        == "figure"
+    )
     assert calls == [(1.0, 3)]
     assert not widgets.widgets_available()
 

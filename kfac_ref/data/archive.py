@@ -118,8 +118,9 @@ def _check_link_target(name: str, target: str, link_names: set[str], kind: str, 
     for i in range(1, len(parts) + 1):
         prefix = "/".join(parts[:i])
         if _escapes(prefix):
-            raise ValueError(f"archive {archive!r}: member {name!r} is a {kind} to {target!r}, "
-                             f"which leaves the target folder")
+            raise ValueError(
+                f"archive {archive!r}: member {name!r} is a {kind} to {target!r}, which leaves the target folder"
+            )
         if i < len(parts) and posixpath.normpath(prefix) in link_names:
             raise ValueError(f"archive {archive!r}: member {name!r} is a {kind} through the link {prefix!r}")
 
@@ -134,25 +135,26 @@ def check_tar_members(members: list[tarfile.TarInfo], archive: str = "?") -> Non
     """
     link_names = {posixpath.normpath(m.name.replace("\\", "/")) for m in members if m.issym() or m.islnk()}
     for m in members:
-        name = m.name.replace("\\", "/")         # treat a backslash as a separator too: refuse more, never less
+        name = m.name.replace("\\", "/")  # treat a backslash as a separator too: refuse more, never less
         parts = name.split("/")
         if name.startswith("/"):
             raise ValueError(f"archive {archive!r}: member {m.name!r} has an absolute path")
         if ".." in parts:
             raise ValueError(f"archive {archive!r}: member {m.name!r} has a '..' component")
         if m.ischr() or m.isblk() or m.isfifo():
-            raise ValueError(f"archive {archive!r}: member {m.name!r} is a device or fifo, "
-                             f"expected only files, folders and links")
+            raise ValueError(
+                f"archive {archive!r}: member {m.name!r} is a device or fifo, expected only files, folders and links"
+            )
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
             raise ValueError(f"archive {archive!r}: member {m.name!r} has unsupported type {m.type!r}")
         for i in range(1, len(parts)):
             prefix = posixpath.normpath("/".join(parts[:i]))
             if prefix in link_names:
                 raise ValueError(f"archive {archive!r}: member {m.name!r} lies beneath the link {prefix!r}")
-        if m.issym():      # relative to the link's own folder
+        if m.issym():  # relative to the link's own folder
             target = m.linkname if m.linkname.startswith("/") else posixpath.join(posixpath.dirname(name), m.linkname)
             _check_link_target(m.name, target, link_names, "symlink", archive)
-        elif m.islnk():    # relative to the archive root
+        elif m.islnk():  # relative to the archive root
             _check_link_target(m.name, m.linkname, link_names, "hardlink", archive)
             if posixpath.normpath(m.linkname) in link_names:
                 raise ValueError(f"archive {archive!r}: member {m.name!r} is a hardlink to the link {m.linkname!r}")
@@ -194,8 +196,10 @@ def safe_extract(archive_path, target_dir) -> list[Path]:
         target_dir.mkdir(parents=True, exist_ok=True)
         existing = [t for t in tops if os.path.lexists(target_dir / t)]
         if existing:
-            raise FileExistsError(f"safe_extract: {existing} already exist in {str(target_dir)!r}; "
-                                  f"remove them first to extract {archive!r} again")
+            raise FileExistsError(
+                f"safe_extract: {existing} already exist in {str(target_dir)!r}; "
+                f"remove them first to extract {archive!r} again"
+            )
 
         # 3. extract into a private temporary folder, then rename into place
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target_dir))

@@ -9,7 +9,7 @@ indices are copied to the GPU before indexing.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -32,11 +32,12 @@ def epoch_order(n: int, rng: np.random.Generator | None, shuffle: bool = True) -
         return np.arange(n)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"shuffle=True needs rng to be a np.random.Generator, got {type(rng).__name__}")
-    return rng.permutation(n)                                                 # (n,)
+    return rng.permutation(n)  # (n,)
 
 
-def minibatches(x, y, batch_size: int, rng: np.random.Generator | None, shuffle: bool = True,
-                drop_last: bool = False) -> Iterator[tuple]:
+def minibatches(
+    x, y, batch_size: int, rng: np.random.Generator | None, shuffle: bool = True, drop_last: bool = False
+) -> Iterator[tuple]:
     """Yield (xb, yb) over one epoch, each sample exactly once.
 
     With shuffle the order is rng.permutation(N); the last batch holds the
@@ -44,12 +45,12 @@ def minibatches(x, y, batch_size: int, rng: np.random.Generator | None, shuffle:
     this is called, not at the first batch.
     """
     n = _check(x, y, batch_size, "minibatches")
-    order = epoch_order(n, rng, shuffle)                                      # (N,) on the CPU
+    order = epoch_order(n, rng, shuffle)  # (N,) on the CPU
     device = device_of(x)
     if device != "cpu":
         order = to_device(order, device)
     stop = n - n % batch_size if drop_last else n
-    return ((x[order[i:i + batch_size]], y[order[i:i + batch_size]]) for i in range(0, stop, batch_size))
+    return ((x[order[i : i + batch_size]], y[order[i : i + batch_size]]) for i in range(0, stop, batch_size))
 
 
 class BatchStream:
@@ -66,8 +67,9 @@ class BatchStream:
         xb, yb = next(stream)
     """
 
-    def __init__(self, x, y, batch_size: int, rng: np.random.Generator, drop_last: bool = False, *,
-                 order=None, pos: int = 0):
+    def __init__(
+        self, x, y, batch_size: int, rng: np.random.Generator, drop_last: bool = False, *, order=None, pos: int = 0
+    ):
         n = _check(x, y, batch_size, "BatchStream")
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"BatchStream: rng must be a np.random.Generator, got {type(rng).__name__}")
@@ -80,12 +82,14 @@ class BatchStream:
         else:
             order = np.asarray(order)
             if order.shape != (n,) or not 0 <= int(pos) <= n:
-                raise ValueError(f"BatchStream: order must be a permutation of the {n} samples and pos in "
-                                 f"[0, {n}], got order of shape {order.shape} and pos {pos!r}")
+                raise ValueError(
+                    f"BatchStream: order must be a permutation of the {n} samples and pos in "
+                    f"[0, {n}], got order of shape {order.shape} and pos {pos!r}"
+                )
             self._set_order(order, int(pos))
 
     def _set_order(self, order, pos: int) -> None:
-        self.order, self.pos = order, pos                                     # (N,) on the CPU
+        self.order, self.pos = order, pos  # (N,) on the CPU
         self._order_on_device = order if self._device == "cpu" else to_device(order, self._device)  # one copy
 
     @property
@@ -93,16 +97,16 @@ class BatchStream:
         n = len(self.x)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> "BatchStream":
+    def __iter__(self) -> BatchStream:
         return self
 
     def __next__(self) -> tuple:
         n = len(self.x)
         stop = n - n % self.batch_size if self.drop_last else n
-        if self.pos >= stop:                   # epoch finished: reshuffle
+        if self.pos >= stop:  # epoch finished: reshuffle
             self.epoch += 1
             self._set_order(epoch_order(n, self.rng), 0)
-        idx = self._order_on_device[self.pos:self.pos + self.batch_size]    # (B,)
+        idx = self._order_on_device[self.pos : self.pos + self.batch_size]  # (B,)
         self.pos += self.batch_size
         self.step += 1
         return self.x[idx], self.y[idx]

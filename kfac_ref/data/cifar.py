@@ -28,15 +28,14 @@ from kfac_ref.data.dataset import Dataset, check_float_dtype, standardise
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (3, 32, 32)
-PIXELS = 3 * 32 * 32                 # 3072 bytes of pixels per image
-RECORD = 1 + PIXELS                  # 3073 bytes per record in the binary version
+PIXELS = 3 * 32 * 32  # 3072 bytes of pixels per image
+RECORD = 1 + PIXELS  # 3073 bytes per record in the binary version
 TRAIN_BATCHES = 5
-LAYOUTS = {                          # folder name -> (training file names, test file name)
+LAYOUTS = {  # folder name -> (training file names, test file name)
     "cifar-10-batches-bin": ([f"data_batch_{i}.bin" for i in range(1, TRAIN_BATCHES + 1)], "test_batch.bin"),
     "cifar-10-batches-py": ([f"data_batch_{i}" for i in range(1, TRAIN_BATCHES + 1)], "test_batch"),
 }
-WHERE_TO_GET = ("https://www.cs.toronto.edu/~kriz/cifar.html (or kfac_ref.data.download_cifar10); "
-                "see data/README.md")
+WHERE_TO_GET = "https://www.cs.toronto.edu/~kriz/cifar.html (or kfac_ref.data.download_cifar10); see data/README.md"
 
 
 # ---- the python version: a restricted unpickler --------------------------------------
@@ -58,8 +57,9 @@ def _refuse(source: str, what: str):
 
 
 def _check_shape(source: str, shape) -> tuple:
-    if not isinstance(shape, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                               for d in shape):
+    if not isinstance(shape, tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         _refuse(source, f"array shape {shape!r} is not a tuple of non-negative integers")
     return shape
 
@@ -79,21 +79,22 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),    # arrays pickled by NumPy 1.x (the official files)
-        ("numpy._core.multiarray", "_reconstruct"),   # arrays pickled by NumPy 2.x
+        ("numpy.core.multiarray", "_reconstruct"),  # arrays pickled by NumPy 1.x (the official files)
+        ("numpy._core.multiarray", "_reconstruct"),  # arrays pickled by NumPy 2.x
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
     }
 
     def __init__(self, file, source: str):
-        super().__init__(file, encoding="bytes")      # Python-2 strings stay bytes, as in the official files
-        self.source = source                          # the file name, for error messages
+        super().__init__(file, encoding="bytes")  # Python-2 strings stay bytes, as in the official files
+        self.source = source  # the file name, for error messages
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             allowed = ", ".join(sorted(f"{m}.{n}" for m, n in self.ALLOWED))
-            raise UnsafePickleError(f"CIFAR pickle {self.source!r}: refused to load global '{module}.{name}'; "
-                             f"only {allowed} are allowed")
+            raise UnsafePickleError(
+                f"CIFAR pickle {self.source!r}: refused to load global '{module}.{name}'; only {allowed} are allowed"
+            )
         return {"_reconstruct": self._reconstruct, "ndarray": self._ndarray, "dtype": self._dtype}[name]
 
     def _dtype(self, spec, align=False, copy=False):
@@ -120,17 +121,25 @@ class RestrictedUnpickler(pickle.Unpickler):
         shape = _check_shape(src, shape if isinstance(shape, tuple) else (shape,))
         dt = self._dtype(dtype)
         if not isinstance(buffer, (bytes, bytearray)):
-            _refuse(src, f"ndarray{shape} without a bytes buffer ({type(buffer).__name__}): its data is not in the file")
+            _refuse(
+                src, f"ndarray{shape} without a bytes buffer ({type(buffer).__name__}): its data is not in the file"
+            )
         if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= len(buffer):
             _refuse(src, f"ndarray offset {offset!r} is outside the {len(buffer)}-byte buffer")
         need = math.prod(shape) * dt.itemsize
         if offset + need > len(buffer):
-            _refuse(src, f"ndarray{shape} of {dt} needs {need:,} bytes but the file holds only "
-                         f"{len(buffer) - offset:,} from offset {offset}")
+            _refuse(
+                src,
+                f"ndarray{shape} of {dt} needs {need:,} bytes but the file holds only "
+                f"{len(buffer) - offset:,} from offset {offset}",
+            )
         contiguous = _c_strides(shape, dt.itemsize)
         if strides is not None and tuple(strides) != contiguous:
-            _refuse(src, f"ndarray strides {strides!r} refused, expected None or the C-order {contiguous} "
-                         "(zero, negative or odd strides let a few bytes pose as a large array)")
+            _refuse(
+                src,
+                f"ndarray strides {strides!r} refused, expected None or the C-order {contiguous} "
+                "(zero, negative or odd strides let a few bytes pose as a large array)",
+            )
         if order not in (None, "C"):
             _refuse(src, f"ndarray order {order!r} refused, expected 'C'")
         return np.ndarray(shape, dt, buffer, offset)
@@ -155,21 +164,26 @@ def read_cifar_python_batch(path) -> tuple[np.ndarray, np.ndarray]:
         except Exception as exc:  # truncated or garbled pickle: many exception types
             raise ValueError(f"CIFAR pickle {str(path)!r}: could not be read ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
-        raise ValueError(f"CIFAR pickle {str(path)!r}: holds a {type(obj).__name__}, expected a dict "
-                         f"with keys b'data' and b'labels'")
+        raise ValueError(
+            f"CIFAR pickle {str(path)!r}: holds a {type(obj).__name__}, expected a dict with keys b'data' and b'labels'"
+        )
     data = obj.get(b"data", obj.get("data"))
     labels = obj.get(b"labels", obj.get("labels"))
     if data is None or labels is None:
         raise ValueError(f"CIFAR pickle {str(path)!r}: keys {sorted(map(repr, obj))}, expected b'data' and b'labels'")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS:
-        raise ValueError(f"CIFAR pickle {str(path)!r}: b'data' is {_describe(data)}, expected uint8 of shape (n, {PIXELS})")
+        raise ValueError(
+            f"CIFAR pickle {str(path)!r}: b'data' is {_describe(data)}, expected uint8 of shape (n, {PIXELS})"
+        )
     try:
         labels = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"CIFAR pickle {str(path)!r}: b'labels' is not a list of integers ({exc})") from exc
     if labels.shape != (data.shape[0],):
-        raise ValueError(f"CIFAR pickle {str(path)!r}: {labels.shape} labels for {data.shape[0]} images, "
-                         f"expected one label per image")
+        raise ValueError(
+            f"CIFAR pickle {str(path)!r}: {labels.shape} labels for {data.shape[0]} images, "
+            f"expected one label per image"
+        )
     _check_labels(labels, path)
     return data.reshape(-1, *IMAGE_SHAPE), labels
 
@@ -183,12 +197,14 @@ def read_cifar_binary_batch(path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % RECORD:
-        raise ValueError(f"CIFAR binary batch {str(path)!r}: {raw.size} bytes is not a positive multiple of "
-                         f"{RECORD} (1 label byte + {PIXELS} pixel bytes per record)")
-    records = raw.reshape(-1, RECORD)                         # (n, 3073)
-    labels = records[:, 0].astype(np.int64)                   # (n,)
+        raise ValueError(
+            f"CIFAR binary batch {str(path)!r}: {raw.size} bytes is not a positive multiple of "
+            f"{RECORD} (1 label byte + {PIXELS} pixel bytes per record)"
+        )
+    records = raw.reshape(-1, RECORD)  # (n, 3073)
+    labels = records[:, 0].astype(np.int64)  # (n,)
     _check_labels(labels, path)
-    images = records[:, 1:].reshape(-1, *IMAGE_SHAPE)          # (n, 3, 32, 32): R, G, B planes
+    images = records[:, 1:].reshape(-1, *IMAGE_SHAPE)  # (n, 3, 32, 32): R, G, B planes
     return images, labels
 
 
@@ -207,8 +223,10 @@ def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:
 def _check_labels(labels: np.ndarray, path) -> None:
     bad = np.count_nonzero((labels < 0) | (labels >= NUM_CLASSES))
     if bad:
-        raise ValueError(f"CIFAR batch {str(path)!r}: {bad} labels outside [0, {NUM_CLASSES}) "
-                         f"(max {labels.max()}), expected class indices 0..9")
+        raise ValueError(
+            f"CIFAR batch {str(path)!r}: {bad} labels outside [0, {NUM_CLASSES}) "
+            f"(max {labels.max()}), expected class indices 0..9"
+        )
 
 
 def _describe(a) -> str:
@@ -226,10 +244,14 @@ def find_cifar10_folder(folder) -> tuple[Path, list[str], str]:
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"load_cifar10: {str(folder)!r} is a file, expected the folder that holds "
-                                 f"(or is) cifar-10-batches-bin or cifar-10-batches-py")
+        raise NotADirectoryError(
+            f"load_cifar10: {str(folder)!r} is a file, expected the folder that holds "
+            f"(or is) cifar-10-batches-bin or cifar-10-batches-py"
+        )
     if not folder.exists():
-        raise FileNotFoundError(f"load_cifar10: folder {str(folder)!r} does not exist. Get CIFAR-10 from {WHERE_TO_GET}")
+        raise FileNotFoundError(
+            f"load_cifar10: folder {str(folder)!r} does not exist. Get CIFAR-10 from {WHERE_TO_GET}"
+        )
     for candidate in [folder / name for name in LAYOUTS] + [folder]:
         for train_names, test_name in LAYOUTS.values():
             if (candidate / train_names[0]).is_file() and (candidate / test_name).is_file():
@@ -237,7 +259,8 @@ def find_cifar10_folder(folder) -> tuple[Path, list[str], str]:
     raise FileNotFoundError(
         f"load_cifar10: no CIFAR-10 batches in {str(folder)!r}; expected it to be or to contain "
         f"'cifar-10-batches-bin' (data_batch_1.bin … data_batch_5.bin, test_batch.bin) or "
-        f"'cifar-10-batches-py' (data_batch_1 … data_batch_5, test_batch). Get them from {WHERE_TO_GET}")
+        f"'cifar-10-batches-py' (data_batch_1 … data_batch_5, test_batch). Get them from {WHERE_TO_GET}"
+    )
 
 
 def load_cifar10(folder, dtype=np.float64, flatten: bool = False, max_train: int | None = None) -> Dataset:
@@ -264,13 +287,13 @@ def load_cifar10(folder, dtype=np.float64, flatten: bool = False, max_train: int
         n += len(y_b)
         if max_train is not None and n >= max_train:
             break
-    x_train = np.concatenate(images)[:max_train]                 # (N_train, 3, 32, 32) uint8
-    y_train = np.concatenate(labels)[:max_train]                 # (N_train,)
-    x_val, y_val = read_cifar_batch(batches / test_name)         # (N_val, 3, 32, 32), (N_val,)
+    x_train = np.concatenate(images)[:max_train]  # (N_train, 3, 32, 32) uint8
+    y_train = np.concatenate(labels)[:max_train]  # (N_train,)
+    x_val, y_val = read_cifar_batch(batches / test_name)  # (N_val, 3, 32, 32), (N_val,)
 
     # 2. scale to [0, 1], standardise each channel with training statistics
     x_train, x_val = standardise(x_train.astype(dtype) / 255, x_val.astype(dtype) / 255, axis=(0, 2, 3))
     if flatten:
-        x_train = x_train.reshape(len(x_train), -1)              # (N_train, 3072)
-        x_val = x_val.reshape(len(x_val), -1)                    # (N_val, 3072)
+        x_train = x_train.reshape(len(x_train), -1)  # (N_train, 3072)
+        x_val = x_val.reshape(len(x_val), -1)  # (N_val, 3072)
     return Dataset("cifar10", x_train, y_train, x_val, y_val, num_classes=NUM_CLASSES)

@@ -31,12 +31,12 @@ from kfac_ref.backend import device_of, get_xp
 class Dataset:
     """A classification dataset: a training split, a validation split, K classes."""
 
-    name: str          # e.g. "digits", "mnist", "cifar10"
-    x_train: object    # (N_train, *input_shape) float array (NumPy or CuPy)
-    y_train: object    # (N_train,) integer labels
-    x_val: object      # (N_val, *input_shape) float array
-    y_val: object      # (N_val,) integer labels
-    num_classes: int   # K: labels lie in [0, K)
+    name: str  # e.g. "digits", "mnist", "cifar10"
+    x_train: object  # (N_train, *input_shape) float array (NumPy or CuPy)
+    y_train: object  # (N_train,) integer labels
+    x_val: object  # (N_val, *input_shape) float array
+    y_val: object  # (N_val,) integer labels
+    num_classes: int  # K: labels lie in [0, K)
 
     def __post_init__(self):
         who = f"Dataset {self.name!r}"
@@ -46,8 +46,10 @@ class Dataset:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             _check_split(who, split, x, y, self.num_classes)
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
-            raise ValueError(f"{who}: x_val has per-sample shape {tuple(self.x_val.shape[1:])}, "
-                             f"expected {tuple(self.x_train.shape[1:])} like x_train")
+            raise ValueError(
+                f"{who}: x_val has per-sample shape {tuple(self.x_val.shape[1:])}, "
+                f"expected {tuple(self.x_train.shape[1:])} like x_train"
+            )
 
     # ---- sizes ---------------------------------------------------------------
     @property
@@ -69,25 +71,32 @@ class Dataset:
         return device_of(self.x_train)
 
     # ---- new datasets from this one (the original is never modified) ---------
-    def flat(self) -> "Dataset":
+    def flat(self) -> Dataset:
         """The same data with each sample flattened: x (N, C, H, W) -> (N, C·H·W)."""
-        return replace(self,
-                       x_train=self.x_train.reshape(self.n_train, -1),  # (N_train, D)
-                       x_val=self.x_val.reshape(self.n_val, -1))        # (N_val, D)
+        return replace(
+            self,
+            x_train=self.x_train.reshape(self.n_train, -1),  # (N_train, D)
+            x_val=self.x_val.reshape(self.n_val, -1),
+        )  # (N_val, D)
 
-    def astype(self, dtype) -> "Dataset":
+    def astype(self, dtype) -> Dataset:
         """The same data with x cast to a floating dtype (labels stay int64)."""
         dtype = check_float_dtype(dtype, f"Dataset {self.name!r}.astype")
-        return replace(self, x_train=self.x_train.astype(dtype, copy=False),
-                       x_val=self.x_val.astype(dtype, copy=False))
+        return replace(self, x_train=self.x_train.astype(dtype, copy=False), x_val=self.x_val.astype(dtype, copy=False))
 
-    def to(self, device: str) -> "Dataset":
+    def to(self, device: str) -> Dataset:
         """The same data on 'cpu' (NumPy) or 'gpu' (CuPy)."""
         from kfac_ref.backend import to_device  # noqa: PLC0415
-        return replace(self, x_train=to_device(self.x_train, device), y_train=to_device(self.y_train, device),
-                       x_val=to_device(self.x_val, device), y_val=to_device(self.y_val, device))
 
-    def subset(self, n_train: int | None = None, n_val: int | None = None) -> "Dataset":
+        return replace(
+            self,
+            x_train=to_device(self.x_train, device),
+            y_train=to_device(self.y_train, device),
+            x_val=to_device(self.x_val, device),
+            y_val=to_device(self.y_val, device),
+        )
+
+    def subset(self, n_train: int | None = None, n_val: int | None = None) -> Dataset:
         """The first n_train training and n_val validation samples (None keeps all).
 
         Deterministic: the loaders already shuffle (or fix) the order, so "the
@@ -95,20 +104,29 @@ class Dataset:
         """
         n_train = self.n_train if n_train is None else _check_count("n_train", n_train, self.n_train, self.name)
         n_val = self.n_val if n_val is None else _check_count("n_val", n_val, self.n_val, self.name)
-        return replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
-                       x_val=self.x_val[:n_val], y_val=self.y_val[:n_val])
+        return replace(
+            self,
+            x_train=self.x_train[:n_train],
+            y_train=self.y_train[:n_train],
+            x_val=self.x_val[:n_val],
+            y_val=self.y_val[:n_val],
+        )
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, val={tuple(self.x_val.shape)}, "
-                f"num_classes={self.num_classes}, dtype={self.x_train.dtype}, device={self.device!r})")
+        return (
+            f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, val={tuple(self.x_val.shape)}, "
+            f"num_classes={self.num_classes}, dtype={self.x_train.dtype}, device={self.device!r})"
+        )
 
 
 def _check_split(who: str, split: str, x, y, num_classes: int) -> None:
     """Validate one split: lengths, label dtype and range, finite inputs."""
     xp = get_xp(x, y)
     if getattr(x, "ndim", 0) < 2:
-        raise ValueError(f"{who}: x_{split} must have shape (N, ...) with at least 2 dimensions, "
-                         f"got shape {getattr(x, 'shape', type(x).__name__)}")
+        raise ValueError(
+            f"{who}: x_{split} must have shape (N, ...) with at least 2 dimensions, "
+            f"got shape {getattr(x, 'shape', type(x).__name__)}"
+        )
     if getattr(y, "ndim", None) != 1:
         raise ValueError(f"{who}: y_{split} must have shape (N,), got shape {getattr(y, 'shape', type(y).__name__)}")
     if x.shape[0] != y.shape[0]:
@@ -120,8 +138,9 @@ def _check_split(who: str, split: str, x, y, num_classes: int) -> None:
     if y.shape[0] > 0:
         bad = int(xp.count_nonzero((y < 0) | (y >= num_classes)))
         if bad:
-            raise ValueError(f"{who}: y_{split} has {bad} labels outside [0, {num_classes}) "
-                             f"(min {int(y.min())}, max {int(y.max())})")
+            raise ValueError(
+                f"{who}: y_{split} has {bad} labels outside [0, {num_classes}) (min {int(y.min())}, max {int(y.max())})"
+            )
     n_bad = int(xp.count_nonzero(~xp.isfinite(x)))
     if n_bad:
         raise ValueError(f"{who}: x_{split} has {n_bad} non-finite values (NaN or Inf), expected none")
@@ -153,11 +172,11 @@ def standardise(x_train: np.ndarray, x_val: np.ndarray, axis) -> tuple[np.ndarra
     (digits); (0, 2, 3) for one per channel of (N, C, H, W) images (CIFAR).
     Returns new arrays of x_train's dtype; the inputs are not modified.
     """
-    mu = x_train.mean(axis=axis, keepdims=True, dtype=np.float64)    # broadcastable to x
+    mu = x_train.mean(axis=axis, keepdims=True, dtype=np.float64)  # broadcastable to x
     sigma = x_train.std(axis=axis, keepdims=True, dtype=np.float64)
     sigma = np.where(sigma > 0, sigma, 1.0)
     mu, sigma = mu.astype(x_train.dtype), sigma.astype(x_train.dtype)
-    out_train = x_train - mu       # new array; divided in place to keep peak memory low
+    out_train = x_train - mu  # new array; divided in place to keep peak memory low
     out_train /= sigma
     out_val = x_val - mu
     out_val /= sigma

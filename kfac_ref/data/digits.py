@@ -26,12 +26,12 @@ def stratified_split(y: np.ndarray, val_fraction: float, rng: np.random.Generato
     """
     train_parts, val_parts = [], []
     for c in np.unique(y):
-        idx_c = rng.permutation(np.flatnonzero(y == c))           # (n_c,)
+        idx_c = rng.permutation(np.flatnonzero(y == c))  # (n_c,)
         n_val_c = int(np.clip(round(val_fraction * idx_c.size), 1, idx_c.size - 1))
         val_parts.append(idx_c[:n_val_c])
         train_parts.append(idx_c[n_val_c:])
-    train_idx = rng.permutation(np.concatenate(train_parts))     # (N_train,)
-    val_idx = rng.permutation(np.concatenate(val_parts))         # (N_val,)
+    train_idx = rng.permutation(np.concatenate(train_parts))  # (N_train,)
+    val_idx = rng.permutation(np.concatenate(val_parts))  # (N_val,)
     return train_idx, val_idx
 
 
@@ -51,14 +51,15 @@ def load_digits(val_fraction: float = 0.2, seed=0, flatten: bool = False, dtype=
         raise ValueError(f"load_digits: val_fraction must lie in (0, 1), got {val_fraction!r}")
     dtype = check_float_dtype(dtype, "load_digits")
     bunch = _sklearn_digits()
-    x = np.asarray(bunch.data, dtype=np.float64)                   # (1797, 64), values 0..16
-    y = np.asarray(bunch.target, dtype=np.int64)                   # (1797,)
+    x = np.asarray(bunch.data, dtype=np.float64)  # (1797, 64), values 0..16
+    y = np.asarray(bunch.target, dtype=np.int64)  # (1797,)
 
     train_idx, val_idx = stratified_split(y, val_fraction, np.random.default_rng(seed))
     x_train, x_val = standardise(x[train_idx], x[val_idx], axis=0)  # per-pixel μ, σ
 
     if not flatten:
-        x_train = x_train.reshape(-1, 1, 8, 8)                     # (N_train, 1, 8, 8)
-        x_val = x_val.reshape(-1, 1, 8, 8)                         # (N_val, 1, 8, 8)
-    return Dataset("digits", x_train.astype(dtype), y[train_idx], x_val.astype(dtype), y[val_idx],
-                   num_classes=NUM_CLASSES)
+        x_train = x_train.reshape(-1, 1, 8, 8)  # (N_train, 1, 8, 8)
+        x_val = x_val.reshape(-1, 1, 8, 8)  # (N_val, 1, 8, 8)
+    return Dataset(
+        "digits", x_train.astype(dtype), y[train_idx], x_val.astype(dtype), y[val_idx], num_classes=NUM_CLASSES
+    )

@@ -47,9 +47,11 @@ MNIST_FILES = {
     "y_val": "t10k-labels-idx1-ubyte",
 }
 
-WHERE_TO_GET = ("MNIST: http://yann.lecun.com/exdb/mnist/ (or a mirror such as "
-                "https://ossci-datasets.s3.amazonaws.com/mnist/); Fashion-MNIST: "
-                "https://github.com/zalandoresearch/fashion-mnist; see data/README.md")
+WHERE_TO_GET = (
+    "MNIST: http://yann.lecun.com/exdb/mnist/ (or a mirror such as "
+    "https://ossci-datasets.s3.amazonaws.com/mnist/); Fashion-MNIST: "
+    "https://github.com/zalandoresearch/fashion-mnist; see data/README.md"
+)
 
 
 def read_idx(path) -> np.ndarray:
@@ -72,8 +74,10 @@ def read_idx(path) -> np.ndarray:
     if len(raw) < 4:
         raise ValueError(f"IDX file {str(path)!r}: truncated header, {len(raw)} bytes, expected at least 4")
     if raw[0:2] != b"\x00\x00":
-        raise ValueError(f"IDX file {str(path)!r}: bad magic {raw[0:2].hex()}, expected 0000 "
-                         f"(two zero bytes, then a dtype code and ndim)")
+        raise ValueError(
+            f"IDX file {str(path)!r}: bad magic {raw[0:2].hex()}, expected 0000 "
+            f"(two zero bytes, then a dtype code and ndim)"
+        )
     code, ndim = raw[2], raw[3]
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
@@ -83,8 +87,9 @@ def read_idx(path) -> np.ndarray:
     # 2. ndim big-endian uint32 dimensions
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
-        raise ValueError(f"IDX file {str(path)!r}: truncated header, {len(raw)} bytes, "
-                         f"expected {header_len} for {ndim} dimensions")
+        raise ValueError(
+            f"IDX file {str(path)!r}: truncated header, {len(raw)} bytes, expected {header_len} for {ndim} dimensions"
+        )
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
 
     # 3. the payload must be exactly prod(shape) items
@@ -92,10 +97,12 @@ def read_idx(path) -> np.ndarray:
     actual = len(raw) - header_len
     if actual != expected:
         what = "truncated" if actual < expected else "oversized"
-        raise ValueError(f"IDX file {str(path)!r}: {what} payload, {actual} bytes, expected {expected} "
-                         f"for shape {shape} of {dtype.name}")
+        raise ValueError(
+            f"IDX file {str(path)!r}: {what} payload, {actual} bytes, expected {expected} "
+            f"for shape {shape} of {dtype.name}"
+        )
     data = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))          # native byte order, writable copy
+    return data.astype(dtype.newbyteorder("="))  # native byte order, writable copy
 
 
 def _gunzip_bounded(raw: bytes, path: Path) -> bytes:
@@ -114,8 +121,10 @@ def _gunzip_bounded(raw: bytes, path: Path) -> bytes:
                 shape = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
                 need = math.prod(int(s) for s in shape) * IDX_DTYPES[head[2]].itemsize
                 if need > MAX_IDX_BYTES:
-                    raise ValueError(f"IDX file {str(path)!r}: header declares {need:,} bytes of data, over the "
-                                     f"limit of {MAX_IDX_BYTES:,}; expected an MNIST-sized file")
+                    raise ValueError(
+                        f"IDX file {str(path)!r}: header declares {need:,} bytes of data, over the "
+                        f"limit of {MAX_IDX_BYTES:,}; expected an MNIST-sized file"
+                    )
                 return head + d.decompress(d.unconsumed_tail, need + 1)
         return head  # a bad header: reported by read_idx
     except zlib.error as exc:
@@ -129,7 +138,7 @@ def find_mnist_file(folder, canonical: str) -> Path | None:
     optionally with '.gz'.
     """
     folder = Path(folder)
-    stem, _, kind = canonical.rpartition("-idx")           # 'train-images', '3-ubyte'
+    stem, _, kind = canonical.rpartition("-idx")  # 'train-images', '3-ubyte'
     for name in (canonical, f"{stem}.idx{kind}"):
         for suffix in ("", ".gz"):
             candidate = folder / (name + suffix)
@@ -153,41 +162,53 @@ def load_mnist(folder, dtype=np.float64, flatten: bool = False, name: str = "mni
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"load_mnist: {str(folder)!r} is a file, expected a folder holding {expected}")
     if not folder.is_dir():
-        raise FileNotFoundError(f"load_mnist: folder {str(folder)!r} does not exist; expected it to hold "
-                                f"{expected}. Get them from {WHERE_TO_GET}")
+        raise FileNotFoundError(
+            f"load_mnist: folder {str(folder)!r} does not exist; expected it to hold "
+            f"{expected}. Get them from {WHERE_TO_GET}"
+        )
     paths = {role: find_mnist_file(folder, canonical) for role, canonical in MNIST_FILES.items()}
     missing = [MNIST_FILES[role] for role, p in paths.items() if p is None]
     if missing:
-        raise FileNotFoundError(f"load_mnist: folder {str(folder)!r} lacks {', '.join(missing)} "
-                                f"(optionally .gz; '.idx' spelling also accepted); expected {expected}. "
-                                f"Get them from {WHERE_TO_GET}")
+        raise FileNotFoundError(
+            f"load_mnist: folder {str(folder)!r} lacks {', '.join(missing)} "
+            f"(optionally .gz; '.idx' spelling also accepted); expected {expected}. "
+            f"Get them from {WHERE_TO_GET}"
+        )
 
     arrays = {role: read_idx(p) for role, p in paths.items()}
     for split in ("train", "val"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         p_img, p_lab = paths[f"x_{split}"], paths[f"y_{split}"]
         if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(f"load_mnist: {str(p_img)!r} holds {images.dtype} of shape {images.shape}, "
-                             f"expected unsigned bytes (code 0x08) of shape (N, H, W)")
+            raise ValueError(
+                f"load_mnist: {str(p_img)!r} holds {images.dtype} of shape {images.shape}, "
+                f"expected unsigned bytes (code 0x08) of shape (N, H, W)"
+            )
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise ValueError(f"load_mnist: {str(p_lab)!r} holds {labels.dtype} of shape {labels.shape}, "
-                             f"expected integer labels of shape (N,)")
+            raise ValueError(
+                f"load_mnist: {str(p_lab)!r} holds {labels.dtype} of shape {labels.shape}, "
+                f"expected integer labels of shape (N,)"
+            )
         if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"load_mnist: {str(p_img)!r} has {images.shape[0]} images but "
-                             f"{str(p_lab)!r} has {labels.shape[0]} labels")
+            raise ValueError(
+                f"load_mnist: {str(p_img)!r} has {images.shape[0]} images but "
+                f"{str(p_lab)!r} has {labels.shape[0]} labels"
+            )
     if arrays["x_train"].shape[1:] != arrays["x_val"].shape[1:]:
-        raise ValueError(f"load_mnist: training images are {arrays['x_train'].shape[1:]} but validation "
-                         f"images are {arrays['x_val'].shape[1:]}, expected the same size")
+        raise ValueError(
+            f"load_mnist: training images are {arrays['x_train'].shape[1:]} but validation "
+            f"images are {arrays['x_val'].shape[1:]}, expected the same size"
+        )
 
-    y_train = arrays["y_train"].astype(np.int64)                  # (N_train,)
-    y_val = arrays["y_val"].astype(np.int64)                      # (N_val,)
+    y_train = arrays["y_train"].astype(np.int64)  # (N_train,)
+    y_val = arrays["y_val"].astype(np.int64)  # (N_val,)
     num_classes = max(10, int(max(y_train.max(initial=0), y_val.max(initial=0))) + 1)
     if num_classes > 256:
         raise ValueError(f"load_mnist: labels go up to {num_classes - 1}, expected at most 255")
 
     h, w = arrays["x_train"].shape[1:]
-    x_train = arrays["x_train"].astype(dtype) / 255             # (N_train, H, W) in [0, 1]
-    x_val = arrays["x_val"].astype(dtype) / 255                 # (N_val, H, W)
-    x_train, x_val = standardise(x_train, x_val, axis=None)     # one scalar μ, σ
+    x_train = arrays["x_train"].astype(dtype) / 255  # (N_train, H, W) in [0, 1]
+    x_val = arrays["x_val"].astype(dtype) / 255  # (N_val, H, W)
+    x_train, x_val = standardise(x_train, x_val, axis=None)  # one scalar μ, σ
     shape = (-1, h * w) if flatten else (-1, 1, h, w)
     return Dataset(name, x_train.reshape(shape), y_train, x_val.reshape(shape), y_val, num_classes=num_classes)

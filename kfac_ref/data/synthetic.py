@@ -18,7 +18,7 @@ from ..validate import as_rng, check_positive_int
 
 def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
     """n labels, each class appearing ⌊n/K⌋ or ⌈n/K⌉ times, in random order."""
-    return rng.permutation(np.arange(n) % num_classes).astype(np.int64)       # (n,)
+    return rng.permutation(np.arange(n) % num_classes).astype(np.int64)  # (n,)
 
 
 def make_classification(n: int, d: int, num_classes: int, rng, separation: float = 2.0):
@@ -28,9 +28,9 @@ def make_classification(n: int, d: int, num_classes: int, rng, separation: float
     """
     check_positive_int("make_classification", n=n, d=d, num_classes=num_classes)
     rng = as_rng(rng, "make_classification")
-    means = separation * rng.standard_normal((num_classes, d))              # (K, d)
-    y = _balanced_labels(n, num_classes, rng)                               # (n,)
-    x = means[y] + rng.standard_normal((n, d))                              # (n, d)
+    means = separation * rng.standard_normal((num_classes, d))  # (K, d)
+    y = _balanced_labels(n, num_classes, rng)  # (n,)
+    x = means[y] + rng.standard_normal((n, d))  # (n, d)
     return x, y
 
 
@@ -42,7 +42,7 @@ def make_images(n: int, channels: int, height: int, width: int, num_classes: int
     check_positive_int("make_images", n=n, channels=channels, height=height, width=width, num_classes=num_classes)
     rng = as_rng(rng, "make_images")
     templates = rng.standard_normal((num_classes, channels, height, width))  # (K, C, H, W)
-    y = _balanced_labels(n, num_classes, rng)                               # (n,)
+    y = _balanced_labels(n, num_classes, rng)  # (n,)
     x = templates[y] + noise * rng.standard_normal((n, channels, height, width))  # (n, C, H, W)
     return x, y
 
@@ -55,9 +55,9 @@ def make_regression(n: int, d_in: int, d_out: int, rng, noise: float = 0.1):
     """
     check_positive_int("make_regression", n=n, d_in=d_in, d_out=d_out)
     rng = as_rng(rng, "make_regression")
-    true_weight = rng.standard_normal((d_out, d_in)) / np.sqrt(d_in)        # (d_out, d_in)
-    x = rng.standard_normal((n, d_in))                                      # (n, d_in)
-    y = x @ true_weight.T + noise * rng.standard_normal((n, d_out))         # (n, d_out)
+    true_weight = rng.standard_normal((d_out, d_in)) / np.sqrt(d_in)  # (d_out, d_in)
+    x = rng.standard_normal((n, d_in))  # (n, d_in)
+    y = x @ true_weight.T + noise * rng.standard_normal((n, d_out))  # (n, d_out)
     return x, y, true_weight
 
 
@@ -70,8 +70,8 @@ def lognormal_regression(n: int = 1000, seed=0):
     """
     check_positive_int("lognormal_regression", n=n)
     rng = as_rng(seed, "lognormal_regression")
-    theta_star = np.array([2.0, 2.0])                                       # (2,)
-    z = rng.lognormal(mean=0.0, sigma=0.75, size=n)                         # (n,)
-    x = np.stack([np.ones(n), z], axis=1)                                   # (n, 2)
-    y = (x @ theta_star + rng.standard_normal(n))[:, None]                  # (n, 1)
+    theta_star = np.array([2.0, 2.0])  # (2,)
+    z = rng.lognormal(mean=0.0, sigma=0.75, size=n)  # (n,)
+    x = np.stack([np.ones(n), z], axis=1)  # (n, 2)
+    y = (x @ theta_star + rng.standard_normal(n))[:, None]  # (n, 1)
     return x, y, theta_star

@@ -98,11 +98,13 @@ def resolve_batch_sizes(batch_sizes, n_train: int) -> list[int]:
         elif isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
             raise ValueError(f"batch size {b!r}: expected a positive integer or 'full'")
         elif b > n_train:
-            raise ValueError(f"batch size {b}: larger than the {n_train} training samples "
-                             f"(use 'full' for the whole training set)")
+            raise ValueError(
+                f"batch size {b}: larger than the {n_train} training samples (use 'full' for the whole training set)"
+            )
         if b in out:
-            raise ValueError(f"batch size {b} appears twice in {list(batch_sizes)} "
-                             f"('full' is {n_train}, the whole training set)")
+            raise ValueError(
+                f"batch size {b} appears twice in {list(batch_sizes)} ('full' is {n_train}, the whole training set)"
+            )
         out.append(int(b))
     if not out:
         raise ValueError("batch sizes: none given")
@@ -148,8 +150,13 @@ def tune(cfg: CompareConfig, name: str, data, theta0, progress_factory=None) -> 
         if bar is not None:
             bar.close()
     scores = [grid_score(r) for r in runs]
-    return {"batch_size": cfg.batch_size, "optimizer": name, "runs": runs, "scores": scores,
-            "pick": min(range(len(runs)), key=scores.__getitem__)}
+    return {
+        "batch_size": cfg.batch_size,
+        "optimizer": name,
+        "runs": runs,
+        "scores": scores,
+        "pick": min(range(len(runs)), key=scores.__getitem__),
+    }
 
 
 def sweep(cfg: CompareConfig, batch_sizes, data=None, theta0=None, progress_factory=None, log=None):
@@ -167,16 +174,23 @@ def sweep(cfg: CompareConfig, batch_sizes, data=None, theta0=None, progress_fact
     for b in resolve_batch_sizes(batch_sizes, data.n_train):
         for name in cfg.optimizers:
             if not affordable(name, b, data.num_classes, model.num_params):
-                skipped.append({"batch_size": b, "optimizer": name,
-                                "reason": f"C·B = {data.num_classes * b:,} ≥ P = {model.num_params:,}"})
+                skipped.append(
+                    {
+                        "batch_size": b,
+                        "optimizer": name,
+                        "reason": f"C·B = {data.num_classes * b:,} ≥ P = {model.num_params:,}",
+                    }
+                )
                 continue
             point = tune(replace(cfg, batch_size=b), name, data, theta0, progress_factory)
             points.append(point)
             if log is not None:
                 keys = list(GRIDS[name][0])
                 picked = point["runs"][point["pick"]]["settings"]
-                log(f"B={b} {name}: picked {({k: picked[k] for k in keys})} "
-                    f"(last validation losses {', '.join(f'{s:.4g}' for s in point['scores'])})")
+                log(
+                    f"B={b} {name}: picked { ({k: picked[k] for k in keys}) } "
+                    f"(last validation losses {', '.join(f'{s:.4g}' for s in point['scores'])})"
+                )
     return points, skipped
 
 
@@ -184,23 +198,31 @@ def point_row(point: dict, targets: dict) -> dict:
     """One row of the table: the picked run's iterations and seconds to each target, and its summary."""
     run = point["runs"][point["pick"]]
     recs = run["records"]
-    row = {"batch_size": point["batch_size"], "optimizer": point["optimizer"], "settings": run["settings"],
-           "runs_tried": len(point["runs"])}
+    row = {
+        "batch_size": point["batch_size"],
+        "optimizer": point["optimizer"],
+        "settings": run["settings"],
+        "runs_tried": len(point["runs"]),
+    }
     for key, value in targets.items():
         it, sec = time_to_target(recs, key, value)
         row[key] = {"iterations": it, "seconds": sec}
     last = recs[-1]
     losses = [r["train_loss"] for r in recs if r["train_loss"] is not None]
     accs = [r["val_acc"] for r in recs if r["val_acc"] is not None and math.isfinite(r["val_acc"])]
-    row.update(seconds_per_iteration=last["seconds"] / last["iteration"] if last["iteration"] else None,
-               final_train_loss=losses[-1] if losses else None, best_val_acc=max(accs) if accs else None)
+    row.update(
+        seconds_per_iteration=last["seconds"] / last["iteration"] if last["iteration"] else None,
+        final_train_loss=losses[-1] if losses else None,
+        best_val_acc=max(accs) if accs else None,
+    )
     if run["stopped"]:
         row["stopped"] = run["stopped"]
     return row
 
 
-def sweep_document(cfg: CompareConfig, points, skipped, targets: dict, n_train: int, num_params: int,
-                   command: str = "") -> dict:
+def sweep_document(
+    cfg: CompareConfig, points, skipped, targets: dict, n_train: int, num_params: int, command: str = ""
+) -> dict:
     """The JSON document (batch_sweep.json)::
 
         {"command", "date", "machine", "model", "iterations", "targets": {"train_loss", "val_acc"},
@@ -218,18 +240,26 @@ def sweep_document(cfg: CompareConfig, points, skipped, targets: dict, n_train: 
     else:
         model += f" (hidden {','.join(map(str, cfg.hidden))})"
     model += f", P = {num_params:,}, {cfg.dtype}"
-    return {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine_info(cfg), "model": model, "iterations": cfg.iterations,
-            "targets": dict(targets),
-            "grids": {n: {k: [p[k] for p in GRIDS[n]] for k in GRIDS[n][0]} for n in cfg.optimizers},
-            "rows": [point_row(p, targets) for p in points],
-            "n_train": n_train, "eval_every": cfg.eval_every,
-            "iteration_caps": {n: iterations_for(cfg, n) for n in cfg.optimizers
-                               if iterations_for(cfg, n) < cfg.iterations},
-            "skipped": skipped}
+    return {
+        "command": command,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(cfg),
+        "model": model,
+        "iterations": cfg.iterations,
+        "targets": dict(targets),
+        "grids": {n: {k: [p[k] for p in GRIDS[n]] for k in GRIDS[n][0]} for n in cfg.optimizers},
+        "rows": [point_row(p, targets) for p in points],
+        "n_train": n_train,
+        "eval_every": cfg.eval_every,
+        "iteration_caps": {
+            n: iterations_for(cfg, n) for n in cfg.optimizers if iterations_for(cfg, n) < cfg.iterations
+        },
+        "skipped": skipped,
+    }
 
 
 # ---- the table ----------------------------------------------------------------------------------
+
 
 def _batch_label(b: int, n_train: int) -> str:
     return f"full ({n_train})" if b == n_train else str(b)
@@ -248,37 +278,54 @@ def format_table(doc: dict) -> str:
     t, n = doc["targets"], doc["n_train"]
     lt, at = f"train loss ≤ {t['train_loss']:g}", f"val acc ≥ {t['val_acc']:g}"
     caps = ", ".join(f"{k} at most {v}" for k, v in doc["iteration_caps"].items())
-    grids = "; ".join(f"{o}: " + ", ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in g.items())
-                      for o, g in doc["grids"].items())
-    lines = [f"# Batch-size sweep: {doc['model']}", "",
-             f"`{doc['command']}` — {doc['date']}, {doc['machine']['platform']}, "
-             f"{doc['machine']['cpu_count']} CPUs, device {doc['machine']['device']}.", "",
-             f"Targets, the same at every batch size: **{lt}** and **{at}** (first measured iteration, "
-             f"every {doc['eval_every']}; seconds of training only; — = not reached within the budget).", "",
-             f"Budget: {doc['iterations']} iterations per run" + (f" ({caps})" if caps else "")
-             + f", every configuration of each method's grid at every batch size ({grids}; the i-th "
-             "configuration takes the i-th value of each), the pick being the lowest last validation loss "
-             "(compare --grid's rule).", ""]
+    grids = "; ".join(
+        f"{o}: " + ", ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in g.items())
+        for o, g in doc["grids"].items()
+    )
+    lines = [
+        f"# Batch-size sweep: {doc['model']}",
+        "",
+        f"`{doc['command']}` — {doc['date']}, {doc['machine']['platform']}, "
+        f"{doc['machine']['cpu_count']} CPUs, device {doc['machine']['device']}.",
+        "",
+        f"Targets, the same at every batch size: **{lt}** and **{at}** (first measured iteration, "
+        f"every {doc['eval_every']}; seconds of training only; — = not reached within the budget).",
+        "",
+        f"Budget: {doc['iterations']} iterations per run"
+        + (f" ({caps})" if caps else "")
+        + f", every configuration of each method's grid at every batch size ({grids}; the i-th "
+        "configuration takes the i-th value of each), the pick being the lowest last validation loss "
+        "(compare --grid's rule).",
+        "",
+    ]
     for s in doc["skipped"]:
         lines.append(f"- {s['optimizer']} not run at batch {_batch_label(s['batch_size'], n)}: {s['reason']}")
     if doc["skipped"]:
         lines.append("")
-    lines += [f"| batch | optimizer | picked | runs | s / iteration | iterations to {lt} | seconds | "
-              f"iterations to {at} | seconds | final train loss | best val acc |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"| batch | optimizer | picked | runs | s / iteration | iterations to {lt} | seconds | "
+        f"iterations to {at} | seconds | final train loss | best val acc |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in doc["rows"]:
         picked = ", ".join(f"{k} {r['settings'][k]:g}" for k in doc["grids"][r["optimizer"]])
-        lines.append(f"| {_batch_label(r['batch_size'], n)} | {r['optimizer']} | {picked} | {r['runs_tried']} "
-                     f"| {_fmt(r['seconds_per_iteration'], '.4f')} "
-                     f"| {_fmt(r['train_loss']['iterations'], 'd')} | {_fmt(r['train_loss']['seconds'], '.2f')} "
-                     f"| {_fmt(r['val_acc']['iterations'], 'd')} | {_fmt(r['val_acc']['seconds'], '.2f')} "
-                     f"| {_fmt(r['final_train_loss'], '.3g')} | {_fmt(r['best_val_acc'], '.3f')} |")
+        lines.append(
+            f"| {_batch_label(r['batch_size'], n)} | {r['optimizer']} | {picked} | {r['runs_tried']} "
+            f"| {_fmt(r['seconds_per_iteration'], '.4f')} "
+            f"| {_fmt(r['train_loss']['iterations'], 'd')} | {_fmt(r['train_loss']['seconds'], '.2f')} "
+            f"| {_fmt(r['val_acc']['iterations'], 'd')} | {_fmt(r['val_acc']['seconds'], '.2f')} "
+            f"| {_fmt(r['final_train_loss'], '.3g')} | {_fmt(r['best_val_acc'], '.3f')} |"
+        )
     sgd = {r["batch_size"]: r for r in doc["rows"] if r["optimizer"] == "sgd"}
     others = [r for r in doc["rows"] if r["optimizer"] != "sgd" and r["batch_size"] in sgd]
     if others:
-        lines += ["", "SGD's cost divided by the method's (5× = five times fewer iterations or less time):", "",
-                  f"| batch | optimizer | {lt}: × fewer iterations | × less time | "
-                  f"{at}: × fewer iterations | × less time |", "|---|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "SGD's cost divided by the method's (5× = five times fewer iterations or less time):",
+            "",
+            f"| batch | optimizer | {lt}: × fewer iterations | × less time | {at}: × fewer iterations | × less time |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for r in others:
             base = sgd[r["batch_size"]]
             cells = [_ratio(base[k][f], r[k][f]) for k in ("train_loss", "val_acc") for f in ("iterations", "seconds")]
@@ -314,10 +361,19 @@ def draw_batch_sweep(ax_iterations, ax_seconds, doc: dict, legend: bool = True) 
         color = COLORS.get(name)
         for key, (style, marker, size, filled) in TARGET_STYLES.items():
             for ax, field in ((ax_iterations, "iterations"), (ax_seconds, "seconds")):
-                ys = [np.nan if b not in rows or rows[b][key][field] is None else rows[b][key][field]
-                      for b in sizes]
-                ax.plot(sizes, ys, style, marker=marker, color=color, lw=1.6, ms=size, mew=1.5,
-                        mfc=color if filled else "none", label=f"{label}: {what[key]}")
+                ys = [np.nan if b not in rows or rows[b][key][field] is None else rows[b][key][field] for b in sizes]
+                ax.plot(
+                    sizes,
+                    ys,
+                    style,
+                    marker=marker,
+                    color=color,
+                    lw=1.6,
+                    ms=size,
+                    mew=1.5,
+                    mfc=color if filled else "none",
+                    label=f"{label}: {what[key]}",
+                )
     for ax, ylab in ((ax_iterations, "iterations to target"), (ax_seconds, "seconds to target (training only)")):
         ax.set_xscale("log")
         if any(np.isfinite(y).any() for y in (line.get_ydata() for line in ax.get_lines())):
@@ -346,26 +402,41 @@ def batch_sweep_figure(doc: dict):
     draw_batch_sweep(ax_iterations, ax_seconds, doc, legend=False)
     fig.legend(*ax_iterations.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
     caps = "".join(f", {k} ≤ {v}" for k, v in doc["iteration_caps"].items())
-    fig.suptitle(f"{doc['model']}: cost to a fixed target against the batch size\n"
-                 f"{doc['iterations']} iterations per run{caps}; each method tuned on its own grid at every B; "
-                 "no point = not reached", fontsize=10)
+    fig.suptitle(
+        f"{doc['model']}: cost to a fixed target against the batch size\n"
+        f"{doc['iterations']} iterations per run{caps}; each method tuned on its own grid at every B; "
+        "no point = not reached",
+        fontsize=10,
+    )
     return fig
 
 
 # ---- the command --------------------------------------------------------------------------------
+
 
 def write_outputs(out, doc: dict) -> None:
     """batch_sweep.json, summary.md and batch-sweep.png into ``out`` — all or nothing
     (:func:`kfac_ref.io.write_together`)."""
     out = Path(out)
     text, table, fig = json.dumps(_jsonable(doc), indent=1, allow_nan=False), format_table(doc), batch_sweep_figure(doc)
-    write_together([(out / JSON, lambda tmp: tmp.write_text(text, encoding="utf-8")),
-                    (out / TABLE, lambda tmp: tmp.write_text(table, encoding="utf-8")),
-                    (out / FIGURE, lambda tmp: save_figure(fig, tmp))])
+    write_together(
+        [
+            (out / JSON, lambda tmp: tmp.write_text(text, encoding="utf-8")),
+            (out / TABLE, lambda tmp: tmp.write_text(table, encoding="utf-8")),
+            (out / FIGURE, lambda tmp: save_figure(fig, tmp)),
+        ]
+    )
 
 
-def run_batch_sweep(cfg: CompareConfig, batch_sizes=DEFAULT_BATCH_SIZES, targets=None, out="results/batch-sweep",
-                    command: str = "", progress_factory=None, log=print) -> dict:
+def run_batch_sweep(
+    cfg: CompareConfig,
+    batch_sizes=DEFAULT_BATCH_SIZES,
+    targets=None,
+    out="results/batch-sweep",
+    command: str = "",
+    progress_factory=None,
+    log=print,
+) -> dict:
     """Check everything, sweep, write the outputs; returns the document.
 
     cfg carries the model, data, iterations per run, optimizers, caps, eval_every, seed and device;
@@ -379,9 +450,11 @@ def run_batch_sweep(cfg: CompareConfig, batch_sizes=DEFAULT_BATCH_SIZES, targets
     sizes = resolve_batch_sizes(batch_sizes, data.n_train)
     check_settings(replace(cfg, grid=True, batch_size=min(sizes)), data)
     model = build_model(cfg, data)
-    log(f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples; {cfg.model} with "
+    log(
+        f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples; {cfg.model} with "
         f"P = {model.num_params:,}; batch sizes {sizes}; {cfg.iterations} iterations per run; "
-        f"targets {targets}")
+        f"targets {targets}"
+    )
     points, skipped = sweep(cfg, sizes, data, to_numpy(get_flat_params(model)), progress_factory, log)
     doc = sweep_document(cfg, points, skipped, targets, data.n_train, model.num_params, command)
     write_outputs(out, doc)

@@ -53,15 +53,47 @@ DEFAULT_SETTINGS = {
     # steps, inverses every T_inv = 10 steps (kfac-pytorch's factor/inverse periods); in between a
     # step costs what an SGD step costs plus two small products per layer.  The step length is
     # bounded by KL-clipping (κ = 10⁻³, [BGM17]) with heavy-ball momentum.
-    "kfac": {"lr": 1.0, "momentum": 0.9, "damping": 0.1, "kind": "mc", "mc_samples": 1, "T_cov": 10,
-             "T_inv": 10, "ema_decay": 0.95, "stats_fraction": 1.0, "damping_mode": "factored",
-             "kl_clip": 1e-3, "rescale": False, "adapt_damping": False},
+    "kfac": {
+        "lr": 1.0,
+        "momentum": 0.9,
+        "damping": 0.1,
+        "kind": "mc",
+        "mc_samples": 1,
+        "T_cov": 10,
+        "T_inv": 10,
+        "ema_decay": 0.95,
+        "stats_fraction": 1.0,
+        "damping_mode": "factored",
+        "kl_clip": 1e-3,
+        "rescale": False,
+        "adapt_damping": False,
+    },
     # block-tridiagonal K-FAC and EKFAC (docs/math.md §11–§12): K-FAC's schedule and safeguard
-    "kfac-tridiag": {"lr": 1.0, "momentum": 0.9, "damping": 0.03, "kind": "mc", "T_cov": 10, "T_inv": 10,
-                     "stats_fraction": 1.0, "kl_clip": 1e-3, "rescale": False, "adapt_damping": False},
-    "ekfac": {"lr": 1.0, "momentum": 0.9, "damping": 0.03, "kind": "mc", "T_cov": 10, "T_inv": 10,
-              "T_scale": 10, "stats_fraction": 1.0, "kl_clip": 1e-3, "rescale": False,
-              "adapt_damping": False},
+    "kfac-tridiag": {
+        "lr": 1.0,
+        "momentum": 0.9,
+        "damping": 0.03,
+        "kind": "mc",
+        "T_cov": 10,
+        "T_inv": 10,
+        "stats_fraction": 1.0,
+        "kl_clip": 1e-3,
+        "rescale": False,
+        "adapt_damping": False,
+    },
+    "ekfac": {
+        "lr": 1.0,
+        "momentum": 0.9,
+        "damping": 0.03,
+        "kind": "mc",
+        "T_cov": 10,
+        "T_inv": 10,
+        "T_scale": 10,
+        "stats_fraction": 1.0,
+        "kl_clip": 1e-3,
+        "rescale": False,
+        "adapt_damping": False,
+    },
 }
 # The grid: three configurations per optimizer, so every method gets the same budget.
 GRIDS = {
@@ -127,8 +159,13 @@ def build_model(cfg: CompareConfig, data):
     if cfg.model == "convnet":
         if len(data.input_shape) != 3:
             raise ValueError(f"model 'convnet' needs image inputs (C, H, W), got {data.input_shape}")
-        return models.convnet(in_shape=data.input_shape, channels=tuple(cfg.channels),
-                              hidden=cfg.hidden[0] if cfg.hidden else 0, num_classes=data.num_classes, **kw)
+        return models.convnet(
+            in_shape=data.input_shape,
+            channels=tuple(cfg.channels),
+            hidden=cfg.hidden[0] if cfg.hidden else 0,
+            num_classes=data.num_classes,
+            **kw,
+        )
     raise ValueError(f"unknown model {cfg.model!r}: expected 'mlp' or 'convnet'")
 
 
@@ -154,7 +191,7 @@ def check_settings(cfg: CompareConfig, data=None) -> None:
     data = load_data(cfg) if data is None else data
     model = build_model(cfg, data)
     for name in cfg.optimizers:
-        for point in (GRIDS[name] if cfg.grid else [{}]):
+        for point in GRIDS[name] if cfg.grid else [{}]:
             try:
                 OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings_for(cfg, name, point))
             except TypeError as exc:
@@ -188,10 +225,20 @@ def diagnostics_hook(cfg: CompareConfig):
             return None
         # rng: only a Woodbury NGD with a Monte-Carlo Fisher uses one (it redraws its Fisher on the
         # batch); a generator of its own leaves the training's untouched
-        out = diagnostics(opt, x, y, theta=theta, damping=sgd_damping if isinstance(opt, SGD) else None,
-                          rng=np.random.default_rng(opt.steps))
-        return {"angle_deg": out["angle_deg"], "curvature_error": out["curvature_error"],
-                "natural_damping": out["damping"]}
+        out = diagnostics(
+            opt,
+            x,
+            y,
+            theta=theta,
+            damping=sgd_damping if isinstance(opt, SGD) else None,
+            rng=np.random.default_rng(opt.steps),
+        )
+        return {
+            "angle_deg": out["angle_deg"],
+            "curvature_error": out["curvature_error"],
+            "natural_damping": out["damping"],
+        }
+
     return after_step
 
 
@@ -207,8 +254,14 @@ def run_one(cfg, name, settings, data, theta0, iterations, progress=None, diagno
         warm = build_model(cfg, data)
         warm_opt = OPTIMIZERS[name](warm, nn.CrossEntropyLoss(), **settings)
         Trainer(warm_opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every).run(2)
-    trainer = Trainer(opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every,
-                      after_step=diagnostics_hook(cfg) if diagnose else None)
+    trainer = Trainer(
+        opt,
+        data,
+        cfg.batch_size,
+        np.random.default_rng(cfg.seed),
+        cfg.eval_every,
+        after_step=diagnostics_hook(cfg) if diagnose else None,
+    )
     hist = trainer.run(iterations, progress)
     return {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
 
@@ -235,9 +288,14 @@ def grid_search(cfg, name, data, theta0, progress_factory=None):
 
 
 def machine_info(cfg: CompareConfig) -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "device": cfg.device}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "device": cfg.device,
+    }
     if cfg.device == "gpu":
         info["gpu"] = gpu_name()
     return info
@@ -246,9 +304,11 @@ def machine_info(cfg: CompareConfig) -> dict:
 def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) -> dict:
     """history.json, CSVs, curves.png/svg, summary.md — all or nothing (:func:`kfac_ref.io.write_together`)."""
     summary = summarize(runs, target_list(runs, cfg.target_loss, cfg.target_acc))
-    doc = {"config": _jsonable(asdict(cfg)), "machine": machine_info(cfg),
-           "runs": [{"optimizer": r["optimizer"], "settings": r["settings"], "records": r["records"]}
-                    for r in runs]}
+    doc = {
+        "config": _jsonable(asdict(cfg)),
+        "machine": machine_info(cfg),
+        "runs": [{"optimizer": r["optimizer"], "settings": r["settings"], "records": r["records"]} for r in runs],
+    }
     for r, d in zip(runs, doc["runs"]):
         if r["stopped"]:
             d["stopped"] = r["stopped"]
@@ -267,15 +327,19 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
 
     for r in runs:
         writers.append((out / f"history_{r['optimizer']}.csv", lambda tmp, rec=r["records"]: write_csv(tmp, rec)))
-    title = (f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device} — "
-             "solid: train, dashed: validation")
-    capped = [f"{r['optimizer']} {r['records'][-1]['iteration']}" for r in runs
-              if r["records"][-1]["iteration"] < cfg.iterations and not r["stopped"]]
+    title = f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device} — solid: train, dashed: validation"
+    capped = [
+        f"{r['optimizer']} {r['records'][-1]['iteration']}"
+        for r in runs
+        if r["records"][-1]["iteration"] < cfg.iterations and not r["stopped"]
+    ]
     if capped:
         title += f"\niterations: {cfg.iterations} each, except " + ", ".join(capped) + " (capped)"
     fig = curves_figure(runs, title)
-    writers += [(out / "curves.png", lambda tmp: save_figure(fig, tmp)),
-                (out / "curves.svg", lambda tmp: save_figure(fig, tmp))]
+    writers += [
+        (out / "curves.png", lambda tmp: save_figure(fig, tmp)),
+        (out / "curves.svg", lambda tmp: save_figure(fig, tmp)),
+    ]
     text = format_summary(summary)
     stopped = "".join(f"- **{r['optimizer']} stopped early**: {r['stopped']}\n" for r in runs if r["stopped"])
     if stopped:
@@ -289,11 +353,14 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
 
 def format_diagnostics(runs, cfg: CompareConfig) -> str:
     """summary.md's lines for `--diagnostics K`: per method, the median (min–max) angle and curvature error."""
-    lines = [f"Angle between each method's step and the exact damped natural gradient (F + γI)⁻¹∇h, "
-             f"every {cfg.diagnostics_every} iterations on that iteration's batch at θ before the step "
-             f"(not in the seconds above); γ is each method's own damping, SGD's is K-FAC's λ = "
-             f"{sgd_natural_damping(cfg):g}. Median (min–max) over the measured steps; curvature error "
-             "‖C − F‖_F / ‖F‖_F:", ""]
+    lines = [
+        f"Angle between each method's step and the exact damped natural gradient (F + γI)⁻¹∇h, "
+        f"every {cfg.diagnostics_every} iterations on that iteration's batch at θ before the step "
+        f"(not in the seconds above); γ is each method's own damping, SGD's is K-FAC's λ = "
+        f"{sgd_natural_damping(cfg):g}. Median (min–max) over the measured steps; curvature error "
+        "‖C − F‖_F / ‖F‖_F:",
+        "",
+    ]
     for r in runs:
         meas = [rec for rec in r["records"] if rec.get("angle_deg") is not None]
         if not meas:
@@ -302,8 +369,10 @@ def format_diagnostics(runs, cfg: CompareConfig) -> str:
         ang = np.array([rec["angle_deg"] for rec in meas])
         gammas = sorted({rec["natural_damping"] for rec in meas})
         gamma = f"γ = {gammas[0]:g}" if len(gammas) == 1 else f"γ {gammas[0]:g}–{gammas[-1]:g}"
-        line = (f"- {r['optimizer']}: angle {np.median(ang):.1f}° ({ang.min():.1f}–{ang.max():.1f}°) "
-                f"over {len(ang)} steps, {gamma}")
+        line = (
+            f"- {r['optimizer']}: angle {np.median(ang):.1f}° ({ang.min():.1f}–{ang.max():.1f}°) "
+            f"over {len(ang)} steps, {gamma}"
+        )
         errs = [rec["curvature_error"] for rec in meas if rec["curvature_error"] is not None]
         if errs:
             line += f"; curvature error {np.median(errs):.3f} ({min(errs):.3f}–{max(errs):.3f})"
@@ -348,10 +417,12 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> di
     model = build_model(cfg, data)
     theta0 = to_numpy(get_flat_params(model))
     caps = {n: iterations_for(cfg, n) for n in cfg.optimizers if iterations_for(cfg, n) < cfg.iterations}
-    log(f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples, input {data.input_shape}; "
+    log(
+        f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples, input {data.input_shape}; "
         f"{cfg.model} with P = {model.num_params:,} parameters; {cfg.iterations} iterations of batch "
         f"{cfg.batch_size} on {cfg.device} ({cfg.dtype})"
-        + (f"; capped: {', '.join(f'{n} {i}' for n, i in caps.items())}" if caps else ""))
+        + (f"; capped: {', '.join(f'{n} {i}' for n, i in caps.items())}" if caps else "")
+    )
     grid, runs = {}, []
     for name in cfg.optimizers:
         settings = settings_for(cfg, name)
@@ -359,7 +430,7 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> di
             best, trials = grid_search(cfg, name, data, theta0, progress_factory)
             grid[name] = trials
             settings = settings_for(cfg, name, {k: best[k] for k in GRIDS[name][0]})
-            log(f"{name}: grid search picked {({k: settings[k] for k in GRIDS[name][0]})}")
+            log(f"{name}: grid search picked { ({k: settings[k] for k in GRIDS[name][0]}) }")
         iters = iterations_for(cfg, name)
         bar = progress_factory(name, iters) if progress_factory else None
         run = run_one(cfg, name, settings, data, theta0, iters, bar)

@@ -15,10 +15,22 @@ from pathlib import Path
 
 from ..io import write_figure
 
-COLORS = {"sgd": "#1f77b4", "ngd": "#d62728", "block-ngd": "#9467bd", "kfac": "#2ca02c",
-          "kfac-tridiag": "#ff7f0e", "ekfac": "#8c564b"}
-LABELS = {"sgd": "SGD", "ngd": "NGD (full Fisher)", "block-ngd": "block-diagonal NGD", "kfac": "K-FAC",
-          "kfac-tridiag": "block-tridiagonal K-FAC", "ekfac": "EKFAC"}
+COLORS = {
+    "sgd": "#1f77b4",
+    "ngd": "#d62728",
+    "block-ngd": "#9467bd",
+    "kfac": "#2ca02c",
+    "kfac-tridiag": "#ff7f0e",
+    "ekfac": "#8c564b",
+}
+LABELS = {
+    "sgd": "SGD",
+    "ngd": "NGD (full Fisher)",
+    "block-ngd": "block-diagonal NGD",
+    "kfac": "K-FAC",
+    "kfac-tridiag": "block-tridiagonal K-FAC",
+    "ekfac": "EKFAC",
+}
 ANGLE_TITLE = "angle to damped NGD (°) vs iteration"
 
 
@@ -38,12 +50,21 @@ def curves_figure(runs, title: str | None = None):
             for row, (metric, ylab) in enumerate((("loss", "loss"), ("acc", "accuracy"))):
                 ax = axes[row, col]
                 for split, style in (("train", "-"), ("val", "--")):
-                    pts = [(r[xkey], r[f"{split}_{metric}"]) for r in run["records"]
-                           if r[f"{split}_{metric}"] is not None and (xkey == "iteration" or r[xkey] > 0)]
+                    pts = [
+                        (r[xkey], r[f"{split}_{metric}"])
+                        for r in run["records"]
+                        if r[f"{split}_{metric}"] is not None and (xkey == "iteration" or r[xkey] > 0)
+                    ]
                     if pts:
                         xs, ys = zip(*pts)
-                        ax.plot(xs, ys, style, color=color, lw=1.6,
-                                label=f"{label} ({'train' if split == 'train' else 'validation'})")
+                        ax.plot(
+                            xs,
+                            ys,
+                            style,
+                            color=color,
+                            lw=1.6,
+                            label=f"{label} ({'train' if split == 'train' else 'validation'})",
+                        )
                 if xkey == "seconds":  # log scale: methods whose costs differ 100× stay readable
                     ax.set_xscale("log")
                 ax.set_xlabel("iterations" if xkey == "iteration" else "wall-clock seconds (training only, log scale)")
@@ -61,16 +82,26 @@ def curves_figure(runs, title: str | None = None):
 def _angle_panel(ax, runs):
     """The angle (°) of each method's step to (F + γI)⁻¹∇h at the measured iterations; γ in the legend."""
     for run in runs:
-        pts = [(r["iteration"], r["angle_deg"], r.get("natural_damping")) for r in run["records"]
-               if r.get("angle_deg") is not None]
+        pts = [
+            (r["iteration"], r["angle_deg"], r.get("natural_damping"))
+            for r in run["records"]
+            if r.get("angle_deg") is not None
+        ]
         if not pts:
             continue
         its, angles, gammas = zip(*pts)
         g = sorted({v for v in gammas if v is not None})
         gamma = "" if not g else f"γ = {g[0]:g}" if len(g) == 1 else f"γ {g[0]:g}–{g[-1]:g}"
         name = run["optimizer"]
-        ax.plot(its, angles, "o-", color=COLORS.get(name), lw=1.4, ms=3,
-                label=f"{LABELS.get(name, name)}" + (f" ({gamma})" if gamma else ""))
+        ax.plot(
+            its,
+            angles,
+            "o-",
+            color=COLORS.get(name),
+            lw=1.4,
+            ms=3,
+            label=f"{LABELS.get(name, name)}" + (f" ({gamma})" if gamma else ""),
+        )
     ax.set_title(ANGLE_TITLE, fontsize=10)
     ax.set_xlabel("iterations")
     ax.set_ylabel("angle to (F + γI)⁻¹∇h (°)")

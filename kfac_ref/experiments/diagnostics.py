@@ -76,8 +76,9 @@ def method_direction(opt, res, theta, x, y, rng=None):
     if isinstance(opt, BlockNGD):
         if opt.blocks is None:
             raise ValueError("block-ngd: no blocks yet — take a step before measuring its direction")
-        return xp.concatenate([dense_solve(b, grad[sl], opt.damping)
-                               for sl, b in zip(layer_slices(opt.model), opt.blocks)])
+        return xp.concatenate(
+            [dense_solve(b, grad[sl], opt.damping) for sl, b in zip(layer_slices(opt.model), opt.blocks)]
+        )
     raise TypeError(f"no direction known for optimizer {type(opt).__name__} ({getattr(opt, 'name', '?')})")
 
 
@@ -91,8 +92,13 @@ def curvature_matrix(opt, x=None, y=None, rng=None):
     if isinstance(opt, EKFAC):
         if opt.inverses is None:
             opt._update_inverses()
-        return blocks_to_dense(model, [wbar_block_to_param_order(layer, layer, inv.dense())
-                                       for layer, inv in zip(model.param_layers(), opt.inverses)])
+        return blocks_to_dense(
+            model,
+            [
+                wbar_block_to_param_order(layer, layer, inv.dense())
+                for layer, inv in zip(model.param_layers(), opt.inverses)
+            ],
+        )
     if isinstance(opt, KFAC):
         return factors_to_dense(model, opt.factors)
     if isinstance(opt, NGD):
@@ -104,8 +110,9 @@ def curvature_matrix(opt, x=None, y=None, rng=None):
     raise TypeError(f"no curvature matrix known for optimizer {type(opt).__name__}")
 
 
-def diagnostics(opt, x, y, theta=None, damping: float | None = None, rng=None, curvature: bool = True,
-                max_bytes=None) -> dict:
+def diagnostics(
+    opt, x, y, theta=None, damping: float | None = None, rng=None, curvature: bool = True, max_bytes=None
+) -> dict:
     """``{"angle_deg", "curvature_error", "damping"}`` of ``opt`` on the batch (x, y) at θ.
 
     - ``theta`` (P,): the parameters to measure at (default: the model's); the model is restored.
@@ -138,8 +145,11 @@ def diagnostics(opt, x, y, theta=None, damping: float | None = None, rng=None, c
                 pass
         # (F + γI)⁻¹ ∇h  (P,): with F when it is built (one P × P Cholesky), else by Woodbury
         # (a C·N × C·N one, far larger than P × P for a large batch: C·N = 10 240 at batch 1024)
-        natural = (dense_solve(f, grad, gamma) if f is not None
-                   else woodbury_solve(model, opt.loss_fn, x, y, grad, gamma, "exact"))
+        natural = (
+            dense_solve(f, grad, gamma)
+            if f is not None
+            else woodbury_solve(model, opt.loss_fn, x, y, grad, gamma, "exact")
+        )
         out = {"angle_deg": angle_degrees(d, natural), "curvature_error": None, "damping": float(gamma)}
         if f is not None and not isinstance(opt, SGD):
             out["curvature_error"] = rel_frobenius_error(curvature_matrix(opt, x, y, rng), f)

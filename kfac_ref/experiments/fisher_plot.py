@@ -119,8 +119,15 @@ def build_network(arch: str = "tiny", hidden=None, seed: int = 0):
     return models.convnet((1, 8, 8), channels=(4, 8), hidden=hidden[0], num_classes=10, seed=seed)
 
 
-def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch: str = "tiny",
-                        n_eval: int = 256, lr: float = 0.1, batch_size: int = 64) -> TrainedNet:
+def train_small_network(
+    seed: int = 0,
+    iterations: int = 200,
+    hidden=None,
+    arch: str = "tiny",
+    n_eval: int = 256,
+    lr: float = 0.1,
+    batch_size: int = 64,
+) -> TrainedNet:
     """Train a small digits network briefly with SGD (momentum 0.9) through :func:`kfac_ref.train.fit`.
 
     So that the Fisher is that of a *trained* net.  Returns the model, the
@@ -135,13 +142,25 @@ def train_small_network(seed: int = 0, iterations: int = 200, hidden=None, arch:
     model = build_network(arch, hidden, seed)
     data = load_digits(flatten=(arch != "convnet"))
     if arch == "tiny":
-        data = Dataset(data.name + " 4×4", pool_digits(data.x_train), data.y_train, pool_digits(data.x_val),
-                       data.y_val, num_classes=data.num_classes)
+        data = Dataset(
+            data.name + " 4×4",
+            pool_digits(data.x_train),
+            data.y_train,
+            pool_digits(data.x_val),
+            data.y_val,
+            num_classes=data.num_classes,
+        )
     if not 1 <= n_eval <= data.n_train:
         raise ValueError(f"n_eval (N) must lie in [1, {data.n_train}], got {n_eval}")
     loss_fn = nn.CrossEntropyLoss()
-    history = fit(SGD(model, loss_fn, lr=lr, momentum=0.9), data, iterations, batch_size=batch_size,
-                  seed=seed, eval_every=max(int(iterations), 1))
+    history = fit(
+        SGD(model, loss_fn, lr=lr, momentum=0.9),
+        data,
+        iterations,
+        batch_size=batch_size,
+        seed=seed,
+        eval_every=max(int(iterations), 1),
+    )
     if history.stopped:
         raise ValueError(f"training the small network failed: {history.stopped}")
     return TrainedNet(model, loss_fn, data.x_train[:n_eval], data.y_train[:n_eval], history)
@@ -161,8 +180,9 @@ def is_chain(model) -> bool:
     return True
 
 
-def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 1e-3,
-                    damping_mode: str = "factored", seed: int = 0) -> dict:
+def fisher_matrices(
+    model, loss_fn, x, y, kind: str = "exact", damping: float = 1e-3, damping_mode: str = "factored", seed: int = 0
+) -> dict:
     """The matrices of the figure, their damped inverses and their errors.
 
     Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1):
@@ -232,8 +252,10 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
         tri_inv = to_numpy(fisher.tridiag_inverse(model, diag, cross, lam))  # (P, P)  F̂_λ⁻¹
         directions["kfac_tridiag"] = tri_inv @ grad
     else:
-        notes.append("Block-tridiagonal K-FAC is left out: its cross-layer factors are defined for "
-                     "consecutive Linear layers (an MLP) only, and this network has convolutions.")
+        notes.append(
+            "Block-tridiagonal K-FAC is left out: its cross-layer factors are defined for "
+            "consecutive Linear layers (an MLP) only, and this network has convolutions."
+        )
     errors = {
         "block_diagonal": fisher.layer_errors(model, f_bd, f),
         "kfac": fisher.layer_errors(model, f_kfac, f),
@@ -243,22 +265,39 @@ def fisher_matrices(model, loss_fn, x, y, kind: str = "exact", damping: float = 
         "kron_identity": fisher.rel_frobenius_error(k_inv, _blockwise_inverse(model, k_damped, 0.0)),
         "ekfac": fisher.layer_errors(model, f_ekfac, f),
         "ekfac_inv": fisher.layer_errors(model, ek_inv, f_inv),
-        "angles": {name: fisher.angle_degrees(d, directions["exact"])
-                   for name, d in directions.items() if name != "exact"},
+        "angles": {
+            name: fisher.angle_degrees(d, directions["exact"]) for name, d in directions.items() if name != "exact"
+        },
     }
     if f_tri is not None:
         errors["kfac_tridiag"] = fisher.layer_errors(model, f_tri, f)
         errors["kfac_tridiag_inv"] = fisher.layer_errors(model, tri_inv, f_inv)
     return {
-        "exact": f, "block_diagonal": f_bd, "kfac": f_kfac,
-        "exact_inv": f_inv, "block_diagonal_inv": bd_inv, "kfac_inv": k_inv, "kfac_damped": k_damped,
-        "kfac_tridiag": f_tri, "kfac_tridiag_inv": tri_inv, "kfac_tridiag_damped": tri_damped,
-        "ekfac": f_ekfac, "ekfac_inv": ek_inv, "notes": notes,
-        "factors": factors, "grad": grad, "directions": directions,
-        "boundaries": [sl.start for sl in slices[1:]], "layout": block_layout(model),
+        "exact": f,
+        "block_diagonal": f_bd,
+        "kfac": f_kfac,
+        "exact_inv": f_inv,
+        "block_diagonal_inv": bd_inv,
+        "kfac_inv": k_inv,
+        "kfac_damped": k_damped,
+        "kfac_tridiag": f_tri,
+        "kfac_tridiag_inv": tri_inv,
+        "kfac_tridiag_damped": tri_damped,
+        "ekfac": f_ekfac,
+        "ekfac_inv": ek_inv,
+        "notes": notes,
+        "factors": factors,
+        "grad": grad,
+        "directions": directions,
+        "boundaries": [sl.start for sl in slices[1:]],
+        "layout": block_layout(model),
         "layers": [repr(layer) for layer in model.param_layers()],
-        "kind": kind, "damping": lam, "damping_mode": damping_mode,
-        "n": int(x.shape[0]), "p": int(f.shape[0]), "errors": errors,
+        "kind": kind,
+        "damping": lam,
+        "damping_mode": damping_mode,
+        "n": int(x.shape[0]),
+        "p": int(f.shape[0]),
+        "errors": errors,
     }
 
 
@@ -283,11 +322,19 @@ def format_errors(matrices: dict) -> str:
         (f"K-FAC inverse ⊕ {damp}", "(F + λI)⁻¹", e["kfac_inv"], e["angles"]["kfac"]),
     ]
     if m["kfac_tridiag"] is not None:
-        rows += [("block-tridiagonal K-FAC F̂", "F", e["kfac_tridiag"], None),
-                 ("block-tridiagonal inverse F̂_λ⁻¹ (factored damping)", "(F + λI)⁻¹", e["kfac_tridiag_inv"],
-                  e["angles"]["kfac_tridiag"])]
-    rows += [("EKFAC ⊕ (U_G ⊗ U_A) diag(s) (U_G ⊗ U_A)ᵀ", "F", e["ekfac"], None),
-             ("EKFAC inverse ⊕ (F_EKFAC + λI)⁻¹", "(F + λI)⁻¹", e["ekfac_inv"], e["angles"]["ekfac"])]
+        rows += [
+            ("block-tridiagonal K-FAC F̂", "F", e["kfac_tridiag"], None),
+            (
+                "block-tridiagonal inverse F̂_λ⁻¹ (factored damping)",
+                "(F + λI)⁻¹",
+                e["kfac_tridiag_inv"],
+                e["angles"]["kfac_tridiag"],
+            ),
+        ]
+    rows += [
+        ("EKFAC ⊕ (U_G ⊗ U_A) diag(s) (U_G ⊗ U_A)ᵀ", "F", e["ekfac"], None),
+        ("EKFAC inverse ⊕ (F_EKFAC + λI)⁻¹", "(F + λI)⁻¹", e["ekfac_inv"], e["angles"]["ekfac"]),
+    ]
     lines = [
         f"### Fisher approximations: {m['kind']} Fisher, P = {m['p']:,} parameters, N = {m['n']} samples, "
         f"λ = {m['damping']:g} ({m['damping_mode']} damping for K-FAC)",
@@ -298,11 +345,15 @@ def format_errors(matrices: dict) -> str:
     ]
     for name, ref, err, angle in rows:
         per_layer = ", ".join(_fmt(v) for v in err["layers"])
-        lines.append(f"| {name} | {ref} | {_fmt(err['overall'])} | {per_layer} "
-                     f"| {'' if angle is None else f'{angle:.1f}°'} |")
-    lines += ["", f"Step 3 (the inverse built from the factors) loses nothing: ‖K-FAC inverse from the factors − "
-                  f"inv(damped K-FAC)‖ / ‖·‖ = {e['kron_identity']:.1e}.",
-              f"Layers: {'; '.join(m['layers'])}."]
+        lines.append(
+            f"| {name} | {ref} | {_fmt(err['overall'])} | {per_layer} | {'' if angle is None else f'{angle:.1f}°'} |"
+        )
+    lines += [
+        "",
+        f"Step 3 (the inverse built from the factors) loses nothing: ‖K-FAC inverse from the factors − "
+        f"inv(damped K-FAC)‖ / ‖·‖ = {e['kron_identity']:.1e}.",
+        f"Layers: {'; '.join(m['layers'])}.",
+    ]
     lines += [f"\n{note}" for note in m.get("notes", [])]
     return "\n".join(lines) + "\n"
 
@@ -312,8 +363,13 @@ def format_errors(matrices: dict) -> str:
 # ---------------------------------------------------------------------------
 
 #: the figure's columns: (matrix, its damped inverse); block-tridiagonal K-FAC only for an MLP
-PANELS = (("exact", "exact_inv"), ("block_diagonal", "block_diagonal_inv"), ("kfac", "kfac_inv"),
-          ("kfac_tridiag", "kfac_tridiag_inv"), ("ekfac", "ekfac_inv"))
+PANELS = (
+    ("exact", "exact_inv"),
+    ("block_diagonal", "block_diagonal_inv"),
+    ("kfac", "kfac_inv"),
+    ("kfac_tridiag", "kfac_tridiag_inv"),
+    ("ekfac", "ekfac_inv"),
+)
 
 
 def panel_keys(m: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -328,11 +384,12 @@ def _panel_titles(m: dict) -> dict:
 
     def err(key):
         text = f"error {_fmt(e[key]['overall'])}"
-        name = key[:-len("_inv")] if key.endswith("_inv") else None
+        name = key[: -len("_inv")] if key.endswith("_inv") else None
         return f"{text}, angle {e['angles'][name]:.0f}°" if name else text
 
-    factored = ("$\\oplus_l\\,(G_l + \\frac{\\sqrt{\\lambda}}{\\pi} I)^{-1} "
-                "\\otimes (A_l + \\pi\\sqrt{\\lambda} I)^{-1}$")
+    factored = (
+        "$\\oplus_l\\,(G_l + \\frac{\\sqrt{\\lambda}}{\\pi} I)^{-1} \\otimes (A_l + \\pi\\sqrt{\\lambda} I)^{-1}$"
+    )
     kfac_inv = factored if m["damping_mode"] == "factored" else "$\\oplus_l\\,(G_l \\otimes A_l + \\lambda I)^{-1}$"
     titles = {
         "exact": f"{m['kind']} Fisher $F$",
@@ -370,8 +427,16 @@ def block_layout(model) -> dict:
     return {"boundaries": boundaries, "bias_starts": bias_starts, "labels": labels}
 
 
-def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "linear", rows=(0, 1),
-                columns=None, fontsize: float = 13):
+def draw_fisher(
+    fig,
+    matrices: dict,
+    title: str | None = None,
+    *,
+    scale: str = "linear",
+    rows=(0, 1),
+    columns=None,
+    fontsize: float = 13,
+):
     """Draw the figure on ``fig`` (a matplotlib Figure): rows × columns of :func:`panel_keys`.
 
     The columns: exact, block-diagonal, K-FAC, block-tridiagonal K-FAC (an MLP only;
@@ -421,8 +486,13 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
             vmax = float(np.percentile(np.abs(a), CLIP_PERCENTILE)) or float(np.abs(a).max()) or 1.0
             image = draw[scale](ax, a, text, vmax=vmax, colorbar=False)
             clipped = bool((np.abs(a) > vmax).any())
-            fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, extend="both" if clipped and scale != "log" else
-                         ("max" if clipped else "neither"))
+            fig.colorbar(
+                image,
+                ax=ax,
+                fraction=0.05,
+                pad=0.02,
+                extend="both" if clipped and scale != "log" else ("max" if clipped else "neither"),
+            )
             if matrices["p"] > MAX_DRAWN_ROWS:
                 image.set_interpolation("antialiased")  # more entries than pixels: average, do not drop
             plots.block_lines(ax, layout["boundaries"], color="k", linewidth=1.2)
@@ -440,8 +510,10 @@ def draw_fisher(fig, matrices: dict, title: str | None = None, *, scale: str = "
 
 def default_title(m: dict) -> str:
     beyond = "block-tridiagonal K-FAC, EKFAC" if m.get("kfac_tridiag") is not None else "EKFAC"
-    return (f"Full Fisher → block-diagonal → Kronecker-factored (K-FAC), and beyond: {beyond} — "
-            f"{m['kind']} Fisher of a trained net, P = {m['p']:,}, N = {m['n']}, λ = {m['damping']:g}")
+    return (
+        f"Full Fisher → block-diagonal → Kronecker-factored (K-FAC), and beyond: {beyond} — "
+        f"{m['kind']} Fisher of a trained net, P = {m['p']:,}, N = {m['n']}, λ = {m['damping']:g}"
+    )
 
 
 def _figure(matrices: dict, title: str | None, scale: str):
@@ -467,14 +539,16 @@ def _figure_writers(fig, paths):
     for path in map(Path, paths):
         fmt = path.suffix.lstrip(".").lower()
         if fmt not in FORMATS:
-            raise ValueError(f"{path}: unknown figure format {path.suffix!r}, expected one of "
-                             f"{', '.join('.' + f for f in FORMATS)}")
+            raise ValueError(
+                f"{path}: unknown figure format {path.suffix!r}, expected one of {', '.join('.' + f for f in FORMATS)}"
+            )
         out.append((path, figure_writer(fig, fmt, DPI[fmt])))
     return out
 
 
-def plot_fisher(matrices: dict, path, title: str | None = None, *, svg: bool = False,
-                scale: str = "linear") -> list[Path]:
+def plot_fisher(
+    matrices: dict, path, title: str | None = None, *, svg: bool = False, scale: str = "linear"
+) -> list[Path]:
     """Save the figure of :func:`draw_fisher` at ``path`` (.png, or .svg/.pdf), and an SVG beside it if ``svg``.
 
     All files are written atomically (temporary file, then rename), all or none.
@@ -491,28 +565,52 @@ def plot_fisher(matrices: dict, path, title: str | None = None, *, svg: bool = F
 # ---------------------------------------------------------------------------
 
 
-DESCRIPTION = ("The article's figure: the full Fisher of a small trained network, its block-diagonal, "
-               "K-FAC, block-tridiagonal K-FAC and EKFAC approximations, and their damped inverses.")
+DESCRIPTION = (
+    "The article's figure: the full Fisher of a small trained network, its block-diagonal, "
+    "K-FAC, block-tridiagonal K-FAC and EKFAC approximations, and their damped inverses."
+)
 
 
 def add_arguments(parser) -> None:
     """The arguments of ``kfac-ref fisher-plot``: ``[--out DIR] [--kind K] [--arch A] [--hidden H…]
     [--damping λ] [--damping-mode M] [--seed S] [--scale SCALE] [--quiet]``."""
-    parser.add_argument("--out", type=Path, default=Path("results/fisher-plot"),
-                        help="folder for fisher.png, fisher.svg, fisher_errors.md (default: results/fisher-plot)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/fisher-plot"),
+        help="folder for fisher.png, fisher.svg, fisher_errors.md (default: results/fisher-plot)",
+    )
     parser.add_argument("--kind", default="exact", choices=fisher.KINDS, help="which Fisher (default: exact)")
-    parser.add_argument("--arch", default="tiny", choices=ARCHS,
-                        help="tiny: 4×4-pooled digits 16→6→10 (P = 172, every entry visible; the default); "
-                             "mlp: 64→12→10 (P = 910); convnet: two 3×3 convs + two Linear (P = 1,034)")
-    parser.add_argument("--hidden", type=int, nargs="+", default=None, metavar="H",
-                        help="hidden widths (default: 6 for tiny, 12 for the mlp, 16 for the convnet's Linear layer)")
+    parser.add_argument(
+        "--arch",
+        default="tiny",
+        choices=ARCHS,
+        help="tiny: 4×4-pooled digits 16→6→10 (P = 172, every entry visible; the default); "
+        "mlp: 64→12→10 (P = 910); convnet: two 3×3 convs + two Linear (P = 1,034)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="H",
+        help="hidden widths (default: 6 for tiny, 12 for the mlp, 16 for the convnet's Linear layer)",
+    )
     parser.add_argument("--damping", type=float, default=1e-3, help="λ (default: 1e-3)")
-    parser.add_argument("--damping-mode", default="factored", choices=DAMPING_MODES,
-                        help="K-FAC's damping: factored [MG15 §6.3] or exact λI (default: factored)")
+    parser.add_argument(
+        "--damping-mode",
+        default="factored",
+        choices=DAMPING_MODES,
+        help="K-FAC's damping: factored [MG15 §6.3] or exact λI (default: factored)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="initialisation, batch order, MC labels")
-    parser.add_argument("--scale", default="linear", choices=SCALES,
-                        help="colour scale of the heatmaps, one colour bar per panel (default: linear, a diverging "
-                             "map centred at 0; symlog: symmetric log scale; log shows |entries|)")
+    parser.add_argument(
+        "--scale",
+        default="linear",
+        choices=SCALES,
+        help="colour scale of the heatmaps, one colour bar per panel (default: linear, a diverging "
+        "map centred at 0; symlog: symmetric log scale; log shows |entries|)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
 
 
@@ -533,14 +631,16 @@ def run(args) -> int:
             raise ValueError(f"--out {args.out} exists and is not a folder")
         start = time.perf_counter()
         net = train_small_network(seed=args.seed, arch=args.arch, hidden=args.hidden)
-        m = fisher_matrices(net.model, net.loss_fn, net.x, net.y, args.kind, args.damping,
-                            args.damping_mode, seed=args.seed)
+        m = fisher_matrices(
+            net.model, net.loss_fn, net.x, net.y, args.kind, args.damping, args.damping_mode, seed=args.seed
+        )
         table = format_errors(m)
         fig = _figure(m, None, args.scale)
         md = args.out / "fisher_errors.md"
         written = write_together(
             _figure_writers(fig, [args.out / "fisher.png", args.out / "fisher.svg"])
-            + [(md, lambda tmp: tmp.write_text(table, encoding="utf-8"))])
+            + [(md, lambda tmp: tmp.write_text(table, encoding="utf-8"))]
+        )
     except (OSError, ValueError, MemoryError, np.linalg.LinAlgError) as exc:
         print(f"kfac-ref fisher-plot: error: {exc}", file=sys.stderr)
         return 1

@@ -42,8 +42,9 @@ def _finish(ax, image, title, colorbar, ticks=None):
     return image
 
 
-def heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None,
-            cmap: str = "RdBu_r", colorbar: bool = True):
+def heatmap(
+    ax, matrix, title: str | None = None, *, vmax: float | None = None, cmap: str = "RdBu_r", colorbar: bool = True
+):
     """Draw ``matrix`` (R, C) with a diverging colour map centred on zero.
 
     ``vmax`` fixes the colour range to [−vmax, vmax] (pass the same value to
@@ -77,7 +78,7 @@ def loss_contours(ax, t0, t1, values, *, levels: int = 20, color: str = "0.6"):
 def trajectory(ax, path, label: str | None = None, **kwargs):
     """The iterates ``path`` (K, 2) as a line with dots; the start as a square."""
     p = _np(path)
-    line, = ax.plot(p[:, 0], p[:, 1], marker="o", markersize=2.5, linewidth=1.2, label=label, **kwargs)
+    (line,) = ax.plot(p[:, 0], p[:, 1], marker="o", markersize=2.5, linewidth=1.2, label=label, **kwargs)
     ax.plot(p[0, 0], p[0, 1], marker="s", markersize=6, color=line.get_color())
     return line
 
@@ -93,7 +94,7 @@ def ellipse(ax, center, matrix, radius: float = 1.0, *, num: int = 200, **kwargs
     angle = np.linspace(0.0, 2 * np.pi, num)  # (num,)
     circle = np.stack([np.cos(angle), np.sin(angle)])  # (2, num)
     d = evecs @ (circle * (radius / np.sqrt(evals))[:, None])  # (2, num)
-    line, = ax.plot(c[0] + d[0], c[1] + d[1], **kwargs)
+    (line,) = ax.plot(c[0] + d[0], c[1] + d[1], **kwargs)
     return line
 
 
@@ -110,20 +111,23 @@ def eigen_arrows(ax, center, matrix, length: float = 1.0, **kwargs):
     arrows = []
     for k in range(2):
         dx, dy = scale[k] * evecs[:, k]
-        arrows.append(ax.annotate("", xy=(c[0] + dx, c[1] + dy), xytext=(c[0], c[1]),
-                                  arrowprops=dict(arrowstyle="->", lw=1.5, **kwargs)))
+        arrows.append(
+            ax.annotate(
+                "", xy=(c[0] + dx, c[1] + dy), xytext=(c[0], c[1]), arrowprops=dict(arrowstyle="->", lw=1.5, **kwargs)
+            )
+        )
     return arrows
 
 
-def error_curve(ax, xs, errors, label: str | None = None, *, reference_slope: float | None = None,
-                **kwargs):
+def error_curve(ax, xs, errors, label: str | None = None, *, reference_slope: float | None = None, **kwargs):
     """``errors`` against ``xs`` on log–log axes; optionally a line of slope ``reference_slope``
     through the first point (e.g. −½ for a Monte-Carlo error ∝ 1/√M)."""
     x, e = _np(xs), _np(errors)
-    line, = ax.loglog(x, e, marker="o", label=label, **kwargs)
+    (line,) = ax.loglog(x, e, marker="o", label=label, **kwargs)
     if reference_slope is not None:
-        ax.loglog(x, e[0] * (x / x[0]) ** reference_slope, linestyle="--", color="grey",
-                  label=f"slope {reference_slope:g}")
+        ax.loglog(
+            x, e[0] * (x / x[0]) ** reference_slope, linestyle="--", color="grey", label=f"slope {reference_slope:g}"
+        )
     return line
 
 
@@ -146,8 +150,16 @@ def block_labels(ax, labels, *, fontsize: float = 10):
     ax.tick_params(length=0)
 
 
-def log_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None, decades: float = 6.0,
-                cmap: str = "magma_r", colorbar: bool = True):
+def log_heatmap(
+    ax,
+    matrix,
+    title: str | None = None,
+    *,
+    vmax: float | None = None,
+    decades: float = 6.0,
+    cmap: str = "magma_r",
+    colorbar: bool = True,
+):
     """Draw abs(matrix) (R, C) on a log colour scale from vmax·10^−decades to vmax; exact zeros white.
 
     Shows structure a linear scale hides when a few entries dominate (the large
@@ -164,13 +176,22 @@ def log_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = No
         vmax = float(m.max(initial=0.0)) or 1.0
     shown = np.ma.masked_equal(m, 0.0)  # exact zeros → the "bad" colour
     cm = colormaps[cmap].with_extremes(bad="white")
-    image = ax.imshow(shown, cmap=cm, norm=LogNorm(vmin=vmax * 10.0 ** -decades, vmax=vmax, clip=True),
-                      interpolation="antialiased")
+    image = ax.imshow(
+        shown, cmap=cm, norm=LogNorm(vmin=vmax * 10.0**-decades, vmax=vmax, clip=True), interpolation="antialiased"
+    )
     return _finish(ax, image, title, colorbar)
 
 
-def symlog_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None = None, decades: float = 4.0,
-                   cmap: str = "RdBu_r", colorbar: bool = True):
+def symlog_heatmap(
+    ax,
+    matrix,
+    title: str | None = None,
+    *,
+    vmax: float | None = None,
+    decades: float = 4.0,
+    cmap: str = "RdBu_r",
+    colorbar: bool = True,
+):
     """Draw ``matrix`` (R, C) with a diverging map centred on zero, on a symmetric log scale.
 
     Linear within ±vmax·10^−decades, logarithmic beyond, up to ±vmax (default
@@ -184,7 +205,7 @@ def symlog_heatmap(ax, matrix, title: str | None = None, *, vmax: float | None =
         raise ValueError(f"symlog_heatmap: expected a matrix, got shape {m.shape}")
     if vmax is None:
         vmax = float(np.abs(m).max(initial=0.0)) or 1.0
-    norm = SymLogNorm(linthresh=vmax * 10.0 ** -decades, vmin=-vmax, vmax=vmax, base=10)
+    norm = SymLogNorm(linthresh=vmax * 10.0**-decades, vmin=-vmax, vmax=vmax, base=10)
     image = ax.imshow(m, cmap=cmap, norm=norm, interpolation="antialiased")
     return _finish(ax, image, title, colorbar, ticks=symlog_ticks(vmax, decades))
 
@@ -193,5 +214,5 @@ def symlog_ticks(vmax: float, decades: float = 4.0, step: int = 1) -> list[float
     """Colour-bar ticks for :func:`symlog_heatmap`: 0 and ±10^k for every ``step``-th power of ten
     strictly inside (vmax·10^−decades, vmax] (none at the linear threshold, where they would crowd 0)."""
     lo, hi = np.log10(vmax) - decades, np.log10(vmax)
-    powers = [10.0 ** k for k in range(int(np.floor(hi)), int(np.floor(lo)), -step) if k > lo]
+    powers = [10.0**k for k in range(int(np.floor(hi)), int(np.floor(lo)), -step) if k > lo]
     return sorted([-p for p in powers] + [0.0] + powers)

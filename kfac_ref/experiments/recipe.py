@@ -111,8 +111,13 @@ def run_logged(cfg, name: str, settings: dict, data, theta0, iterations: int) ->
     opt = _Logged(OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings))
     trainer = Trainer(opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every)
     hist = trainer.run(iterations)
-    return {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped,
-            "infos": opt.infos}
+    return {
+        "optimizer": name,
+        "settings": settings,
+        "records": hist.records,
+        "stopped": hist.stopped,
+        "infos": opt.infos,
+    }
 
 
 class _Logged:
@@ -170,19 +175,35 @@ def flop_model(model, in_shape, batch_size: int, T_cov: int = 1, T_inv: int = 1)
     rows = []
     for i, (layer, t) in enumerate(zip(model.param_layers(), _locations(model, in_shape))):
         din, dout = layer.a_dim, layer.g_dim
-        rows.append({"layer": f"{layer.kind}{i}", "d_in": din, "d_out": dout, "T": t,
-                     "forward_backward": 6.0 * b * t * din * dout,
-                     "seed_backward": 2.0 * b * t * din * dout / T_cov,
-                     "statistics": b * t * (din ** 2 + dout ** 2) / T_cov,
-                     "inversion": (din ** 3 + dout ** 3) / T_inv,
-                     "precondition": float(dout * din * (din + dout))})
+        rows.append(
+            {
+                "layer": f"{layer.kind}{i}",
+                "d_in": din,
+                "d_out": dout,
+                "T": t,
+                "forward_backward": 6.0 * b * t * din * dout,
+                "seed_backward": 2.0 * b * t * din * dout / T_cov,
+                "statistics": b * t * (din**2 + dout**2) / T_cov,
+                "inversion": (din**3 + dout**3) / T_inv,
+                "precondition": float(dout * din * (din + dout)),
+            }
+        )
     return rows
 
 
 # ---- kfac-ref batch-sweep's JSON --------------------------------------------------------
 BATCH_SWEEP_KEYS = ("command", "date", "machine", "model", "iterations", "targets", "grids", "rows")
-ROW_KEYS = ("batch_size", "optimizer", "settings", "runs_tried", "train_loss", "val_acc",
-            "seconds_per_iteration", "final_train_loss", "best_val_acc")
+ROW_KEYS = (
+    "batch_size",
+    "optimizer",
+    "settings",
+    "runs_tried",
+    "train_loss",
+    "val_acc",
+    "seconds_per_iteration",
+    "final_train_loss",
+    "best_val_acc",
+)
 
 
 def load_batch_sweep(path) -> dict | None:
@@ -220,11 +241,16 @@ def batch_sweep_ratios(doc, method: str = "kfac", base: str = "sgd") -> list[dic
         for target in ("train_loss", "val_acc"):
             mt, st = m[target], s[target]
             both = bool(mt["iterations"]) and st["iterations"] is not None  # (reached at iteration 0: no ratio)
-            out.append({"batch_size": b, "target": target,
-                        "iterations_ratio": st["iterations"] / mt["iterations"] if both else None,
-                        "seconds_ratio": st["seconds"] / mt["seconds"] if both else None,
-                        "method_reached": mt["iterations"] is not None,
-                        "base_reached": st["iterations"] is not None})
+            out.append(
+                {
+                    "batch_size": b,
+                    "target": target,
+                    "iterations_ratio": st["iterations"] / mt["iterations"] if both else None,
+                    "seconds_ratio": st["seconds"] / mt["seconds"] if both else None,
+                    "method_reached": mt["iterations"] is not None,
+                    "base_reached": st["iterations"] is not None,
+                }
+            )
     return out
 
 
@@ -240,19 +266,23 @@ def batch_sweep_markdown(doc, n_train: int | None = None) -> str:
     """
     n_train = doc.get("n_train") if n_train is None else n_train
     t = doc["targets"]
-    lines = [f"| batch | optimizer | iterations to train loss ≤ {t['train_loss']:g} | seconds | "
-             f"iterations to val acc ≥ {t['val_acc']:g} | seconds | ms / iteration | final train loss "
-             f"| best val acc | runs tried |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| batch | optimizer | iterations to train loss ≤ {t['train_loss']:g} | seconds | "
+        f"iterations to val acc ≥ {t['val_acc']:g} | seconds | ms / iteration | final train loss "
+        f"| best val acc | runs tried |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(doc["rows"], key=lambda r: (r["batch_size"], r["optimizer"])):
         b = f"full ({r['batch_size']})" if r["batch_size"] == n_train else str(r["batch_size"])
         ms = None if r["seconds_per_iteration"] is None else 1e3 * r["seconds_per_iteration"]
-        lines.append(f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
-                     f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
-                     f"| {_cell(r['val_acc']['seconds'], '.2f')} "
-                     f"| {_cell(ms, '.1f', '—')} "
-                     f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
-                     f"| {r['runs_tried']} |")
+        lines.append(
+            f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
+            f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
+            f"| {_cell(r['val_acc']['seconds'], '.2f')} "
+            f"| {_cell(ms, '.1f', '—')} "
+            f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
+            f"| {r['runs_tried']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

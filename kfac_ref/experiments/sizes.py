@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from ..io import write_figure, write_text
 
@@ -68,9 +68,7 @@ class LayerSize:
         if self.kind == "linear" and self.groups != 1:
             raise ValueError(f"LayerSize {self.name!r}: a linear layer has groups=1, got {self.groups}")
         if self.d_out % self.groups:
-            raise ValueError(
-                f"LayerSize {self.name!r}: d_out={self.d_out} is not divisible by groups γ={self.groups}"
-            )
+            raise ValueError(f"LayerSize {self.name!r}: d_out={self.d_out} is not divisible by groups γ={self.groups}")
 
     @property
     def d_out_per_group(self) -> int:
@@ -169,8 +167,11 @@ def _resnet50(n_classes: int = 1000) -> tuple[tuple[LayerSize, ...], int]:
     for stage, (blocks, w) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=2):
         for b in range(blocks):
             tag = f"conv{stage}_{b + 1}"
-            rows += [conv_size(f"{tag}a", c_in, w, 1, bias=False), conv_size(f"{tag}b", w, w, 3, bias=False),
-                     conv_size(f"{tag}c", w, 4 * w, 1, bias=False)]
+            rows += [
+                conv_size(f"{tag}a", c_in, w, 1, bias=False),
+                conv_size(f"{tag}b", w, w, 3, bias=False),
+                conv_size(f"{tag}c", w, 4 * w, 1, bias=False),
+            ]
             bn += 2 * (w + w + 4 * w)
             if b == 0:
                 rows.append(conv_size(f"{tag}_proj", c_in, 4 * w, 1, bias=False))
@@ -316,7 +317,8 @@ def format_table(rows: Iterable[LayerSize], title: str) -> str:
     lines += [
         "",
         f"P = {t['params']:,} parameters. "
-        f"Full P×P Fisher: {sci(t['full_fisher_entries'])} entries ({human_bytes(t['full_fisher_entries'])} in float32); "
+        f"Full P×P Fisher: {sci(t['full_fisher_entries'])} entries "
+        f"({human_bytes(t['full_fisher_entries'])} in float32); "
         f"block-diagonal: {sci(t['fisher_entries'])} ({human_bytes(t['fisher_entries'])}); "
         f"Kronecker factors A, G: {sci(t['factor_entries'])} ({human_bytes(t['factor_entries'])}).",
     ]
@@ -347,28 +349,34 @@ def storage_and_cost(rows) -> dict:
     p = sum(r.params for r in rows)
     return {
         "params": p,
-        "full_entries": p ** 2,
+        "full_entries": p**2,
         "block_entries": sum(r.fisher_entries for r in rows),
         "factor_entries": sum(r.factor_entries for r in rows),
-        "full_flops": p ** 3,
+        "full_flops": p**3,
         "block_flops": sum(r.groups * (r.d_in * r.d_out_per_group) ** 3 for r in rows),
-        "factor_flops": sum(r.groups * (r.d_in ** 3 + r.d_out_per_group ** 3) for r in rows),
+        "factor_flops": sum(r.groups * (r.d_in**3 + r.d_out_per_group**3) for r in rows),
     }
 
 
 def format_storage_and_cost(rows, title: str) -> str:
     """:func:`storage_and_cost` as a Markdown table, with the savings over the full Fisher."""
     c = storage_and_cost(rows)
-    table = [("full Fisher", "P²", c["full_entries"], "P³", c["full_flops"]),
-             ("block-diagonal", "Σ p_l²", c["block_entries"], "Σ p_l³", c["block_flops"]),
-             ("K-FAC factors", "Σ (d_in² + d_out²)", c["factor_entries"],
-              "Σ (d_in³ + d_out³)", c["factor_flops"])]
-    lines = [f"### {title}: P = {c['params']:,}", "",
-             "| matrix | entries stored | fewer than P² by | inversion cost ∝ | less than P³ by |",
-             "|---|---:|---:|---:|---:|"]
+    table = [
+        ("full Fisher", "P²", c["full_entries"], "P³", c["full_flops"]),
+        ("block-diagonal", "Σ p_l²", c["block_entries"], "Σ p_l³", c["block_flops"]),
+        ("K-FAC factors", "Σ (d_in² + d_out²)", c["factor_entries"], "Σ (d_in³ + d_out³)", c["factor_flops"]),
+    ]
+    lines = [
+        f"### {title}: P = {c['params']:,}",
+        "",
+        "| matrix | entries stored | fewer than P² by | inversion cost ∝ | less than P³ by |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, e_sym, entries, f_sym, flops in table:
-        lines.append(f"| {name} | {e_sym} = {sci(entries)} | {sci(c['full_entries'] / entries)}× "
-                     f"| {f_sym} = {sci(flops)} | {sci(c['full_flops'] / flops)}× |")
+        lines.append(
+            f"| {name} | {e_sym} = {sci(entries)} | {sci(c['full_entries'] / entries)}× "
+            f"| {f_sym} = {sci(flops)} | {sci(c['full_flops'] / flops)}× |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -403,38 +411,65 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     width = 0.27
     xs = range(len(rows) + 1)
     series = (
-        ("dense Fisher block  (d_in·d_out)²", "block", [r.fisher_entries for r in rows] + [t["fisher_entries"]],
-         -width),
+        (
+            "dense Fisher block  (d_in·d_out)²",
+            "block",
+            [r.fisher_entries for r in rows] + [t["fisher_entries"]],
+            -width,
+        ),
         ("A = E[ā āᵀ]  d_in²", "A", [r.a_entries for r in rows] + [t["a_entries"]], 0.0),
         ("G = E[g gᵀ]  d_out²", "G", [r.g_entries for r in rows] + [t["g_entries"]], width),
     )
     for label, key, values, dx in series:
         ax.bar([x + dx for x in xs], values, width, label=label, color=colors[key])
     for x, value in zip(xs, series[0][2]):  # the block's size, written down inside its bar
-        ax.annotate(sci(value), (x - width, value), xytext=(0, -4),
-                    textcoords="offset points", ha="center", va="top", rotation=90,
-                    color="white", fontsize=8, fontweight="bold")
+        ax.annotate(
+            sci(value),
+            (x - width, value),
+            xytext=(0, -4),
+            textcoords="offset points",
+            ha="center",
+            va="top",
+            rotation=90,
+            color="white",
+            fontsize=8,
+            fontweight="bold",
+        )
     ax.axvline(len(rows) - 0.5, color="0.5", lw=0.8)
-    ax.annotate(f"A + G, all layers:\n{sci(t['factor_entries'])} entries\n"
-                f"= {human_bytes(t['factor_entries'])}",
-                (len(rows) + width, max(t["a_entries"], t["g_entries"])), xytext=(0, 4),
-                textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ax.annotate(
+        f"A + G, all layers:\n{sci(t['factor_entries'])} entries\n= {human_bytes(t['factor_entries'])}",
+        (len(rows) + width, max(t["a_entries"], t["g_entries"])),
+        xytext=(0, 4),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        fontsize=8,
+    )
     ax.axhline(t["full_fisher_entries"], color="k", ls="--", lw=1)
-    ax.annotate(f"full P×P Fisher, P = {t['params']:,}: {sci(t['full_fisher_entries'])} entries",
-                (len(rows) - 0.5, t["full_fisher_entries"]), xytext=(-2, 3), textcoords="offset points",
-                ha="right", va="bottom", fontsize=8)
+    ax.annotate(
+        f"full P×P Fisher, P = {t['params']:,}: {sci(t['full_fisher_entries'])} entries",
+        (len(rows) - 0.5, t["full_fisher_entries"]),
+        xytext=(-2, 3),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+    )
     ax.set_yscale("log")
     ax.set_ylim(top=t["full_fisher_entries"] * 1e3)  # room above the dashed line for the legend
-    ax.set_xticks(list(xs), [_tick_label(r) for r in rows]
-                  + [f"all layers\nP = {t['params']:,}\nblock-diagonal"], fontsize=8)
+    ax.set_xticks(
+        list(xs), [_tick_label(r) for r in rows] + [f"all layers\nP = {t['params']:,}\nblock-diagonal"], fontsize=8
+    )
     grouped = [r.name for r in rows if r.groups > 1]
     if grouped:  # what the grouped convolutions' counts leave out
         import textwrap  # noqa: PLC0415
 
-        note = (f"Grouped convolutions ({', '.join(grouped)}): each group is counted as its own layer, with a "
-                "dense block and its own A and G. Left out: the Fisher's blocks between the groups of one layer "
-                "(dropped like the cross-layer blocks), and the weights a grouped layer does not have (a group "
-                "sees only its own C_in/γ input channels).")
+        note = (
+            f"Grouped convolutions ({', '.join(grouped)}): each group is counted as its own layer, with a "
+            "dense block and its own A and G. Left out: the Fisher's blocks between the groups of one layer "
+            "(dropped like the cross-layer blocks), and the weights a grouped layer does not have (a group "
+            "sees only its own C_in/γ input channels)."
+        )
         fig.supxlabel(textwrap.fill(note, 170), fontsize=8, ha="left", x=0.01)
     ax.set_ylabel("matrix entries (log scale)")
     ax.set_title(title)
@@ -445,16 +480,25 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     last = rows[-1]
     names = ("Fisher\nblock", "A", "G", "A + G")
     entries = (last.fisher_entries, last.a_entries, last.g_entries, last.factor_entries)
-    bars = ax_last.bar(names, [BYTES_PER_ENTRY * e for e in entries],
-                       color=[colors["block"], colors["A"], colors["G"], "#7f8c8d"])
+    bars = ax_last.bar(
+        names, [BYTES_PER_ENTRY * e for e in entries], color=[colors["block"], colors["A"], colors["G"], "#7f8c8d"]
+    )
     for bar, e in zip(bars, entries):
-        ax_last.annotate(human_bytes(e), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                         xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+        ax_last.annotate(
+            human_bytes(e),
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax_last.set_yscale("log")
     ax_last.set_ylim(top=BYTES_PER_ENTRY * last.fisher_entries * 30)
     ax_last.set_ylabel("float32 bytes (log scale)")
-    ax_last.set_title(f"last layer {last.name}: {_dims(last)}\nK-FAC stores {sci(last.ratio)}× fewer entries",
-                      fontsize=10)
+    ax_last.set_title(
+        f"last layer {last.name}: {_dims(last)}\nK-FAC stores {sci(last.ratio)}× fewer entries", fontsize=10
+    )
     ax_last.grid(axis="y", which="major", alpha=0.3)
 
     write_figure(fig, path, fmt=fmt, dpi=120)
@@ -479,9 +523,12 @@ TITLES = {
 def add_arguments(parser) -> None:
     """The arguments of ``kfac-ref sizes``: ``--arch {alexnet,alexnet-grouped,alexnet-torchvision,…,all}
     [--out DIR] [--quiet]``."""
-    parser.add_argument("--arch", default="alexnet", choices=(*ARCHS, *PROJECT_MODELS, "all"),
-                        help="alexnet prints the three AlexNet variants; all adds this project's models "
-                             "(default: alexnet)")
+    parser.add_argument(
+        "--arch",
+        default="alexnet",
+        choices=(*ARCHS, *PROJECT_MODELS, "all"),
+        help="alexnet prints the three AlexNet variants; all adds this project's models (default: alexnet)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for sizes_<arch>.md and sizes_<arch>.png")
     parser.add_argument("--quiet", action="store_true", help="print only the totals")
 
@@ -505,7 +552,9 @@ def run(args) -> int:
     table is also written to ``DIR/sizes_<arch>.md`` with its figure
     ``DIR/sizes_<arch>.png``.  ``--quiet`` prints only the totals.
     """
-    archs = {"alexnet": [a for a in ARCHS if a.startswith("alexnet")], "all": [*ARCHS, *PROJECT_MODELS]}.get(args.arch, [args.arch])
+    archs = {"alexnet": [a for a in ARCHS if a.startswith("alexnet")], "all": [*ARCHS, *PROJECT_MODELS]}.get(
+        args.arch, [args.arch]
+    )
     try:
         for arch in archs:
             table = format_table(layer_sizes(arch), TITLES[arch])

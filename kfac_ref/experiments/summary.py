@@ -22,10 +22,10 @@ def _measured(records, key):
 
 def default_targets(runs) -> dict:
     """{"train_loss": …, "val_acc": …}: the hardest targets that every run reaches."""
-    best_losses = [min((r["train_loss"] for r in _measured(run["records"], "train_loss")), default=math.inf)
-                   for run in runs]
-    best_accs = [max((r["val_acc"] for r in _measured(run["records"], "val_acc")), default=-math.inf)
-                 for run in runs]
+    best_losses = [
+        min((r["train_loss"] for r in _measured(run["records"], "train_loss")), default=math.inf) for run in runs
+    ]
+    best_accs = [max((r["val_acc"] for r in _measured(run["records"], "val_acc")), default=-math.inf) for run in runs]
     return {"train_loss": max(best_losses), "val_acc": min(best_accs)}
 
 
@@ -64,11 +64,18 @@ def summarize(runs, targets=None) -> dict:
         reached = {run["optimizer"]: time_to_target(run["records"], key, value) for run in runs}
         base = reached.get("sgd", (None, None))
         for name, (it, sec) in reached.items():
-            rows.append({"metric": key, "target": value, "optimizer": name, "iterations": it, "seconds": sec,
-                         "iterations_sgd_ratio": base[0] / it if base[0] is not None and it else None,
-                         "seconds_sgd_ratio": base[1] / sec if base[1] is not None and sec else None})
-    return {"targets": [{"metric": k, "value": v} for k, v in targets], "rows": rows,
-            "seconds_per_iteration": per_iter}
+            rows.append(
+                {
+                    "metric": key,
+                    "target": value,
+                    "optimizer": name,
+                    "iterations": it,
+                    "seconds": sec,
+                    "iterations_sgd_ratio": base[0] / it if base[0] is not None and it else None,
+                    "seconds_sgd_ratio": base[1] / sec if base[1] is not None and sec else None,
+                }
+            )
+    return {"targets": [{"metric": k, "value": v} for k, v in targets], "rows": rows, "seconds_per_iteration": per_iter}
 
 
 def _fmt(v, spec):
@@ -90,18 +97,23 @@ def format_ratio(ratio, fewer: str, more: str) -> str:
 
 def format_summary(summary: dict) -> str:
     """A Markdown table of :func:`summarize`'s result; ratios to SGD read as speed-ups or slow-downs."""
-    lines = ["Seconds per iteration (training only): "
-             + ", ".join(f"{k} {_fmt(v, '.4f')}" for k, v in summary["seconds_per_iteration"].items()) + ".",
-             "",
-             "First measured iteration at which each target is met, and how the method's cost compares with "
-             "SGD's (\"5.0× fewer\": a fifth of SGD's iterations; \"3.0× more time\": three times SGD's "
-             "seconds); — = not reached.",
-             "",
-             "| target | optimizer | iterations | iterations vs SGD | seconds | time vs SGD |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "Seconds per iteration (training only): "
+        + ", ".join(f"{k} {_fmt(v, '.4f')}" for k, v in summary["seconds_per_iteration"].items())
+        + ".",
+        "",
+        "First measured iteration at which each target is met, and how the method's cost compares with "
+        'SGD\'s ("5.0× fewer": a fifth of SGD\'s iterations; "3.0× more time": three times SGD\'s '
+        "seconds); — = not reached.",
+        "",
+        "| target | optimizer | iterations | iterations vs SGD | seconds | time vs SGD |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in summary["rows"]:
         what = f"train loss ≤ {r['target']:.4g}" if r["metric"] == "train_loss" else f"val acc ≥ {r['target']:.4g}"
-        lines.append(f"| {what} | {r['optimizer']} | {_fmt(r['iterations'], 'd')} "
-                     f"| {format_ratio(r['iterations_sgd_ratio'], 'fewer', 'more')} | {_fmt(r['seconds'], '.2f')} "
-                     f"| {format_ratio(r['seconds_sgd_ratio'], 'less time', 'more time')} |")
+        lines.append(
+            f"| {what} | {r['optimizer']} | {_fmt(r['iterations'], 'd')} "
+            f"| {format_ratio(r['iterations_sgd_ratio'], 'fewer', 'more')} | {_fmt(r['seconds'], '.2f')} "
+            f"| {format_ratio(r['seconds_sgd_ratio'], 'less time', 'more time')} |"
+        )
     return "\n".join(lines) + "\n"

@@ -87,8 +87,7 @@ def seconds_per_iteration(run) -> float | None:
 def draw_sweep(ax, runs, key: str = "train_loss", xkey: str = "iteration", log: bool = True):
     """One line per run: ``key`` against ``xkey`` ('iteration' or 'seconds'), labelled by value."""
     for run in runs:
-        pts = [(r[xkey], r[key]) for r in run["records"]
-               if r.get(key) is not None and math.isfinite(r[key])]
+        pts = [(r[xkey], r[key]) for r in run["records"] if r.get(key) is not None and math.isfinite(r[key])]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker=".", lw=1.4, label=f"{run['param']} = {run['value']:g}")

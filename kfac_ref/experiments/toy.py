@@ -130,8 +130,9 @@ def direction(toy: Toy, theta, method: str, damping: float = 0.0) -> np.ndarray:
     return dense_solve(fisher(toy, theta, kind), g, damping)
 
 
-def trajectory(toy: Toy, method: str, theta0, steps: int, lr: float | None = None,
-               damping: float | None = None) -> np.ndarray:
+def trajectory(
+    toy: Toy, method: str, theta0, steps: int, lr: float | None = None, damping: float | None = None
+) -> np.ndarray:
     """The iterates θ_0, θ_1, …, θ_steps of one method.  (steps + 1, 2)
 
     ``lr`` (η) and ``damping`` (λ) default to the method's :data:`SETTINGS`.

@@ -46,8 +46,11 @@ def explore(draw, choices: dict, static: dict):
         return draw(**static)
     import ipywidgets  # noqa: PLC0415
 
-    sliders = {name: ipywidgets.SelectionSlider(options=list(values), value=static[name], description=name,
-                                                continuous_update=False)
-               for name, values in choices.items()}
+    sliders = {
+        name: ipywidgets.SelectionSlider(
+            options=list(values), value=static[name], description=name, continuous_update=False
+        )
+        for name, values in choices.items()
+    }
     fixed = {k: ipywidgets.fixed(v) for k, v in static.items() if k not in choices}
     return ipywidgets.interact(draw, **sliders, **fixed)

@@ -1,6 +1,7 @@
 """EKFAC [GLBV18]: K-FAC's Kronecker eigenbasis with the diagonal refitted from per-sample gradients.
 
-docs/math.md §12.  Index legend: s seed, n sample, t location, k input feature (ā), d output (g).  The method, step by step::
+docs/math.md §12.  Index legend: s seed, n sample, t location, k input feature (ā), d output (g).
+The method, step by step::
 
     1. **Eigenbasis** of the layer's K-FAC factors (A, G for Linear; Ω, Γ for Conv2d, kfac_ref.fisher.kfac):
            A = U_A diag(d_A) U_Aᵀ,  G = U_G diag(d_G) U_Gᵀ,   Q = U_G ⊗ U_A  (row-major vec(W̄))
@@ -41,7 +42,9 @@ def eigenbasis(a, g):
 
 
 def eigenbasis_scalings(u_a, u_g, a_bar, g):
-    """S = (1/N) Σ_{s,n} (U_Gᵀ [Σ_t g_{s,n,t} ā_{n,t}ᵀ] U_A)².  a_bar (N, T, a_dim), g (S, N, T, d_out) → (d_out, a_dim)"""
+    """S = (1/N) Σ_{s,n} (U_Gᵀ [Σ_t g_{s,n,t} ā_{n,t}ᵀ] U_A)².
+
+    a_bar (N, T, a_dim), g (S, N, T, d_out) → (d_out, a_dim)"""
     xp = get_xp(a_bar)
     n, t, _ = a_bar.shape
     a_rot = a_bar @ u_a  # ā in A's eigenbasis   (N, T, a_dim)
@@ -103,13 +106,15 @@ def ekfac_layers(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1,
     check_mc_samples(mc_samples)
     check_supported(model)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
-    return [EKFACInverse.from_stats(a, g, st.a_bar, st.g, damping)
-            for (a, g), st in zip(factors_from_stats(stats), stats)]
+    return [
+        EKFACInverse.from_stats(a, g, st.a_bar, st.g, damping) for (a, g), st in zip(factors_from_stats(stats), stats)
+    ]
 
 
 def ekfac_dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, max_bytes=None):
     """EKFAC's block-diagonal approximation (undamped) as a dense (P, P) matrix in θ's order."""
     check_dense_size(model.num_params, model.dtype, max_bytes, "dense EKFAC matrix")
     layers = ekfac_layers(model, loss_fn, x, y, kind, rng, mc_samples)
-    return blocks_to_dense(model, [wbar_block_to_param_order(layer, layer, ek.dense())
-                                   for layer, ek in zip(model.param_layers(), layers)])
+    return blocks_to_dense(
+        model, [wbar_block_to_param_order(layer, layer, ek.dense()) for layer, ek in zip(model.param_layers(), layers)]
+    )

@@ -38,8 +38,9 @@ def _check_mode(mode: str) -> None:
 def blockwise_inverse(model, m, damping: float):
     """(M + λI)⁻¹ of a block-diagonal (P, P) matrix, one ``linalg.inv`` per layer block.  (P, P)"""
     xp = get_xp(m)
-    blocks = [xp.linalg.inv(m[sl, sl] + damping * xp.eye(sl.stop - sl.start, dtype=m.dtype))
-              for sl in layer_slices(model)]
+    blocks = [
+        xp.linalg.inv(m[sl, sl] + damping * xp.eye(sl.stop - sl.start, dtype=m.dtype)) for sl in layer_slices(model)
+    ]
     return blocks_to_dense(model, blocks)
 
 
@@ -68,8 +69,10 @@ def kfac_inverse(model, factors, damping: float, mode: str = "factored"):
         inverses = [FactoredInverse.from_factors(a, g, damping) for a, g in factors]
         return factors_to_dense(model, [(inv.a_inv, inv.g_inv) for inv in inverses])
     xp = get_xp(factors[0][0])
-    blocks = [block_of_inverse(layer, EigenInverse.from_factors(a, g, damping), xp)
-              for layer, (a, g) in zip(model.param_layers(), factors)]
+    blocks = [
+        block_of_inverse(layer, EigenInverse.from_factors(a, g, damping), xp)
+        for layer, (a, g) in zip(model.param_layers(), factors)
+    ]
     return blocks_to_dense(model, blocks)
 
 
@@ -88,8 +91,9 @@ def ekfac_inverse(model, inverses):
     λ enters exactly, in the eigenbasis: (U_G ⊗ U_A) diag(1/(s + λ)) (U_G ⊗ U_A)ᵀ (docs/math.md §12).
     """
     xp = get_xp(inverses[0].s)
-    return blocks_to_dense(model, [block_of_inverse(layer, inv, xp)
-                                   for layer, inv in zip(model.param_layers(), inverses)])
+    return blocks_to_dense(
+        model, [block_of_inverse(layer, inv, xp) for layer, inv in zip(model.param_layers(), inverses)]
+    )
 
 
 def tridiag_inverse(model, diag_factors, cross_factors, damping: float):

@@ -49,8 +49,9 @@ def check_supported(model) -> None:
     """K-FAC here covers Linear and Conv2d layers; anything else with parameters is refused."""
     for layer in model.param_layers():
         if layer.kind not in SUPPORTED:
-            raise TypeError(f"K-FAC does not support {layer!r} (kind {layer.kind!r}); "
-                            f"supported layer kinds: {SUPPORTED}")
+            raise TypeError(
+                f"K-FAC does not support {layer!r} (kind {layer.kind!r}); supported layer kinds: {SUPPORTED}"
+            )
 
 
 def factors_from_stats(stats):
@@ -94,5 +95,6 @@ def kfac_dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, m
 
 def factors_to_dense(model, factors):
     """Dense (P, P) view of per-layer Kronecker factors [(A, G)]."""
-    return blocks_to_dense(model, [kron_in_param_order(layer, a, g)
-                                   for layer, (a, g) in zip(model.param_layers(), factors)])
+    return blocks_to_dense(
+        model, [kron_in_param_order(layer, a, g) for layer, (a, g) in zip(model.param_layers(), factors)]
+    )

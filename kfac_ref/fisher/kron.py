@@ -38,9 +38,8 @@ def factored_damping(a, g, gamma: float):
     xp = get_xp(a)
     gamma = check_damping(gamma)
     pi = pi_factor(a, g)
-    root = gamma ** 0.5
-    return (a + pi * root * xp.eye(a.shape[0], dtype=a.dtype),
-            g + (root / pi) * xp.eye(g.shape[0], dtype=g.dtype))
+    root = gamma**0.5
+    return (a + pi * root * xp.eye(a.shape[0], dtype=a.dtype), g + (root / pi) * xp.eye(g.shape[0], dtype=g.dtype))
 
 
 @dataclass(frozen=True)
@@ -101,5 +100,6 @@ def precondition_layers(layers, inverses, layer_grads):
     are ∇_{W̄_l} h, (d_out, a_dim) each.  [(d_out, a_dim)] → (P,)
     """
     xp = get_xp(layer_grads[0])
-    return xp.concatenate([wbar_to_flat(layer, inv.apply(grad))
-                           for layer, inv, grad in zip(layers, inverses, layer_grads)])
+    return xp.concatenate(
+        [wbar_to_flat(layer, inv.apply(grad)) for layer, inv, grad in zip(layers, inverses, layer_grads)]
+    )

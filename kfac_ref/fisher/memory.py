@@ -17,15 +17,19 @@ def _human(nbytes: float) -> str:
 
 def check_dense_size(p: int, dtype, max_bytes=None, what: str = "dense Fisher") -> None:
     """Raise MemoryError if a (p, p) matrix of ``dtype`` would exceed ``max_bytes``."""
-    if max_bytes is not None and (isinstance(max_bytes, (bool, np.bool_))
-                                  or not isinstance(max_bytes, (int, float, np.integer, np.floating))
-                                  or not max_bytes > 0):
-        raise ValueError(f"max_bytes must be a positive number of bytes (or None for "
-                         f"{_human(DEFAULT_MAX_BYTES)}), got {max_bytes!r}")
+    if max_bytes is not None and (
+        isinstance(max_bytes, (bool, np.bool_))
+        or not isinstance(max_bytes, (int, float, np.integer, np.floating))
+        or not max_bytes > 0
+    ):
+        raise ValueError(
+            f"max_bytes must be a positive number of bytes (or None for {_human(DEFAULT_MAX_BYTES)}), got {max_bytes!r}"
+        )
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     need = p * p * np.dtype(dtype).itemsize
     if need > limit:
         raise MemoryError(
             f"{what} of P = {p:,} parameters needs {_human(need)} (P² entries), over the limit of "
             f"{_human(limit)}; use K-FAC (kfac_ref.fisher.kfac_factors) or the Woodbury solve "
-            f"(kfac_ref.fisher.woodbury_solve) instead, or pass a larger max_bytes=")
+            f"(kfac_ref.fisher.woodbury_solve) instead, or pass a larger max_bytes="
+        )

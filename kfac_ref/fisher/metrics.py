@@ -1,7 +1,7 @@
 """How far an approximation is from the Fisher it approximates.
 
-    relative Frobenius error   ‖F̃ − F‖_F / ‖F‖_F            (overall and per layer block)
-    angle between directions   arccos(u·v / (‖u‖ ‖v‖)), computed stably        in degrees
+relative Frobenius error   ‖F̃ − F‖_F / ‖F‖_F            (overall and per layer block)
+angle between directions   arccos(u·v / (‖u‖ ‖v‖)), computed stably        in degrees
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ def rel_frobenius_error(approx, exact) -> float:
 
 def layer_errors(model, approx, exact) -> dict:
     """Relative Frobenius errors: ``{"overall": e, "layers": [e_1, …]}`` over diagonal blocks."""
-    return {"overall": rel_frobenius_error(approx, exact),
-            "layers": [rel_frobenius_error(approx[sl, sl], exact[sl, sl]) for sl in layer_slices(model)]}
+    return {
+        "overall": rel_frobenius_error(approx, exact),
+        "layers": [rel_frobenius_error(approx[sl, sl], exact[sl, sl]) for sl in layer_slices(model)],
+    }
 
 
 def angle_degrees(u, v) -> float:

@@ -24,8 +24,10 @@ KINDS = ("exact", "mc", "empirical")
 
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
-        raise ValueError(f"unknown Fisher kind {kind!r}: expected one of {KINDS} "
-                         "(the word 'Fisher' alone is ambiguous, docs/math.md §3)")
+        raise ValueError(
+            f"unknown Fisher kind {kind!r}: expected one of {KINDS} "
+            "(the word 'Fisher' alone is ambiguous, docs/math.md §3)"
+        )
     return kind
 
 
@@ -34,8 +36,10 @@ def check_mc_samples(mc_samples, kind: str | None = None) -> int:
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, (int, np.integer)) or mc_samples < 1:
         raise ValueError(f"mc_samples must be an integer ≥ 1, got {mc_samples!r}")
     if kind is not None and kind != "mc" and mc_samples != 1:
-        raise ValueError(f"mc_samples={mc_samples} is only used by kind='mc'; kind={kind!r} draws no "
-                         "targets (leave mc_samples=1 or choose kind='mc')")
+        raise ValueError(
+            f"mc_samples={mc_samples} is only used by kind='mc'; kind={kind!r} draws no "
+            "targets (leave mc_samples=1 or choose kind='mc')"
+        )
     return int(mc_samples)
 
 
@@ -58,6 +62,8 @@ def fisher_seeds(loss_fn, f, y, kind: str, rng=None, mc_samples: int = 1):
     if y is None:
         raise ValueError("kind='empirical' uses the data labels: y must be given")
     if getattr(y, "ndim", 0) not in (1, 2) or len(y) != f.shape[0]:
-        raise ValueError(f"kind='empirical': targets have shape {getattr(y, 'shape', type(y))}, "
-                         f"expected one per sample ({f.shape[0]})")
+        raise ValueError(
+            f"kind='empirical': targets have shape {getattr(y, 'shape', type(y))}, "
+            f"expected one per sample ({f.shape[0]})"
+        )
     return loss_fn.grad(f, y)[None]  # (1, N, C), validates the targets

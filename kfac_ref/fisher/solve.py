@@ -34,8 +34,10 @@ def dense_solve(fisher, g, damping: float):
         return cho_solve(add_diagonal(fisher, damping), g, "the damped Fisher F + λI")
     except CurvatureError as exc:
         if damping == 0 and "NaN/Inf" not in str(exc):
-            raise CurvatureError(f"{exc}: damping λ = 0 leaves a singular Fisher (F = VᵀV/N has rank "
-                                 "≤ seeds × batch size, usually < P); use damping > 0") from exc
+            raise CurvatureError(
+                f"{exc}: damping λ = 0 leaves a singular Fisher (F = VᵀV/N has rank "
+                "≤ seeds × batch size, usually < P); use damping > 0"
+            ) from exc
         raise
 
 

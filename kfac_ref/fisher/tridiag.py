@@ -1,7 +1,8 @@
 """Block-tridiagonal K-FAC [MG15 §4.3, App. B]: cross-layer factors, F̂, and F̂⁻¹ without P×P matrices.
 
 docs/math.md §11.  Index legend: s seed, n sample, t location (T = 1 for Linear),
-i input feature of layer l (ā_l), k input feature of layer l+1, d output of l, e output of l+1.  The method, step by step::
+i input feature of layer l (ā_l), k input feature of layer l+1, d output of l, e output of l+1.
+The method, step by step::
 
     1. **Cross-layer factors** of consecutive Linear layers l, l+1, from the same seeds as
        the diagonal factors of kfac_ref.fisher.kfac (and with the same 1/N, factor_g's 1/(N T), T = 1):
@@ -63,9 +64,11 @@ def check_chain(model) -> None:
 def check_pairs(layers) -> None:
     for l, (first, second) in enumerate(zip(layers[:-1], layers[1:])):
         if first.kind != "linear" or second.kind != "linear":
-            raise TypeError(f"block-tridiagonal K-FAC needs consecutive Linear layers, but parameter layers "
-                            f"{l} and {l + 1} are {first!r} and {second!r}: cross-layer factors "
-                            f"A_(l,l+1), G_(l,l+1) are defined for Linear–Linear pairs only")
+            raise TypeError(
+                f"block-tridiagonal K-FAC needs consecutive Linear layers, but parameter layers "
+                f"{l} and {l + 1} are {first!r} and {second!r}: cross-layer factors "
+                f"A_(l,l+1), G_(l,l+1) are defined for Linear–Linear pairs only"
+            )
 
 
 def cross_factor_a(a_bar_l, a_bar_m):
@@ -84,8 +87,7 @@ def cross_factor_g(g_l, g_m):
 def cross_factors_from_stats(stats):
     """[(A_{l,l+1}, G_{l,l+1})] for l = 0 … L−2 from one backward pass's per-layer statistics."""
     check_pairs([st.layer for st in stats])
-    return [(cross_factor_a(s0.a_bar, s1.a_bar), cross_factor_g(s0.g, s1.g))
-            for s0, s1 in zip(stats[:-1], stats[1:])]
+    return [(cross_factor_a(s0.a_bar, s1.a_bar), cross_factor_g(s0.g, s1.g)) for s0, s1 in zip(stats[:-1], stats[1:])]
 
 
 def tridiag_factors(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1):
@@ -99,14 +101,17 @@ def tridiag_factors(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int =
 
 def check_factor_shapes(diag_factors, cross_factors) -> None:
     if len(cross_factors) != len(diag_factors) - 1:
-        raise ValueError(f"{len(diag_factors)} layers need {len(diag_factors) - 1} cross-factor pairs, "
-                         f"got {len(cross_factors)}")
+        raise ValueError(
+            f"{len(diag_factors)} layers need {len(diag_factors) - 1} cross-factor pairs, got {len(cross_factors)}"
+        )
     for l, (a_lm, g_lm) in enumerate(cross_factors):
         (a_l, g_l), (a_m, g_m) = diag_factors[l], diag_factors[l + 1]
         want = ((a_l.shape[0], a_m.shape[0]), (g_l.shape[0], g_m.shape[0]))
         if (tuple(a_lm.shape), tuple(g_lm.shape)) != want:
-            raise ValueError(f"cross factors of layers {l}, {l + 1}: A_(l,l+1) {tuple(a_lm.shape)} and "
-                             f"G_(l,l+1) {tuple(g_lm.shape)}, expected {want[0]} and {want[1]}")
+            raise ValueError(
+                f"cross factors of layers {l}, {l + 1}: A_(l,l+1) {tuple(a_lm.shape)} and "
+                f"G_(l,l+1) {tuple(g_lm.shape)}, expected {want[0]} and {want[1]}"
+            )
 
 
 def damped_diagonal(diag_factors, gamma: float):
@@ -133,8 +138,10 @@ def chain_couplings(diag_factors, cross_factors):
     when they are singular (one sample, deep linear nets): the conditional mean of a
     Gaussian only needs F̃_{l+1,l+1}⁺, because F̃_{l,l+1}'s rows lie in its range.
     """
-    return [(a_lm @ psd_pinv(diag_factors[l + 1][0]), g_lm @ psd_pinv(diag_factors[l + 1][1]))
-            for l, (a_lm, g_lm) in enumerate(cross_factors)]
+    return [
+        (a_lm @ psd_pinv(diag_factors[l + 1][0]), g_lm @ psd_pinv(diag_factors[l + 1][1]))
+        for l, (a_lm, g_lm) in enumerate(cross_factors)
+    ]
 
 
 def tridiag_blocks(diag_factors, cross_factors):
@@ -201,9 +208,11 @@ def _conditional_inverse(l, damped, cross_factors):
     c_a, c_g = psi_a @ a_lm.T, psi_g @ g_lm.T  # Ψ^A A_{l+1} Ψ^Aᵀ, Ψ^G G_{l+1} Ψ^Gᵀ
     k_a, k_g, den = kron_difference_inverse(a, (c_a + c_a.T) / 2, g, (c_g + c_g.T) / 2)
     if float(den.min()) <= 0:
-        raise ValueError(f"Σ_(l|l+1) of layers {l}, {l + 1} is not positive definite (min 1 − s_G s_A = "
-                         f"{float(den.min()):.3g}): the diagonal and cross factors must come from the same "
-                         f"statistics (averaged alike), and singular factors need damping γ > 0")
+        raise ValueError(
+            f"Σ_(l|l+1) of layers {l}, {l + 1} is not positive definite (min 1 − s_G s_A = "
+            f"{float(den.min()):.3g}): the diagonal and cross factors must come from the same "
+            f"statistics (averaged alike), and singular factors need damping γ > 0"
+        )
     return (psi_a, psi_g), (k_a, k_g), den
 
 
@@ -217,8 +226,9 @@ def _whitened_eig(m, c):
     xp = get_xp(m)
     low = xp.linalg.cholesky(m)
     if c is None:
-        return solve_triangular(low.T, xp.eye(m.shape[0], dtype=m.dtype), lower=False), xp.zeros(m.shape[0],
-                                                                                                  dtype=m.dtype)
+        return solve_triangular(low.T, xp.eye(m.shape[0], dtype=m.dtype), lower=False), xp.zeros(
+            m.shape[0], dtype=m.dtype
+        )
     w = solve_triangular(low, solve_triangular(low, c, lower=True).T, lower=True)  # L⁻¹ C L⁻ᵀ
     s, e = xp.linalg.eigh((w + w.T) / 2)
     return solve_triangular(low.T, e, lower=False), s
@@ -250,10 +260,12 @@ class TridiagInverse:
             try:
                 psi_l, k_l, den_l = _conditional_inverse(l, damped, cross_factors)
             except xp_linalg_error(damped[l][0]) as exc:
-                raise ValueError(f"block-tridiagonal K-FAC, layer {l}: a damped diagonal factor of layer {l} "
-                                 f"or {l + 1} is not positive definite ({exc}); singular factors (few samples, "
-                                 f"dead units, the last layer's G under cross-entropy) need damping γ > 0, "
-                                 f"got γ = {gamma}") from exc
+                raise ValueError(
+                    f"block-tridiagonal K-FAC, layer {l}: a damped diagonal factor of layer {l} "
+                    f"or {l + 1} is not positive definite ({exc}); singular factors (few samples, "
+                    f"dead units, the last layer's G under cross-entropy) need damping γ > 0, "
+                    f"got γ = {gamma}"
+                ) from exc
             psi += [psi_l] if psi_l is not None else []
             k.append(k_l)
             denom.append(den_l)
@@ -268,11 +280,19 @@ class TridiagInverse:
             raise ValueError(f"TridiagInverse.apply: got {len(grads)} layer matrices, expected {len(self.k)}")
         for l, (v, den) in enumerate(zip(grads, self.denom)):
             if tuple(v.shape) != tuple(den.shape):
-                raise ValueError(f"TridiagInverse.apply: layer {l} matrix has shape {tuple(v.shape)}, "
-                                 f"expected {tuple(den.shape)} (d_out, d_in + 1)")
-        u = [grads[l] - psi_g @ grads[l + 1] @ psi_a.T  # Ξ V: V_l − Ψ_l V_{l+1}
-             for l, (psi_a, psi_g) in enumerate(self.psi)] + [grads[-1]]
-        w = [k_g @ ((k_g.T @ ul @ k_a) / den) @ k_a.T  # Σ_{l|l+1}⁻¹ u_l  (d_l, a_l)
-             for ul, (k_a, k_g), den in zip(u, self.k, self.denom)]
-        return [wl - self.psi[l - 1][1].T @ w[l - 1] @ self.psi[l - 1][0] if l > 0 else wl  # Ξᵀ W
-                for l, wl in enumerate(w)]
+                raise ValueError(
+                    f"TridiagInverse.apply: layer {l} matrix has shape {tuple(v.shape)}, "
+                    f"expected {tuple(den.shape)} (d_out, d_in + 1)"
+                )
+        u = [
+            grads[l] - psi_g @ grads[l + 1] @ psi_a.T  # Ξ V: V_l − Ψ_l V_{l+1}
+            for l, (psi_a, psi_g) in enumerate(self.psi)
+        ] + [grads[-1]]
+        w = [
+            k_g @ ((k_g.T @ ul @ k_a) / den) @ k_a.T  # Σ_{l|l+1}⁻¹ u_l  (d_l, a_l)
+            for ul, (k_a, k_g), den in zip(u, self.k, self.denom)
+        ]
+        return [
+            wl - self.psi[l - 1][1].T @ w[l - 1] @ self.psi[l - 1][0] if l > 0 else wl  # Ξᵀ W
+            for l, wl in enumerate(w)
+        ]

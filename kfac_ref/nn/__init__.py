@@ -1,10 +1,10 @@
 """Layers and losses with hand-written backward passes (PyTorch's names and layouts).
 
-    >>> import numpy as np
-    >>> from kfac_ref import nn
-    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), seed=0)
-    >>> model(np.zeros((5, 4))).shape
-    (5, 2)
+>>> import numpy as np
+>>> from kfac_ref import nn
+>>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), seed=0)
+>>> model(np.zeros((5, 4))).shape
+(5, 2)
 """
 
 from .activations import ReLU, Sigmoid, Tanh
@@ -17,6 +17,18 @@ from .sequential import Sequential
 from .shape import Flatten
 
 __all__ = [
-    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Flatten", "Layer", "Linear", "Loss",
-    "MaxPool2d", "ParamLayer", "ReLU", "Sequential", "Sigmoid", "SquaredErrorLoss", "Tanh",
+    "AvgPool2d",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Flatten",
+    "Layer",
+    "Linear",
+    "Loss",
+    "MaxPool2d",
+    "ParamLayer",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "SquaredErrorLoss",
+    "Tanh",
 ]

@@ -39,11 +39,20 @@ class Conv2d(ParamLayer):
 
     kind = "conv"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = True, *, rng=None, dtype=np.float64):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias: bool = True,
+        *,
+        rng=None,
+        dtype=np.float64,
+    ):
         k, s, p = _pair(kernel_size, "kernel_size"), _pair(stride, "stride"), _pair(padding, "padding")
-        for nm, v in (("in_channels", in_channels), ("out_channels", out_channels),
-                      ("kernel_size", k), ("stride", s)):
+        for nm, v in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", k), ("stride", s)):
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"Conv2d: {nm} must be a positive integer, got {v!r}")
         if p < 0:
@@ -64,23 +73,23 @@ class Conv2d(ParamLayer):
 
     def output_shape(self, in_shape):
         if len(in_shape) != 3 or in_shape[0] != self.in_channels:
-            raise ValueError(f"{self!r}: per-sample input shape {tuple(in_shape)}, "
-                             f"expected ({self.in_channels}, H, W)")
+            raise ValueError(f"{self!r}: per-sample input shape {tuple(in_shape)}, expected ({self.in_channels}, H, W)")
         c, h, w = in_shape
         k, s, p = self.kernel_size, self.stride, self.padding
         if h + 2 * p < k or w + 2 * p < k:
-            raise ValueError(f"{self!r}: input of {h}×{w} (padded {h + 2 * p}×{w + 2 * p}) "
-                             f"is smaller than the {k}×{k} kernel")
+            raise ValueError(
+                f"{self!r}: input of {h}×{w} (padded {h + 2 * p}×{w + 2 * p}) is smaller than the {k}×{k} kernel"
+            )
         return (self.out_channels, out_size(h, k, s, p), out_size(w, k, s, p))
 
     def forward_cached(self, x):
         if x.ndim != 4:
-            raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, "
-                             f"expected (N, {self.in_channels}, H, W)")
+            raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
         c_out, ho, wo = self.output_shape(x.shape[1:])
         n = x.shape[0]
-        a_bar = im2col(x, self.kernel_size, self.kernel_size, self.stride, self.padding,
-                       ones=self.bias is not None)  # (N, T, a_dim)
+        a_bar = im2col(
+            x, self.kernel_size, self.kernel_size, self.stride, self.padding, ones=self.bias is not None
+        )  # (N, T, a_dim)
         # s_{n,t} = W̄ ā_{n,t} for all t at once: W̄ ā_nᵀ, one (C_out, T) product per
         # sample, which is already the (C_out, Ho, Wo) layout of the output.  (The
         # single product ā W̄ᵀ of shape (N·T, C_out) would need a transpose, and the

@@ -57,9 +57,10 @@ def patch_index(c: int, hp: int, wp: int, kh: int, kw: int, stride: int, xp):
     T = Ho·Wo locations in (u, v) row-major order, K = C·kh·kw in (c, i, j) order.
     """
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    corner = (xp.arange(ho)[:, None] * (stride * wp) + xp.arange(wo)[None, :] * stride)  # (Ho, Wo)
-    offset = (xp.arange(c)[:, None, None] * (hp * wp) + xp.arange(kh)[None, :, None] * wp
-              + xp.arange(kw)[None, None, :])  # (C, kh, kw)
+    corner = xp.arange(ho)[:, None] * (stride * wp) + xp.arange(wo)[None, :] * stride  # (Ho, Wo)
+    offset = (
+        xp.arange(c)[:, None, None] * (hp * wp) + xp.arange(kh)[None, :, None] * wp + xp.arange(kw)[None, None, :]
+    )  # (C, kh, kw)
     return corner.reshape(-1, 1) + offset.reshape(1, -1)  # (T, K)
 
 
@@ -99,8 +100,7 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int, padding: int):
     perm = (*range(nl), nl + 2, nl, nl + 1)  # (..., Ho, Wo, C) → (..., C, Ho, Wo)
     for i in range(kh):
         for j in range(kw):
-            dx[..., i : i + stride * ho : stride, j : j + stride * wo : stride] += \
-                cols[..., i, j].transpose(perm)
+            dx[..., i : i + stride * ho : stride, j : j + stride * wo : stride] += cols[..., i, j].transpose(perm)
     if padding:
         dx = dx[..., padding:-padding, padding:-padding]
     return dx

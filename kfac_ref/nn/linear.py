@@ -27,8 +27,7 @@ class Linear(ParamLayer):
 
     kind = "linear"
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 rng=None, dtype=np.float64):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None, dtype=np.float64):
         check_positive_int("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.d_in, self.d_out = self.in_features, self.out_features
@@ -42,8 +41,7 @@ class Linear(ParamLayer):
 
     def _check(self, x):
         if x.ndim != 2 or x.shape[1] != self.d_in:
-            raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, "
-                             f"expected (N, {self.d_in})")
+            raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, expected (N, {self.d_in})")
 
     def forward(self, x):
         self._check(x)

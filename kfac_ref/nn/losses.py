@@ -34,8 +34,9 @@ def _check_outputs(name, f, *, finite: bool = True):
         raise ValueError(f"{name}: model outputs must have shape (N, C), got {tuple(f.shape)}")
     n, c = f.shape
     if n == 0:
-        raise ValueError(f"{name}: the batch is empty (model outputs of shape {tuple(f.shape)}), "
-                         "expected at least one sample")
+        raise ValueError(
+            f"{name}: the batch is empty (model outputs of shape {tuple(f.shape)}), expected at least one sample"
+        )
     if c == 0:
         raise ValueError(f"{name}: model outputs have no columns (shape {tuple(f.shape)}), expected C ≥ 1")
     xp = get_xp(f)
@@ -48,13 +49,13 @@ def _check_outputs(name, f, *, finite: bool = True):
 
 def _refuse_nonfinite(name, bad: int) -> None:
     if bad:
-        raise NonFiniteError(f"{name}: model outputs contain {bad} NaN/Inf value(s) "
-                         "(the loss likely diverged), expected finite logits")
+        raise NonFiniteError(
+            f"{name}: model outputs contain {bad} NaN/Inf value(s) (the loss likely diverged), expected finite logits"
+        )
 
 
 def _check_num_samples(num_samples):
-    if (isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer))
-            or num_samples < 1):
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"number of sampled targets must be a positive integer, got {num_samples!r}")
 
 
@@ -148,18 +149,22 @@ class CrossEntropyLoss(Loss):
         n, c = _check_outputs("CrossEntropyLoss", f, finite=False)
         xp = get_xp(f, y if hasattr(y, "dtype") else None)
         if not hasattr(y, "dtype") or not xp.issubdtype(y.dtype, xp.integer):
-            raise TypeError(f"CrossEntropyLoss: labels must be an integer array of shape ({n},), "
-                            f"got {getattr(y, 'dtype', type(y).__name__)}")
+            raise TypeError(
+                f"CrossEntropyLoss: labels must be an integer array of shape ({n},), "
+                f"got {getattr(y, 'dtype', type(y).__name__)}"
+            )
         if y.ndim < 1 or y.shape[-1] != n:
-            raise ValueError(f"CrossEntropyLoss: labels have shape {tuple(y.shape)}, expected ({n},) "
-                             f"for {n} samples")
-        counts = xp.stack([xp.count_nonzero(~xp.isfinite(f)),
-                           xp.count_nonzero((y < 0) | (y >= c))]).tolist()  # one sync for both checks
+            raise ValueError(f"CrossEntropyLoss: labels have shape {tuple(y.shape)}, expected ({n},) for {n} samples")
+        counts = xp.stack(
+            [xp.count_nonzero(~xp.isfinite(f)), xp.count_nonzero((y < 0) | (y >= c))]
+        ).tolist()  # one sync for both checks
         _refuse_nonfinite("CrossEntropyLoss", counts[0])
         if counts[1]:
             lo, hi = int(y.min()), int(y.max())
-            raise ValueError(f"CrossEntropyLoss: labels must lie in [0, {c}) for {c} outputs, "
-                             f"got {counts[1]} outside, values in [{lo}, {hi}]")
+            raise ValueError(
+                f"CrossEntropyLoss: labels must lie in [0, {c}) for {c} outputs, "
+                f"got {counts[1]} outside, values in [{lo}, {hi}]"
+            )
 
     @staticmethod
     def probs(f):
@@ -227,16 +232,20 @@ class SquaredErrorLoss(Loss):
         """
         n, c = _check_outputs("SquaredErrorLoss", f, finite=False)
         if not hasattr(y, "shape") or not hasattr(y, "dtype"):
-            raise TypeError(f"SquaredErrorLoss: targets must be an array of shape {tuple(f.shape)}, "
-                            f"got {type(y).__name__}")
+            raise TypeError(
+                f"SquaredErrorLoss: targets must be an array of shape {tuple(f.shape)}, got {type(y).__name__}"
+            )
         xp = get_xp(f, y)
         if y.ndim < 2 or tuple(y.shape[-2:]) != (n, c):
-            raise ValueError(f"SquaredErrorLoss: targets have shape {tuple(y.shape)}, "
-                             f"expected {tuple(f.shape)} like the model outputs")
+            raise ValueError(
+                f"SquaredErrorLoss: targets have shape {tuple(y.shape)}, "
+                f"expected {tuple(f.shape)} like the model outputs"
+            )
         if not xp.issubdtype(y.dtype, xp.floating):
             raise TypeError(f"SquaredErrorLoss: targets must be floating point, got {y.dtype}")
-        counts = xp.stack([xp.count_nonzero(~xp.isfinite(f)),
-                           xp.count_nonzero(~xp.isfinite(y))]).tolist()  # one sync for both checks
+        counts = xp.stack(
+            [xp.count_nonzero(~xp.isfinite(f)), xp.count_nonzero(~xp.isfinite(y))]
+        ).tolist()  # one sync for both checks
         _refuse_nonfinite("SquaredErrorLoss", counts[0])
         if counts[1]:
             raise ValueError(f"SquaredErrorLoss: targets contain {counts[1]} NaN/Inf value(s), expected finite")

@@ -34,8 +34,10 @@ class _Pool2d(Layer):
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{self.name}: {nm} must be a positive integer, got {v!r}")
         if not isinstance(padding, (int, np.integer)) or not 0 <= padding <= kernel_size // 2:
-            raise ValueError(f"{self.name}: padding must be an integer in [0, kernel_size // 2 = "
-                             f"{kernel_size // 2}], got {padding!r}")
+            raise ValueError(
+                f"{self.name}: padding must be an integer in [0, kernel_size // 2 = "
+                f"{kernel_size // 2}], got {padding!r}"
+            )
         self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
 
     def __repr__(self) -> str:

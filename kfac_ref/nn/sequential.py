@@ -56,8 +56,7 @@ class Sequential(Layer):
         return [layer for layer in self.layers if isinstance(layer, ParamLayer)]
 
     def params(self):
-        return [(f"{i}.{name}", value) for i, layer in enumerate(self.layers)
-                for name, value in layer.params()]
+        return [(f"{i}.{name}", value) for i, layer in enumerate(self.layers) for name, value in layer.params()]
 
     @property
     def num_params(self) -> int:

@@ -13,8 +13,7 @@ from .kfac_tridiag import KFACTridiag
 from .ngd import NGD, BlockNGD
 from .sgd import SGD
 
-OPTIMIZERS = {"sgd": SGD, "ngd": NGD, "block-ngd": BlockNGD, "kfac": KFAC, "kfac-tridiag": KFACTridiag,
-              "ekfac": EKFAC}
+OPTIMIZERS = {"sgd": SGD, "ngd": NGD, "block-ngd": BlockNGD, "kfac": KFAC, "kfac-tridiag": KFACTridiag, "ekfac": EKFAC}
 
 
 def make_optimizer(name: str, model, loss_fn, **hyper):
@@ -24,5 +23,16 @@ def make_optimizer(name: str, model, loss_fn, **hyper):
     return OPTIMIZERS[name](model, loss_fn, **hyper)
 
 
-__all__ = ["EKFAC", "KFAC", "NGD", "OPTIMIZERS", "PHASES", "SGD", "BlockNGD", "KFACTridiag", "NonFiniteLossError",
-           "Optimizer", "make_optimizer"]
+__all__ = [
+    "EKFAC",
+    "KFAC",
+    "NGD",
+    "OPTIMIZERS",
+    "PHASES",
+    "SGD",
+    "BlockNGD",
+    "KFACTridiag",
+    "NonFiniteLossError",
+    "Optimizer",
+    "make_optimizer",
+]

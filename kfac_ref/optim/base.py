@@ -35,7 +35,7 @@ class PhaseTimer:
 
     def __init__(self, xp):
         self.xp = xp
-        self.times = {p: 0.0 for p in PHASES}
+        self.times = dict.fromkeys(PHASES, 0.0)
 
     @contextmanager
     def __call__(self, phase: str):

@@ -30,8 +30,17 @@ from .kfac import KFAC
 
 # Settings for `kfac-ref compare` (the lead adds them to compare.DEFAULT_SETTINGS / GRIDS):
 # K-FAC's, so that the two differ only in the curvature; the scalings refitted every step.
-COMPARE_SETTINGS = {"lr": 1.0, "momentum": 0.0, "damping": 0.3, "kind": "mc", "T_inv": 20, "T_scale": 1,
-                    "rescale": True, "kl_clip": None, "adapt_damping": True}
+COMPARE_SETTINGS = {
+    "lr": 1.0,
+    "momentum": 0.0,
+    "damping": 0.3,
+    "kind": "mc",
+    "T_inv": 20,
+    "T_scale": 1,
+    "rescale": True,
+    "kl_clip": None,
+    "adapt_damping": True,
+}
 COMPARE_GRID = [{"damping": d} for d in (0.1, 0.3, 1.0)]
 
 
@@ -99,21 +108,26 @@ class EKFAC(KFAC):
 
     def precondition(self, layer_grads):
         """⊕_l (F_EKFAC,l + γ I)⁻¹ ∇_l h in θ's order.  [(d_out, a_dim)] → (P,)"""
-        return precondition_layers(self.model.param_layers(), [inv.with_damping(self.gamma) for inv in self.inverses],
-                                   layer_grads)
+        return precondition_layers(
+            self.model.param_layers(), [inv.with_damping(self.gamma) for inv in self.inverses], layer_grads
+        )
 
     # ---- state ------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "scale_updates": self.scale_updates,
-                "bases": None if self.bases is None else [[to_numpy(a), to_numpy(g)] for a, g in self.bases],
-                "scalings": None if self.scalings is None else [to_numpy(s) for s in self.scalings]}
+        return {
+            **super().state_dict(),
+            "scale_updates": self.scale_updates,
+            "bases": None if self.bases is None else [[to_numpy(a), to_numpy(g)] for a, g in self.bases],
+            "scalings": None if self.scalings is None else [to_numpy(s) for s in self.scalings],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         dev = self.model.device
         self.scale_updates = int(state["scale_updates"])
-        self.bases = None if state["bases"] is None else \
-            [(to_device(a, dev), to_device(g, dev)) for a, g in state["bases"]]
+        self.bases = (
+            None if state["bases"] is None else [(to_device(a, dev), to_device(g, dev)) for a, g in state["bases"]]
+        )
         self.scalings = None if state["scalings"] is None else [to_device(s, dev) for s in state["scalings"]]
 
     def _inverses_state(self):

@@ -48,12 +48,29 @@ class KFAC(Optimizer):
 
     name = "kfac"
 
-    def __init__(self, model, loss_fn, lr: float = 0.1, momentum: float = 0.9, damping: float = 0.3,
-                 kind: str = "mc", mc_samples: int = 1, T_cov: int = 1, T_inv: int = 1,
-                 ema_decay: float = 0.95, damping_mode: str = "factored", weight_decay: float = 0.0,
-                 stats_fraction: float = 1.0, kl_clip: float | None = 1e-3, rescale: bool = False,
-                 model_fraction: float = 1.0, adapt_damping: bool = False, T_adapt: int = 5,
-                 omega: float | None = None, min_damping: float = 1e-8):
+    def __init__(
+        self,
+        model,
+        loss_fn,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        damping: float = 0.3,
+        kind: str = "mc",
+        mc_samples: int = 1,
+        T_cov: int = 1,
+        T_inv: int = 1,
+        ema_decay: float = 0.95,
+        damping_mode: str = "factored",
+        weight_decay: float = 0.0,
+        stats_fraction: float = 1.0,
+        kl_clip: float | None = 1e-3,
+        rescale: bool = False,
+        model_fraction: float = 1.0,
+        adapt_damping: bool = False,
+        T_adapt: int = 5,
+        omega: float | None = None,
+        min_damping: float = 1e-8,
+    ):
         super().__init__(model, loss_fn, lr, momentum, weight_decay)
         check_supported(model)
         self.damping = check_damping(damping)
@@ -76,15 +93,20 @@ class KFAC(Optimizer):
         self.adapt_damping = check_flag("adapt_damping", adapt_damping)
         self.T_adapt = check_number("T_adapt (T₁)", T_adapt, low=1, integer=True)
         # ω₁ = (19/20)^{T₁} [MG15] §6.5
-        self.omega = (19 / 20) ** self.T_adapt if omega is None else check_number("omega (ω₁)", omega, low=0,
-                                                                                   high=1, low_open=True)
+        self.omega = (
+            (19 / 20) ** self.T_adapt
+            if omega is None
+            else check_number("omega (ω₁)", omega, low=0, high=1, low_open=True)
+        )
         self.min_damping = check_number("min_damping", min_damping, low=0)
         if self.adapt_damping and self.min_damping > self.damping:  # LM's floor above its start
             raise ValueError(f"min_damping ({self.min_damping:g}) must be ≤ damping (λ = {self.damping:g})")
         if self.kl_clip is not None and self.rescale:
-            raise ValueError("kl_clip bounds η² ∇hᵀF̃⁻¹∇h of the plain step; with rescale=True the exact "
-                             "quadratic model sets the step size (α), which would undo the clipping: "
-                             "pass kl_clip=None with rescale=True")
+            raise ValueError(
+                "kl_clip bounds η² ∇hᵀF̃⁻¹∇h of the plain step; with rescale=True the exact "
+                "quadratic model sets the step size (α), which would undo the clipping: "
+                "pass kl_clip=None with rescale=True"
+            )
         # state
         self.factors = None  # [(A, G)] moving averages
         self.inverses = None  # [FactoredInverse | EigenInverse]
@@ -93,12 +115,24 @@ class KFAC(Optimizer):
         self.inverse_damping = None  # the γ the current inverses were built with
 
     def hyper(self) -> dict:
-        return {**super().hyper(), "damping": self.damping, "kind": self.kind, "mc_samples": self.mc_samples,
-                "T_cov": self.T_cov, "T_inv": self.T_inv, "ema_decay": self.ema_decay,
-                "damping_mode": self.damping_mode, "stats_fraction": self.stats_fraction,
-                "kl_clip": self.kl_clip, "rescale": self.rescale, "model_fraction": self.model_fraction,
-                "adapt_damping": self.adapt_damping, "T_adapt": self.T_adapt, "omega": self.omega,
-                "min_damping": self.min_damping}
+        return {
+            **super().hyper(),
+            "damping": self.damping,
+            "kind": self.kind,
+            "mc_samples": self.mc_samples,
+            "T_cov": self.T_cov,
+            "T_inv": self.T_inv,
+            "ema_decay": self.ema_decay,
+            "damping_mode": self.damping_mode,
+            "stats_fraction": self.stats_fraction,
+            "kl_clip": self.kl_clip,
+            "rescale": self.rescale,
+            "model_fraction": self.model_fraction,
+            "adapt_damping": self.adapt_damping,
+            "T_adapt": self.T_adapt,
+            "omega": self.omega,
+            "min_damping": self.min_damping,
+        }
 
     @property
     def gamma(self) -> float:
@@ -168,8 +202,7 @@ class KFAC(Optimizer):
         needs_rng(self.kind, rng)
         m = self._stats_size(x.shape[0])
         trace = res.trace if m == x.shape[0] else forward(self.model, x[:m])
-        stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], y[:m], self.kind, rng, self.mc_samples,
-                                trace=trace)
+        stats, _ = fisher_stats(self.model, self.loss_fn, x[:m], y[:m], self.kind, rng, self.mc_samples, trace=trace)
         return stats
 
     def _fold_stats(self, stats):
@@ -214,13 +247,19 @@ class KFAC(Optimizer):
         """∇_{W̄} (h + ½ η_wd ‖θ‖²) per layer, (d_out, a_dim) each — without a round trip through θ."""
         if not self.weight_decay:
             return res.layer_grads
-        return [g + self.weight_decay * flat_to_wbar(layer, theta[sl])
-                for g, layer, sl in zip(res.layer_grads, self.model.param_layers(), layer_slices(self.model))]
+        return [
+            g + self.weight_decay * flat_to_wbar(layer, theta[sl])
+            for g, layer, sl in zip(res.layer_grads, self.model.param_layers(), layer_slices(self.model))
+        ]
 
     def precondition(self, layer_grads):
         """The K-FAC direction ⊕_l (G_l ⊗ A_l + damping)⁻¹ ∇_l h in θ's order.  [(d_out, a_dim)] → (P,)"""
-        inverses = [dataclasses.replace(inv, gamma=self.gamma)  # exact damping follows λ at once
-                    if isinstance(inv, EigenInverse) and inv.gamma != self.gamma else inv for inv in self.inverses]
+        inverses = [
+            dataclasses.replace(inv, gamma=self.gamma)  # exact damping follows λ at once
+            if isinstance(inv, EigenInverse) and inv.gamma != self.gamma
+            else inv
+            for inv in self.inverses
+        ]
         return precondition_layers(self.model.param_layers(), inverses, layer_grads)
 
     # ---- step 4: the exact quadratic model (rescale, LM) ----------------------------
@@ -257,27 +296,34 @@ class KFAC(Optimizer):
     # ---- state ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         inv_state = None if self.inverses is None else self._inverses_state()
-        return {**super().state_dict(),
-                "damping": self.damping, "stat_updates": self.stat_updates,
-                "factors": None if self.factors is None else [[to_numpy(a), to_numpy(g)] for a, g in self.factors],
-                "inverses": inv_state, "inverse_damping": self.inverse_damping,
-                "prev_delta": to_numpy(self.prev_delta)}
+        return {
+            **super().state_dict(),
+            "damping": self.damping,
+            "stat_updates": self.stat_updates,
+            "factors": None if self.factors is None else [[to_numpy(a), to_numpy(g)] for a, g in self.factors],
+            "inverses": inv_state,
+            "inverse_damping": self.inverse_damping,
+            "prev_delta": to_numpy(self.prev_delta),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         dev = self.model.device
         self.damping = float(state["damping"])
         self.stat_updates = int(state["stat_updates"])
-        self.factors = None if state["factors"] is None else \
-            [(to_device(a, dev), to_device(g, dev)) for a, g in state["factors"]]
+        self.factors = (
+            None if state["factors"] is None else [(to_device(a, dev), to_device(g, dev)) for a, g in state["factors"]]
+        )
         self.inverses = None if state["inverses"] is None else self._inverses_from_state(state["inverses"])
         self.inverse_damping = state["inverse_damping"]
         self.prev_delta = None if state["prev_delta"] is None else to_device(state["prev_delta"], dev)
 
     def _inverses_state(self):
         """The inverses as plain data: one dict of NumPy arrays and scalars per layer."""
-        return [{k: to_numpy(v) if hasattr(v, "shape") else v for k, v in dataclasses.asdict(inv).items()}
-                for inv in self.inverses]
+        return [
+            {k: to_numpy(v) if hasattr(v, "shape") else v for k, v in dataclasses.asdict(inv).items()}
+            for inv in self.inverses
+        ]
 
     def _inverses_from_state(self, saved):
         """Inverse of :meth:`_inverses_state`, on the model's device."""

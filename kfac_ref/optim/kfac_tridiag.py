@@ -3,7 +3,8 @@
 A :class:`~.kfac.KFAC` whose curvature keeps, besides the diagonal factors (A_l, G_l),
 the cross-layer factors of consecutive Linear layers
 
-    A_{l,l+1} = (1/N) Σ_n ā_{l,n} ā_{l+1,n}ᵀ  (a_l, a_{l+1}),   G_{l,l+1} = (1/N) Σ_{n,s} g_{l,s,n} g_{l+1,s,n}ᵀ  (d_l, d_{l+1})
+    A_{l,l+1} = (1/N) Σ_n ā_{l,n} ā_{l+1,n}ᵀ            (a_l, a_{l+1}),
+    G_{l,l+1} = (1/N) Σ_{n,s} g_{l,s,n} g_{l+1,s,n}ᵀ    (d_l, d_{l+1})
 
 from the same seeds, averaged with the *same* ε_k as the diagonal ones (otherwise the
 joint statistics may stop being a covariance and Σ_{l|l+1} may lose definiteness, §11).
@@ -25,8 +26,16 @@ from .kfac import KFAC
 
 # Settings for `kfac-ref compare` (the lead adds them to compare.DEFAULT_SETTINGS / GRIDS):
 # K-FAC's, so that the two differ only in the curvature.
-COMPARE_SETTINGS = {"lr": 1.0, "momentum": 0.0, "damping": 0.3, "kind": "mc", "T_inv": 20, "rescale": True,
-                    "kl_clip": None, "adapt_damping": True}
+COMPARE_SETTINGS = {
+    "lr": 1.0,
+    "momentum": 0.0,
+    "damping": 0.3,
+    "kind": "mc",
+    "T_inv": 20,
+    "rescale": True,
+    "kl_clip": None,
+    "adapt_damping": True,
+}
 COMPARE_GRID = [{"damping": d} for d in (0.1, 0.3, 1.0)]
 
 
@@ -43,8 +52,10 @@ class KFACTridiag(KFAC):
         check_chain(model)  # before anything else: a ConvNet is refused by name, whatever the hypers
         super().__init__(model, loss_fn, *args, **kwargs)
         if self.damping_mode != "factored":
-            raise ValueError(f"kfac-tridiag damps the diagonal factors as [MG15] §6.3 (damping_mode='factored'); "
-                             f"damping_mode={self.damping_mode!r} is not defined for the block-tridiagonal inverse")
+            raise ValueError(
+                f"kfac-tridiag damps the diagonal factors as [MG15] §6.3 (damping_mode='factored'); "
+                f"damping_mode={self.damping_mode!r} is not defined for the block-tridiagonal inverse"
+            )
         self.cross_factors = None  # [(A_{l,l+1}, G_{l,l+1})] moving averages, l = 0 … L−2
 
     # ---- step 2: diagonal and cross factors, one ε_k ------------------------------------
@@ -61,29 +72,42 @@ class KFACTridiag(KFAC):
     def precondition(self, layer_grads):
         """F̂_γ⁻¹ ∇h in θ's order.  [(d_out, a_dim)] per layer → (P,)"""
         xp = get_xp(layer_grads[0])
-        return xp.concatenate([wbar_to_flat(layer, d) for layer, d in
-                               zip(self.model.param_layers(), self.inverses.apply(layer_grads))])
+        return xp.concatenate(
+            [wbar_to_flat(layer, d) for layer, d in zip(self.model.param_layers(), self.inverses.apply(layer_grads))]
+        )
 
     # ---- state ------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {**super().state_dict(),
-                "cross_factors": None if self.cross_factors is None else
-                [[to_numpy(a), to_numpy(g)] for a, g in self.cross_factors]}
+        return {
+            **super().state_dict(),
+            "cross_factors": None
+            if self.cross_factors is None
+            else [[to_numpy(a), to_numpy(g)] for a, g in self.cross_factors],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         dev = self.model.device
-        self.cross_factors = None if state["cross_factors"] is None else \
-            [(to_device(a, dev), to_device(g, dev)) for a, g in state["cross_factors"]]
+        self.cross_factors = (
+            None
+            if state["cross_factors"] is None
+            else [(to_device(a, dev), to_device(g, dev)) for a, g in state["cross_factors"]]
+        )
 
     def _inverses_state(self):
         inv = self.inverses
-        return {"psi": [[to_numpy(pa), to_numpy(pg)] for pa, pg in inv.psi],
-                "k": [[to_numpy(ka), to_numpy(kg)] for ka, kg in inv.k],
-                "denom": [to_numpy(d) for d in inv.denom], "gamma": inv.gamma}
+        return {
+            "psi": [[to_numpy(pa), to_numpy(pg)] for pa, pg in inv.psi],
+            "k": [[to_numpy(ka), to_numpy(kg)] for ka, kg in inv.k],
+            "denom": [to_numpy(d) for d in inv.denom],
+            "gamma": inv.gamma,
+        }
 
     def _inverses_from_state(self, saved):
         dev = self.model.device
-        return TridiagInverse(tuple((to_device(pa, dev), to_device(pg, dev)) for pa, pg in saved["psi"]),
-                              tuple((to_device(ka, dev), to_device(kg, dev)) for ka, kg in saved["k"]),
-                              tuple(to_device(d, dev) for d in saved["denom"]), float(saved["gamma"]))
+        return TridiagInverse(
+            tuple((to_device(pa, dev), to_device(pg, dev)) for pa, pg in saved["psi"]),
+            tuple((to_device(ka, dev), to_device(kg, dev)) for ka, kg in saved["k"]),
+            tuple(to_device(d, dev) for d in saved["denom"]),
+            float(saved["gamma"]),
+        )

@@ -42,8 +42,7 @@ def _ema(old, new, decay: float):
 class _FisherMethod(Optimizer):
     """Shared hyper-parameters of the Fisher-based methods."""
 
-    def __init__(self, model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay,
-                 kl_clip):
+    def __init__(self, model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay, kl_clip):
         super().__init__(model, loss_fn, lr, momentum, weight_decay)
         self.kl_clip = None if kl_clip is None else check_number("kl_clip (κ)", kl_clip, low=0, low_open=True)
         self.damping = check_damping(damping)
@@ -54,13 +53,18 @@ class _FisherMethod(Optimizer):
             raise ValueError("ema_decay (ε) must be < 1, got 1 (the Fisher would never change)")
 
     def hyper(self) -> dict:
-        return {**super().hyper(), "damping": self.damping, "kind": self.kind,
-                "mc_samples": self.mc_samples, "ema_decay": self.ema_decay, "kl_clip": self.kl_clip}
+        return {
+            **super().hyper(),
+            "damping": self.damping,
+            "kind": self.kind,
+            "mc_samples": self.mc_samples,
+            "ema_decay": self.ema_decay,
+            "kl_clip": self.kl_clip,
+        }
 
     def _stats(self, res, x, y, rng):
         needs_rng(self.kind, rng)
-        stats, _ = fisher_stats(self.model, self.loss_fn, x, y, self.kind, rng, self.mc_samples,
-                                trace=res.trace)
+        stats, _ = fisher_stats(self.model, self.loss_fn, x, y, self.kind, rng, self.mc_samples, trace=res.trace)
         return stats
 
     def _step_from(self, direction, grad, info):
@@ -77,11 +81,22 @@ class NGD(_FisherMethod):
 
     name = "ngd"
 
-    def __init__(self, model, loss_fn, lr: float = 0.5, momentum: float = 0.0, damping: float = 0.3,
-                 kind: str = "exact", solver: str = "dense", mc_samples: int = 1, ema_decay: float = 0.0,
-                 weight_decay: float = 0.0, kl_clip: float | None = 0.1, max_bytes=None):
-        super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay,
-                         kl_clip)
+    def __init__(
+        self,
+        model,
+        loss_fn,
+        lr: float = 0.5,
+        momentum: float = 0.0,
+        damping: float = 0.3,
+        kind: str = "exact",
+        solver: str = "dense",
+        mc_samples: int = 1,
+        ema_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        kl_clip: float | None = 0.1,
+        max_bytes=None,
+    ):
+        super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay, kl_clip)
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}: expected one of {SOLVERS}")
         if solver == "woodbury":
@@ -125,11 +140,20 @@ class BlockNGD(_FisherMethod):
 
     name = "block-ngd"
 
-    def __init__(self, model, loss_fn, lr: float = 0.5, momentum: float = 0.0, damping: float = 0.3,
-                 kind: str = "exact", mc_samples: int = 1, ema_decay: float = 0.0, weight_decay: float = 0.0,
-                 kl_clip: float | None = 0.1):
-        super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay,
-                         kl_clip)
+    def __init__(
+        self,
+        model,
+        loss_fn,
+        lr: float = 0.5,
+        momentum: float = 0.0,
+        damping: float = 0.3,
+        kind: str = "exact",
+        mc_samples: int = 1,
+        ema_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        kl_clip: float | None = 0.1,
+    ):
+        super().__init__(model, loss_fn, lr, momentum, weight_decay, damping, kind, mc_samples, ema_decay, kl_clip)
         self.blocks = None  # [(p_l, p_l)] per layer
 
     def _direction(self, res, grad, theta, x, y, rng, timer, info):
@@ -138,8 +162,7 @@ class BlockNGD(_FisherMethod):
         with timer("curvature"):
             stats = self._stats(res, x, y, rng)
             new = blocks_from_stats(stats, n)  # [F_ll]
-            self.blocks = new if self.blocks is None else [_ema(o, b, self.ema_decay)
-                                                           for o, b in zip(self.blocks, new)]
+            self.blocks = new if self.blocks is None else [_ema(o, b, self.ema_decay) for o, b in zip(self.blocks, new)]
         with timer("inversion"):
             parts = []
             for sl, block in zip(layer_slices(self.model), self.blocks):
@@ -153,8 +176,7 @@ class BlockNGD(_FisherMethod):
         return blocks_to_dense(self.model, self.blocks)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(),
-                "blocks": None if self.blocks is None else [to_numpy(b) for b in self.blocks]}
+        return {**super().state_dict(), "blocks": None if self.blocks is None else [to_numpy(b) for b in self.blocks]}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -1,8 +1,8 @@
 """Stochastic gradient descent with momentum (heavy-ball or Nesterov) and weight decay.
 
-    d = ∇h(θ) + η_wd θ
-    v ← μ v + d,   θ ← θ − η v              (heavy ball, PyTorch's convention)
-    θ ← θ − η (d + μ v)                      (Nesterov)
+d = ∇h(θ) + η_wd θ
+v ← μ v + d,   θ ← θ − η v              (heavy ball, PyTorch's convention)
+θ ← θ − η (d + μ v)                      (Nesterov)
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, model, loss_fn, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self, model, loss_fn, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0
+    ):
         super().__init__(model, loss_fn, lr, momentum, weight_decay)
         self.nesterov = check_flag("nesterov", nesterov)
         if self.nesterov and not self.momentum:
