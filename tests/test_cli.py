@@ -192,3 +192,16 @@ def test_sizes_errors_come_from_its_own_parser(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["sizes", "--arch", "vgg"])
     assert exc.value.code == 2 and "invalid choice: 'vgg'" in capsys.readouterr().err
+
+
+def test_demo_is_compare_at_its_defaults_but_for_the_output_folder_and_ngds_cap():
+    from dataclasses import asdict
+
+    from kfac_ref.cli import DEMO_NGD_ITERATIONS, build_parser, config_from_args
+    from kfac_ref.experiments import compare
+
+    demo, comp = (build_parser().parse_args([name]) for name in ("demo", "compare"))
+    d, c = asdict(config_from_args(demo)), asdict(config_from_args(comp))
+    assert d.pop("iteration_caps") == {"ngd": DEMO_NGD_ITERATIONS, "block-ngd": DEMO_NGD_ITERATIONS}
+    assert c.pop("iteration_caps") == dict(compare.ITERATION_CAPS)
+    assert d == c and (demo.out, comp.out) == ("results/demo", "results/compare")
