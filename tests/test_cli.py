@@ -80,11 +80,12 @@ def test_summary_counts_iterations_and_seconds_to_target():
     runs = [{"optimizer": "sgd", "records": recs}, {"optimizer": "kfac", "records": fast[:3]}]
     assert default_targets(runs) == {"train_loss": 0.5, "val_acc": 0.8}
     assert target_list(runs) == [
-        ("train_loss", 0.5),
+        ("train_loss", 0.5),  # the hardest both reach
+        ("train_loss", 0.2),  # SGD's best
         ("train_loss", 0.1),
         ("train_loss", 0.01),
         ("val_acc", 0.8),
-        ("val_acc", 0.9),
+        ("val_acc", 0.9),  # SGD's best and a round target: once
         ("val_acc", 0.95),
     ]
     summary = summarize(runs, [("train_loss", 0.5), ("val_acc", 0.9)])
