@@ -50,7 +50,6 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 root_doc = "index"
 exclude_patterns = [
     "_build",
-    "README-proposed.md",  # the proposed front page, for the lead to move to README.md
     "**/.ipynb_checkpoints",
 ]
 
