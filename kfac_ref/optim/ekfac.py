@@ -28,21 +28,6 @@ from ..fisher.kron import precondition_layers
 from ..validate import check_number
 from .kfac import KFAC
 
-# Settings for `kfac-ref compare` (the lead adds them to compare.DEFAULT_SETTINGS / GRIDS):
-# K-FAC's, so that the two differ only in the curvature; the scalings refitted every step.
-COMPARE_SETTINGS = {
-    "lr": 1.0,
-    "momentum": 0.0,
-    "damping": 0.3,
-    "kind": "mc",
-    "T_inv": 20,
-    "T_scale": 1,
-    "rescale": True,
-    "kl_clip": None,
-    "adapt_damping": True,
-}
-COMPARE_GRID = [{"damping": d} for d in (0.1, 0.3, 1.0)]
-
 
 class EKFAC(KFAC):
     """``EKFAC(model, loss_fn, lr=0.1, momentum=0.9, damping=0.3, kind="mc", T_scale=1, kl_clip=1e-3, ...)``.

@@ -24,20 +24,6 @@ from ..fisher.tridiag import TridiagInverse, check_chain, cross_factors_from_sta
 from ..params import wbar_to_flat
 from .kfac import KFAC
 
-# Settings for `kfac-ref compare` (the lead adds them to compare.DEFAULT_SETTINGS / GRIDS):
-# K-FAC's, so that the two differ only in the curvature.
-COMPARE_SETTINGS = {
-    "lr": 1.0,
-    "momentum": 0.0,
-    "damping": 0.3,
-    "kind": "mc",
-    "T_inv": 20,
-    "rescale": True,
-    "kl_clip": None,
-    "adapt_damping": True,
-}
-COMPARE_GRID = [{"damping": d} for d in (0.1, 0.3, 1.0)]
-
 
 class KFACTridiag(KFAC):
     """``KFACTridiag(model, loss_fn, lr=0.1, momentum=0.9, damping=0.3, kind="mc", kl_clip=1e-3, ...)``.
