@@ -73,7 +73,7 @@ from .compare import (
     settings_for,
 )
 from .curves import COLORS, LABELS, save_figure
-from .summary import time_to_target
+from .summary import format_ratio, time_to_target
 
 DEFAULT_BATCH_SIZES = (128, 256, 512, 1024, None)  # None: the whole training set
 DEFAULT_OPTIMIZERS = ("sgd", "ngd", "kfac")
@@ -269,8 +269,9 @@ def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def _ratio(num, den) -> str:
-    return "—" if num is None or not den else f"{num / den:.1f}×"
+def _ratio(num, den, fewer: str, more: str) -> str:
+    """SGD's cost ``num`` over the method's ``den`` in words (:func:`~kfac_ref.experiments.summary.format_ratio`)."""
+    return format_ratio(None if num is None or not den else num / den, fewer, more)
 
 
 def format_table(doc: dict) -> str:
@@ -321,14 +322,20 @@ def format_table(doc: dict) -> str:
     if others:
         lines += [
             "",
-            "SGD's cost divided by the method's (5× = five times fewer iterations or less time):",
+            "Each method's cost against SGD's at the same batch size (\"5.0× fewer\": a fifth of SGD's "
+            'iterations; "10× more time": ten times SGD\'s seconds):',
             "",
-            f"| batch | optimizer | {lt}: × fewer iterations | × less time | {at}: × fewer iterations | × less time |",
+            f"| batch | optimizer | {lt}: iterations vs SGD | time vs SGD | {at}: iterations vs SGD | time vs SGD |",
             "|---|---|---:|---:|---:|---:|",
         ]
         for r in others:
             base = sgd[r["batch_size"]]
-            cells = [_ratio(base[k][f], r[k][f]) for k in ("train_loss", "val_acc") for f in ("iterations", "seconds")]
+            words = {"iterations": ("fewer", "more"), "seconds": ("less time", "more time")}
+            cells = [
+                _ratio(base[k][f], r[k][f], *words[f])
+                for k in ("train_loss", "val_acc")
+                for f in ("iterations", "seconds")
+            ]
             lines.append(f"| {_batch_label(r['batch_size'], n)} | {r['optimizer']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
