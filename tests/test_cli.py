@@ -58,7 +58,8 @@ def test_compare_quick_writes_exactly_the_documented_outputs(quick_run):
     with open(out / "history_kfac.csv") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == RECORD_FIELDS and len(rows) == len(doc["runs"][3]["records"])
-    assert "| iterations vs SGD |" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "| iterations vs SGD |" in summary and f"Batch size {doc['config']['batch_size']}." in summary
 
 
 def test_every_optimizer_starts_from_the_same_point_and_sees_the_same_data(quick_run):

@@ -140,6 +140,13 @@ class CompareConfig:
 DIAGNOSTIC_FIELDS = ("angle_deg", "curvature_error", "natural_damping")
 
 
+#: the last line of summary.md: which regime the numbers belong to, and where the dependence is measured
+REGIME_NOTE = (
+    "Batch size {batch}.  How these ratios depend on the batch size is measured by `kfac-ref batch-sweep` "
+    "(on digits, K-FAC's advantage over SGD in iterations grew with it: docs/results.md).\n"
+)
+
+
 def load_data(cfg: CompareConfig):
     """The dataset, flattened for an MLP, cast and moved as configured."""
     kwargs = {"dtype": np.dtype(cfg.dtype)}
@@ -346,6 +353,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
         text = f"{stopped}\n{text}"
     if diagnosed:
         text += "\n" + format_diagnostics(runs, cfg)
+    text += "\n" + REGIME_NOTE.format(batch=cfg.batch_size)
     writers.append((out / "summary.md", lambda tmp: tmp.write_text(f"# {title}\n\n{text}")))
     write_together(writers)
     return summary
