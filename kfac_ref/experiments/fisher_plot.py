@@ -185,24 +185,24 @@ def fisher_matrices(
 ) -> dict:
     """The matrices of the figure, their damped inverses and their errors.
 
-    Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1):
+    Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1)::
 
-    ``exact``               F (``kind``: "exact", "mc" or "empirical"; :func:`kfac_ref.fisher.dense`)
-    ``block_diagonal``      F_bd: the layer blocks of F, zero elsewhere          (step 1)
-    ``kfac``                ⊕_l G_l ⊗ A_l                                        (step 2)
-    ``exact_inv``           (F + λI)⁻¹ (np.linalg.inv)
-    ``block_diagonal_inv``  (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹ (np.linalg.inv per block)
-    ``kfac_inv``            K-FAC's damped inverse from the factors              (step 3)
-    ``kfac_damped``         the damped dense K-FAC matrix; ``kfac_inv`` is its inverse
-    ``kfac_tridiag``        block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11;
-                            :func:`kfac_ref.fisher.kfac_tridiag_dense`) — None unless the
-                            model is a chain of Linear layers (an MLP): see ``notes``
-    ``kfac_tridiag_inv``    its damped inverse Ξᵀ Λ Ξ as the optimizer applies it (factored
-                            damping of the diagonal factors, whatever ``damping_mode``)
-    ``kfac_tridiag_damped`` the damped F̂; ``kfac_tridiag_inv`` is its inverse
-    ``ekfac``               EKFAC ⊕_l (U_G ⊗ U_A) diag(s_l) (U_G ⊗ U_A)ᵀ ([GLBV18], docs/math.md §12;
-                            :func:`kfac_ref.fisher.ekfac_dense`)
-    ``ekfac_inv``           ⊕_l (F_EKFAC,l + λI)⁻¹ (λ added to the scalings, exactly)
+        ``exact``               F (``kind``: "exact", "mc" or "empirical"; :func:`kfac_ref.fisher.dense`)
+        ``block_diagonal``      F_bd: the layer blocks of F, zero elsewhere          (step 1)
+        ``kfac``                ⊕_l G_l ⊗ A_l                                        (step 2)
+        ``exact_inv``           (F + λI)⁻¹ (np.linalg.inv)
+        ``block_diagonal_inv``  (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹ (np.linalg.inv per block)
+        ``kfac_inv``            K-FAC's damped inverse from the factors              (step 3)
+        ``kfac_damped``         the damped dense K-FAC matrix; ``kfac_inv`` is its inverse
+        ``kfac_tridiag``        block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11;
+                                :func:`kfac_ref.fisher.kfac_tridiag_dense`) — None unless the
+                                model is a chain of Linear layers (an MLP): see ``notes``
+        ``kfac_tridiag_inv``    its damped inverse Ξᵀ Λ Ξ as the optimizer applies it (factored
+                                damping of the diagonal factors, whatever ``damping_mode``)
+        ``kfac_tridiag_damped`` the damped F̂; ``kfac_tridiag_inv`` is its inverse
+        ``ekfac``               EKFAC ⊕_l (U_G ⊗ U_A) diag(s_l) (U_G ⊗ U_A)ᵀ ([GLBV18], docs/math.md §12;
+                                :func:`kfac_ref.fisher.ekfac_dense`)
+        ``ekfac_inv``           ⊕_l (F_EKFAC,l + λI)⁻¹ (λ added to the scalings, exactly)
 
     and ``factors`` [(A_l, G_l)], ``grad`` ∇h (P,), ``directions`` {name: (damped inverse) ∇h},
     ``boundaries`` (the offsets in θ where a layer starts, after the first), ``layers``

@@ -59,10 +59,11 @@ class Config:
 def ablation(damping: float | None = None, plain_lr: float = 0.1) -> list[Config]:
     """The ladder from the plain preconditioned step to compare's K-FAC + LM, and the §7 branch.
 
-    damping  : λ for every rung (default: compare's K-FAC, DEFAULT_SETTINGS["kfac"])
-    plain_lr : η of the unclipped steps without §7 (the plain step at compare's η = 1 is the
-               first rung, to show what happens without a safeguard)
-    Returns [8] configurations in this order; each differs from its parent in ``changed`` only:
+    ``damping``: λ for every rung (default: compare's K-FAC, DEFAULT_SETTINGS["kfac"]).
+    ``plain_lr``: η of the unclipped steps without §7 (the plain step at compare's η = 1 is the
+    first rung, to show what happens without a safeguard).
+
+    Returns [8] configurations in this order; each differs from its parent in ``changed`` only::
 
         plain, η = 1    δ = −η F̃⁻¹∇h, no momentum, no clipping            (docs/math.md §4–5)
         plain           the same with η = plain_lr

@@ -2,7 +2,7 @@
 
 The optimizers never form these; they apply the inverses layer by layer.  These
 views exist so that an inverse can be drawn next to (F + λI)⁻¹ and subtracted
-from it (docs/math.md §8.10):
+from it (docs/math.md §8.10)::
 
     blockwise_inverse     (M + λI)⁻¹ of a block-diagonal M = ⊕_l (M_ll + λI)⁻¹    one inverse per layer
     kfac_damped           ⊕_l (G_l + √λ/π I) ⊗ (A_l + π√λ I)   ("factored", [MG15 §6.3], docs/math.md §6)
