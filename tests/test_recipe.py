@@ -7,8 +7,6 @@ over the logged steps, FLOP counts written out by hand, a fake batch-sweep file.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -132,65 +130,3 @@ def test_flop_model_counts_by_hand():
     assert conv["precondition"] == 2 * 10 * 12
     assert lin["forward_backward"] == 6 * 4 * 19 * 3 and lin["statistics"] == 4 * (361 + 9) / 2
     assert sum(r["d_in"] * r["d_out"] for r in rows) == model.num_params
-
-
-def _fake_sweep():
-    rows = []
-    for b, (sgd_it, kfac_it) in {128: (40, 20), 1438: (None, 10)}.items():
-        for name, it in (("sgd", sgd_it), ("kfac", kfac_it)):
-            rows.append(
-                {
-                    "batch_size": b,
-                    "optimizer": name,
-                    "settings": {"lr": 1.0},
-                    "runs_tried": 3,
-                    "train_loss": {"iterations": it, "seconds": None if it is None else it * 0.01},
-                    "val_acc": {"iterations": it, "seconds": None if it is None else it * 0.02},
-                    "seconds_per_iteration": 0.01,
-                    "final_train_loss": 0.2,
-                    "best_val_acc": 0.9,
-                }
-            )
-    return {
-        "command": "kfac-ref batch-sweep",
-        "date": "2026-12-01",
-        "machine": {},
-        "model": "convnet",
-        "iterations": 100,
-        "targets": {"train_loss": 0.3, "val_acc": 0.9},
-        "grids": {},
-        "rows": rows,
-    }
-
-
-def test_batch_sweep_reader(tmp_path):
-    assert recipe.load_batch_sweep(tmp_path / "absent.json") is None
-    path = tmp_path / "sweep.json"
-    path.write_text(json.dumps(_fake_sweep()))
-    doc = recipe.load_batch_sweep(path)
-    ratios = recipe.batch_sweep_ratios(doc)
-    first = [r for r in ratios if r["batch_size"] == 128 and r["target"] == "train_loss"][0]
-    assert first["iterations_ratio"] == 40 / 20 and first["seconds_ratio"] == pytest.approx(0.4 / 0.2)
-    full = [r for r in ratios if r["batch_size"] == 1438 and r["target"] == "val_acc"][0]
-    assert full["iterations_ratio"] is None and full["method_reached"] and not full["base_reached"]
-    table = recipe.batch_sweep_markdown(doc, n_train=1438)
-    assert "| full (1438) | sgd | not reached |" in table and "| 128 | kfac | 20 | 0.20 |" in table
-    assert table.count("\n") == 2 + 4
-    doc["n_train"] = 128  # the sweep's own record of the training-set size is the default
-    doc["rows"][0]["final_train_loss"] = None  # a value the sweep could not measure
-    table = recipe.batch_sweep_markdown(doc)
-    assert "| full (128) | sgd | 40 | 0.40 |" in table and "| 1438 | kfac | 10 |" in table
-    assert "| 10.0 | — | 0.900 | 3 |" in table
-
-
-def test_batch_sweep_reader_names_what_is_missing(tmp_path):
-    bad = _fake_sweep()
-    del bad["targets"]
-    (tmp_path / "a.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"a.json: not a batch-sweep file, missing \['targets'\]"):
-        recipe.load_batch_sweep(tmp_path / "a.json")
-    bad = _fake_sweep()
-    del bad["rows"][1]["val_acc"]
-    (tmp_path / "b.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"rows\[1\] lacks \['val_acc'\]"):
-        recipe.load_batch_sweep(tmp_path / "b.json")

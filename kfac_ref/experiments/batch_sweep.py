@@ -269,11 +269,6 @@ def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def _ratio(num, den, fewer: str, more: str) -> str:
-    """SGD's cost ``num`` over the method's ``den`` in words (:func:`~kfac_ref.experiments.summary.format_ratio`)."""
-    return format_ratio(None if num is None or not den else num / den, fewer, more)
-
-
 def format_table(doc: dict) -> str:
     """summary.md: the settings, the per-point table and each method's ratios to SGD."""
     t, n = doc["targets"], doc["n_train"]
@@ -317,9 +312,9 @@ def format_table(doc: dict) -> str:
             f"| {_fmt(r['val_acc']['iterations'], 'd')} | {_fmt(r['val_acc']['seconds'], '.2f')} "
             f"| {_fmt(r['final_train_loss'], '.3g')} | {_fmt(r['best_val_acc'], '.3f')} |"
         )
-    sgd = {r["batch_size"]: r for r in doc["rows"] if r["optimizer"] == "sgd"}
-    others = [r for r in doc["rows"] if r["optimizer"] != "sgd" and r["batch_size"] in sgd]
-    if others:
+    methods = [o for o in dict.fromkeys(r["optimizer"] for r in doc["rows"]) if o != "sgd"]
+    per_method = {m: ratios(doc, m) for m in methods}
+    if any(per_method.values()):
         lines += [
             "",
             "Each method's cost against SGD's at the same batch size (\"5.0× fewer\": a fifth of SGD's "
@@ -328,15 +323,111 @@ def format_table(doc: dict) -> str:
             f"| batch | optimizer | {lt}: iterations vs SGD | time vs SGD | {at}: iterations vs SGD | time vs SGD |",
             "|---|---|---:|---:|---:|---:|",
         ]
-        for r in others:
-            base = sgd[r["batch_size"]]
-            words = {"iterations": ("fewer", "more"), "seconds": ("less time", "more time")}
-            cells = [
-                _ratio(base[k][f], r[k][f], *words[f])
-                for k in ("train_loss", "val_acc")
-                for f in ("iterations", "seconds")
-            ]
-            lines.append(f"| {_batch_label(r['batch_size'], n)} | {r['optimizer']} | " + " | ".join(cells) + " |")
+        for b in sorted({r["batch_size"] for rs in per_method.values() for r in rs}):
+            for m, rs in per_method.items():
+                cells = [
+                    format_ratio(r[f"{f}_ratio"], *words)
+                    for r in rs
+                    if r["batch_size"] == b
+                    for f, words in (("iterations", ("fewer", "more")), ("seconds", ("less time", "more time")))
+                ]
+                if cells:
+                    lines.append(f"| {_batch_label(b, n)} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- reading the document back (notebook 05) ----------------------------------------------------
+DOCUMENT_KEYS = ("command", "date", "machine", "model", "iterations", "targets", "grids", "rows")
+ROW_KEYS = (
+    "batch_size",
+    "optimizer",
+    "settings",
+    "runs_tried",
+    "train_loss",
+    "val_acc",
+    "seconds_per_iteration",
+    "final_train_loss",
+    "best_val_acc",
+)
+
+
+def load_document(path) -> dict | None:
+    """The JSON :func:`write_outputs` writes, or None when the file does not exist (not measured yet).
+
+    A file that exists but lacks a key of the schema (:data:`DOCUMENT_KEYS`, per row
+    :data:`ROW_KEYS`) is refused with the file and the missing key named.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    missing = [k for k in DOCUMENT_KEYS if k not in doc]
+    if missing:
+        raise ValueError(f"{path}: not a batch-sweep file, missing {missing} (expected keys {DOCUMENT_KEYS})")
+    for i, row in enumerate(doc["rows"]):
+        lacks = [k for k in ROW_KEYS if k not in row]
+        if lacks:
+            raise ValueError(f"{path}: rows[{i}] lacks {lacks} (expected keys {ROW_KEYS})")
+    return doc
+
+
+def ratios(doc, method: str = "kfac", base: str = "sgd") -> list[dict]:
+    """Per batch size (ascending) and target: base's cost divided by method's (> 1: method is cheaper).
+
+    Returns [{"batch_size", "target" ('train_loss' | 'val_acc'), "iterations_ratio", "seconds_ratio",
+    "method_reached", "base_reached"}]; a ratio is None unless both reached the target (method after ≥ 1 step).
+    """
+    rows = {(r["batch_size"], r["optimizer"]): r for r in doc["rows"]}
+    out = []
+    for b in sorted({r["batch_size"] for r in doc["rows"]}):
+        m, s = rows.get((b, method)), rows.get((b, base))
+        if m is None or s is None:
+            continue
+        for target in ("train_loss", "val_acc"):
+            mt, st = m[target], s[target]
+            both = bool(mt["iterations"]) and st["iterations"] is not None  # (reached at iteration 0: no ratio)
+            out.append(
+                {
+                    "batch_size": b,
+                    "target": target,
+                    "iterations_ratio": st["iterations"] / mt["iterations"] if both else None,
+                    "seconds_ratio": st["seconds"] / mt["seconds"] if both else None,
+                    "method_reached": mt["iterations"] is not None,
+                    "base_reached": st["iterations"] is not None,
+                }
+            )
+    return out
+
+
+def _cell(v, spec, missing="not reached"):
+    return missing if v is None else format(v, spec)
+
+
+def points_markdown(doc, n_train: int | None = None) -> str:
+    """A Markdown table of the sweep: one line per batch size and optimizer.
+
+    n_train : the training set's size (default: the document's "n_train", if it has one): that
+              batch size is shown as "full (N)".  A value the sweep could not measure shows "—".
+    """
+    n_train = doc.get("n_train") if n_train is None else n_train
+    t = doc["targets"]
+    lines = [
+        f"| batch | optimizer | iterations to train loss ≤ {t['train_loss']:g} | seconds | "
+        f"iterations to val acc ≥ {t['val_acc']:g} | seconds | ms / iteration | final train loss "
+        f"| best val acc | runs tried |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(doc["rows"], key=lambda r: (r["batch_size"], r["optimizer"])):
+        b = f"full ({r['batch_size']})" if r["batch_size"] == n_train else str(r["batch_size"])
+        ms = None if r["seconds_per_iteration"] is None else 1e3 * r["seconds_per_iteration"]
+        lines.append(
+            f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
+            f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
+            f"| {_cell(r['val_acc']['seconds'], '.2f')} "
+            f"| {_cell(ms, '.1f', '—')} "
+            f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
+            f"| {r['runs_tried']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -13,17 +13,16 @@ step goes.  This module holds the reusable parts of notebook 05's study of them:
   keeps every step's ``info`` dict (KL-clip ν, λ, α, μ, ρ, phase times);
 - :func:`phase_seconds` — the mean seconds per iteration of each phase;
 - :func:`flop_model` — a FLOP count per layer and phase of one K-FAC iteration,
-  to set next to the measured phase times;
-- :func:`load_batch_sweep`, :func:`batch_sweep_ratios`, :func:`batch_sweep_markdown`
-  — the reader of ``kfac-ref batch-sweep``'s JSON (where the recipe pays off).
+  to set next to the measured phase times.
+
+``kfac-ref batch-sweep``'s document (where the recipe pays off) is read back by
+:mod:`kfac_ref.experiments.batch_sweep` (``load_document``, ``ratios``, ``points_markdown``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -190,101 +189,6 @@ def flop_model(model, in_shape, batch_size: int, T_cov: int = 1, T_inv: int = 1)
             }
         )
     return rows
-
-
-# ---- kfac-ref batch-sweep's JSON --------------------------------------------------------
-BATCH_SWEEP_KEYS = ("command", "date", "machine", "model", "iterations", "targets", "grids", "rows")
-ROW_KEYS = (
-    "batch_size",
-    "optimizer",
-    "settings",
-    "runs_tried",
-    "train_loss",
-    "val_acc",
-    "seconds_per_iteration",
-    "final_train_loss",
-    "best_val_acc",
-)
-
-
-def load_batch_sweep(path) -> dict | None:
-    """The JSON ``kfac-ref batch-sweep`` writes, or None when the file does not exist (not measured yet).
-
-    A file that exists but lacks a key of the schema (:data:`BATCH_SWEEP_KEYS`, per row
-    :data:`ROW_KEYS`) is refused with the file and the missing key named.
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    doc = json.loads(path.read_text())
-    missing = [k for k in BATCH_SWEEP_KEYS if k not in doc]
-    if missing:
-        raise ValueError(f"{path}: not a batch-sweep file, missing {missing} (expected keys {BATCH_SWEEP_KEYS})")
-    for i, row in enumerate(doc["rows"]):
-        lacks = [k for k in ROW_KEYS if k not in row]
-        if lacks:
-            raise ValueError(f"{path}: rows[{i}] lacks {lacks} (expected keys {ROW_KEYS})")
-    return doc
-
-
-def batch_sweep_ratios(doc, method: str = "kfac", base: str = "sgd") -> list[dict]:
-    """Per batch size (ascending) and target: base's cost divided by method's (> 1: method is cheaper).
-
-    Returns [{"batch_size", "target" ('train_loss' | 'val_acc'), "iterations_ratio", "seconds_ratio",
-    "method_reached", "base_reached"}]; a ratio is None unless both reached the target (method after ≥ 1 step).
-    """
-    rows = {(r["batch_size"], r["optimizer"]): r for r in doc["rows"]}
-    out = []
-    for b in sorted({r["batch_size"] for r in doc["rows"]}):
-        m, s = rows.get((b, method)), rows.get((b, base))
-        if m is None or s is None:
-            continue
-        for target in ("train_loss", "val_acc"):
-            mt, st = m[target], s[target]
-            both = bool(mt["iterations"]) and st["iterations"] is not None  # (reached at iteration 0: no ratio)
-            out.append(
-                {
-                    "batch_size": b,
-                    "target": target,
-                    "iterations_ratio": st["iterations"] / mt["iterations"] if both else None,
-                    "seconds_ratio": st["seconds"] / mt["seconds"] if both else None,
-                    "method_reached": mt["iterations"] is not None,
-                    "base_reached": st["iterations"] is not None,
-                }
-            )
-    return out
-
-
-def _cell(v, spec, missing="not reached"):
-    return missing if v is None else format(v, spec)
-
-
-def batch_sweep_markdown(doc, n_train: int | None = None) -> str:
-    """A Markdown table of the sweep: one line per batch size and optimizer.
-
-    n_train : the training set's size (default: the document's "n_train", if it has one): that
-              batch size is shown as "full (N)".  A value the sweep could not measure shows "—".
-    """
-    n_train = doc.get("n_train") if n_train is None else n_train
-    t = doc["targets"]
-    lines = [
-        f"| batch | optimizer | iterations to train loss ≤ {t['train_loss']:g} | seconds | "
-        f"iterations to val acc ≥ {t['val_acc']:g} | seconds | ms / iteration | final train loss "
-        f"| best val acc | runs tried |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in sorted(doc["rows"], key=lambda r: (r["batch_size"], r["optimizer"])):
-        b = f"full ({r['batch_size']})" if r["batch_size"] == n_train else str(r["batch_size"])
-        ms = None if r["seconds_per_iteration"] is None else 1e3 * r["seconds_per_iteration"]
-        lines.append(
-            f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
-            f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
-            f"| {_cell(r['val_acc']['seconds'], '.2f')} "
-            f"| {_cell(ms, '.1f', '—')} "
-            f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
-            f"| {r['runs_tried']} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def mean_defined(values) -> float | None:
