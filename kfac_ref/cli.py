@@ -181,6 +181,24 @@ def read_settings_file(path) -> dict:
     return out
 
 
+def _add_machine_arguments(g) -> None:
+    """--device, --dtype, --seed, --threads: how any training sub-command runs (see :func:`_threads`)."""
+    g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="floating-point type")
+    g.add_argument("--seed", type=_seed, default=0, help="initialisation, batch order and Monte-Carlo targets")
+    g.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="BLAS threads (via threadpoolctl); default: 1 on the CPU — these small matrix "
+        "products run no faster on more, and steadier (benchmarks/README.md)",
+    )
+
+
+def _threads(args) -> int | None:
+    """The BLAS thread limit: --threads, else 1 on the CPU, else none (the GPU's host threads are left alone)."""
+    return args.threads or (1 if args.device == "cpu" else None)
+
+
 def add_compare_arguments(p, name: str = "compare") -> None:
     """The arguments of ``kfac-ref compare`` (and ``demo``, whose ``--out`` defaults to results/demo)."""
     g = p.add_argument_group("data and model")
@@ -268,15 +286,7 @@ def add_compare_arguments(p, name: str = "compare") -> None:
         default=CompareConfig.eval_every,
         help="measure the full training and validation loss every k iterations",
     )
-    g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    g.add_argument("--seed", type=_seed, default=0, help="initialisation, batch order and Monte-Carlo targets")
-    g.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="BLAS threads (via threadpoolctl); default: 1 on the CPU — these small matrix "
-        "products run no faster on more, and steadier (benchmarks/README.md)",
-    )
+    _add_machine_arguments(g)
     g.add_argument(
         "--target-loss",
         type=_positive_float,
@@ -403,7 +413,7 @@ def cmd_compare(args, argv=None) -> int:
         cfg = replace(cfg, iterations=args.epochs * max(1, n // cfg.batch_size))
     log = (lambda *a, **k: None) if args.quiet else print
     bars = None if args.quiet else ProgressBar
-    threads = args.threads or (1 if cfg.device == "cpu" else None)
+    threads = _threads(args)
     if args.distributed and cfg.diagnostics_every:
         raise ValueError("--diagnostics is not available with --distributed (run it on one process)")
     if args.distributed:  # every rank trains; rank 0 alone logs, shows progress and writes
@@ -479,10 +489,7 @@ def add_batch_sweep_arguments(p) -> None:
         help="measure the full losses every k iterations (the resolution of 'iterations to target')",
     )
     p.add_argument("--max-train", type=_positive_int, help="use only the first N training samples")
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="floating-point type")
-    p.add_argument("--seed", type=_seed, default=0, help="initialisation, batch order and Monte-Carlo targets")
-    p.add_argument("--threads", type=_positive_int, help="BLAS threads (unset: 1 on the CPU)")
+    _add_machine_arguments(p)
     p.add_argument("--out", default="results/batch-sweep", help="output folder")
     p.add_argument(
         "--quick",
@@ -512,7 +519,7 @@ def cmd_batch_sweep(args, argv) -> int:
     )
     given = "--batch-sizes" in argv or any(a.startswith("--batch-sizes=") for a in argv)
     sizes = (32, None) if q and not given else args.batch_sizes
-    with _blas_threads(args.threads or (1 if args.device == "cpu" else None)):
+    with _blas_threads(_threads(args)):
         run_batch_sweep(
             cfg,
             sizes,
