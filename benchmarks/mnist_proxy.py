@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kfac_ref.io import write_bytes
+
 
 def upsample(img: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of (N, h, w) images to (N, size, size), pixel centres aligned."""
@@ -60,8 +62,7 @@ def make_images(digits: np.ndarray, labels: np.ndarray, n: int, rng: np.random.G
 def write_idx(path: Path, array: np.ndarray) -> None:
     """One uint8 IDX file (magic 0x08 = unsigned byte, then the dimensions, big-endian), gzipped."""
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + np.ascontiguousarray(array).tobytes())
+    write_bytes(path, gzip.compress(header + np.ascontiguousarray(array).tobytes()))  # atomically
 
 
 def main(argv=None) -> int:
