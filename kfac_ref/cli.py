@@ -460,8 +460,8 @@ def add_batch_sweep_arguments(p) -> None:
     p.add_argument(
         "--batch-sizes",
         type=_batch_sizes,
-        default="128,256,512,1024,full",
-        help="comma-separated; 'full' = the whole training set",
+        default=argparse.SUPPRESS,  # absent: the defaults below, which depend on --quick
+        help="comma-separated; 'full' = the whole training set (default: 128,256,512,1024,full; with --quick: 32,full)",
     )
     p.add_argument("--iterations", type=_positive_int, default=bs.DEFAULT_ITERATIONS, help="per run")
     p.add_argument(
@@ -502,7 +502,7 @@ def add_batch_sweep_arguments(p) -> None:
 def cmd_batch_sweep(args, argv) -> int:
     import shlex
 
-    from .experiments.batch_sweep import run_batch_sweep
+    from .experiments.batch_sweep import DEFAULT_BATCH_SIZES, run_batch_sweep
 
     q = args.quick
     cfg = CompareConfig(
@@ -517,8 +517,7 @@ def cmd_batch_sweep(args, argv) -> int:
         seed=args.seed,
         max_train=args.max_train or (256 if q else None),
     )
-    given = "--batch-sizes" in argv or any(a.startswith("--batch-sizes=") for a in argv)
-    sizes = (32, None) if q and not given else args.batch_sizes
+    sizes = getattr(args, "batch_sizes", None) or ((32, None) if q else DEFAULT_BATCH_SIZES)
     with _blas_threads(_threads(args)):
         run_batch_sweep(
             cfg,
