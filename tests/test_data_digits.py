@@ -195,7 +195,8 @@ def test_load_dataset_by_name(digits):
 
 def test_load_dataset_unknown_name_lists_choices():
     with pytest.raises(
-        ValueError, match=r"unknown dataset 'imagenet': expected one of \('digits', 'mnist', 'cifar10'\)"
+        ValueError,
+        match=r"unknown dataset 'imagenet': expected one of \('digits', 'mnist', 'fashion-mnist', 'cifar10'\)",
     ):
         load_dataset("imagenet")
 
