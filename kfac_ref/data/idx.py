@@ -203,6 +203,8 @@ def load_mnist(folder, dtype=np.float64, flatten: bool = False, name: str = "mni
                 f"load_mnist: {str(p_lab)!r} holds {labels.dtype} of shape {labels.shape}, "
                 f"expected integer labels of shape (N,)"
             )
+        if images.shape[0] == 0:
+            raise ValueError(f"load_mnist: {str(p_img)!r} holds no images, expected at least one")
         if labels.shape[0] != images.shape[0]:
             raise ValueError(
                 f"load_mnist: {str(p_img)!r} has {images.shape[0]} images but "
