@@ -17,7 +17,8 @@ What is refused, each with the file's name and what was expected:
   twice (TOML refuses that itself), and nesting deeper than Python's parsers
   can follow (reported as such, not as a RecursionError);
 - anything but a table of tables, an unknown optimizer, and a value its
-  optimizer cannot take (:func:`kfac_ref.cli.parse_value`).
+  optimizer cannot take (the ``parse_value`` the caller passes: the command
+  line's reads each optimizer's signature).
 """
 
 from __future__ import annotations
@@ -54,12 +55,17 @@ def _parse(text: str, kind: str):
 def read_settings_file(path, parse_value=None, who: str = "--settings") -> dict:
     """{optimizer: {key: value}} from a JSON (.json) or TOML (.toml) file, checked key by key.
 
-    ``parse_value(optimizer, key, value)`` types and checks each value (default:
-    :func:`kfac_ref.cli.parse_value`, which reads the optimizer's signature).
+    ``parse_value(optimizer, key, value)`` types and checks each value; the
+    command line passes its own (``kfac_ref.cli.parse_value``, which reads the
+    optimizer's signature).  Without it the values are returned as the file
+    typed them and only the optimizers' names are checked.
     Raises ValueError whose message starts with ``who`` and the path.
     """
     if parse_value is None:
-        from .cli import parse_value  # noqa: PLC0415  (cli imports this module)
+
+        def parse_value(opt, key, value):
+            return value
+
     if str(path) == "":
         raise ValueError(f"{who}: the empty path; expected a .json or .toml file")
     path = Path(path)

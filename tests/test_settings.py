@@ -7,7 +7,15 @@ import os
 
 import pytest
 
-from kfac_ref.settings import MAX_BYTES, read_settings_file
+from kfac_ref.cli import parse_value
+from kfac_ref.settings import MAX_BYTES
+from kfac_ref.settings import read_settings_file as _read
+
+
+def read_settings_file(path):
+    """As the command line reads a settings file: values typed and checked by its parse_value."""
+    return _read(path, parse_value)
+
 
 VALID = {"kfac": {"lr": 0.3, "T_inv": 5, "kl_clip": None}, "sgd": {"momentum": 0.9}}
 TOML = """
@@ -115,6 +123,14 @@ def test_over_deep_nesting_is_reported_with_the_files_name(tmp_path, suffix, tex
     with pytest.raises(ValueError, match=rf"--settings .*deep{suffix}: nested too deeply to read") as err:
         read_settings_file(path)
     assert err.value.__context__ is None or err.value.__suppress_context__
+
+
+def test_without_a_value_parser_values_come_as_the_file_typed_them(tmp_path):
+    (tmp_path / "s.json").write_text('{"kfac": {"lr": "0.5", "anything": [1]}}')
+    assert _read(tmp_path / "s.json") == {"kfac": {"lr": "0.5", "anything": [1]}}
+    (tmp_path / "t.json").write_text('{"adamw": {}}')
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamw'"):
+        _read(tmp_path / "t.json")
 
 
 def test_text_that_is_not_utf8_is_refused(tmp_path):
