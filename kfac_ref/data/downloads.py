@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..io import write_together
+from ..io import check_output_dir, write_together
 from .archive import CIFAR10_URLS, DownloadError, download_cifar10, fetch_url, file_md5, gunzip
 from .idx import IDX_DTYPES, parse_idx
 
@@ -201,10 +201,8 @@ def download_idx_dataset(source: Source, folder, *, timeout: float = 60.0, log=p
 
 
 def _check_folder(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"download: {folder} is not a folder")
-    if folder.is_symlink() and not folder.exists():
-        raise NotADirectoryError(f"download: {folder} is a dangling link, expected a folder")
+    """The folder to fill: not a file, not under a file, not a dangling link, writable (:func:`check_output_dir`)."""
+    check_output_dir(folder, who="download")
 
 
 def download_dataset(name: str, folder=None, *, mirror: str | None = None, timeout: float = 60.0, log=print):
@@ -218,8 +216,8 @@ def download_dataset(name: str, folder=None, *, mirror: str | None = None, timeo
     if folder is not None and str(folder) == "":  # Path("") would be the current folder
         raise ValueError(f"download: the folder is the empty path; give a folder, e.g. data/{name}")
     folder = Path(f"data/{name}" if folder is None else folder)
+    _check_folder(folder)
     if name == "cifar10":
-        _check_folder(folder)
         log(f"cifar10: fetching {CIFAR10_URLS['binary']['size'] / 1e6:.0f} MB into {folder}")
         out = download_cifar10(folder, "binary", base_url=mirror, timeout=timeout)
         log(f"cifar10: {out} holds the binary batches (size and MD5 checked)")
