@@ -162,3 +162,23 @@ def test_a_complete_archive_still_extracts_exactly(tmp_path):
         assert (tmp_path / "t" / name).read_bytes() == data
     assert archive.check_gzip_file(tmp_path / "ok.tar.gz", "ok", 10**6) == len(_tar_bytes(MEMBERS))
     assert np.array_equal(sorted(p.name for p in (tmp_path / "t").iterdir()), ["pkg"])
+
+
+@pytest.mark.parametrize("step", [1, 7, 258, 1 << 20])
+def test_strict_gunzip_equals_the_standard_library_on_any_chunking_and_output_step(step):
+    """Reference: gzip.decompress.  Runs of zeros (long matches), noise and small alphabets; input in
+    chunks of 1-49 bytes; output at most `step` bytes per zlib call (a match may straddle two calls)."""
+    rng = np.random.default_rng(step)
+    for _ in range(40):
+        parts = []
+        for _ in range(rng.integers(1, 6)):
+            n, kind = int(rng.integers(0, 5000)), rng.integers(0, 3)
+            parts.append(
+                b"\0" * n if kind == 0 else rng.integers(0, 256 if kind == 1 else 4, n).astype(np.uint8).tobytes()
+            )
+        raw = b"".join(parts)
+        gz = gzip.compress(raw)
+        size = int(rng.integers(1, 50))
+        out = bytearray()
+        n = archive._inflate([gz[i : i + size] for i in range(0, len(gz), size)], "t", 10**9, out.extend, step=step)
+        assert bytes(out) == gzip.decompress(gz) == raw and n == len(raw)

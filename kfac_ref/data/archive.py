@@ -75,7 +75,7 @@ class DownloadError(OSError):
 
 
 # ---- strict gzip ------------------------------------------------------------------------
-def _inflate(chunks, who: str, limit: int, sink, *, over_limit: str = "raise") -> int:
+def _inflate(chunks, who: str, limit: int, sink, *, over_limit: str = "raise", step: int = 1 << 20) -> int:
     """Decompress the gzip bytes of ``chunks`` into ``sink(bytes)``; return the number of bytes out.
 
     Refused with a ValueError naming ``who``: a corrupt stream (zlib checks the
@@ -83,25 +83,27 @@ def _inflate(chunks, who: str, limit: int, sink, *, over_limit: str = "raise") -
     trailer, anything after the last member but zero padding or another gzip
     member, and more than ``limit`` output bytes.  ``over_limit="stop"`` returns
     after limit + 1 bytes instead (the caller reports what is too long).
+    ``step``: output bytes per zlib call, so memory stays bounded whatever the ratio.
     """
-    step = 1 << 20  # output per zlib call: memory stays bounded whatever the ratio
     total = 0
     d = zlib.decompressobj(GZIP_WBITS)
     in_member, padding = True, False  # inside a gzip member; past the last one (zeros only)
     for chunk in chunks:
         data = chunk
-        while data:
+        while True:
             if padding:
                 if data.strip(b"\0"):
                     raise ValueError(f"{who}: bytes after the end of the gzip stream, expected none")
                 break
             if not in_member:  # after a member: zero padding or the next member
+                if not data:
+                    break
                 if data[0] == 0:
                     padding = True
                     continue
                 d, in_member = zlib.decompressobj(GZIP_WBITS), True
             try:
-                out = d.decompress(data, step)
+                out = d.decompress(data, step)  # b"" input still flushes output a full call held back
             except zlib.error as exc:
                 raise ValueError(f"{who}: corrupt gzip stream ({exc})") from None
             total += len(out)
@@ -115,6 +117,8 @@ def _inflate(chunks, who: str, limit: int, sink, *, over_limit: str = "raise") -
                 data, in_member = d.unused_data, False
             else:
                 data = d.unconsumed_tail
+                if not data and len(out) < step:  # input used up and nothing held back: next chunk
+                    break
     if in_member and not d.eof:
         raise ValueError(f"{who}: the gzip stream ends before its trailer (CRC-32 and length): the file is truncated")
     return total
