@@ -201,7 +201,9 @@ def test_load_dataset_unknown_name_lists_choices():
         load_dataset("imagenet")
 
 
-@pytest.mark.parametrize("name, folder", [("mnist", "data/mnist"), ("cifar10", "data/cifar10")])
+@pytest.mark.parametrize(
+    "name, folder", [("mnist", "data/mnist"), ("fashion-mnist", "data/fashion-mnist"), ("cifar10", "data/cifar10")]
+)
 def test_load_dataset_without_folder_says_which_folder(name, folder):
     with pytest.raises(ValueError, match=rf"needs data_dir.*{folder}.*data/README.md"):
         load_dataset(name)
