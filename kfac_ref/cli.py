@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .data.downloads import add_download_arguments, run_download
 from .experiments.compare import DEFAULT_SETTINGS, ITERATION_CAPS, CompareConfig, load_data, run_compare
 from .fisher.seeds import KINDS
 from .optim import OPTIMIZERS
@@ -590,6 +591,7 @@ COMMANDS = {
         _run_fisher_plot,
         show_defaults=False,
     ),
+    "download": Command("fetch a dataset's files, size and checksums checked", add_download_arguments, run_download),
 }
 
 

@@ -14,6 +14,11 @@ Damping is the one exception: an argument that is not a number is a
 ``except ValueError`` both catch it), because the optimizers have always
 raised ``TypeError`` for it and ``fisher_plot`` ``ValueError``.
 
+Arrays whose size comes from an argument or a file are checked before NumPy
+is asked for them (:func:`check_allocation`): a request larger than the
+machine's memory is a ``MemoryError`` that names the array, its shape and its
+size in GiB, never NumPy's own "Unable to allocate".
+
 Random generators follow one rule for ``None`` (:func:`as_rng`): randomness is
 explicit, so ``None`` is refused — unless the caller documents a default seed
 and passes it as ``default``, in which case ``None`` means that seed, never
@@ -23,6 +28,7 @@ fresh entropy and never global state (docs/style.md §7).
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -84,6 +90,40 @@ def check_positive_int(who: str, **values) -> None:
     for key, value in values.items():
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{who}: {key} must be a positive integer, got {value!r}")
+
+
+def memory_bytes() -> int | None:
+    """The machine's physical memory in bytes, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def gib(n_bytes: int) -> str:
+    """A byte count as GiB for messages: 51539607552 -> '48.0 GiB'."""
+    return f"{n_bytes / 2**30:,.1f} GiB"
+
+
+def check_allocation(who: str, shape, dtype, *, what: str = "an array", limit: int | None = None) -> int:
+    """Refuse an array that cannot fit before it is allocated; return its size in bytes.
+
+    The size, prod(shape) × itemsize, is computed with Python integers (no
+    overflow).  Above ``limit`` bytes (default: the machine's physical memory,
+    :func:`memory_bytes`) it is a ``MemoryError`` naming ``who``, ``what``, the
+    shape, the dtype and both sizes, e.g. "make_images: x of shape (…) and
+    float64 needs 48.0 GiB, more than this machine's 23.4 GiB of memory".
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(d) for d in shape)
+    n_bytes = math.prod(shape) * dtype.itemsize
+    limit = memory_bytes() if limit is None else limit
+    if limit is not None and n_bytes > limit:
+        raise MemoryError(
+            f"{who}: {what} of shape {shape} and {dtype} needs {gib(n_bytes)}, more than "
+            f"this machine's {gib(limit)} of memory; expected a smaller size"
+        )
+    return n_bytes
 
 
 def as_rng(rng, who: str, *, default: int | None = None) -> np.random.Generator:

@@ -44,6 +44,7 @@ RANKS = {
     "fisher": 4,
     "optim": 5,
     "train": 6,
+    "settings": 6,  # settings files {optimizer: {hyper-parameter: value}}: checks optimizer names; used by cli
     "checkpoint": 7,  # validates a file against a Trainer before applying it
     "experiments": 7,
     "distributed": 8,  # the comparison on MPI ranks: uses experiments.compare, is used by cli

@@ -131,3 +131,54 @@ def test_a_directory_given_as_an_archive_or_download_target(tmp_path):
         archive.safe_extract(tmp_path, tmp_path / "out")
     with pytest.raises(IsADirectoryError, match=r"download: destination .* is a directory"):
         archive.download("https://example.invalid/x", tmp_path, "0" * 32)
+
+
+# ---- sizes a file or an argument declares are never trusted -------------------------------
+def test_an_idx_file_that_is_a_folder_is_reported_as_a_folder_not_as_missing(tmp_path):
+    from tests.test_data_idx import write_mnist
+
+    write_mnist(tmp_path, np.random.default_rng(0))
+    (tmp_path / "train-images-idx3-ubyte").unlink()
+    (tmp_path / "train-images-idx3-ubyte").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"IDX file .*train-images-idx3-ubyte' is a directory"):
+        idx.load_mnist(tmp_path)
+
+
+def test_a_sparse_48_gib_idx_file_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    with open(path, "wb") as f:
+        f.write(_idx_header((60000, 28, 28)))
+        f.truncate(48 << 30)  # sparse: no disk used, but read_bytes() would ask for 48 GiB
+    with pytest.raises(ValueError, match=r"is 51,539,607,552 bytes, over the limit of 2,147,483,648"):
+        idx.read_idx(path)
+
+
+def test_a_sparse_48_gib_cifar_batch_is_refused_before_it_is_read(tmp_path):
+    for name in ("data_batch_1.bin", "data_batch_1"):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            f.truncate(48 << 30)
+        with pytest.raises(ValueError, match=r"is 51,539,607,552 bytes, over the limit of 1,073,741,824"):
+            cifar.read_cifar_batch(path)
+
+
+def test_a_cifar_pickle_declaring_48_gib_of_bytes_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 48 << 30) + b"abc")  # BINBYTES8 of 48 GiB, 3 present
+    with pytest.raises(ValueError, match=r"could not be read .*expected 51539607552 bytes in a bytes8, but only 3"):
+        cifar.read_cifar_batch(path)
+
+
+def test_check_allocation_refuses_48_gib_with_the_shape_and_size_named():
+    from kfac_ref.validate import check_allocation
+
+    with pytest.raises(MemoryError, match=r"K-FAC: the factor A of shape \(80000, 80000\) and float64 needs 47.7 GiB"):
+        check_allocation("K-FAC", (80000, 80000), np.float64, what="the factor A", limit=16 << 30)
+    assert check_allocation("x", (1000, 1000), np.float32, limit=16 << 30) == 4_000_000
+
+
+def test_synthetic_data_of_impossible_size_is_refused_before_allocating():
+    from kfac_ref.data import make_images
+
+    with pytest.raises(MemoryError, match=r"make_images: x of shape \(1000000, 3, 2000, 2000\) and float64 needs"):
+        make_images(1_000_000, 3, 2000, 2000, 10, rng=0)

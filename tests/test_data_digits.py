@@ -195,12 +195,15 @@ def test_load_dataset_by_name(digits):
 
 def test_load_dataset_unknown_name_lists_choices():
     with pytest.raises(
-        ValueError, match=r"unknown dataset 'imagenet': expected one of \('digits', 'mnist', 'cifar10'\)"
+        ValueError,
+        match=r"unknown dataset 'imagenet': expected one of \('digits', 'mnist', 'fashion-mnist', 'cifar10'\)",
     ):
         load_dataset("imagenet")
 
 
-@pytest.mark.parametrize("name, folder", [("mnist", "data/mnist"), ("cifar10", "data/cifar10")])
+@pytest.mark.parametrize(
+    "name, folder", [("mnist", "data/mnist"), ("fashion-mnist", "data/fashion-mnist"), ("cifar10", "data/cifar10")]
+)
 def test_load_dataset_without_folder_says_which_folder(name, folder):
     with pytest.raises(ValueError, match=rf"needs data_dir.*{folder}.*data/README.md"):
         load_dataset(name)

@@ -197,3 +197,125 @@ def test_written_files_get_the_mode_a_plain_open_gives_not_mkstemps_0600(tmp_pat
     plain.write_text("x")
     written = write_text(tmp_path / "atomic.txt", "x")
     assert os.stat(written).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
+# ---- signals, stale files, output folders -----------------------------------------------------
+_SIGNAL_SCRIPT = r"""
+import sys, time
+from pathlib import Path
+from kfac_ref import io as kio
+
+out, ready = Path(sys.argv[1]), Path(sys.argv[2])
+
+def slow(tmp):
+    tmp.write_text("half of the new results")
+    ready.write_text("writing")
+    time.sleep(60)  # SIGTERM arrives here
+
+kio.write_together([(out / "history.json", lambda tmp: tmp.write_text("new")), (out / "summary.md", slow)])
+"""
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_sigterm_during_the_final_write_leaves_no_temporary_file_and_no_new_folder(tmp_path, existing):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "results" / "run"
+    if existing:
+        out.mkdir(parents=True)
+        (out / "history.json").write_text("old")
+        (out / "summary.md").write_text("old summary")
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", _SIGNAL_SCRIPT, str(out), str(ready)])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), "the writer never started"
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == -signal.SIGTERM  # it still ends as SIGTERM ends a process
+    if existing:
+        assert _listing(out) == ["history.json", "summary.md"]  # no hidden .tmp files beside them
+        assert (out / "history.json").read_text() == "old" and (out / "summary.md").read_text() == "old summary"
+    else:
+        assert _listing(tmp_path) == ["ready"]  # results/ and results/run, made for this write, are gone
+
+
+def test_stale_files_are_removed_only_when_the_new_ones_are_in_place(tmp_path):
+    for name in ("history_sgd.csv", "history_ngd.csv", "history_kfac.csv"):
+        (tmp_path / name).write_text("old")
+    stale = [tmp_path / "history_ngd.csv", tmp_path / "history_kfac.csv"]
+    with pytest.raises(OSError, match="disk full"):
+        kio.write_together([(tmp_path / "history_sgd.csv", _half_then_fail)], remove=stale)
+    assert _listing(tmp_path) == ["history_kfac.csv", "history_ngd.csv", "history_sgd.csv"]
+    kio.write_together(
+        [(tmp_path / "history_sgd.csv", lambda tmp: tmp.write_text("new"))],
+        remove=[*stale, tmp_path / "history_sgd.csv", tmp_path / "never-there.csv"],  # a target is never removed
+    )
+    assert _listing(tmp_path) == ["history_sgd.csv"] and (tmp_path / "history_sgd.csv").read_text() == "new"
+
+
+def test_check_output_dir_refuses_the_empty_path():
+    for empty in ("", None):
+        with pytest.raises(ValueError, match=r"--out: the output folder is the empty path"):
+            kio.check_output_dir(empty)
+
+
+def test_check_output_dir_does_not_follow_a_dangling_link(tmp_path):
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    with pytest.raises(ValueError, match=r"out is a dangling link \(to .*gone\)"):
+        kio.check_output_dir(tmp_path / "out")
+    with pytest.raises(ValueError, match=r"out is a dangling link"):
+        kio.check_output_dir(tmp_path / "out" / "sub")
+    assert _listing(tmp_path) == ["out"] and not (tmp_path / "gone").exists()
+
+
+def test_check_output_dir_says_a_file_is_not_a_folder(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"f: exists and is not a folder"):
+        kio.check_output_dir(tmp_path / "f")
+    with pytest.raises(ValueError, match=rf"--out {tmp_path}/f/sub/run: {tmp_path}/f is not a folder$"):
+        kio.check_output_dir(tmp_path / "f" / "sub" / "run")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_check_output_dir_says_a_read_only_folder_is_not_writable(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    with pytest.raises(ValueError, match=r"ro is not writable"):
+        kio.check_output_dir(ro / "run")
+
+
+def test_check_output_dir_accepts_a_new_or_existing_folder_and_creates_nothing(tmp_path):
+    assert kio.check_output_dir(tmp_path / "a" / "b", who="--out-dir") == tmp_path / "a" / "b"
+    assert kio.check_output_dir(tmp_path) == tmp_path
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert kio.check_output_dir(tmp_path / "link") == tmp_path / "link"
+    assert _listing(tmp_path) == ["link", "real"]
+
+
+def test_a_programs_own_sigterm_handler_still_decides_during_a_write(tmp_path):
+    import signal
+
+    calls = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    try:
+
+        def write(tmp):
+            signal.raise_signal(signal.SIGTERM)  # the handler records it and returns: the write goes on
+            tmp.write_text("done")
+
+        kio.atomic_write(tmp_path / "a.md", write)
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # restored, not replaced
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert calls == [signal.SIGTERM] and (tmp_path / "a.md").read_text() == "done"
+    assert _listing(tmp_path) == ["a.md"]

@@ -18,8 +18,10 @@ nothing else.
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32  # 3072 bytes of pixels per image
 RECORD = 1 + PIXELS  # 3073 bytes per record in the binary version
+MAX_BATCH_BYTES = 2**30  # 1 GiB: far above a batch's 31 MB, far below what a sparse file can claim
 TRAIN_BATCHES = 5
 LAYOUTS = {  # folder name -> (training file names, test file name)
     "cifar-10-batches-bin": ([f"data_batch_{i}.bin" for i in range(1, TRAIN_BATCHES + 1)], "test_batch.bin"),
@@ -156,13 +159,17 @@ def _c_strides(shape: tuple, itemsize: int) -> tuple:
 def read_cifar_python_batch(path) -> tuple[np.ndarray, np.ndarray]:
     """One batch of the python version -> (images uint8 (n, 3, 32, 32), labels int64 (n,))."""
     path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            obj = RestrictedUnpickler(f, str(path)).load()
-        except UnsafePickleError:
-            raise
-        except Exception as exc:  # truncated or garbled pickle: many exception types
-            raise ValueError(f"CIFAR pickle {str(path)!r}: could not be read ({type(exc).__name__}: {exc})") from exc
+    raw = _read_bounded(path, "CIFAR pickle")
+    try:
+        # Walk the opcodes without running them: a counted opcode (bytes, string) that declares
+        # more bytes than the file holds is refused here; pickle itself would allocate that much first.
+        for _ in pickletools.genops(io.BytesIO(raw)):
+            pass
+        obj = RestrictedUnpickler(io.BytesIO(raw), str(path)).load()
+    except UnsafePickleError:
+        raise
+    except Exception as exc:  # truncated or garbled pickle: many exception types
+        raise ValueError(f"CIFAR pickle {str(path)!r}: could not be read ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
         raise ValueError(
             f"CIFAR pickle {str(path)!r}: holds a {type(obj).__name__}, expected a dict with keys b'data' and b'labels'"
@@ -195,7 +202,7 @@ def read_cifar_binary_batch(path) -> tuple[np.ndarray, np.ndarray]:
     Any whole number of 3073-byte records is accepted (the official files have 10000).
     """
     path = Path(path)
-    raw = np.fromfile(path, dtype=np.uint8)
+    raw = np.frombuffer(_read_bounded(path, "CIFAR binary batch"), dtype=np.uint8)
     if raw.size == 0 or raw.size % RECORD:
         raise ValueError(
             f"CIFAR binary batch {str(path)!r}: {raw.size} bytes is not a positive multiple of "
@@ -206,6 +213,17 @@ def read_cifar_binary_batch(path) -> tuple[np.ndarray, np.ndarray]:
     _check_labels(labels, path)
     images = records[:, 1:].reshape(-1, *IMAGE_SHAPE)  # (n, 3, 32, 32): R, G, B planes
     return images, labels
+
+
+def _read_bounded(path: Path, what: str) -> bytes:
+    """The bytes of a batch file, refused above MAX_BATCH_BYTES before reading (a sparse file can claim any size)."""
+    size = path.stat().st_size
+    if size > MAX_BATCH_BYTES:
+        raise ValueError(
+            f"{what} {str(path)!r} is {size:,} bytes, over the limit of {MAX_BATCH_BYTES:,}; "
+            f"expected a CIFAR-10 batch (about 31 MB)"
+        )
+    return path.read_bytes()
 
 
 def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,11 @@ class Dataset:
         for split in ("train", "val"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             _check_split(who, split, x, y, self.num_classes)
+        if self.x_train.shape[0] == 0:
+            raise ValueError(
+                f"{who}: the training split has no samples (x_train of shape {tuple(self.x_train.shape)}), "
+                f"expected at least one"
+            )
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
             raise ValueError(
                 f"{who}: x_val has per-sample shape {tuple(self.x_val.shape[1:])}, "
@@ -160,22 +165,49 @@ def check_float_dtype(dtype, who: str) -> np.dtype:
     return dt
 
 
+def constant_threshold(mu, n: int):
+    """τ = n·ε·|μ|: a σ at or below this is rounding noise, not variation (ε = float64's machine epsilon).
+
+    The mean of n float64 numbers, summed one after another, is off by at most
+    (n − 1)·u·mean|x| with u = ε/2 (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, §4.2); pairwise summation does better.  For a feature constant
+    at c, mean|x| = |c| = |μ|, and σ computed about that inexact μ is just
+    |c − μ̂| ≤ (n − 1)·u·|μ|: about 1e-17 for c = 0.1 and n = 1,000, never 0 in
+    general.  τ = n·ε·|μ| is twice that bound (measured: such σ stay below
+    0.2·n·u·|μ| up to n = 10⁶).  A feature that really varies has σ orders of
+    magnitude above τ: even a relative spread of 1e-9 at n = 10⁶ is 4,500 τ.
+    """
+    return n * np.finfo(np.float64).eps * np.abs(mu)
+
+
 def standardise(x_train: np.ndarray, x_val: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
     """Standardise both splits with the TRAINING mean and standard deviation.
 
         x ← (x − μ) / σ,   μ, σ computed over `axis` of x_train only
 
-    so that no statistic of the validation set leaks into training.  A σ of 0
-    (a pixel that never changes) is replaced by 1, which leaves it at 0.
+    so that no statistic of the validation set leaks into training.  A feature
+    that is constant over the training set — σ = 0, or σ at the level of
+    rounding noise, σ ≤ τ = n·ε·|μ| (:func:`constant_threshold`) — is divided by
+    1 instead: its training values become 0 (up to the rounding of μ, ≤ τ) and
+    its validation values x − μ, finite and on the data's own scale (dividing
+    by a σ of 1e-17 would blow them up to 1e17).
 
     axis: None for one scalar μ, σ (MNIST); 0 for one per input coordinate
     (digits); (0, 2, 3) for one per channel of (N, C, H, W) images (CIFAR).
     Returns new arrays of x_train's dtype; the inputs are not modified.
+    Raises ValueError for a training split without samples (no statistics).
     """
+    if x_train.shape[0] == 0:
+        raise ValueError(
+            f"standardise: the training split has no samples (x_train of shape {tuple(x_train.shape)}); "
+            f"its mean and standard deviation need at least one"
+        )
     mu = x_train.mean(axis=axis, keepdims=True, dtype=np.float64)  # broadcastable to x
     sigma = x_train.std(axis=axis, keepdims=True, dtype=np.float64)
-    sigma = np.where(sigma > 0, sigma, 1.0)
+    n = x_train.size // mu.size  # samples behind each statistic
+    sigma = np.where(sigma > constant_threshold(mu, n), sigma, 1.0)
     mu, sigma = mu.astype(x_train.dtype), sigma.astype(x_train.dtype)
+    sigma[sigma == 0] = 1  # a σ > τ that underflows in float32 (|x| < 1e-38): keep it finite
     out_train = x_train - mu  # new array; divided in place to keep peak memory low
     out_train /= sigma
     out_val = x_val - mu

@@ -19,14 +19,15 @@ bytes (0x1F 0x8B) rather than at the file name to tell.
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from kfac_ref.data.archive import GZIP_MAGIC, gunzip
 from kfac_ref.data.dataset import Dataset, check_float_dtype, standardise
 
-GZIP_MAGIC = b"\x1f\x8b"
 MAX_IDX_BYTES = 2**31  # 2 GiB: far above MNIST's 47 MB, far below a gzip bomb
 
 # IDX dtype code -> big-endian NumPy dtype
@@ -50,46 +51,56 @@ MNIST_FILES = {
 WHERE_TO_GET = (
     "MNIST: http://yann.lecun.com/exdb/mnist/ (or a mirror such as "
     "https://ossci-datasets.s3.amazonaws.com/mnist/); Fashion-MNIST: "
-    "https://github.com/zalandoresearch/fashion-mnist; see data/README.md"
+    "https://github.com/zalandoresearch/fashion-mnist; or run `kfac-ref download mnist DIR` "
+    "(or fashion-mnist); see data/README.md"
 )
 
 
 def read_idx(path) -> np.ndarray:
     """Read one IDX file (gzipped or not) into a native-byte-order NumPy array.
 
-    Raises FileNotFoundError if the file is missing, ValueError naming the path
-    for a bad magic number, an unknown dtype code, or a payload whose size does
-    not match the header (truncated or with trailing bytes).
+    Raises FileNotFoundError if the file is missing, IsADirectoryError for a
+    folder, ValueError naming the path for a bad magic number, an unknown dtype
+    code, a payload whose size does not match the header (truncated or with
+    trailing bytes), a gzip stream cut before its trailer, and a file (or a
+    header) over MAX_IDX_BYTES — refused before anything of that size is read.
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"IDX file {str(path)!r} is a directory, expected an IDX file")
     if not path.is_file():
         raise FileNotFoundError(f"IDX file {str(path)!r} does not exist")
+    size = path.stat().st_size
+    if size > MAX_IDX_BYTES:  # a sparse or huge file: refused before it is read into memory
+        raise ValueError(
+            f"IDX file {str(path)!r} is {size:,} bytes, over the limit of {MAX_IDX_BYTES:,}; "
+            f"expected an MNIST-sized file"
+        )
     raw = path.read_bytes()
     if raw[:2] == GZIP_MAGIC:
         raw = _gunzip_bounded(raw, path)
+    return parse_idx(raw, f"IDX file {str(path)!r}")
 
+
+def parse_idx(raw: bytes, who: str) -> np.ndarray:
+    """The array held by the bytes of an (uncompressed) IDX file; errors begin with ``who``."""
     # 1. fixed 4-byte header: magic, dtype code, ndim
     if len(raw) < 4:
-        raise ValueError(f"IDX file {str(path)!r}: truncated header, {len(raw)} bytes, expected at least 4")
+        raise ValueError(f"{who}: truncated header, {len(raw)} bytes, expected at least 4")
     if raw[0:2] != b"\x00\x00":
         raise ValueError(
-            f"IDX file {str(path)!r}: bad magic {raw[0:2].hex()}, expected 0000 "
-            f"(two zero bytes, then a dtype code and ndim)"
+            f"{who}: bad magic {raw[0:2].hex()}, expected 0000 (two zero bytes, then a dtype code and ndim)"
         )
     code, ndim = raw[2], raw[3]
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise ValueError(f"IDX file {str(path)!r}: unknown dtype code 0x{code:02X}, expected one of {known}")
+        raise ValueError(f"{who}: unknown dtype code 0x{code:02X}, expected one of {known}")
     dtype = IDX_DTYPES[code]
 
     # 2. ndim big-endian uint32 dimensions
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
-        raise ValueError(
-            f"IDX file {str(path)!r}: truncated header, {len(raw)} bytes, expected {header_len} for {ndim} dimensions"
-        )
+        raise ValueError(f"{who}: truncated header, {len(raw)} bytes, expected {header_len} for {ndim} dimensions")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
 
     # 3. the payload must be exactly prod(shape) items
@@ -98,8 +109,7 @@ def read_idx(path) -> np.ndarray:
     if actual != expected:
         what = "truncated" if actual < expected else "oversized"
         raise ValueError(
-            f"IDX file {str(path)!r}: {what} payload, {actual} bytes, expected {expected} "
-            f"for shape {shape} of {dtype.name}"
+            f"{who}: {what} payload, {actual} bytes, expected {expected} for shape {shape} of {dtype.name}"
         )
     data = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)
     return data.astype(dtype.newbyteorder("="))  # native byte order, writable copy
@@ -111,40 +121,44 @@ def _gunzip_bounded(raw: bytes, path: Path) -> bytes:
     The header (4 + 4·ndim bytes) is decompressed first; the payload size it
     declares is refused above MAX_IDX_BYTES, then at most that much (+1, to
     detect trailing bytes) is decompressed: a gzip bomb cannot fill memory.
+    A stream that ends before its gzip trailer (CRC-32 and length) is refused
+    (:func:`kfac_ref.data.archive.gunzip`).
     """
+    who = f"IDX file {str(path)!r}"
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
     try:
         head = d.decompress(raw, 4)
         if len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in IDX_DTYPES:
             head += d.decompress(d.unconsumed_tail, 4 * head[3])
-            if len(head) == 4 + 4 * head[3]:
-                shape = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
-                need = math.prod(int(s) for s in shape) * IDX_DTYPES[head[2]].itemsize
-                if need > MAX_IDX_BYTES:
-                    raise ValueError(
-                        f"IDX file {str(path)!r}: header declares {need:,} bytes of data, over the "
-                        f"limit of {MAX_IDX_BYTES:,}; expected an MNIST-sized file"
-                    )
-                return head + d.decompress(d.unconsumed_tail, need + 1)
-        return head  # a bad header: reported by read_idx
     except zlib.error as exc:
-        raise ValueError(f"IDX file {str(path)!r}: corrupt gzip stream ({exc})") from exc
+        raise ValueError(f"{who}: corrupt gzip stream ({exc})") from exc
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in IDX_DTYPES or len(head) < 4 + 4 * head[3]:
+        return head  # a bad or short header: reported by parse_idx
+    shape = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
+    need = len(head) + math.prod(int(s) for s in shape) * IDX_DTYPES[head[2]].itemsize
+    if need > MAX_IDX_BYTES:
+        raise ValueError(
+            f"{who}: header declares {need - len(head):,} bytes of data, over the "
+            f"limit of {MAX_IDX_BYTES:,}; expected an MNIST-sized file"
+        )
+    return gunzip(raw, who, need, over_limit="stop")  # need + 1 bytes: parse_idx says "oversized"
 
 
 def find_mnist_file(folder, canonical: str) -> Path | None:
     """The first existing spelling of an MNIST file name in `folder`, or None.
 
     Accepted: 'train-images-idx3-ubyte' and 'train-images.idx3-ubyte', each
-    optionally with '.gz'.
+    optionally with '.gz'.  A spelling that exists as something else (a folder,
+    a dangling link) is returned when no regular file is there, so that
+    :func:`read_idx` reports what it is instead of calling it missing.
     """
     folder = Path(folder)
     stem, _, kind = canonical.rpartition("-idx")  # 'train-images', '3-ubyte'
-    for name in (canonical, f"{stem}.idx{kind}"):
-        for suffix in ("", ".gz"):
-            candidate = folder / (name + suffix)
-            if candidate.is_file():
-                return candidate
-    return None
+    candidates = [folder / (name + suffix) for name in (canonical, f"{stem}.idx{kind}") for suffix in ("", ".gz")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return next((c for c in candidates if os.path.lexists(c)), None)
 
 
 def load_mnist(folder, dtype=np.float64, flatten: bool = False, name: str = "mnist") -> Dataset:
@@ -189,6 +203,8 @@ def load_mnist(folder, dtype=np.float64, flatten: bool = False, name: str = "mni
                 f"load_mnist: {str(p_lab)!r} holds {labels.dtype} of shape {labels.shape}, "
                 f"expected integer labels of shape (N,)"
             )
+        if images.shape[0] == 0:
+            raise ValueError(f"load_mnist: {str(p_img)!r} holds no images, expected at least one")
         if labels.shape[0] != images.shape[0]:
             raise ValueError(
                 f"load_mnist: {str(p_img)!r} has {images.shape[0]} images but "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..validate import as_rng, check_positive_int
+from ..validate import as_rng, check_allocation, check_positive_int
 
 
 def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -27,6 +27,7 @@ def make_classification(n: int, d: int, num_classes: int, rng, separation: float
     Returns x (n, d) float64 and y (n,) int64 with balanced classes.
     """
     check_positive_int("make_classification", n=n, d=d, num_classes=num_classes)
+    check_allocation("make_classification", (n, d), np.float64, what="x")
     rng = as_rng(rng, "make_classification")
     means = separation * rng.standard_normal((num_classes, d))  # (K, d)
     y = _balanced_labels(n, num_classes, rng)  # (n,)
@@ -40,6 +41,8 @@ def make_images(n: int, channels: int, height: int, width: int, num_classes: int
     Returns x (n, channels, height, width) float64 and y (n,) int64.
     """
     check_positive_int("make_images", n=n, channels=channels, height=height, width=width, num_classes=num_classes)
+    check_allocation("make_images", (n, channels, height, width), np.float64, what="x")
+    check_allocation("make_images", (num_classes, channels, height, width), np.float64, what="the class templates")
     rng = as_rng(rng, "make_images")
     templates = rng.standard_normal((num_classes, channels, height, width))  # (K, C, H, W)
     y = _balanced_labels(n, num_classes, rng)  # (n,)
@@ -54,6 +57,7 @@ def make_regression(n: int, d_in: int, d_out: int, rng, noise: float = 0.1):
     Returns x (n, d_in), y (n, d_out), true_weight W* (d_out, d_in).
     """
     check_positive_int("make_regression", n=n, d_in=d_in, d_out=d_out)
+    check_allocation("make_regression", (n, d_in + d_out), np.float64, what="x and y together")
     rng = as_rng(rng, "make_regression")
     true_weight = rng.standard_normal((d_out, d_in)) / np.sqrt(d_in)  # (d_out, d_in)
     x = rng.standard_normal((n, d_in))  # (n, d_in)
@@ -69,6 +73,7 @@ def lognormal_regression(n: int = 1000, seed=0):
     Returns x (n, 2), y (n, 1) and theta_star (2,).
     """
     check_positive_int("lognormal_regression", n=n)
+    check_allocation("lognormal_regression", (n, 3), np.float64, what="x and y together")
     rng = as_rng(seed, "lognormal_regression")
     theta_star = np.array([2.0, 2.0])  # (2,)
     z = rng.lognormal(mean=0.0, sigma=0.75, size=n)  # (n,)
