@@ -5,6 +5,7 @@
 """
 
 import importlib.util
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,3 +48,15 @@ def test_the_build_fails_on_a_page_with_a_raw_table(tmp_path):
         _checks().check_raw_tables(app, None)
     (tmp_path / "sub" / "bad.html").unlink()
     _checks().check_raw_tables(app, None)  # the good page alone passes
+
+
+def test_a_table_rendered_as_commonmark_is_caught_and_as_myst_is_not():
+    """What a notebook's display(Markdown(...)) becomes without and with nb_render_markdown_format = "myst"."""
+    markdown_it = pytest.importorskip("markdown_it")
+    table = "| a | b |\n|---|---:|\n| 1 | 2 |"
+    assert _checks().raw_markdown_tables(markdown_it.MarkdownIt("commonmark").render(table)) == ["|---|---:|"]
+    assert _checks().raw_markdown_tables(markdown_it.MarkdownIt("commonmark").enable("table").render(table)) == []
+
+
+def test_the_docs_render_notebook_markdown_as_myst():
+    assert re.search(r'^nb_render_markdown_format\s*=\s*"myst"', (DOCS / "conf.py").read_text(), re.MULTILINE)
