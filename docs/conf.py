@@ -15,6 +15,9 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(DOCS))
+
+from build_checks import check_raw_tables  # noqa: E402 - needs DOCS on sys.path
 
 project = "kfac_ref"
 author = "the kfac_ref developers"
@@ -71,6 +74,9 @@ nb_execution_timeout = 120  # seconds per cell; the test suite holds each notebo
 nb_execution_raise_on_error = True  # a failing cell fails the build
 nb_execution_show_tb = True
 nb_merge_streams = True
+# display(Markdown(...)) in a notebook: parse it as MyST, so its tables render as tables
+# (the default, CommonMark, leaves "| a | b |" and "|---|" as raw text on the page)
+nb_render_markdown_format = "myst"
 
 # ---- API reference -------------------------------------------------------------------
 autosummary_generate = True
@@ -86,7 +92,8 @@ add_module_names = False
 # ---- HTML ----------------------------------------------------------------------------
 html_theme = "furo"
 html_title = "kfac_ref"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["kfac_ref.css"]  # wide equations scroll instead of being cut off
 
 
 # ---- citations in docstrings become links --------------------------------------------
@@ -138,3 +145,4 @@ def _check_notebook_figures(app, exception):
 def setup(app):
     app.connect("autodoc-process-docstring", _link_citations)
     app.connect("build-finished", _check_notebook_figures)
+    app.connect("build-finished", check_raw_tables)

@@ -123,3 +123,28 @@ def test_notebook_opens_with_its_equations(path):
     assert first.cell_type == "markdown" and "$" in first.source, (
         f"{path.name}: the first cell should be markdown giving the equations it shows (LaTeX)"
     )
+
+
+# A notebook reads a clock when its code does one of these; its times are then only meaningful
+# under the library's thread rule (one BLAS thread, as `kfac-ref --threads 1`), printed beside them.
+CLOCK_READS = ("perf_counter", "['seconds']", '["seconds"]', "phase_seconds", "seconds_per_iteration")
+
+
+def _code(nb) -> str:
+    return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_a_notebook_that_times_limits_blas_threads_and_prints_the_count(path):
+    code = _code(nbformat.read(path, as_version=4))
+    if not any(marker in code for marker in CLOCK_READS):
+        return  # reads no clock
+    assert "threadpool_limits(" in code, f"{path.name} times code without limiting BLAS threads (threadpoolctl)"
+    assert "threadpool_info(" in code, (
+        f"{path.name} times code but never reads the BLAS thread count (threadpool_info) to print beside the times"
+    )
+
+
+def test_the_clock_check_sees_the_timing_notebooks():
+    timed = {p.stem[:2] for p in NOTEBOOKS if any(m in _code(nbformat.read(p, as_version=4)) for m in CLOCK_READS)}
+    assert {"05", "06", "07"} <= timed, timed  # the check above must not pass by seeing no clock at all

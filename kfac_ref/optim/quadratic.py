@@ -10,9 +10,9 @@ With F the *exact* mini-batch Fisher, λ the damping and η_wd the weight decay,
 - Levenberg–Marquardt [MG15 §6.5]: ρ = (h(θ + δ) − h(θ)) / (M(δ) − M(0));
   ρ > 3/4 → λ ← ω₁ λ,  ρ < 1/4 → λ ← λ / ω₁,  ω₁ = (19/20)^{T₁};
 - KL-clipping ([BGM17] Ba, Grosse & Martens 2017, distributed K-FAC; the default of the PyTorch K-FAC
-  implementations): the step −η F̃⁻¹∇h changes the model's output distribution
-  by KL ≈ ½ η² ∇hᵀ F̃⁻¹ ∇h to second order; scaling it by
-  ν = min(1, √(κ / (η² ∇hᵀ F̃⁻¹ ∇h))) keeps that quadratic form below κ, so a
+  implementations): η² ∇hᵀ F̃⁻¹ ∇h = δᵀF̃δ for the un-accumulated step δ = −η F̃⁻¹∇h,
+  twice its second-order KL when F̃ is the Fisher; ν = min(1, √(κ / (η² ∇hᵀ F̃⁻¹ ∇h)))
+  bounds that form by κ before momentum (with momentum μ the step's form can reach κ/(1 − μ)²), so a
   poor curvature estimate (a tiny eigenvalue, a stale inverse) cannot make the
   step arbitrarily long whatever η is.
 """
@@ -61,7 +61,7 @@ def lm_update(damping: float, rho: float, omega: float) -> float:
 
 
 def kl_clip_factor(lr: float, kappa: float, nat_dot_grad: float) -> float:
-    """ν = min(1, √(κ / (η² ∇hᵀ F̃⁻¹ ∇h))): the factor that bounds the step's quadratic KL by κ.
+    """ν = min(1, √(κ / (η² ∇hᵀ F̃⁻¹ ∇h))): bounds η² ∇hᵀF̃⁻¹∇h (twice the un-accumulated step's quadratic KL) by κ.
 
     nat_dot_grad : ∇hᵀ F̃⁻¹ ∇h (F̃ the damped curvature the step was preconditioned with).
     A non-positive value (a zero gradient) leaves the step as it is.
