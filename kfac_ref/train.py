@@ -6,10 +6,10 @@ h before that step); every ``eval_every`` iterations (and at iteration 0) also
 the full training and validation loss and accuracy.  Fields not measured are
 None.  A NaN/Inf loss stops the run with a message; what was recorded is kept.
 
-An optional ``after_step(opt, x, y, theta)`` hook runs after every step, outside the
-clock (like evaluation), with the step's batch and θ as it was *before* the step; a
-dict it returns is merged into that iteration's record (`kfac-ref compare
---diagnostics K` records its angles this way), None adds nothing.
+An optional ``after_step(opt, x, y, theta, info)`` hook runs after every step, outside the
+clock (like evaluation), with the step's batch, θ as it was *before* the step and the
+step's info dict; a dict it returns is merged into that iteration's record (`kfac-ref
+compare --diagnostics K` records its angles this way), None adds nothing.
 
 Mini-batches are drawn without replacement, one seeded permutation per epoch,
 so a run is a function of its seed; :class:`Trainer` state (permutation,
@@ -71,7 +71,8 @@ class Trainer:
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         if after_step is not None and not callable(after_step):
             raise TypeError(
-                f"after_step must be a function (opt, x, y, theta) -> dict or None, got {type(after_step).__name__}"
+                "after_step must be a function (opt, x, y, theta, info) -> dict or None, "
+                f"got {type(after_step).__name__}"
             )
         n = data.n_train
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
@@ -143,7 +144,7 @@ class Trainer:
                 break
             synchronize(xp)
             self.seconds += time.perf_counter() - start
-            extra = None if self.after_step is None else self.after_step(self.opt, xb, yb, theta)  # off the clock
+            extra = None if self.after_step is None else self.after_step(self.opt, xb, yb, theta, info)  # off the clock
             measure = self.iteration % self.eval_every == 0 or self.iteration == until
             rec = self._record(info["loss"], measure)
             if extra:

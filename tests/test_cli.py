@@ -199,8 +199,9 @@ def test_sizes_errors_come_from_its_own_parser(capsys):
 def test_demo_is_compare_at_its_defaults_but_for_the_output_folder_and_ngds_cap():
     from dataclasses import asdict
 
-    from kfac_ref.cli import DEMO_NGD_ITERATIONS, build_parser, config_from_args
+    from kfac_ref.cli import build_parser
     from kfac_ref.experiments import compare
+    from kfac_ref.experiments.compare import DEMO_NGD_ITERATIONS, config_from_args
 
     demo, comp = (build_parser().parse_args([name]) for name in ("demo", "compare"))
     d, c = asdict(config_from_args(demo)), asdict(config_from_args(comp))

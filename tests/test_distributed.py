@@ -24,11 +24,11 @@ from kfac_ref.distributed import (
     DistributedSGD,
     distributed_optimizer,
     owners,
-    payload_entries,
     shard,
     shard_mean,
     world,
 )
+from kfac_ref.experiments.sizes import payload_entries
 from kfac_ref.optim import KFAC, SGD
 from kfac_ref.params import get_flat_params
 from tests.helpers import classification_batch

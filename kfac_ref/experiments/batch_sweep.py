@@ -47,6 +47,7 @@ run leaves nothing half-written): ``batch_sweep.json`` (schema in
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -58,19 +59,21 @@ import numpy as np
 from ..backend import to_numpy
 from ..io import write_together
 from ..params import get_flat_params
+from . import arguments
 from .compare import (
     GRIDS,
+    QUICK,
     CompareConfig,
-    _jsonable,
+    add_model_arguments,
     build_model,
     check_out,
     check_settings,
-    grid_score,
+    grid_search,
     iterations_for,
+    jsonable,
     load_data,
     machine_info,
-    run_one,
-    settings_for,
+    quick,
 )
 from .curves import COLORS, LABELS, save_figure
 from .summary import format_ratio, time_to_target
@@ -137,25 +140,20 @@ def sweep_config(cfg: CompareConfig) -> CompareConfig:
 
 
 def tune(cfg: CompareConfig, name: str, data, theta0, progress_factory=None) -> dict:
-    """Every configuration of GRIDS[name] at cfg.batch_size, the same budget each; the grid's rule picks.
+    """:func:`~.compare.grid_search` at cfg.batch_size, as one point of the sweep.
 
-    Returns {"batch_size", "optimizer", "runs": [len(grid)] run dicts of :func:`run_one`,
-    "scores": [len(grid)] :func:`grid_score` values, "pick": index of the lowest (first on ties)}.
+    Returns {"batch_size", "optimizer", "runs": [len(grid)] run dicts of :func:`~.compare.run_one`,
+    "scores": [len(grid)] :func:`~.compare.grid_score` values, "pick": index of the lowest (first on ties)}.
     """
-    iters = iterations_for(cfg, name)
-    runs = []
-    for point in GRIDS[name]:
-        bar = progress_factory(f"B={cfg.batch_size} {name} {point}", iters) if progress_factory else None
-        runs.append(run_one(cfg, name, settings_for(cfg, name, point), data, theta0, iters, bar))
-        if bar is not None:
-            bar.close()
-    scores = [grid_score(r) for r in runs]
+    bars = None if progress_factory is None else (lambda desc, n: progress_factory(f"B={cfg.batch_size} {desc}", n))
+    _, trials = grid_search(cfg, name, data, theta0, bars)
+    scores = [t["val_loss"] for t in trials]
     return {
         "batch_size": cfg.batch_size,
         "optimizer": name,
-        "runs": runs,
+        "runs": [t["run"] for t in trials],
         "scores": scores,
-        "pick": min(range(len(runs)), key=scores.__getitem__),
+        "pick": min(range(len(scores)), key=scores.__getitem__),
     }
 
 
@@ -516,7 +514,7 @@ def write_outputs(out, doc: dict) -> None:
     """batch_sweep.json, summary.md and batch-sweep.png into ``out`` — all or nothing
     (:func:`kfac_ref.io.write_together`)."""
     out = Path(out)
-    text, table, fig = json.dumps(_jsonable(doc), indent=1, allow_nan=False), format_table(doc), batch_sweep_figure(doc)
+    text, table, fig = json.dumps(jsonable(doc), indent=1, allow_nan=False), format_table(doc), batch_sweep_figure(doc)
     write_together(
         [
             (out / JSON, lambda tmp: tmp.write_text(text, encoding="utf-8")),
@@ -558,3 +556,118 @@ def run_batch_sweep(
     write_outputs(out, doc)
     log(format_table(doc))
     return doc
+
+
+# ---- the command line: kfac-ref batch-sweep ------------------------------------------------------
+#: --quick: compare's budget (:data:`~.compare.QUICK`) with these changes
+QUICK_ITERATIONS, QUICK_BATCH_SIZES = 8, (32, None)
+
+
+def batch_size_list(text):
+    """Comma-separated batch sizes: positive integers or 'full' (the whole training set), none twice."""
+    vals = []
+    for t in (t.strip() for t in text.split(",")):
+        v = None if t == "full" else int(t) if t.isdigit() else 0
+        if v is not None and v < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected positive integers or 'full', comma-separated, got {t!r} in {text!r}"
+            )
+        if v in vals:
+            raise argparse.ArgumentTypeError(f"batch size {t!r} appears twice in {text!r}")
+        vals.append(v)
+    return tuple(vals)
+
+
+def _sizes_text(sizes) -> str:
+    return ",".join("full" if b is None else str(b) for b in sizes)
+
+
+def add_arguments(p) -> None:
+    """The arguments of ``kfac-ref batch-sweep``."""
+    add_model_arguments(p.add_argument_group("data and model"))
+    g = p.add_argument_group("the sweep")
+    g.add_argument(
+        "--optimizers",
+        type=arguments.optimizer_list,
+        default=",".join(DEFAULT_OPTIMIZERS),
+        help=f"comma-separated, any of {','.join(GRIDS)} (ngd: Woodbury solver, where C·B < P)",
+    )
+    g.add_argument(
+        "--batch-sizes",
+        type=batch_size_list,
+        help=f"comma-separated; 'full' = the whole training set (default: {_sizes_text(DEFAULT_BATCH_SIZES)}; "
+        f"with --quick: {_sizes_text(QUICK_BATCH_SIZES)})",
+    )
+    g.add_argument("--iterations", type=arguments.positive_int, default=DEFAULT_ITERATIONS, help="per run")
+    g.add_argument(
+        "--ngd-iterations",
+        type=arguments.positive_int,
+        default=ITERATION_CAPS["ngd"],
+        help="at most this many iterations for NGD and BlockNGD (seconds per step)",
+    )
+    g.add_argument(
+        "--target-loss",
+        type=arguments.positive_float,
+        default=DEFAULT_TARGETS["train_loss"],
+        help="the training-loss target, the same at every batch size",
+    )
+    g.add_argument(
+        "--target-acc",
+        type=arguments.fraction,
+        default=DEFAULT_TARGETS["val_acc"],
+        help="the validation-accuracy target, the same at every batch size",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=arguments.positive_int,
+        default=CompareConfig.eval_every,
+        help="measure the full losses every k iterations (the resolution of 'iterations to target')",
+    )
+    arguments.add_machine_arguments(g, CompareConfig.dtype)
+    g.add_argument("--out", default="results/batch-sweep", help="output folder")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a tiny budget for smoke tests: {QUICK['max_train']} samples, a small ConvNet, "
+        f"{QUICK_ITERATIONS} iterations, batch sizes {_sizes_text(QUICK_BATCH_SIZES)}",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def run(args) -> int:
+    """``kfac-ref batch-sweep``."""
+    if args.dataset != "digits" and not args.data_dir:
+        raise ValueError(f"--dataset {args.dataset} needs --data-dir (see data/README.md)")
+    cfg = CompareConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        model=args.model,
+        hidden=args.hidden or (),
+        channels=args.channels or (),
+        optimizers=args.optimizers,
+        iterations=args.iterations,
+        eval_every=args.eval_every,
+        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        max_train=args.max_train,
+    )
+    if args.quick:
+        cfg = quick(cfg, iterations=QUICK_ITERATIONS, batch_size=cfg.batch_size)
+    else:
+        cfg = replace(cfg, hidden=cfg.hidden or CompareConfig.hidden, channels=cfg.channels or CompareConfig.channels)
+    sizes = args.batch_sizes or (QUICK_BATCH_SIZES if args.quick else DEFAULT_BATCH_SIZES)
+    with arguments.blas_threads(args):
+        run_batch_sweep(
+            cfg,
+            sizes,
+            {"train_loss": args.target_loss, "val_acc": args.target_acc},
+            args.out,
+            args.command_line,
+            arguments.progress_bars(args),
+            arguments.logger(args),
+        )
+    if not args.quiet:
+        print(f"wrote {args.out}/{JSON}, {FIGURE}, {TABLE}")
+    return 0
