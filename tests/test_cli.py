@@ -208,3 +208,14 @@ def test_demo_is_compare_at_its_defaults_but_for_the_output_folder_and_ngds_cap(
     assert d.pop("iteration_caps") == {"ngd": DEMO_NGD_ITERATIONS, "block-ngd": DEMO_NGD_ITERATIONS}
     assert c.pop("iteration_caps") == dict(compare.ITERATION_CAPS)
     assert d == c and (demo.out, comp.out) == ("results/demo", "results/compare")
+
+
+def test_outputs_name_the_dtype_and_what_the_training_figures_are_measured_on(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", "--quick", "--optimizers", "sgd", "--eval-train", "100", "--out", str(out)]) == 0
+    doc = json.loads((out / "history.json").read_text())
+    assert doc["config"]["eval_train"] == 100 and doc["config"]["dtype"] in ("float32", "float64")
+    summary, said = (out / "summary.md").read_text(), capsys.readouterr().out
+    for text in (summary, said):
+        assert "a fixed subset of 100 of the 256 training samples (seed 0)" in text
+    assert f"arithmetic in {doc['config']['dtype']}" in summary and doc["config"]["dtype"] in said

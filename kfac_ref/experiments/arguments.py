@@ -41,6 +41,13 @@ fraction = checked(float, lambda v: 0 < v <= 1, "an accuracy in (0, 1]")
 every_or_off = checked(int, lambda v: v >= 0, "an integer ≥ 0 (0: off)")
 
 
+def count_or_all(text):
+    """A positive integer, or 'all' (None)."""
+    if text.strip().lower() == "all":
+        return None
+    return positive_int(text)
+
+
 def int_list(text):
     """Comma-separated positive integers, e.g. "8,16"."""
     try:

@@ -64,10 +64,12 @@ from .compare import (
     GRIDS,
     QUICK,
     CompareConfig,
+    add_eval_arguments,
     add_model_arguments,
     build_model,
     check_out,
     check_settings,
+    evaluation_note,
     grid_search,
     iterations_for,
     jsonable,
@@ -228,7 +230,7 @@ def sweep_document(
          "rows": [{"batch_size", "optimizer", "settings", "runs_tried",
                    "train_loss": {"iterations", "seconds"}, "val_acc": {"iterations", "seconds"},
                    "seconds_per_iteration", "final_train_loss", "best_val_acc"}],
-         "n_train", "eval_every", "iteration_caps": {opt: iterations}, "skipped": [...]}
+         "n_train", "eval_every", "evaluation", "iteration_caps": {opt: iterations}, "skipped": [...]}
 
     "batch_size" is the actual size (n_train for the whole training set); None = not reached.
     """
@@ -249,6 +251,7 @@ def sweep_document(
         "rows": [point_row(p, targets) for p in points],
         "n_train": n_train,
         "eval_every": cfg.eval_every,
+        "evaluation": evaluation_note(cfg, n_train),
         "iteration_caps": {
             n: iterations_for(cfg, n) for n in cfg.optimizers if iterations_for(cfg, n) < cfg.iterations
         },
@@ -283,7 +286,8 @@ def format_table(doc: dict) -> str:
         f"{doc['machine']['cpu_count']} CPUs, device {doc['machine']['device']}.",
         "",
         f"Targets, the same at every batch size: **{lt}** and **{at}** (first measured iteration, "
-        f"every {doc['eval_every']}; seconds of training only; — = not reached within the budget).",
+        f"every {doc['eval_every']}; seconds of training only; — = not reached within the budget); "
+        f"{doc.get('evaluation', 'training loss on all training samples')}.",
         "",
         f"Budget: {doc['iterations']} iterations per run"
         + (f" ({caps})" if caps else "")
@@ -549,8 +553,9 @@ def run_batch_sweep(
     log(
         f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples; {cfg.model} with "
         f"P = {model.num_params:,}; batch sizes {sizes}; {cfg.iterations} iterations per run; "
-        f"targets {targets}"
+        f"targets {targets}; {cfg.dtype}"
     )
+    log(f"every {cfg.eval_every} iterations: {evaluation_note(cfg, data.n_train)}")
     points, skipped = sweep(cfg, sizes, data, to_numpy(get_flat_params(model)), progress_factory, log)
     doc = sweep_document(cfg, points, skipped, targets, data.n_train, model.num_params, command)
     write_outputs(out, doc)
@@ -617,12 +622,7 @@ def add_arguments(p) -> None:
         default=DEFAULT_TARGETS["val_acc"],
         help="the validation-accuracy target, the same at every batch size",
     )
-    g.add_argument(
-        "--eval-every",
-        type=arguments.positive_int,
-        default=CompareConfig.eval_every,
-        help="measure the full losses every k iterations (the resolution of 'iterations to target')",
-    )
+    add_eval_arguments(g)  # --eval-every: the resolution of 'iterations to target'
     arguments.add_machine_arguments(g, CompareConfig.dtype)
     g.add_argument("--out", default="results/batch-sweep", help="output folder")
     g.add_argument(
@@ -647,6 +647,7 @@ def run(args) -> int:
         optimizers=args.optimizers,
         iterations=args.iterations,
         eval_every=args.eval_every,
+        eval_train=args.eval_train,
         iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
         device=args.device,
         dtype=args.dtype,

@@ -37,7 +37,7 @@ from ..fisher.seeds import KINDS
 from ..io import write_together
 from ..optim import OPTIMIZERS, SGD
 from ..params import get_flat_params, set_flat_params
-from ..train import RECORD_FIELDS, Trainer
+from ..train import EVAL_TRAIN_SAMPLES, RECORD_FIELDS, Trainer, describe_eval
 from ..validate import check_number
 from . import arguments
 from .arguments import unknown_optimizer
@@ -127,6 +127,7 @@ class CompareConfig:
     iterations: int = 300
     batch_size: int = 1024  # K-FAC's regime: large batches (see `kfac-ref batch-sweep`)
     eval_every: int = 5
+    eval_train: int | None = EVAL_TRAIN_SAMPLES  # training figures on this many samples, a fixed subset; None: all
     iteration_caps: dict = field(default_factory=lambda: dict(ITERATION_CAPS))  # {opt: max iterations}
     settings: dict = field(default_factory=dict)  # {opt: {hyper: value}} overrides
     grid: bool = False
@@ -152,6 +153,14 @@ REGIME_NOTE = (
     "Batch size {batch}.  How these ratios depend on the batch size is measured by `kfac-ref batch-sweep` "
     "(on digits, K-FAC's advantage over SGD in iterations grew with it: docs/results.md).\n"
 )
+
+
+def evaluation_note(cfg: CompareConfig, n_train: int) -> str:
+    """What the recorded "train" and "val" figures are measured on, in words."""
+    return (
+        f"training loss and accuracy on {describe_eval(n_train, cfg.eval_train)}, validation on all "
+        "validation samples; forward passes only, outside the training clock"
+    )
 
 
 def load_data(cfg: CompareConfig):
@@ -289,7 +298,8 @@ def run_one(
         return None if diag is None else diag(opt, x, y, theta, info)
 
     hook = after_step if diag is not None or infos else None
-    trainer = Trainer(opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every, after_step=hook)
+    rng = np.random.default_rng(cfg.seed)
+    trainer = Trainer(opt, data, cfg.batch_size, rng, cfg.eval_every, after_step=hook, eval_train=cfg.eval_train)
     hist = trainer.run(iterations, progress)
     run = {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
     if infos:
@@ -338,7 +348,7 @@ def machine_info(cfg: CompareConfig) -> dict:
     return info
 
 
-def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) -> dict:
+def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, n_train: int | None = None) -> dict:
     """history.json, CSVs, curves.png/svg, summary.md — all or nothing (:func:`kfac_ref.io.write_together`)."""
     summary = summarize(runs, target_list(runs, cfg.target_loss, cfg.target_acc))
     doc = {
@@ -364,7 +374,8 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
 
     for r in runs:
         writers.append((out / f"history_{r['optimizer']}.csv", lambda tmp, rec=r["records"]: write_csv(tmp, rec)))
-    title = f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device} — solid: train, dashed: validation"
+    title = f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device}, {cfg.dtype}"
+    title += " — solid: train, dashed: validation"
     capped = [
         f"{r['optimizer']} {r['records'][-1]['iteration']}"
         for r in runs
@@ -383,6 +394,8 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
         text = f"{stopped}\n{text}"
     if diagnosed:
         text += "\n" + format_diagnostics(runs, cfg)
+    if n_train is not None:
+        text += f"\nEvery {cfg.eval_every} iterations: {evaluation_note(cfg, n_train)}; arithmetic in {cfg.dtype}.\n"
     text += "\n" + REGIME_NOTE.format(batch=cfg.batch_size)
     writers.append((out / "summary.md", lambda tmp: tmp.write_text(f"# {title}\n\n{text}")))
     write_together(writers)
@@ -481,6 +494,7 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=
         f"{cfg.batch_size} on {cfg.device} ({cfg.dtype})"
         + (f"; capped: {', '.join(f'{n} {i}' for n, i in caps.items())}" if caps else "")
     )
+    log(f"every {cfg.eval_every} iterations: {evaluation_note(cfg, data.n_train)}")
     if comm is not None:
         log(
             f"on {comm.size} MPI rank(s): global batch {cfg.batch_size} "
@@ -502,7 +516,7 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=
         if run["stopped"]:
             log(f"{name}: {run['stopped']}")
         runs.append(run)
-    summary = write_outputs(Path(out), cfg, runs, grid or None) if lead else None
+    summary = write_outputs(Path(out), cfg, runs, grid or None, data.n_train) if lead else None
     if comm is not None:
         comm.barrier()  # no rank exits before rank 0 has written
     if lead:
@@ -554,6 +568,24 @@ def add_model_arguments(g) -> None:
         f"{','.join(map(str, CompareConfig.channels))}; with --quick: {','.join(map(str, QUICK['channels']))})",
     )
     g.add_argument("--max-train", type=arguments.positive_int, help="use only the first N training samples")
+
+
+def add_eval_arguments(g) -> None:
+    """--eval-every and --eval-train (compare and batch-sweep)."""
+    g.add_argument(
+        "--eval-every",
+        type=arguments.positive_int,
+        default=CompareConfig.eval_every,
+        help="measure the training and validation loss and accuracy every k iterations",
+    )
+    g.add_argument(
+        "--eval-train",
+        type=arguments.count_or_all,
+        default=CompareConfig.eval_train,
+        metavar="N|all",
+        help="measure the training figures on a fixed subset of N training samples (the same in every run), "
+        "or on all of them ('all') (default: %(default)s, all when there are fewer)",
+    )
 
 
 def quick(cfg: CompareConfig, **override) -> CompareConfig:
@@ -630,12 +662,7 @@ def add_arguments(p, name: str = "compare") -> None:
         help="at most this many iterations for the dense exact-Fisher NGD and BlockNGD "
         "(seconds per step); the figure says so",
     )
-    g.add_argument(
-        "--eval-every",
-        type=arguments.positive_int,
-        default=CompareConfig.eval_every,
-        help="measure the full training and validation loss every k iterations",
-    )
+    add_eval_arguments(g)
     arguments.add_machine_arguments(g, CompareConfig.dtype)
     g.add_argument(
         "--target-loss",
@@ -704,6 +731,7 @@ def config_from_args(args) -> CompareConfig:
         iterations=args.iterations,
         batch_size=args.batch_size,
         eval_every=args.eval_every,
+        eval_train=args.eval_train,
         iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
         settings=settings,
         grid=args.grid,
