@@ -29,8 +29,9 @@ QUICK_ARGS = ["--quick", "--quiet", "--target-loss", "1.9", "--target-acc", "0.3
 
 
 def quick_config():
-    """What `batch-sweep --quick` trains (kfac_ref.cli.cmd_batch_sweep)."""
+    """What `batch-sweep --quick` trains (kfac_ref.experiments.batch_sweep.run), in the command line's dtype."""
     return compare.CompareConfig(
+        dtype=compare.CLI_DTYPE,
         optimizers=bs.DEFAULT_OPTIMIZERS,
         iterations=8,
         hidden=(16,),

@@ -181,10 +181,15 @@ def read_settings_file(path) -> dict:
     return out
 
 
-def add_machine_arguments(g, dtype: str = "float64") -> None:
+def add_machine_arguments(g, dtype: str) -> None:
     """--device, --dtype, --seed, --threads: how any training sub-command runs (see :func:`blas_threads`)."""
     g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")
-    g.add_argument("--dtype", choices=("float32", "float64"), default=dtype, help="floating-point type")
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default=dtype,
+        help="floating-point type of the data, the parameters and every computation",
+    )
     g.add_argument("--seed", type=seed, default=0, help="initialisation, batch order and Monte-Carlo targets")
     g.add_argument(
         "--threads",

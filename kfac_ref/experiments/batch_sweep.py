@@ -61,6 +61,7 @@ from ..io import write_together
 from ..params import get_flat_params
 from . import arguments
 from .compare import (
+    CLI_DTYPE,
     GRIDS,
     QUICK,
     CompareConfig,
@@ -623,7 +624,7 @@ def add_arguments(p) -> None:
         help="the validation-accuracy target, the same at every batch size",
     )
     add_eval_arguments(g)  # --eval-every: the resolution of 'iterations to target'
-    arguments.add_machine_arguments(g, CompareConfig.dtype)
+    arguments.add_machine_arguments(g, CLI_DTYPE)
     g.add_argument("--out", default="results/batch-sweep", help="output folder")
     g.add_argument(
         "--quick",
