@@ -146,7 +146,7 @@ def test_compare_cli_distributed_gives_the_single_process_records(tmp_path):
         env=env,
     )
     assert two.returncode == 0, two.stderr
-    import json  # noqa: PLC0415
+    import json
 
     a, b = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("one", "two"))
     assert [r["optimizer"] for r in a["runs"]] == [r["optimizer"] for r in b["runs"]] == ["sgd", "kfac"]
@@ -184,7 +184,7 @@ def test_weighted_shard_means_sum_to_the_batch_mean():
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
 def test_symmetric_packing_round_trips_and_keeps_the_device(device):
     """Only upper triangles travel; the matrix comes back whole, on the device it came from (host staging)."""
-    from kfac_ref.backend import to_device  # noqa: PLC0415
+    from kfac_ref.backend import to_device
 
     rng = np.random.default_rng(1)
     m = rng.standard_normal((5, 5))

@@ -228,17 +228,28 @@ def progress_bars(args):
 
 
 class ProgressBar:
-    """A tqdm bar showing the mini-batch loss; called by the training loop after each step."""
+    """A tqdm bar; called by the training loop after each step.
+
+    It shows the mini-batch loss of the last step ("batch loss") and, from the last evaluation,
+    the training loss on the evaluation samples ("eval train loss": the subset the run's log
+    line names) and the validation accuracy ("val acc").
+    """
 
     def __init__(self, desc: str, total: int):
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, desc=f"{desc:>10}", unit="it", file=sys.stderr, leave=True, dynamic_ncols=True)
+        self.shown: dict = {}
 
     def __call__(self, rec):
         self.bar.update(1)
         if rec["batch_loss"] is not None:
-            self.bar.set_postfix(loss=f"{rec['batch_loss']:.4f}", refresh=False)
+            self.shown["batch loss"] = f"{rec['batch_loss']:.4f}"
+        if rec["train_loss"] is not None:
+            self.shown["eval train loss"] = f"{rec['train_loss']:.4f}"
+        if rec["val_acc"] is not None:
+            self.shown["val acc"] = f"{rec['val_acc']:.3f}"
+        self.bar.set_postfix(self.shown, refresh=False)
 
     def close(self):
         self.bar.close()

@@ -39,8 +39,8 @@ larger batch the mini-batch gradient is less noisy, so curvature can be used
 more aggressively, and K-FAC's advantage in iterations should grow with B;
 [MG15] likewise train with large mini-batches that grow during training.
 
-Outputs (written to a temporary folder inside ``out``, then moved, so a failed
-run leaves nothing half-written): ``batch_sweep.json`` (schema in
+Outputs, all or none (:func:`kfac_ref.io.write_together`, so a failed run leaves
+nothing half-written): ``batch_sweep.json`` (schema in
 :func:`sweep_document`), ``summary.md`` (:func:`format_table`) and
 ``batch-sweep.png`` (:func:`batch_sweep_figure`).
 """

@@ -6,9 +6,15 @@ Optionally a small grid search gives every optimizer the *same* budget (the
 same number of configurations, each trained for the same iterations) and
 keeps, per optimizer, the configuration with the lowest validation loss.
 
-Outputs (written to a temporary folder, then moved into ``out`` at the end, so
-a failed run leaves no partial results): ``history.json``, ``history_<opt>.csv``,
-``curves.png``/``curves.svg`` and ``summary.md``.
+Outputs, all or none (:func:`kfac_ref.io.write_together`: each file is written
+beside its target and renamed only when every one is complete): ``history.json``,
+``history_<opt>.csv``, ``curves.png``/``curves.svg`` and ``summary.md``.
+
+This module also holds what the other training experiments share: the one runner
+(:func:`run_one`: one optimizer from θ₀, optionally keeping every step's info dict or
+data-parallel on MPI ranks), the one grid search (:func:`grid_search`), the model and data
+arguments and ``--quick``'s budget (:data:`QUICK`); ``kfac-ref compare`` and ``demo`` are
+:func:`add_arguments` and :func:`run`.
 
 With ``diagnostics_every = K > 0`` (`kfac-ref compare --diagnostics K`), every K
 iterations each method's step is measured against the exact damped natural gradient

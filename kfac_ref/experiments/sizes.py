@@ -504,7 +504,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     .svg, .pdf); the figure is built on a bare matplotlib Figure (no pyplot,
     no global state, no display needed).
     """
-    from matplotlib.figure import Figure  # noqa: PLC0415  (plotting is optional at import time)
+    from matplotlib.figure import Figure  # (plotting is optional at import time)
 
     rows = list(rows)
     if not rows:
@@ -572,7 +572,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     )
     grouped = [r.name for r in rows if r.groups > 1]
     if grouped:  # what the grouped convolutions' counts leave out
-        import textwrap  # noqa: PLC0415
+        import textwrap
 
         note = (
             f"Grouped convolutions ({', '.join(grouped)}): each group is counted as its own layer, with a "
