@@ -267,10 +267,6 @@ def _batch_label(b: int, n_train: int) -> str:
     return f"full ({n_train})" if b == n_train else str(b)
 
 
-def _fmt(v, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
-
-
 def format_table(doc: dict) -> str:
     """summary.md: the settings, the per-point table and each method's ratios to SGD."""
     t, n = doc["targets"], doc["n_train"]
@@ -301,20 +297,7 @@ def format_table(doc: dict) -> str:
         lines.append(f"- {s['optimizer']} not run at batch {_batch_label(s['batch_size'], n)}: {s['reason']}")
     if doc["skipped"]:
         lines.append("")
-    lines += [
-        f"| batch | optimizer | picked | runs | s / iteration | iterations to {lt} | seconds | "
-        f"iterations to {at} | seconds | final train loss | best val acc |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in doc["rows"]:
-        picked = ", ".join(f"{k} {r['settings'][k]:g}" for k in doc["grids"][r["optimizer"]])
-        lines.append(
-            f"| {_batch_label(r['batch_size'], n)} | {r['optimizer']} | {picked} | {r['runs_tried']} "
-            f"| {_fmt(r['seconds_per_iteration'], '.4f')} "
-            f"| {_fmt(r['train_loss']['iterations'], 'd')} | {_fmt(r['train_loss']['seconds'], '.2f')} "
-            f"| {_fmt(r['val_acc']['iterations'], 'd')} | {_fmt(r['val_acc']['seconds'], '.2f')} "
-            f"| {_fmt(r['final_train_loss'], '.3g')} | {_fmt(r['best_val_acc'], '.3f')} |"
-        )
+    lines.append(points_markdown(doc).rstrip("\n"))
     methods = [o for o in dict.fromkeys(r["optimizer"] for r in doc["rows"]) if o != "sgd"]
     per_method = {m: ratios(doc, m) for m in methods}
     if any(per_method.values()):
@@ -407,7 +390,7 @@ def _cell(v, spec, missing="not reached"):
 
 
 def points_markdown(doc, n_train: int | None = None) -> str:
-    """A Markdown table of the sweep: one line per batch size and optimizer.
+    """A Markdown table of the sweep: one line per batch size and optimizer, with the grid's pick.
 
     n_train : the training set's size (default: the document's "n_train", if it has one): that
               batch size is shown as "full (N)".  A value the sweep could not measure shows "—".
@@ -417,19 +400,20 @@ def points_markdown(doc, n_train: int | None = None) -> str:
     lines = [
         f"| batch | optimizer | iterations to train loss ≤ {t['train_loss']:g} | seconds | "
         f"iterations to val acc ≥ {t['val_acc']:g} | seconds | ms / iteration | final train loss "
-        f"| best val acc | runs tried |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| best val acc | runs tried | picked |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(doc["rows"], key=lambda r: (r["batch_size"], r["optimizer"])):
         b = f"full ({r['batch_size']})" if r["batch_size"] == n_train else str(r["batch_size"])
         ms = None if r["seconds_per_iteration"] is None else 1e3 * r["seconds_per_iteration"]
+        picked = ", ".join(f"{k} {r['settings'][k]:g}" for k in doc["grids"].get(r["optimizer"], ())) or "—"
         lines.append(
             f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
             f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
             f"| {_cell(r['val_acc']['seconds'], '.2f')} "
             f"| {_cell(ms, '.1f', '—')} "
             f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
-            f"| {r['runs_tried']} |"
+            f"| {r['runs_tried']} | {picked} |"
         )
     return "\n".join(lines) + "\n"
 
