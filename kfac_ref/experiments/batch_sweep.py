@@ -70,13 +70,13 @@ from .compare import (
     build_model,
     check_out,
     check_settings,
+    config_from_shared_args,
     evaluation_note,
     grid_search,
     iterations_for,
     jsonable,
     load_data,
     machine_info,
-    quick,
 )
 from .curves import COLORS, LABELS, save_figure
 from .summary import format_ratio, time_to_target
@@ -621,28 +621,8 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """``kfac-ref batch-sweep``."""
-    if args.dataset != "digits" and not args.data_dir:
-        raise ValueError(f"--dataset {args.dataset} needs --data-dir (see data/README.md)")
-    cfg = CompareConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        model=args.model,
-        hidden=args.hidden or (),
-        channels=args.channels or (),
-        optimizers=args.optimizers,
-        iterations=args.iterations,
-        eval_every=args.eval_every,
-        eval_train=args.eval_train,
-        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
-        device=args.device,
-        dtype=args.dtype,
-        seed=args.seed,
-        max_train=args.max_train,
-    )
-    if args.quick:
-        cfg = quick(cfg, iterations=QUICK_ITERATIONS, batch_size=cfg.batch_size)
-    else:
-        cfg = replace(cfg, hidden=cfg.hidden or CompareConfig.hidden, channels=cfg.channels or CompareConfig.channels)
+    # the batch size is each point's own: --quick leaves it alone
+    cfg = config_from_shared_args(args, {"iterations": QUICK_ITERATIONS, "batch_size": CompareConfig.batch_size})
     sizes = args.batch_sizes or (QUICK_BATCH_SIZES if args.quick else DEFAULT_BATCH_SIZES)
     with arguments.blas_threads(args):
         run_batch_sweep(

@@ -732,6 +732,24 @@ def config_from_args(args) -> CompareConfig:
             settings.setdefault(opt, {}).update(table)
     for opt, key, value in args.set:
         settings.setdefault(opt, {})[key] = value
+    cfg = config_from_shared_args(
+        args,
+        kind=args.kind,
+        batch_size=args.batch_size,
+        settings=settings,
+        grid=args.grid,
+        grid_iterations=args.grid_iterations,
+        target_loss=tuple(args.target_loss),
+        target_acc=tuple(args.target_acc),
+        diagnostics_every=args.diagnostics,
+    )
+    return replace(cfg, grid_iterations=QUICK_GRID_ITERATIONS) if args.quick else cfg
+
+
+def config_from_shared_args(args, quick_bounds: dict | None = None, **fields) -> CompareConfig:
+    """A CompareConfig from the arguments compare and batch-sweep share (the model and data, the
+    optimizers and their caps, the evaluation, the machine) and ``fields``; --quick applies
+    :data:`QUICK` (``quick_bounds`` replaces some of its bounds), else the default widths."""
     cfg = CompareConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -739,33 +757,26 @@ def config_from_args(args) -> CompareConfig:
         hidden=args.hidden or (),
         channels=args.channels or (),
         optimizers=args.optimizers,
-        kind=args.kind,
         iterations=args.iterations,
-        batch_size=args.batch_size,
         eval_every=args.eval_every,
         eval_train=args.eval_train,
         iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
-        settings=settings,
-        grid=args.grid,
-        grid_iterations=args.grid_iterations,
         device=args.device,
         dtype=args.dtype,
         seed=args.seed,
         max_train=args.max_train,
-        target_loss=tuple(args.target_loss),
-        target_acc=tuple(args.target_acc),
-        diagnostics_every=args.diagnostics,
+        **fields,
     )
+    if args.dataset != "digits" and not args.data_dir:
+        raise ValueError(f"--dataset {args.dataset} needs --data-dir (see data/README.md)")
     if args.quick:
-        return replace(quick(cfg), grid_iterations=QUICK_GRID_ITERATIONS)
+        return quick(cfg, **(quick_bounds or {}))
     return replace(cfg, hidden=cfg.hidden or CompareConfig.hidden, channels=cfg.channels or CompareConfig.channels)
 
 
 def run(args) -> int:
     """``kfac-ref compare`` and ``kfac-ref demo``."""
     cfg = config_from_args(args)
-    if args.dataset != "digits" and not args.data_dir:
-        raise ValueError(f"--dataset {args.dataset} needs --data-dir (see data/README.md)")
     if args.epochs:  # count the samples on the host: nothing is moved to a device for it
         n = load_data(replace(cfg, device="cpu")).n_train
         cfg = replace(cfg, iterations=args.epochs * max(1, n // cfg.batch_size))
