@@ -23,6 +23,12 @@ factors.  Conventions (the docs/math.md §9 table is the oracle):
 * the *full* Fisher over all P parameters has P² entries; the block-diagonal
   approximation keeps only Σ fisher_entries of them.
 
+This is also the project's one cost model, built on the same counts: entries stored
+and inversion cost (:func:`storage_and_cost`), FLOPs per layer and phase of a K-FAC
+iteration (:func:`flop_model`), and the entries a distributed K-FAC step communicates
+(:func:`payload_entries` for this project's models, :func:`communication_per_step` at
+[O19]'s scale).
+
 Run it:  ``python -m kfac_ref.experiments.sizes --arch alexnet --out results/sizes``
 """
 
