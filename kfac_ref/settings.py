@@ -56,7 +56,7 @@ def read_settings_file(path, parse_value=None, who: str = "--settings") -> dict:
     """{optimizer: {key: value}} from a JSON (.json) or TOML (.toml) file, checked key by key.
 
     ``parse_value(optimizer, key, value)`` types and checks each value; the
-    command line passes its own (``kfac_ref.cli.parse_value``, which reads the
+    command line passes its own (``kfac_ref.experiments.arguments.parse_value``, which reads the
     optimizer's signature).  Without it the values are returned as the file
     typed them and only the optimizers' names are checked.
     Raises ValueError whose message starts with ``who`` and the path.

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from kfac_ref.cli import parse_value
+from kfac_ref.experiments.arguments import parse_value
 from kfac_ref.settings import MAX_BYTES
 from kfac_ref.settings import read_settings_file as _read
 
