@@ -116,7 +116,7 @@ def test_sizes_prints_the_three_alexnet_totals(capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["compare", "--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
+        (["compare", "--optimizers", "sgd,adagrad"], "unknown optimizer 'adagrad'"),
         (["compare", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
         (["compare", "--iterations", "-5"], "expected a positive integer, got '-5'"),
         (["compare", "--batch-size", "0"], "expected a positive integer"),
