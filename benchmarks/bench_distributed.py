@@ -11,7 +11,7 @@ Per step, on rank 0: compute (forward, backward, factors, the step), gradient al
 statistics all-reduce (with the all-gather of the outputs for the Monte-Carlo targets),
 inversion (this rank's layers only), inverse sharing (the all-gather), and the payload in bytes
 this rank puts into the collectives, measured by :class:`kfac_ref.distributed.Communicator`, next
-to the analytic count of :func:`kfac_ref.distributed.payload_entries` (all-reduce: per rank; all-gathers:
+to the analytic count of :func:`kfac_ref.experiments.sizes.payload_entries` (all-reduce: per rank; all-gathers:
 summed over ranks).  On a 2-core machine R = 4 oversubscribes the cores: read the ratios, not the times.
 """
 
@@ -45,7 +45,8 @@ def build(name, batch):
 def worker(args) -> int:
     """One measurement under mpiexec: rank 0 prints a JSON line."""
     from kfac_ref import nn
-    from kfac_ref.distributed import LABELS, DistributedKFAC, payload_entries, world
+    from kfac_ref.distributed import LABELS, DistributedKFAC, world
+    from kfac_ref.experiments.sizes import payload_entries
 
     comm = world()
     model, x, y = build(args.model, args.batch)

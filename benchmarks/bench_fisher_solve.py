@@ -23,7 +23,7 @@ Woodbury get generators with the same seed, hence the same sampled labels.
 The relative difference of the two directions is printed (it must be
 ≤ 1e-9; the exit status is 1 otherwise).
 
-Goal (issue acceptance): Woodbury ≥ 20× faster than the dense solve at P ≈ 10⁴.
+Goal: Woodbury ≥ 20× faster than the dense solve at P ≈ 10⁴.
 
     python benchmarks/bench_fisher_solve.py                    # the full table (a few minutes)
     python benchmarks/bench_fisher_solve.py --quick            # smoke run, P ≈ 10³ (seconds)
@@ -213,7 +213,7 @@ def print_row(r):
 
 
 def print_goal(rows):
-    """The acceptance goal, on the exact Fisher of the largest model of each family."""
+    """The goal, on the exact Fisher of the largest model of each family."""
     print(f"\ngoal: dense solve / Woodbury ≥ {GOAL:g} at P ≈ 10⁴ (exact Fisher; Woodbury end to end)")
     for family in MODELS:
         exact = [r for r in rows if r["family"] == family and r["kind"] == "exact"]

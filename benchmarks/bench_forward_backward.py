@@ -21,7 +21,7 @@ torch, ...) after a warm-up, so both see the same machine state; the table
 reports the medians and their ratio.  The gradients are compared once, so the
 comparison is between two computations of the same numbers.
 
-Goals (issue acceptance): kfac_ref / torch ≤ 1.5 for the MLP, ≤ 3 for the ConvNets.
+Goals: kfac_ref / torch ≤ 1.5 for the MLP, ≤ 3 for the ConvNets.
 
     python benchmarks/bench_forward_backward.py                 # the full table
     python benchmarks/bench_forward_backward.py --quick         # a smoke run (seconds)

@@ -28,9 +28,9 @@ def _import_gpu_modules():
     """(cupy, cupyx) with cupyx.scipy.linalg loaded; raises ImportError/OSError as CuPy does."""
     global _gpu_modules
     if _gpu_modules is None:
-        import cupy  # noqa: PLC0415  (optional dependency, imported on demand)
-        import cupyx  # noqa: PLC0415
-        import cupyx.scipy.linalg  # noqa: F401, PLC0415  (needs cuBLAS/cuSOLVER: fails without the toolkit)
+        import cupy  # (optional dependency, imported on demand)
+        import cupyx
+        import cupyx.scipy.linalg  # noqa: F401  (needs cuBLAS/cuSOLVER: fails without the toolkit)
 
         _gpu_modules = (cupy, cupyx)
     return _gpu_modules
@@ -207,7 +207,7 @@ def solve_triangular(low, b, lower: bool = True):
     (NumPy has no triangular solve; a general solve would cost an O(d³) LU.)
     """
     if get_xp(low, b) is np:
-        from scipy.linalg import solve_triangular as solve  # noqa: PLC0415
+        from scipy.linalg import solve_triangular as solve
     else:
         solve = _gpu_modules[1].scipy.linalg.solve_triangular
     return solve(low, b, lower=lower, check_finite=False)

@@ -3,13 +3,21 @@
 Every iteration records ``iteration``, ``seconds`` (cumulative *training* time,
 GPU synchronised, evaluation excluded) and ``batch_loss`` (the mini-batch loss
 h before that step); every ``eval_every`` iterations (and at iteration 0) also
-the full training and validation loss and accuracy.  Fields not measured are
+the training and validation loss and accuracy.  Fields not measured are
 None.  A NaN/Inf loss stops the run with a message; what was recorded is kept.
 
-An optional ``after_step(opt, x, y, theta)`` hook runs after every step, outside the
-clock (like evaluation), with the step's batch and θ as it was *before* the step; a
-dict it returns is merged into that iteration's record (`kfac-ref compare
---diagnostics K` records its angles this way), None adds nothing.
+Evaluation is forward only (no cache, no backward, no curvature statistics), in
+chunks of 1,024 samples.  The validation figures use the whole validation set; the
+training figures use a fixed subset of ``eval_train`` training samples
+(:func:`eval_subset`: the same samples in every run, whatever the run's seed; default
+:data:`EVAL_TRAIN_SAMPLES`), or all of them when there are no more than that or when
+``eval_train`` is None — so that on a large training set evaluation does not dominate
+the run.
+
+An optional ``after_step(opt, x, y, theta, info)`` hook runs after every step, outside the
+clock (like evaluation), with the step's batch, θ as it was *before* the step and the
+step's info dict; a dict it returns is merged into that iteration's record (`kfac-ref
+compare --diagnostics K` records its angles this way), None adds nothing.
 
 Mini-batches are drawn without replacement, one seeded permutation per epoch,
 so a run is a function of its seed; :class:`Trainer` state (permutation,
@@ -29,6 +37,11 @@ from .data.batches import BatchStream
 from .errors import NonFiniteError
 from .params import get_flat_params
 from .validate import check_number
+
+#: the training figures are measured on this many training samples (all when there are fewer)
+EVAL_TRAIN_SAMPLES = 10_000
+#: the seed of the fixed evaluation subset (independent of a run's seed: every run measures the same samples)
+EVAL_SEED = 0
 
 RECORD_FIELDS = ("iteration", "seconds", "batch_loss", "train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -58,20 +71,49 @@ def evaluate(model, loss_fn, x, y, batch_size: int = 1024) -> tuple[float, float
     return total_loss / n, (correct / n if y.ndim == 1 else float("nan"))
 
 
+def eval_subset(n_train: int, size: int | None = EVAL_TRAIN_SAMPLES):
+    """Sorted indices (size,) of the fixed training subset the training figures are measured on.
+
+    None (every sample) when ``size`` is None or ≥ n_train; else the first ``size`` entries of
+    the permutation of range(n_train) drawn by ``np.random.default_rng(EVAL_SEED)``, sorted.
+    """
+    if size is None or size >= n_train:
+        return None
+    check_number("eval_train", size, low=1, integer=True)
+    return np.sort(np.random.default_rng(EVAL_SEED).permutation(n_train)[:size])
+
+
+def describe_eval(n_train: int, size: int | None = EVAL_TRAIN_SAMPLES) -> str:
+    """What the training figures are measured on, in words (for logs, summaries and progress bars)."""
+    if eval_subset(n_train, size) is None:
+        return f"all {n_train:,} training samples"
+    return f"a fixed subset of {size:,} of the {n_train:,} training samples (seed {EVAL_SEED})"
+
+
 class Trainer:
     """Runs an optimizer over a :class:`~kfac_ref.data.Dataset`, resumably.
 
     ``rng`` draws the batch order and is passed to ``opt.step`` (Monte-Carlo
-    targets), so one generator makes the whole run reproducible.  ``after_step``:
-    see the module docstring (not part of a checkpoint).
+    targets), so one generator makes the whole run reproducible.  ``after_step`` and
+    ``eval_train``: see the module docstring (neither is part of a checkpoint).
     """
 
-    def __init__(self, optimizer, data, batch_size: int, rng, eval_every: int = 10, after_step=None):
+    def __init__(
+        self,
+        optimizer,
+        data,
+        batch_size: int,
+        rng,
+        eval_every: int = 10,
+        after_step=None,
+        eval_train: int | None = EVAL_TRAIN_SAMPLES,
+    ):
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         if after_step is not None and not callable(after_step):
             raise TypeError(
-                f"after_step must be a function (opt, x, y, theta) -> dict or None, got {type(after_step).__name__}"
+                "after_step must be a function (opt, x, y, theta, info) -> dict or None, "
+                f"got {type(after_step).__name__}"
             )
         n = data.n_train
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
@@ -80,6 +122,12 @@ class Trainer:
         self.eval_every = check_number("eval_every", eval_every, low=1, integer=True)
         self.opt, self.data, self.rng = optimizer, data, rng
         self.after_step = after_step
+        idx = eval_subset(n, eval_train)
+        if idx is None:
+            self.eval_x, self.eval_y = data.x_train, data.y_train
+        else:
+            idx = get_xp(data.x_train).asarray(idx)
+            self.eval_x, self.eval_y = data.x_train[idx], data.y_train[idx]
         self.history = History()
         self.seconds = 0.0  # cumulative training time
         self._stream = None  # the BatchStream, made at the first batch (its first permutation drawn then)
@@ -115,7 +163,7 @@ class Trainer:
         if measure:
             m, lf, d = self.opt.model, self.opt.loss_fn, self.data
             try:
-                rec["train_loss"], rec["train_acc"] = evaluate(m, lf, d.x_train, d.y_train)
+                rec["train_loss"], rec["train_acc"] = evaluate(m, lf, self.eval_x, self.eval_y)
                 rec["val_loss"], rec["val_acc"] = evaluate(m, lf, d.x_val, d.y_val)
             except NonFiniteError:  # NaN/Inf outputs: the run diverged (stopped by run())
                 rec["train_loss"] = rec["val_loss"] = float("nan")
@@ -143,7 +191,7 @@ class Trainer:
                 break
             synchronize(xp)
             self.seconds += time.perf_counter() - start
-            extra = None if self.after_step is None else self.after_step(self.opt, xb, yb, theta)  # off the clock
+            extra = None if self.after_step is None else self.after_step(self.opt, xb, yb, theta, info)  # off the clock
             measure = self.iteration % self.eval_every == 0 or self.iteration == until
             rec = self._record(info["loss"], measure)
             if extra:
@@ -182,11 +230,18 @@ class Trainer:
 
 
 def fit(
-    optimizer, data, iterations: int, batch_size: int = 128, seed: int = 0, eval_every: int = 10, progress=None
+    optimizer,
+    data,
+    iterations: int,
+    batch_size: int = 128,
+    seed: int = 0,
+    eval_every: int = 10,
+    progress=None,
+    eval_train: int | None = EVAL_TRAIN_SAMPLES,
 ) -> History:
     """Train ``optimizer`` (holding its model) on ``data`` for ``iterations`` steps.
 
     Returns the :class:`History`; see the module docstring for what is recorded.
     """
-    trainer = Trainer(optimizer, data, batch_size, np.random.default_rng(seed), eval_every)
+    trainer = Trainer(optimizer, data, batch_size, np.random.default_rng(seed), eval_every, eval_train=eval_train)
     return trainer.run(iterations, progress)

@@ -18,7 +18,7 @@ from kfac_ref import backend
 
 REAL_GPU = backend.gpu_available()
 if not REAL_GPU and os.environ.get("KFAC_REF_REAL_GPU") != "1":
-    from tests import fake_cupy  # noqa: PLC0415
+    from tests import fake_cupy
 
     backend._gpu_modules = (fake_cupy.cupy, fake_cupy.cupyx)  # the one hook backend.py offers
     backend._gpu_usable = None  # probe again, now on the stand-in
@@ -54,7 +54,7 @@ def standin():
     """The CuPy stand-in module with its counters reset; skips on real CuPy."""
     if not STANDIN:
         pytest.skip("needs the CuPy stand-in (this run uses real CuPy or has none)")
-    from tests import fake_cupy  # noqa: PLC0415
+    from tests import fake_cupy
 
     fake_cupy.COUNTS.reset()
     return fake_cupy

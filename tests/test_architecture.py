@@ -45,8 +45,8 @@ RANKS = {
     "optim": 5,
     "train": 6,
     "checkpoint": 7,  # validates a file against a Trainer before applying it
+    "distributed": 6,  # MPI transport and data-parallel optimizers: beside optim, used by experiments
     "experiments": 7,
-    "distributed": 8,  # the comparison on MPI ranks: uses experiments.compare, is used by cli
     "cli": 9,
     "__main__": 10,
 }

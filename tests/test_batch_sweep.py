@@ -29,8 +29,9 @@ QUICK_ARGS = ["--quick", "--quiet", "--target-loss", "1.9", "--target-acc", "0.3
 
 
 def quick_config():
-    """What `batch-sweep --quick` trains (kfac_ref.cli.cmd_batch_sweep)."""
+    """What `batch-sweep --quick` trains (kfac_ref.experiments.batch_sweep.run), in the command line's dtype."""
     return compare.CompareConfig(
+        dtype=compare.CLI_DTYPE,
         optimizers=bs.DEFAULT_OPTIMIZERS,
         iterations=8,
         hidden=(16,),
@@ -225,7 +226,7 @@ def _no_training(*args, **kwargs):
     ],
 )
 def test_bad_arguments_exit_with_one_clear_line(args, message, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(bs, "run_one", _no_training)
+    monkeypatch.setattr(compare, "run_one", _no_training)
     with pytest.raises(SystemExit) as exc:
         main(["batch-sweep", "--quick", "--quiet", "--out", str(tmp_path / "out"), *args])
     assert exc.value.code != 0 and message in capsys.readouterr().err
@@ -242,7 +243,7 @@ def test_bad_arguments_exit_with_one_clear_line(args, message, capsys, tmp_path,
     ],
 )
 def test_bad_input_is_refused_before_any_training(args, message, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(bs, "run_one", _no_training)
+    monkeypatch.setattr(compare, "run_one", _no_training)
     (tmp_path / "FILE").write_text("not a folder")
     out = tmp_path / "out"
     args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]

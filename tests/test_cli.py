@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -199,11 +200,62 @@ def test_sizes_errors_come_from_its_own_parser(capsys):
 def test_demo_is_compare_at_its_defaults_but_for_the_output_folder_and_ngds_cap():
     from dataclasses import asdict
 
-    from kfac_ref.cli import DEMO_NGD_ITERATIONS, build_parser, config_from_args
+    from kfac_ref.cli import build_parser
     from kfac_ref.experiments import compare
+    from kfac_ref.experiments.compare import DEMO_NGD_ITERATIONS, config_from_args
 
     demo, comp = (build_parser().parse_args([name]) for name in ("demo", "compare"))
     d, c = asdict(config_from_args(demo)), asdict(config_from_args(comp))
     assert d.pop("iteration_caps") == {"ngd": DEMO_NGD_ITERATIONS, "block-ngd": DEMO_NGD_ITERATIONS}
     assert c.pop("iteration_caps") == dict(compare.ITERATION_CAPS)
     assert d == c and (demo.out, comp.out) == ("results/demo", "results/compare")
+
+
+def test_outputs_name_the_dtype_and_what_the_training_figures_are_measured_on(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", "--quick", "--optimizers", "sgd", "--eval-train", "100", "--out", str(out)]) == 0
+    doc = json.loads((out / "history.json").read_text())
+    assert doc["config"]["eval_train"] == 100 and doc["config"]["dtype"] in ("float32", "float64")
+    summary, said = (out / "summary.md").read_text(), capsys.readouterr().out
+    for text in (summary, said):
+        assert "a fixed subset of 100 of the 256 training samples (seed 0)" in text
+    assert f"arithmetic in {doc['config']['dtype']}" in summary and doc["config"]["dtype"] in said
+
+
+def test_the_summary_says_where_each_target_comes_from_and_each_methods_settings_and_finals():
+    recs = [dict.fromkeys(RECORD_FIELDS) for _ in range(3)]
+    for i, (loss, acc) in enumerate([(2.0, 0.1), (0.7, 0.6), (0.3, 0.85)]):
+        recs[i].update(iteration=i * 5, seconds=i * 1.0, train_loss=loss, val_acc=acc)
+    other = [dict(r, train_loss=r["train_loss"] * 2, val_acc=r["val_acc"] / 2) for r in recs]
+    runs = [
+        {"optimizer": "sgd", "settings": {"lr": 0.03, "nesterov": False}, "records": recs},
+        {"optimizer": "kfac", "settings": {"damping": 0.1}, "records": other},
+    ]
+    text = format_summary(summarize(runs))
+    assert "train loss ≤ 0.6 (the hardest every run reaches: kfac's best training loss)" in text  # 2 × 0.3
+    assert "train loss ≤ 0.3 (SGD's best training loss)" in text and "train loss ≤ 0.1 (a round value)" in text
+    assert "val acc ≥ 0.425 (the hardest every run reaches: kfac's best validation accuracy)" in text
+    assert "| sgd | lr=0.03, nesterov=False | 10 | 0.3 | 0.8500 |" in text
+    assert "| kfac | damping=0.1 | 10 | 0.6 | 0.4250 |" in text
+    assert "timings are noisy" in text
+
+
+@pytest.mark.parametrize("name", ["compare", "demo", "batch-sweep", "sizes", "fisher-plot"])
+def test_help_shows_each_default_once_and_no_markup(name, capsys):
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: None)" not in text and not re.search(r"\(default:[^()]*\)\s*\(default:", text)
+    for markup in ("``", ":func:", ":class:", "{func}", "`"):
+        assert markup not in text, markup
+    if name in ("compare", "demo", "batch-sweep"):
+        assert "--model {mlp,convnet} convnet:" in text  # --model has its help
+
+
+@pytest.mark.parametrize("command", ["compare", "batch-sweep"])
+def test_a_misspelt_optimizer_gives_one_line_naming_the_closest(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--optimizers", "sgd,kfca"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1
+    assert "unknown optimizer 'kfca' (did you mean 'kfac'?)" in err[0] and "usage" not in err[0]

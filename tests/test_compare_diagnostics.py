@@ -267,12 +267,14 @@ def test_diagnostics_on_each_backend_record_plain_floats(device):
     run = _run(_cfg(device=device, diagnostics_every=2), "kfac", iterations=2)
     rec = run["records"][-1]
     assert all(type(rec[f]) is float for f in FIELDS)
-    json.dumps(compare._jsonable(run["records"]), allow_nan=False)
+    json.dumps(compare.jsonable(run["records"]), allow_nan=False)
 
 
 def test_cli_hyper_parameters_reach_the_optimizers_that_pass_them_on():
     """EKFAC and KFACTridiag take K-FAC's hyper-parameters through **kwargs: --damping and --set reach them."""
-    from kfac_ref.cli import build_parser, config_from_args, hyper_types  # noqa: PLC0415
+    from kfac_ref.cli import build_parser
+    from kfac_ref.experiments.arguments import hyper_types
+    from kfac_ref.experiments.compare import config_from_args
 
     assert {"damping", "T_inv", "kl_clip"} <= set(hyper_types("kfac-tridiag"))
     assert {"damping", "T_scale"} <= set(hyper_types("ekfac")) and "kwargs" not in hyper_types("ekfac")

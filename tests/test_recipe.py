@@ -1,18 +1,17 @@
-"""kfac_ref.experiments.recipe: the ablation's configurations, the logged runner, the cost model, the sweep reader.
+"""kfac_ref.experiments.recipe: the ablation's configurations, the runner's logged infos, the cost model.
 
 References: the optimizer's own attributes (each configuration builds what it names),
-compare.DEFAULT_SETTINGS, compare.run_one (the runner it extends), brute-force means
-over the logged steps, FLOP counts written out by hand, a fake batch-sweep file.
+compare.DEFAULT_SETTINGS, compare.run_one without infos, means of hand-written phase times,
+the training clock, FLOP counts written out by hand.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from kfac_ref import models, nn
 from kfac_ref.backend import to_numpy
-from kfac_ref.experiments import compare, recipe
+from kfac_ref.experiments import compare, recipe, sizes
 from kfac_ref.optim import KFAC, PHASES
 from kfac_ref.params import get_flat_params
 
@@ -60,11 +59,11 @@ def test_the_ladder_passes_through_compares_kfac_and_ends_with_lm():
     assert configs["§7 rescale + LM"]["kl_clip"] is None  # KFAC refuses the clip with rescale
 
 
-def test_run_logged_takes_the_same_steps_as_compare_run_one(setup):
+def test_keeping_the_infos_takes_the_same_steps_as_without(setup):
     cfg, data, theta0 = setup
     settings = compare.settings_for(cfg, "kfac")
     ref = compare.run_one(cfg, "kfac", settings, data, theta0, 12)
-    run = recipe.run_logged(cfg, "kfac", settings, data, theta0, 12)
+    run = compare.run_one(cfg, "kfac", settings, data, theta0, 12, infos=True)
     for key in ("train_loss", "val_loss", "batch_loss", "val_acc"):
         assert [r[key] for r in run["records"]] == [r[key] for r in ref["records"]], key
     assert len(run["infos"]) == 12
@@ -81,8 +80,8 @@ def test_same_seed_same_numbers_and_the_lm_damping_moves_only_every_T_adapt_step
         "adapt_damping": True,
         "damping": 1.0,
     }
-    a = recipe.run_logged(cfg, "kfac", s, data, theta0, 15)
-    b = recipe.run_logged(cfg, "kfac", s, data, theta0, 15)
+    a = compare.run_one(cfg, "kfac", s, data, theta0, 15, infos=True)
+    b = compare.run_one(cfg, "kfac", s, data, theta0, 15, infos=True)
     for key in ("loss", "damping", "alpha", "mu", "rho", "step_norm"):
         assert [i[key] for i in a["infos"]] == [i[key] for i in b["infos"]], key
     lam = [1.0] + [i["damping"] for i in a["infos"]]
@@ -98,7 +97,7 @@ def test_same_seed_same_numbers_and_the_lm_damping_moves_only_every_T_adapt_step
 
 def test_kl_clip_nu_is_logged_and_is_a_factor_at_most_one(setup):
     cfg, data, theta0 = setup
-    run = recipe.run_logged(cfg, "kfac", compare.settings_for(cfg, "kfac"), data, theta0, 6)
+    run = compare.run_one(cfg, "kfac", compare.settings_for(cfg, "kfac"), data, theta0, 6, infos=True)
     nus = [i["kl_clip_nu"] for i in run["infos"]]
     assert all(0 < nu <= 1 for nu in nus)
     assert recipe.mean_defined(nus) == pytest.approx(sum(nus) / len(nus), rel=1e-15)
@@ -106,20 +105,25 @@ def test_kl_clip_nu_is_logged_and_is_a_factor_at_most_one(setup):
 
 
 def test_phase_seconds_is_the_mean_over_the_logged_steps(setup):
-    cfg, data, theta0 = setup
-    run = recipe.run_logged(cfg, "sgd", compare.settings_for(cfg, "sgd"), data, theta0, 5)
-    got = recipe.phase_seconds(run)
-    assert list(got) == list(PHASES)
-    for p in PHASES:
-        assert got[p] == pytest.approx(np.mean([i["times"][p] for i in run["infos"]]), rel=1e-12)
+    times = [{p: float(k + 1) for k, p in enumerate(PHASES)}, {p: 3.0 * (k + 1) for k, p in enumerate(PHASES)}]
+    got = recipe.phase_seconds({"optimizer": "kfac", "infos": [{"times": t} for t in times]})
+    assert got == {p: 2.0 * (k + 1) for k, p in enumerate(PHASES)}  # (1 + 3) / 2 times the phase's index + 1
     with pytest.raises(ValueError, match="sgd: the run has no steps"):
-        recipe.phase_seconds({**run, "infos": []})
+        recipe.phase_seconds({"optimizer": "sgd", "infos": []})
+
+
+def test_the_phases_of_a_real_run_fit_inside_its_training_clock(setup):
+    cfg, data, theta0 = setup
+    run = compare.run_one(cfg, "kfac", compare.settings_for(cfg, "kfac"), data, theta0, 5, infos=True)
+    got = recipe.phase_seconds(run)
+    assert list(got) == list(PHASES) and all(v >= 0 for v in got.values())
+    assert 0 < 5 * sum(got.values()) <= run["records"][-1]["seconds"]  # the clock holds the step and more
 
 
 def test_flop_model_counts_by_hand():
     # conv 1→2, 3×3, no padding on 5×5: T = 9, d_in = 10, d_out = 2; linear 18+1 → 3
     model = models.conv_tanh_linear(5, out_channels=2, num_classes=3)
-    rows = recipe.flop_model(model, (1, 5, 5), batch_size=4, T_cov=2, T_inv=5)
+    rows = sizes.flop_model(model, (1, 5, 5), batch_size=4, T_cov=2, T_inv=5)
     conv, lin = rows
     assert (conv["d_in"], conv["d_out"], conv["T"]) == (10, 2, 9)
     assert (lin["d_in"], lin["d_out"], lin["T"]) == (19, 3, 1)

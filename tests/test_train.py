@@ -175,3 +175,33 @@ def test_on_digits_every_method_lowers_the_loss_and_second_order_beats_sgd(digit
         final[name] = last
     assert final["kfac"] < final["sgd"]
     assert final["ngd"] < final["sgd"]
+
+
+def test_the_training_figures_use_a_fixed_documented_subset_and_equal_a_per_sample_loop():
+    """eval_train = 50 of 90: the same 50 samples in every run, whatever its seed; the recorded loss and
+    accuracy equal a loop over those samples one at a time (float64, 1e-12), and 'all' (None) gives the
+    figures over every training sample, as before."""
+    from kfac_ref.train import EVAL_SEED, describe_eval, eval_subset
+
+    data = _toy_data()
+    idx = eval_subset(90, 50)
+    assert idx.shape == (50,) and np.all(np.diff(idx) > 0)  # sorted, no repeats
+    assert np.array_equal(idx, np.sort(np.random.default_rng(EVAL_SEED).permutation(90)[:50]))
+    assert eval_subset(90, 90) is None and eval_subset(90, None) is None and eval_subset(90, 10_000) is None
+    assert describe_eval(90, 50) == f"a fixed subset of 50 of the 90 training samples (seed {EVAL_SEED})"
+    assert describe_eval(90, None) == describe_eval(90, 200) == "all 90 training samples"
+    loss_fn = nn.CrossEntropyLoss()
+    for seed in (0, 1):
+        for size, rows in ((50, idx), (None, np.arange(90))):
+            model = models.mlp(5, hidden=(4,), num_classes=3, seed=3)
+            trainer = Trainer(
+                optim.SGD(model, loss_fn, lr=0.1), data, 30, np.random.default_rng(seed), 2, eval_train=size
+            )
+            rec = trainer.run(2).records[-1]
+            f = [model(data.x_train[i : i + 1]) for i in rows]  # one sample at a time
+            losses = [float(loss_fn.per_sample(fi, data.y_train[i : i + 1])[0]) for fi, i in zip(f, rows)]
+            hits = [int(fi.argmax(axis=1)[0] == data.y_train[i]) for fi, i in zip(f, rows)]
+            assert rec["train_loss"] == pytest.approx(sum(losses) / len(rows), rel=1e-12, abs=0)
+            assert rec["train_acc"] == sum(hits) / len(rows)
+            val, _ = evaluate(model, loss_fn, data.x_val, data.y_val)
+            assert rec["val_loss"] == pytest.approx(val, rel=1e-12, abs=0)  # the whole validation set

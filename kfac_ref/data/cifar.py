@@ -42,9 +42,9 @@ WHERE_TO_GET = "https://www.cs.toronto.edu/~kriz/cifar.html (or kfac_ref.data.do
 def _numpy_reconstruct():
     """numpy's array-rebuilding function, wherever this NumPy version keeps it."""
     try:
-        from numpy._core.multiarray import _reconstruct  # noqa: PLC0415  (NumPy >= 2)
+        from numpy._core.multiarray import _reconstruct  # (NumPy >= 2)
     except ImportError:  # pragma: no cover - NumPy 1.x
-        from numpy.core.multiarray import _reconstruct  # noqa: PLC0415
+        from numpy.core.multiarray import _reconstruct
     return _reconstruct
 
 

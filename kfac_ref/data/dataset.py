@@ -86,7 +86,7 @@ class Dataset:
 
     def to(self, device: str) -> Dataset:
         """The same data on 'cpu' (NumPy) or 'gpu' (CuPy)."""
-        from kfac_ref.backend import to_device  # noqa: PLC0415
+        from kfac_ref.backend import to_device
 
         return replace(
             self,

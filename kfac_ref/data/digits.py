@@ -45,7 +45,7 @@ def load_digits(val_fraction: float = 0.2, seed=0, flatten: bool = False, dtype=
 
     Returns a Dataset with x (N, 1, 8, 8), or (N, 64) if flatten, of `dtype`.
     """
-    from sklearn.datasets import load_digits as _sklearn_digits  # noqa: PLC0415  (slow import, only here)
+    from sklearn.datasets import load_digits as _sklearn_digits  # (slow import, only here)
 
     if not isinstance(val_fraction, (float, int)) or not 0 < val_fraction < 1:
         raise ValueError(f"load_digits: val_fraction must lie in (0, 1), got {val_fraction!r}")

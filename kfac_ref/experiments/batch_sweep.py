@@ -39,14 +39,15 @@ larger batch the mini-batch gradient is less noisy, so curvature can be used
 more aggressively, and K-FAC's advantage in iterations should grow with B;
 [MG15] likewise train with large mini-batches that grow during training.
 
-Outputs (written to a temporary folder inside ``out``, then moved, so a failed
-run leaves nothing half-written): ``batch_sweep.json`` (schema in
+Outputs, all or none (:func:`kfac_ref.io.write_together`, so a failed run leaves
+nothing half-written): ``batch_sweep.json`` (schema in
 :func:`sweep_document`), ``summary.md`` (:func:`format_table`) and
 ``batch-sweep.png`` (:func:`batch_sweep_figure`).
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -58,19 +59,24 @@ import numpy as np
 from ..backend import to_numpy
 from ..io import write_together
 from ..params import get_flat_params
+from . import arguments
 from .compare import (
+    CLI_DTYPE,
     GRIDS,
+    QUICK,
     CompareConfig,
-    _jsonable,
+    add_eval_arguments,
+    add_model_arguments,
     build_model,
     check_out,
     check_settings,
-    grid_score,
+    config_from_shared_args,
+    evaluation_note,
+    grid_search,
     iterations_for,
+    jsonable,
     load_data,
     machine_info,
-    run_one,
-    settings_for,
 )
 from .curves import COLORS, LABELS, save_figure
 from .summary import format_ratio, time_to_target
@@ -137,25 +143,20 @@ def sweep_config(cfg: CompareConfig) -> CompareConfig:
 
 
 def tune(cfg: CompareConfig, name: str, data, theta0, progress_factory=None) -> dict:
-    """Every configuration of GRIDS[name] at cfg.batch_size, the same budget each; the grid's rule picks.
+    """:func:`~.compare.grid_search` at cfg.batch_size, as one point of the sweep.
 
-    Returns {"batch_size", "optimizer", "runs": [len(grid)] run dicts of :func:`run_one`,
-    "scores": [len(grid)] :func:`grid_score` values, "pick": index of the lowest (first on ties)}.
+    Returns {"batch_size", "optimizer", "runs": [len(grid)] run dicts of :func:`~.compare.run_one`,
+    "scores": [len(grid)] :func:`~.compare.grid_score` values, "pick": index of the lowest (first on ties)}.
     """
-    iters = iterations_for(cfg, name)
-    runs = []
-    for point in GRIDS[name]:
-        bar = progress_factory(f"B={cfg.batch_size} {name} {point}", iters) if progress_factory else None
-        runs.append(run_one(cfg, name, settings_for(cfg, name, point), data, theta0, iters, bar))
-        if bar is not None:
-            bar.close()
-    scores = [grid_score(r) for r in runs]
+    bars = None if progress_factory is None else (lambda desc, n: progress_factory(f"B={cfg.batch_size} {desc}", n))
+    _, trials = grid_search(cfg, name, data, theta0, bars)
+    scores = [t["val_loss"] for t in trials]
     return {
         "batch_size": cfg.batch_size,
         "optimizer": name,
-        "runs": runs,
+        "runs": [t["run"] for t in trials],
         "scores": scores,
-        "pick": min(range(len(runs)), key=scores.__getitem__),
+        "pick": min(range(len(scores)), key=scores.__getitem__),
     }
 
 
@@ -230,7 +231,7 @@ def sweep_document(
          "rows": [{"batch_size", "optimizer", "settings", "runs_tried",
                    "train_loss": {"iterations", "seconds"}, "val_acc": {"iterations", "seconds"},
                    "seconds_per_iteration", "final_train_loss", "best_val_acc"}],
-         "n_train", "eval_every", "iteration_caps": {opt: iterations}, "skipped": [...]}
+         "n_train", "eval_every", "evaluation", "iteration_caps": {opt: iterations}, "skipped": [...]}
 
     "batch_size" is the actual size (n_train for the whole training set); None = not reached.
     """
@@ -251,6 +252,7 @@ def sweep_document(
         "rows": [point_row(p, targets) for p in points],
         "n_train": n_train,
         "eval_every": cfg.eval_every,
+        "evaluation": evaluation_note(cfg, n_train),
         "iteration_caps": {
             n: iterations_for(cfg, n) for n in cfg.optimizers if iterations_for(cfg, n) < cfg.iterations
         },
@@ -263,10 +265,6 @@ def sweep_document(
 
 def _batch_label(b: int, n_train: int) -> str:
     return f"full ({n_train})" if b == n_train else str(b)
-
-
-def _fmt(v, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
 
 
 def format_table(doc: dict) -> str:
@@ -285,7 +283,8 @@ def format_table(doc: dict) -> str:
         f"{doc['machine']['cpu_count']} CPUs, device {doc['machine']['device']}.",
         "",
         f"Targets, the same at every batch size: **{lt}** and **{at}** (first measured iteration, "
-        f"every {doc['eval_every']}; seconds of training only; — = not reached within the budget).",
+        f"every {doc['eval_every']}; seconds of training only; — = not reached within the budget); "
+        f"{doc.get('evaluation', 'training loss on all training samples')}.",
         "",
         f"Budget: {doc['iterations']} iterations per run"
         + (f" ({caps})" if caps else "")
@@ -298,20 +297,7 @@ def format_table(doc: dict) -> str:
         lines.append(f"- {s['optimizer']} not run at batch {_batch_label(s['batch_size'], n)}: {s['reason']}")
     if doc["skipped"]:
         lines.append("")
-    lines += [
-        f"| batch | optimizer | picked | runs | s / iteration | iterations to {lt} | seconds | "
-        f"iterations to {at} | seconds | final train loss | best val acc |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in doc["rows"]:
-        picked = ", ".join(f"{k} {r['settings'][k]:g}" for k in doc["grids"][r["optimizer"]])
-        lines.append(
-            f"| {_batch_label(r['batch_size'], n)} | {r['optimizer']} | {picked} | {r['runs_tried']} "
-            f"| {_fmt(r['seconds_per_iteration'], '.4f')} "
-            f"| {_fmt(r['train_loss']['iterations'], 'd')} | {_fmt(r['train_loss']['seconds'], '.2f')} "
-            f"| {_fmt(r['val_acc']['iterations'], 'd')} | {_fmt(r['val_acc']['seconds'], '.2f')} "
-            f"| {_fmt(r['final_train_loss'], '.3g')} | {_fmt(r['best_val_acc'], '.3f')} |"
-        )
+    lines.append(points_markdown(doc).rstrip("\n"))
     methods = [o for o in dict.fromkeys(r["optimizer"] for r in doc["rows"]) if o != "sgd"]
     per_method = {m: ratios(doc, m) for m in methods}
     if any(per_method.values()):
@@ -404,7 +390,7 @@ def _cell(v, spec, missing="not reached"):
 
 
 def points_markdown(doc, n_train: int | None = None) -> str:
-    """A Markdown table of the sweep: one line per batch size and optimizer.
+    """A Markdown table of the sweep: one line per batch size and optimizer, with the grid's pick.
 
     n_train : the training set's size (default: the document's "n_train", if it has one): that
               batch size is shown as "full (N)".  A value the sweep could not measure shows "—".
@@ -414,19 +400,20 @@ def points_markdown(doc, n_train: int | None = None) -> str:
     lines = [
         f"| batch | optimizer | iterations to train loss ≤ {t['train_loss']:g} | seconds | "
         f"iterations to val acc ≥ {t['val_acc']:g} | seconds | ms / iteration | final train loss "
-        f"| best val acc | runs tried |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| best val acc | runs tried | picked |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(doc["rows"], key=lambda r: (r["batch_size"], r["optimizer"])):
         b = f"full ({r['batch_size']})" if r["batch_size"] == n_train else str(r["batch_size"])
         ms = None if r["seconds_per_iteration"] is None else 1e3 * r["seconds_per_iteration"]
+        picked = ", ".join(f"{k} {r['settings'][k]:g}" for k in doc["grids"].get(r["optimizer"], ())) or "—"
         lines.append(
             f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
             f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
             f"| {_cell(r['val_acc']['seconds'], '.2f')} "
             f"| {_cell(ms, '.1f', '—')} "
             f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
-            f"| {r['runs_tried']} |"
+            f"| {r['runs_tried']} | {picked} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -516,7 +503,7 @@ def write_outputs(out, doc: dict) -> None:
     """batch_sweep.json, summary.md and batch-sweep.png into ``out`` — all or nothing
     (:func:`kfac_ref.io.write_together`)."""
     out = Path(out)
-    text, table, fig = json.dumps(_jsonable(doc), indent=1, allow_nan=False), format_table(doc), batch_sweep_figure(doc)
+    text, table, fig = json.dumps(jsonable(doc), indent=1, allow_nan=False), format_table(doc), batch_sweep_figure(doc)
     write_together(
         [
             (out / JSON, lambda tmp: tmp.write_text(text, encoding="utf-8")),
@@ -551,10 +538,102 @@ def run_batch_sweep(
     log(
         f"{cfg.dataset}: {data.n_train} training / {data.n_val} validation samples; {cfg.model} with "
         f"P = {model.num_params:,}; batch sizes {sizes}; {cfg.iterations} iterations per run; "
-        f"targets {targets}"
+        f"targets {targets}; {cfg.dtype}"
     )
+    log(f"every {cfg.eval_every} iterations: {evaluation_note(cfg, data.n_train)}")
     points, skipped = sweep(cfg, sizes, data, to_numpy(get_flat_params(model)), progress_factory, log)
     doc = sweep_document(cfg, points, skipped, targets, data.n_train, model.num_params, command)
     write_outputs(out, doc)
     log(format_table(doc))
     return doc
+
+
+# ---- the command line: kfac-ref batch-sweep ------------------------------------------------------
+#: --quick: compare's budget (:data:`~.compare.QUICK`) with these changes
+QUICK_ITERATIONS, QUICK_BATCH_SIZES = 8, (32, None)
+
+
+def batch_size_list(text):
+    """Comma-separated batch sizes: positive integers or 'full' (the whole training set), none twice."""
+    vals = []
+    for t in (t.strip() for t in text.split(",")):
+        v = None if t == "full" else int(t) if t.isdigit() else 0
+        if v is not None and v < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected positive integers or 'full', comma-separated, got {t!r} in {text!r}"
+            )
+        if v in vals:
+            raise argparse.ArgumentTypeError(f"batch size {t!r} appears twice in {text!r}")
+        vals.append(v)
+    return tuple(vals)
+
+
+def _sizes_text(sizes) -> str:
+    return ",".join("full" if b is None else str(b) for b in sizes)
+
+
+def add_arguments(p) -> None:
+    """The arguments of ``kfac-ref batch-sweep``."""
+    add_model_arguments(p.add_argument_group("data and model"))
+    g = p.add_argument_group("the sweep")
+    g.add_argument(
+        "--optimizers",
+        type=arguments.optimizer_list,
+        default=",".join(DEFAULT_OPTIMIZERS),
+        help=f"comma-separated, any of {','.join(GRIDS)} (ngd: Woodbury solver, where C·B < P)",
+    )
+    g.add_argument(
+        "--batch-sizes",
+        type=batch_size_list,
+        help=f"comma-separated; 'full' = the whole training set (default: {_sizes_text(DEFAULT_BATCH_SIZES)}; "
+        f"with --quick: {_sizes_text(QUICK_BATCH_SIZES)})",
+    )
+    g.add_argument("--iterations", type=arguments.positive_int, default=DEFAULT_ITERATIONS, help="per run")
+    g.add_argument(
+        "--ngd-iterations",
+        type=arguments.positive_int,
+        default=ITERATION_CAPS["ngd"],
+        help="at most this many iterations for NGD and BlockNGD (seconds per step)",
+    )
+    g.add_argument(
+        "--target-loss",
+        type=arguments.positive_float,
+        default=DEFAULT_TARGETS["train_loss"],
+        help="the training-loss target, the same at every batch size",
+    )
+    g.add_argument(
+        "--target-acc",
+        type=arguments.fraction,
+        default=DEFAULT_TARGETS["val_acc"],
+        help="the validation-accuracy target, the same at every batch size",
+    )
+    add_eval_arguments(g)  # --eval-every: the resolution of 'iterations to target'
+    arguments.add_machine_arguments(g, CLI_DTYPE)
+    g.add_argument("--out", default="results/batch-sweep", help="output folder")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a tiny budget for smoke tests: {QUICK['max_train']} samples, a small ConvNet, "
+        f"{QUICK_ITERATIONS} iterations, batch sizes {_sizes_text(QUICK_BATCH_SIZES)}",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def run(args) -> int:
+    """``kfac-ref batch-sweep``."""
+    # the batch size is each point's own: --quick leaves it alone
+    cfg = config_from_shared_args(args, {"iterations": QUICK_ITERATIONS, "batch_size": CompareConfig.batch_size})
+    sizes = args.batch_sizes or (QUICK_BATCH_SIZES if args.quick else DEFAULT_BATCH_SIZES)
+    with arguments.blas_threads(args):
+        run_batch_sweep(
+            cfg,
+            sizes,
+            {"train_loss": args.target_loss, "val_acc": args.target_acc},
+            args.out,
+            args.command_line,
+            arguments.progress_bars(args),
+            arguments.logger(args),
+        )
+    if not args.quiet:
+        print(f"wrote {args.out}/{JSON}, {FIGURE}, {TABLE}")
+    return 0

@@ -6,9 +6,15 @@ Optionally a small grid search gives every optimizer the *same* budget (the
 same number of configurations, each trained for the same iterations) and
 keeps, per optimizer, the configuration with the lowest validation loss.
 
-Outputs (written to a temporary folder, then moved into ``out`` at the end, so
-a failed run leaves no partial results): ``history.json``, ``history_<opt>.csv``,
-``curves.png``/``curves.svg`` and ``summary.md``.
+Outputs, all or none (:func:`kfac_ref.io.write_together`: each file is written
+beside its target and renamed only when every one is complete): ``history.json``,
+``history_<opt>.csv``, ``curves.png``/``curves.svg`` and ``summary.md``.
+
+This module also holds what the other training experiments share: the one runner
+(:func:`run_one`: one optimizer from θ₀, optionally keeping every step's info dict or
+data-parallel on MPI ranks), the one grid search (:func:`grid_search`), the model and data
+arguments and ``--quick``'s budget (:data:`QUICK`); ``kfac-ref compare`` and ``demo`` are
+:func:`add_arguments` and :func:`run`.
 
 With ``diagnostics_every = K > 0`` (`kfac-ref compare --diagnostics K`), every K
 iterations each method's step is measured against the exact damped natural gradient
@@ -24,7 +30,7 @@ import csv
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +38,15 @@ import numpy as np
 from .. import models, nn
 from ..backend import gpu_name, to_numpy
 from ..data import load_dataset
+from ..distributed import DISTRIBUTED, distributed_optimizer, shard, world
+from ..fisher.seeds import KINDS
 from ..io import write_together
 from ..optim import OPTIMIZERS, SGD
 from ..params import get_flat_params, set_flat_params
-from ..train import RECORD_FIELDS, Trainer
+from ..train import EVAL_TRAIN_SAMPLES, RECORD_FIELDS, Trainer, describe_eval
 from ..validate import check_number
+from . import arguments
+from .arguments import unknown_optimizer
 from .curves import curves_figure, save_figure
 from .diagnostics import diagnostics
 from .summary import format_summary, summarize, target_list
@@ -123,6 +133,7 @@ class CompareConfig:
     iterations: int = 300
     batch_size: int = 1024  # K-FAC's regime: large batches (see `kfac-ref batch-sweep`)
     eval_every: int = 5
+    eval_train: int | None = EVAL_TRAIN_SAMPLES  # training figures on this many samples, a fixed subset; None: all
     iteration_caps: dict = field(default_factory=lambda: dict(ITERATION_CAPS))  # {opt: max iterations}
     settings: dict = field(default_factory=dict)  # {opt: {hyper: value}} overrides
     grid: bool = False
@@ -136,6 +147,9 @@ class CompareConfig:
     diagnostics_every: int = 0  # K > 0: angle to the damped NGD every K iterations (not timed); 0: off
 
 
+#: the info keys ``run_one(..., infos=True)`` keeps per step (those a step did not report are None)
+INFO_KEYS = ("loss", "step_norm", "damping", "kl_clip_nu", "alpha", "mu", "rho")
+
 # What `diagnostics_every` adds to the records of the iterations it measures.
 DIAGNOSTIC_FIELDS = ("angle_deg", "curvature_error", "natural_damping")
 
@@ -145,6 +159,14 @@ REGIME_NOTE = (
     "Batch size {batch}.  How these ratios depend on the batch size is measured by `kfac-ref batch-sweep` "
     "(on digits, K-FAC's advantage over SGD in iterations grew with it: docs/results.md).\n"
 )
+
+
+def evaluation_note(cfg: CompareConfig, n_train: int) -> str:
+    """What the recorded "train" and "val" figures are measured on, in words."""
+    return (
+        f"training loss and accuracy on {describe_eval(n_train, cfg.eval_train)}, validation on all "
+        "validation samples; forward passes only, outside the training clock"
+    )
 
 
 def load_data(cfg: CompareConfig):
@@ -227,7 +249,7 @@ def diagnostics_hook(cfg: CompareConfig):
         return None
     sgd_damping = sgd_natural_damping(cfg)
 
-    def after_step(opt, x, y, theta):
+    def after_step(opt, x, y, theta, info):
         if opt.steps % every:
             return None
         # rng: only a Woodbury NGD with a Monte-Carlo Fisher uses one (it redraws its Fisher on the
@@ -249,28 +271,46 @@ def diagnostics_hook(cfg: CompareConfig):
     return after_step
 
 
-def run_one(cfg, name, settings, data, theta0, iterations, progress=None, diagnose: bool = True):
-    """Train one optimizer from θ₀; returns {"optimizer", "settings", "records", "stopped"}.
+def make_optimizer(name: str, model, settings: dict, comm=None):
+    """Optimizer ``name`` on ``model`` with ``settings``; with an MPI ``comm``, its data-parallel version."""
+    if comm is not None:
+        return distributed_optimizer(name, model, nn.CrossEntropyLoss(), comm, **settings)
+    return OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings)
 
-    ``diagnose``: measure the steps as ``cfg.diagnostics_every`` says (the grid's trials do not).
+
+def run_one(
+    cfg, name, settings, data, theta0, iterations, progress=None, diagnose: bool = True, infos: bool = False, comm=None
+) -> dict:
+    """Train one optimizer from θ₀: the one runner of compare, its grid, batch-sweep, sweeps and the recipe.
+
+    cfg : CompareConfig (model, batch size, seed, eval_every, device); name : an OPTIMIZERS key;
+    theta0 : (P,) the start.  ``diagnose``: measure the steps as ``cfg.diagnostics_every`` says (the
+    grid's trials do not); ``infos``: also keep every step's info dict (:data:`INFO_KEYS` plus "times"
+    {phase: seconds}); ``comm``: train the data-parallel version on this MPI communicator.
+    Returns {"optimizer", "settings", "records", "stopped"} (and "infos" [iterations done]).
     """
     model = build_model(cfg, data)
     set_flat_params(model, theta0)
-    opt = OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings)
+    opt = make_optimizer(name, model, settings, comm)
     if cfg.device == "gpu":  # compile this optimizer's kernels before its clock starts
-        warm = build_model(cfg, data)
-        warm_opt = OPTIMIZERS[name](warm, nn.CrossEntropyLoss(), **settings)
+        warm_opt = make_optimizer(name, build_model(cfg, data), settings, comm)
         Trainer(warm_opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every).run(2)
-    trainer = Trainer(
-        opt,
-        data,
-        cfg.batch_size,
-        np.random.default_rng(cfg.seed),
-        cfg.eval_every,
-        after_step=diagnostics_hook(cfg) if diagnose else None,
-    )
+    diag = diagnostics_hook(cfg) if diagnose else None
+    kept = []
+
+    def after_step(opt, x, y, theta, info):
+        if infos:
+            kept.append({**{k: info.get(k) for k in INFO_KEYS}, "times": dict(info["times"])})
+        return None if diag is None else diag(opt, x, y, theta, info)
+
+    hook = after_step if diag is not None or infos else None
+    rng = np.random.default_rng(cfg.seed)
+    trainer = Trainer(opt, data, cfg.batch_size, rng, cfg.eval_every, after_step=hook, eval_train=cfg.eval_train)
     hist = trainer.run(iterations, progress)
-    return {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
+    run = {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
+    if infos:
+        run["infos"] = kept
+    return run
 
 
 def grid_score(run) -> float:
@@ -280,7 +320,13 @@ def grid_score(run) -> float:
 
 
 def grid_search(cfg, name, data, theta0, progress_factory=None):
-    """Every configuration of GRIDS[name] with the same budget; the lowest validation loss wins."""
+    """Every configuration of GRIDS[name] with the same budget; the lowest validation loss wins.
+
+    Each configuration trains ``cfg.grid_iterations`` (default cfg.iterations, capped as
+    :func:`iterations_for` says) from θ₀ at cfg.batch_size.  Returns (the picked settings,
+    trials): trials [len(grid)] dicts {"settings", "val_loss" (:func:`grid_score`), "stopped",
+    "run" (:func:`run_one`'s dict)}, the pick being the first of the lowest.
+    """
     iters = iterations_for(cfg, name, cfg.grid_iterations or cfg.iterations)
     trials = []
     for point in GRIDS[name]:
@@ -289,7 +335,7 @@ def grid_search(cfg, name, data, theta0, progress_factory=None):
         run = run_one(cfg, name, s, data, theta0, iters, bar, diagnose=False)
         if bar is not None:
             bar.close()
-        trials.append({"settings": s, "val_loss": grid_score(run), "stopped": run["stopped"]})
+        trials.append({"settings": s, "val_loss": grid_score(run), "stopped": run["stopped"], "run": run})
     best = min(trials, key=lambda t: t["val_loss"])
     return best["settings"], trials
 
@@ -308,11 +354,11 @@ def machine_info(cfg: CompareConfig) -> dict:
     return info
 
 
-def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) -> dict:
+def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, n_train: int | None = None) -> dict:
     """history.json, CSVs, curves.png/svg, summary.md — all or nothing (:func:`kfac_ref.io.write_together`)."""
     summary = summarize(runs, target_list(runs, cfg.target_loss, cfg.target_acc))
     doc = {
-        "config": _jsonable(asdict(cfg)),
+        "config": jsonable(asdict(cfg)),
         "machine": machine_info(cfg),
         "runs": [{"optimizer": r["optimizer"], "settings": r["settings"], "records": r["records"]} for r in runs],
     }
@@ -321,7 +367,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
             d["stopped"] = r["stopped"]
     if grid:
         doc["grid"] = grid
-    history = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
+    history = json.dumps(jsonable(doc), indent=1, allow_nan=False)
     writers = [(out / "history.json", lambda tmp: tmp.write_text(history))]
     diagnosed = any("angle_deg" in rec for r in runs for rec in r["records"])
     fields = RECORD_FIELDS + (DIAGNOSTIC_FIELDS if diagnosed else ())
@@ -334,7 +380,8 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
 
     for r in runs:
         writers.append((out / f"history_{r['optimizer']}.csv", lambda tmp, rec=r["records"]: write_csv(tmp, rec)))
-    title = f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device} — solid: train, dashed: validation"
+    title = f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device}, {cfg.dtype}"
+    title += " — solid: train, dashed: validation"
     capped = [
         f"{r['optimizer']} {r['records'][-1]['iteration']}"
         for r in runs
@@ -353,6 +400,8 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None) 
         text = f"{stopped}\n{text}"
     if diagnosed:
         text += "\n" + format_diagnostics(runs, cfg)
+    if n_train is not None:
+        text += f"\nEvery {cfg.eval_every} iterations: {evaluation_note(cfg, n_train)}; arithmetic in {cfg.dtype}.\n"
     text += "\n" + REGIME_NOTE.format(batch=cfg.batch_size)
     writers.append((out / "summary.md", lambda tmp: tmp.write_text(f"# {title}\n\n{text}")))
     write_together(writers)
@@ -398,12 +447,12 @@ def check_out(out) -> None:
         raise ValueError(f"--out {out}: {parent} is not writable")
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """Tuples → lists, NaN/Inf → None, NumPy scalars → Python (strict JSON)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         return float(obj) if np.isfinite(obj) else None
     if isinstance(obj, np.integer):
@@ -411,14 +460,34 @@ def _jsonable(obj):
     return obj
 
 
-def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> dict:
-    """Run the comparison and write its outputs; returns the summary."""
+def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=None) -> dict | None:
+    """Run the comparison and write its outputs; returns the summary.
+
+    ``comm``: an MPI communicator (:func:`kfac_ref.distributed.world`): every rank trains every
+    optimizer's data-parallel version on its slices of each batch, the records being the
+    single-process run's; rank 0 alone logs, shows progress and writes, the other ranks return None.
+    """
     for name in cfg.optimizers:
         if name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {name!r}: expected any of {sorted(OPTIMIZERS)}")
+            raise ValueError(unknown_optimizer(name))
     if len(set(cfg.optimizers)) != len(cfg.optimizers):
         raise ValueError(f"optimizers {list(cfg.optimizers)}: each may appear once (their outputs share names)")
     check_number("diagnostics_every", cfg.diagnostics_every, low=0, integer=True)
+    lead = comm is None or comm.rank == 0
+    if comm is not None:
+        if cfg.grid:
+            raise ValueError(
+                "--grid is not supported with --distributed: pick the settings with a "
+                "single-process grid search, then pass them"
+            )
+        if cfg.diagnostics_every:
+            raise ValueError("--diagnostics is not available with --distributed (run it on one process)")
+        for name in cfg.optimizers:
+            if name not in DISTRIBUTED:
+                distributed_optimizer(name, None, None, comm)  # raises, naming it
+        shard(cfg.batch_size, comm.size, 0)  # R ≤ B, before any work
+        if not lead:
+            log, progress_factory = (lambda *a, **k: None), None
     check_out(out)
     data = load_data(cfg)
     check_settings(cfg, data)
@@ -431,24 +500,292 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print) -> di
         f"{cfg.batch_size} on {cfg.device} ({cfg.dtype})"
         + (f"; capped: {', '.join(f'{n} {i}' for n, i in caps.items())}" if caps else "")
     )
+    log(f"every {cfg.eval_every} iterations: {evaluation_note(cfg, data.n_train)}")
+    if comm is not None:
+        log(
+            f"on {comm.size} MPI rank(s): global batch {cfg.batch_size} "
+            f"({cfg.batch_size // comm.size}–{-(-cfg.batch_size // comm.size)} samples per rank)"
+        )
     grid, runs = {}, []
     for name in cfg.optimizers:
         settings = settings_for(cfg, name)
         if cfg.grid:
             best, trials = grid_search(cfg, name, data, theta0, progress_factory)
-            grid[name] = trials
+            grid[name] = [{k: v for k, v in t.items() if k != "run"} for t in trials]
             settings = settings_for(cfg, name, {k: best[k] for k in GRIDS[name][0]})
             log(f"{name}: grid search picked { ({k: settings[k] for k in GRIDS[name][0]}) }")
         iters = iterations_for(cfg, name)
         bar = progress_factory(name, iters) if progress_factory else None
-        run = run_one(cfg, name, settings, data, theta0, iters, bar)
+        run = run_one(cfg, name, settings, data, theta0, iters, bar, comm=comm)
         if bar is not None:
             bar.close()
         if run["stopped"]:
             log(f"{name}: {run['stopped']}")
         runs.append(run)
-    summary = write_outputs(Path(out), cfg, runs, grid or None)
-    log(format_summary(summary))
+    summary = write_outputs(Path(out), cfg, runs, grid or None, data.n_train) if lead else None
+    if comm is not None:
+        comm.barrier()  # no rank exits before rank 0 has written
+    if lead:
+        log(format_summary(summary))
     if cfg.diagnostics_every:
         log(format_diagnostics(runs, cfg))
     return summary
+
+
+# ---- the command line: kfac-ref compare and kfac-ref demo --------------------------------------
+#: --quick: a tiny budget for smoke tests, the same for compare and batch-sweep (what the user gives
+#: explicitly is kept; each value here is an upper bound)
+QUICK = {"hidden": (16,), "channels": (4, 8), "iterations": 12, "eval_every": 4, "batch_size": 32, "max_train": 256}
+#: what the comparison's own command line adds to its config under --quick
+QUICK_GRID_ITERATIONS = 4
+#: the command line trains in float32: on the digits ConvNet (batch 1024, one thread, 2-core machine under
+#: load) an iteration took 0.046–0.050 s against 0.075–0.104 s in float64 for SGD and 0.077–0.087 s against
+#: 0.103–0.110 s for K-FAC, and 60 iterations of K-FAC's training loss agreed with float64's to 7.3e-4
+#: relative (SGD's to 4e-7).  --dtype float64 reproduces the float64 records; the library's own
+#: default (CompareConfig, the oracles and the tests) stays float64.
+CLI_DTYPE = "float32"
+HYPER_OPTIONS = ("lr", "momentum", "damping", "T_inv", "T_cov", "weight_decay")
+# make demo: compare at its defaults, with the dense exact-Fisher NGD capped at fewer iterations
+# (≈ 6.5 s a step at batch 1024 on 2 cores; the figure says so), so that the demo stays under 5 minutes
+DEMO_NGD_ITERATIONS = 25
+
+
+def add_model_arguments(g) -> None:
+    """--dataset, --data-dir, --model, --hidden, --channels, --max-train (compare and batch-sweep)."""
+    g.add_argument(
+        "--dataset",
+        choices=("digits", "mnist", "cifar10"),
+        default="digits",
+        help="digits is bundled; mnist reads any folder of MNIST-format IDX files "
+        "(e.g. Fashion-MNIST); cifar10 reads the official binary or python version",
+    )
+    g.add_argument("--data-dir", help="folder with the mnist/cifar10 files (see data/README.md)")
+    g.add_argument(
+        "--model",
+        choices=("mlp", "convnet"),
+        default="convnet",
+        help="convnet: conv-ReLU-pool blocks (--channels), then a fully-connected layer (--hidden); "
+        "mlp: fully-connected layers of --hidden widths on the flattened input",
+    )
+    g.add_argument(
+        "--hidden",
+        type=arguments.int_list,
+        help="MLP hidden widths, or the ConvNet's fully-connected width, comma-separated "
+        f"(default: {CompareConfig.hidden[0]}; with --quick: {QUICK['hidden'][0]})",
+    )
+    g.add_argument(
+        "--channels",
+        type=arguments.int_list,
+        help="ConvNet channels per conv block (default: "
+        f"{','.join(map(str, CompareConfig.channels))}; with --quick: {','.join(map(str, QUICK['channels']))})",
+    )
+    g.add_argument("--max-train", type=arguments.positive_int, help="use only the first N training samples")
+
+
+def add_eval_arguments(g) -> None:
+    """--eval-every and --eval-train (compare and batch-sweep)."""
+    g.add_argument(
+        "--eval-every",
+        type=arguments.positive_int,
+        default=CompareConfig.eval_every,
+        help="measure the training and validation loss and accuracy every k iterations",
+    )
+    g.add_argument(
+        "--eval-train",
+        type=arguments.count_or_all,
+        default=CompareConfig.eval_train,
+        metavar="N|all",
+        help="measure the training figures on a fixed subset of N training samples (the same in every run), "
+        "or on all of them ('all') (default: %(default)s, all when there are fewer)",
+    )
+
+
+def quick(cfg: CompareConfig, **override) -> CompareConfig:
+    """cfg within :data:`QUICK`'s budget (``override`` replaces a bound); the widths only where not given."""
+    bounds = {**QUICK, **override}
+    return replace(
+        cfg,
+        hidden=cfg.hidden or bounds["hidden"],
+        channels=cfg.channels or (bounds["channels"] if cfg.model == "convnet" else CompareConfig.channels),
+        iterations=min(cfg.iterations, bounds["iterations"]),
+        eval_every=min(cfg.eval_every, bounds["eval_every"]),
+        batch_size=min(cfg.batch_size, bounds["batch_size"]),
+        max_train=cfg.max_train or bounds["max_train"],
+    )
+
+
+def add_arguments(p, name: str = "compare") -> None:
+    """The arguments of ``kfac-ref compare`` (and ``demo``, whose ``--out`` defaults to results/demo)."""
+    add_model_arguments(p.add_argument_group("data and model"))
+    g = p.add_argument_group("optimizers")
+    g.add_argument(
+        "--optimizers",
+        type=arguments.optimizer_list,
+        default=",".join(CompareConfig.optimizers),
+        help=f"comma-separated, any of {','.join(OPTIMIZERS)}",
+    )
+    g.add_argument(
+        "--kind", choices=KINDS, help="Fisher kind for every Fisher method (default: exact for NGD, mc for K-FAC)"
+    )
+    for hp in HYPER_OPTIONS:
+        g.add_argument(
+            f"--{hp.replace('_', '-')}",
+            type=arguments.hyper(hp),
+            action="append",
+            default=[],
+            metavar="[OPT=]VALUE",
+            help=f"{hp} for one optimizer (OPT=VALUE) or every one that has it (VALUE); repeatable",
+        )
+    g.add_argument(
+        "--set",
+        type=arguments.setting,
+        action="append",
+        default=[],
+        metavar="OPT.KEY=VALUE",
+        help="any hyper-parameter of any optimizer, e.g. kfac.rescale=true, kfac.kl_clip=none, "
+        "kfac.stats_fraction=0.25 (applied last); repeatable",
+    )
+    g.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="a JSON or TOML file {optimizer: {hyper-parameter: value}} (applied before --set)",
+    )
+    g.add_argument(
+        "--solver",
+        choices=("dense", "woodbury"),
+        help="NGD's solver: dense (build F, Cholesky) or woodbury (the same direction, docs/math.md §7)",
+    )
+    g.add_argument(
+        "--grid",
+        action="store_true",
+        help="small grid search per optimizer, the same budget for each, picked by validation loss",
+    )
+    g.add_argument("--grid-iterations", type=arguments.positive_int, help="iterations per grid configuration")
+    g = p.add_argument_group("budget and run")
+    g.add_argument("--iterations", type=arguments.positive_int, default=CompareConfig.iterations, help="per optimizer")
+    g.add_argument("--epochs", type=arguments.positive_int, help="train for this many epochs instead of --iterations")
+    g.add_argument(
+        "--batch-size", type=arguments.positive_int, default=CompareConfig.batch_size, help="mini-batch size N"
+    )
+    g.add_argument(
+        "--ngd-iterations",
+        type=arguments.positive_int,
+        default=ITERATION_CAPS["ngd"],
+        help="at most this many iterations for the dense exact-Fisher NGD and BlockNGD "
+        "(seconds per step); the figure says so",
+    )
+    add_eval_arguments(g)
+    arguments.add_machine_arguments(g, CLI_DTYPE)
+    g.add_argument(
+        "--target-loss",
+        type=arguments.positive_float,
+        action="append",
+        default=[],
+        help="a training-loss target of the summary; repeatable (default: 0.1, 0.01 and the hardest every run reaches)",
+    )
+    g.add_argument(
+        "--target-acc",
+        type=arguments.fraction,
+        action="append",
+        default=[],
+        help="a validation-accuracy target of the summary; repeatable (default: 0.9, 0.95 and "
+        "the hardest every run reaches)",
+    )
+    g.add_argument(
+        "--diagnostics",
+        type=arguments.every_or_off,
+        default=0,
+        metavar="K",
+        help="every K iterations, each method's angle to the exact damped natural gradient "
+        "(F + γI)⁻¹∇h and its curvature error, on that batch at θ before the step; not "
+        "timed; γ: each method's damping, K-FAC's for SGD (docs/diagnostics.md); 0: off",
+    )
+    g.add_argument("--out", default=f"results/{name}", help="output folder")
+    g.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel K-FAC/SGD over MPI ranks, as in Osawa et al. 2019: run as "
+        "'mpiexec -n R kfac-ref compare --distributed ...'; the same records as one process; "
+        "rank 0 writes (docs/distributed.md)",
+    )
+
+
+def add_demo_arguments(p) -> None:
+    """``kfac-ref demo``: compare at its defaults, NGD capped at 25 iterations, output in results/demo (make demo)."""
+    add_arguments(p, "demo")
+    p.set_defaults(ngd_iterations=DEMO_NGD_ITERATIONS)
+
+
+def config_from_args(args) -> CompareConfig:
+    """The CompareConfig the command line describes (--quick applied)."""
+    settings: dict = {}
+    for hp in HYPER_OPTIONS:  # --lr 0.3 (every optimizer that has lr) or --lr kfac=0.3
+        for opt, value in getattr(args, hp):
+            for t in [opt] if opt else [o for o in args.optimizers if hp in arguments.hyper_types(o)]:
+                settings.setdefault(t, {})[hp] = arguments.parse_value(t, hp, value)
+    if args.solver:
+        settings.setdefault("ngd", {})["solver"] = args.solver
+    if args.settings:
+        for opt, table in arguments.read_settings_file(args.settings).items():
+            settings.setdefault(opt, {}).update(table)
+    for opt, key, value in args.set:
+        settings.setdefault(opt, {})[key] = value
+    cfg = config_from_shared_args(
+        args,
+        kind=args.kind,
+        batch_size=args.batch_size,
+        settings=settings,
+        grid=args.grid,
+        grid_iterations=args.grid_iterations,
+        target_loss=tuple(args.target_loss),
+        target_acc=tuple(args.target_acc),
+        diagnostics_every=args.diagnostics,
+    )
+    return replace(cfg, grid_iterations=QUICK_GRID_ITERATIONS) if args.quick else cfg
+
+
+def config_from_shared_args(args, quick_bounds: dict | None = None, **fields) -> CompareConfig:
+    """A CompareConfig from the arguments compare and batch-sweep share (the model and data, the
+    optimizers and their caps, the evaluation, the machine) and ``fields``; --quick applies
+    :data:`QUICK` (``quick_bounds`` replaces some of its bounds), else the default widths."""
+    cfg = CompareConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        model=args.model,
+        hidden=args.hidden or (),
+        channels=args.channels or (),
+        optimizers=args.optimizers,
+        iterations=args.iterations,
+        eval_every=args.eval_every,
+        eval_train=args.eval_train,
+        iteration_caps={"ngd": args.ngd_iterations, "block-ngd": args.ngd_iterations},
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        max_train=args.max_train,
+        **fields,
+    )
+    if args.dataset != "digits" and not args.data_dir:
+        raise ValueError(f"--dataset {args.dataset} needs --data-dir (see data/README.md)")
+    if args.quick:
+        return quick(cfg, **(quick_bounds or {}))
+    return replace(cfg, hidden=cfg.hidden or CompareConfig.hidden, channels=cfg.channels or CompareConfig.channels)
+
+
+def run(args) -> int:
+    """``kfac-ref compare`` and ``kfac-ref demo``."""
+    cfg = config_from_args(args)
+    if args.epochs:  # count the samples on the host: nothing is moved to a device for it
+        n = load_data(replace(cfg, device="cpu")).n_train
+        cfg = replace(cfg, iterations=args.epochs * max(1, n // cfg.batch_size))
+    if args.distributed and cfg.diagnostics_every:
+        raise ValueError("--diagnostics is not available with --distributed (run it on one process)")
+    comm = world() if args.distributed else None  # clear errors without mpi4py or without mpiexec
+    with arguments.blas_threads(args):
+        run_compare(cfg, args.out, arguments.progress_bars(args), arguments.logger(args), comm)
+    if not args.quiet and (comm is None or comm.rank == 0):
+        ranks = f" ({comm.size} MPI ranks)" if comm is not None else ""
+        print(f"wrote {args.out}/history.json, curves.png, curves.svg, summary.md{ranks}")
+    return 0

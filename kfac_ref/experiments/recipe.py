@@ -9,11 +9,10 @@ step goes.  This module holds the reusable parts of notebook 05's study of them:
 - :func:`ablation` — the ladder of configurations, each one K-FAC keyword set
   that differs from its parent in the keys it names, from the plain step
   δ = −η F̃⁻¹∇h up to compare's K-FAC plus LM, and the §7 branch;
-- :func:`run_logged` — :func:`kfac_ref.experiments.compare.run_one` that also
-  keeps every step's ``info`` dict (KL-clip ν, λ, α, μ, ρ, phase times);
-- :func:`phase_seconds` — the mean seconds per iteration of each phase;
-- :func:`flop_model` — a FLOP count per layer and phase of one K-FAC iteration,
-  to set next to the measured phase times.
+- :func:`phase_seconds` — the mean seconds per iteration of each phase of a run
+  trained by ``compare.run_one(..., infos=True)`` (which keeps every step's ``info``
+  dict: KL-clip ν, λ, α, μ, ρ, phase times), to set next to the FLOP count per layer
+  and phase of :func:`kfac_ref.experiments.sizes.flop_model`.
 
 ``kfac-ref batch-sweep``'s document (where the recipe pays off) is read back by
 :mod:`kfac_ref.experiments.batch_sweep` (``load_document``, ``ratios``, ``points_markdown``).
@@ -24,17 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .. import nn
-from ..optim import OPTIMIZERS
 from ..optim.base import PHASES
-from ..params import set_flat_params
-from ..train import Trainer
-from .compare import DEFAULT_SETTINGS, build_model
-
-#: the info keys :func:`run_logged` keeps per step (those a step did not report are None)
-INFO_KEYS = ("loss", "step_norm", "damping", "kl_clip_nu", "alpha", "mu", "rho")
+from .compare import DEFAULT_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -98,97 +88,12 @@ def ablation(damping: float | None = None, plain_lr: float = 0.1) -> list[Config
     return list(out.values())
 
 
-def run_logged(cfg, name: str, settings: dict, data, theta0, iterations: int) -> dict:
-    """:func:`compare.run_one` (same model, θ₀, batches and seed; no GPU warm-up) that keeps every step's info.
-
-    cfg : CompareConfig (model, batch size, seed, eval_every); name : an OPTIMIZERS key;
-    theta0 : (P,) the start.  Returns {"optimizer", "settings", "records", "stopped", "infos"} with
-    infos [iterations done] dicts of :data:`INFO_KEYS` (None where the step did not report one)
-    plus "times" {phase: seconds}; the run dict works with :mod:`.sweeps`' readers.
-    """
-    model = build_model(cfg, data)
-    set_flat_params(model, theta0)
-    opt = _Logged(OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings))
-    trainer = Trainer(opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every)
-    hist = trainer.run(iterations)
-    return {
-        "optimizer": name,
-        "settings": settings,
-        "records": hist.records,
-        "stopped": hist.stopped,
-        "infos": opt.infos,
-    }
-
-
-class _Logged:
-    """An optimizer whose ``step`` also appends its info dict to ``infos`` (everything else forwarded)."""
-
-    def __init__(self, opt):
-        self.opt, self.infos = opt, []
-
-    def __getattr__(self, attr):
-        return getattr(self.opt, attr)
-
-    def step(self, x, y, rng=None):
-        info = self.opt.step(x, y, rng)
-        self.infos.append({**{k: info.get(k) for k in INFO_KEYS}, "times": dict(info["times"])})
-        return info
-
-
 def phase_seconds(run) -> dict:
-    """{phase: mean seconds per iteration} over a :func:`run_logged` run's steps (PHASES order)."""
+    """{phase: mean seconds per iteration} over the steps of a ``run_one(..., infos=True)`` run (PHASES order)."""
     infos = run["infos"]
     if not infos:
         raise ValueError(f"{run['optimizer']}: the run has no steps to time")
     return {p: sum(i["times"][p] for i in infos) / len(infos) for p in PHASES}
-
-
-def _locations(model, in_shape) -> list[int]:
-    """T per parameter layer: output locations (H·W) of a Conv2d, 1 for a Linear."""
-    shape, out = tuple(in_shape), []
-    for layer in model.layers:
-        nxt = layer.output_shape(shape)
-        if isinstance(layer, nn.Conv2d):
-            out.append(int(np.prod(nxt[1:])))
-        elif isinstance(layer, nn.Linear):
-            out.append(1)
-        shape = nxt
-    return out
-
-
-def flop_model(model, in_shape, batch_size: int, T_cov: int = 1, T_inv: int = 1) -> list[dict]:
-    """FLOPs per layer of one K-FAC iteration, by phase (orders of magnitude, constants as written).
-
-    model : a Sequential of Linear/Conv2d (+ parameter-free) layers; in_shape : per-sample input shape.
-    With d_in = a_dim (bias included), d_out = g_dim, T the layer's output locations, B the batch:
-
-        forward_backward  3 · 2 B T d_in d_out      (forward, backward to inputs, weight gradient)
-        seed_backward     2 B T d_in d_out / T_cov  (the Monte-Carlo seeds backpropagated, docs/math.md §3)
-        statistics        B T (d_in² + d_out²) / T_cov   (A = E[ā āᵀ], G = E[g gᵀ], docs/math.md §4–5)
-        inversion         (d_in³ + d_out³) / T_inv       (the damped inverses, docs/math.md §6.1)
-        precondition      d_out d_in (d_in + d_out)      (G⁻¹ ∇_W̄ h A⁻¹, every step)
-
-    Returns one dict per parameter layer: {"layer", "d_in", "d_out", "T", and the five counts}
-    (floats: amortised counts need not be integers).
-    """
-    b = int(batch_size)
-    rows = []
-    for i, (layer, t) in enumerate(zip(model.param_layers(), _locations(model, in_shape))):
-        din, dout = layer.a_dim, layer.g_dim
-        rows.append(
-            {
-                "layer": f"{layer.kind}{i}",
-                "d_in": din,
-                "d_out": dout,
-                "T": t,
-                "forward_backward": 6.0 * b * t * din * dout,
-                "seed_backward": 2.0 * b * t * din * dout / T_cov,
-                "statistics": b * t * (din**2 + dout**2) / T_cov,
-                "inversion": (din**3 + dout**3) / T_inv,
-                "precondition": float(dout * din * (din + dout)),
-            }
-        )
-    return rows
 
 
 def mean_defined(values) -> float | None:

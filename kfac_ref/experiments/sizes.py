@@ -29,11 +29,14 @@ Run it:  ``python -m kfac_ref.experiments.sizes --arch alexnet --out results/siz
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..distributed import INVERSE_ARRAYS
+from ..fisher.kron import EigenInverse, FactoredInverse
 from ..io import write_figure, write_text
 
 KINDS = ("conv", "linear")
@@ -99,6 +102,11 @@ class LayerSize:
     def factor_entries(self) -> int:
         """A entries + G entries: what K-FAC stores instead of the block."""
         return self.a_entries + self.g_entries
+
+    @property
+    def packed_factor_entries(self) -> int:
+        """γ · (d_in(d_in+1)/2 + (d_out/γ)(d_out/γ+1)/2): the factors' upper triangles (what is communicated)."""
+        return self.groups * (self.d_in * (self.d_in + 1) // 2 + self.d_out_per_group * (self.d_out_per_group + 1) // 2)
 
     @property
     def ratio(self) -> float:
@@ -381,6 +389,108 @@ def format_storage_and_cost(rows, title: str) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Cost per iteration: FLOPs by phase (one process), entries communicated (R ranks)
+# ---------------------------------------------------------------------------
+
+
+def output_locations(model, in_shape) -> list[int]:
+    """T per parameter layer: output locations (H·W) of a Conv2d, 1 for a Linear."""
+    shape, out = tuple(in_shape), []
+    for layer in model.layers:
+        nxt, kind = layer.output_shape(shape), getattr(layer, "kind", None)  # parameter-free layers have none
+        if kind == "conv":
+            out.append(math.prod(nxt[1:]))
+        elif kind == "linear":
+            out.append(1)
+        shape = nxt
+    return out
+
+
+def flop_model(model, in_shape, batch_size: int, T_cov: int = 1, T_inv: int = 1) -> list[dict]:
+    """FLOPs per layer of one K-FAC iteration, by phase (orders of magnitude, constants as written).
+
+    model : a Sequential of Linear/Conv2d (+ parameter-free) layers; in_shape : per-sample input shape.
+    With d_in = a_dim (bias included), d_out = g_dim, T the layer's output locations, B the batch:
+
+        forward_backward  3 · 2 B T d_in d_out      (forward, backward to inputs, weight gradient)
+        seed_backward     2 B T d_in d_out / T_cov  (the Monte-Carlo seeds backpropagated, docs/math.md §3)
+        statistics        B T (d_in² + d_out²) / T_cov   (A = E[ā āᵀ], G = E[g gᵀ], docs/math.md §4–5)
+        inversion         (d_in³ + d_out³) / T_inv       (the damped inverses, docs/math.md §6.1)
+        precondition      d_out d_in (d_in + d_out)      (G⁻¹ ∇_W̄ h A⁻¹, every step)
+
+    Returns one dict per parameter layer: {"layer", "d_in", "d_out", "T", and the five counts}
+    (floats: amortised counts need not be integers).
+    """
+    b = int(batch_size)
+    rows = []
+    for i, (layer, t) in enumerate(zip(model.param_layers(), output_locations(model, in_shape))):
+        din, dout = layer.a_dim, layer.g_dim
+        rows.append(
+            {
+                "layer": f"{layer.kind}{i}",
+                "d_in": din,
+                "d_out": dout,
+                "T": t,
+                "forward_backward": 6.0 * b * t * din * dout,
+                "seed_backward": 2.0 * b * t * din * dout / T_cov,
+                "statistics": b * t * (din**2 + dout**2) / T_cov,
+                "inversion": (din**3 + dout**3) / T_inv,
+                "precondition": float(dout * din * (din + dout)),
+            }
+        )
+    return rows
+
+
+def inverse_entries(layer, damping_mode: str = "factored") -> int:
+    """Entries of one layer's shared inverse (step 3's payload)."""
+    cls = FactoredInverse if damping_mode == "factored" else EigenInverse
+    return sum(math.prod(s) for s in INVERSE_ARRAYS[cls](layer.a_dim, layer.g_dim).values())
+
+
+def payload_entries(model, batch: int, kind: str = "mc", damping_mode: str = "factored") -> dict:
+    """Entries per distributed K-FAC step, counted (what :class:`kfac_ref.distributed.Communicator` measures).
+
+    gradient all-reduce    P + 1 (the loss travels with ∇h), per rank
+    statistics all-reduce  Σ_l a(a+1)/2 + d(d+1)/2 (upper triangles), per rank
+    outputs all-gather     B·C over all ranks ('mc' only)
+    inverse sharing        Σ_l inverse entries, over all ranks (each layer once, by its owner)
+    """
+    layers = model.param_layers()
+    return {
+        "gradient all-reduce": model.num_params + 1,
+        "statistics all-reduce": sum(r.packed_factor_entries for r in sizes_from_layers(layers)),
+        "outputs all-gather": batch * layers[-1].g_dim if kind == "mc" else 0,
+        "inverse sharing": sum(inverse_entries(l, damping_mode) for l in layers),
+    }
+
+
+def communication_per_step(rows, params: int, ranks: int) -> dict:
+    """Entries each rank sends per step, with ring collectives, from a size table ([O19]'s scale).
+
+    rows : :class:`LayerSize` (d_in, d_out per layer);  params : P (all of them).
+    An all-reduce of n entries sends 2 (R−1)/R · n per rank (reduce-scatter, then all-gather);
+    an all-gather (or a reduce-scatter) of n entries in all sends (R−1)/R · n per rank.
+
+    - gradient: all-reduce of P;
+    - factors: all-reduce of Σ d_in² + d_out² (full), or of the upper triangles Σ d(d+1)/2
+      ("packed", [O19]'s symmetry-aware communication, what this module sends), or a
+      reduce-scatter of the packed factors to their owners (half the all-reduce);
+    - inverses: all-gather of Σ d_in² + d_out² (packed: Σ d(d+1)/2).
+    """
+    f = (ranks - 1) / ranks
+    full = sum(r.a_entries + r.g_entries for r in rows)
+    packed = sum(r.packed_factor_entries for r in rows)
+    return {
+        "gradient": 2 * f * params,
+        "factors": 2 * f * full,
+        "factors, packed": 2 * f * packed,
+        "factors, packed, reduce-scatter": f * packed,
+        "inverses": f * full,
+        "inverses, packed": f * packed,
+    }
+
+
+# ---------------------------------------------------------------------------
 # The figure
 # ---------------------------------------------------------------------------
 
@@ -394,7 +504,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     .svg, .pdf); the figure is built on a bare matplotlib Figure (no pyplot,
     no global state, no display needed).
     """
-    from matplotlib.figure import Figure  # noqa: PLC0415  (plotting is optional at import time)
+    from matplotlib.figure import Figure  # (plotting is optional at import time)
 
     rows = list(rows)
     if not rows:
@@ -462,7 +572,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     )
     grouped = [r.name for r in rows if r.groups > 1]
     if grouped:  # what the grouped convolutions' counts leave out
-        import textwrap  # noqa: PLC0415
+        import textwrap
 
         note = (
             f"Grouped convolutions ({', '.join(grouped)}): each group is counted as its own layer, with a "

@@ -46,6 +46,24 @@ def target_list(runs, loss_targets=None, acc_targets=None) -> list[tuple[str, fl
     return out
 
 
+def explain_target(runs, key: str, value: float) -> str:
+    """Where a target of :func:`target_list` comes from, in words (why a value like 0.009476 is there)."""
+    hardest = default_targets(runs)[key]
+    sgd = [r for r in runs if r["optimizer"] == "sgd"]
+    why = []
+    if value in ROUND_TARGETS[key]:
+        why.append("a round value")
+    best = "best training loss" if key == "train_loss" else "best validation accuracy"
+    if value == hardest:
+        pick = max if key == "train_loss" else min
+        bests = {r["optimizer"]: default_targets([r])[key] for r in runs}
+        who = pick(bests, key=bests.get)
+        why.append(f"the hardest every run reaches: {'SGD' if who == 'sgd' else who}'s {best}")
+    if sgd and value == default_targets(sgd)[key] and not (value == hardest and why[-1].endswith(f"SGD's {best}")):
+        why.append(f"SGD's {best}")
+    return "; ".join(why) or "given"
+
+
 def time_to_target(records, key: str, target: float):
     """(iteration, seconds) of the first measured record meeting the target, or (None, None)."""
     better = (lambda v: v <= target) if key.endswith("loss") else (lambda v: v >= target)
@@ -61,6 +79,15 @@ def summarize(runs, targets=None) -> dict:
     targets : list of (metric, value) with metric "train_loss" or "val_acc" (default :func:`target_list`).
     """
     targets = target_list(runs) if targets is None else list(targets)
+    finals = {}
+    for run in runs:
+        losses, accs = _measured(run["records"], "train_loss"), _measured(run["records"], "val_acc")
+        finals[run["optimizer"]] = {
+            "settings": run.get("settings", {}),
+            "iterations": run["records"][-1]["iteration"],
+            "train_loss": losses[-1]["train_loss"] if losses else None,
+            "val_acc": accs[-1]["val_acc"] if accs else None,
+        }
     per_iter = {}
     for run in runs:
         last = run["records"][-1]
@@ -81,7 +108,12 @@ def summarize(runs, targets=None) -> dict:
                     "seconds_sgd_ratio": base[1] / sec if base[1] is not None and sec else None,
                 }
             )
-    return {"targets": [{"metric": k, "value": v} for k, v in targets], "rows": rows, "seconds_per_iteration": per_iter}
+    return {
+        "targets": [{"metric": k, "value": v, "why": explain_target(runs, k, v)} for k, v in targets],
+        "rows": rows,
+        "seconds_per_iteration": per_iter,
+        "finals": finals,
+    }
 
 
 def _fmt(v, spec):
@@ -102,15 +134,37 @@ def format_ratio(ratio, fewer: str, more: str) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    """A Markdown table of :func:`summarize`'s result; ratios to SGD read as speed-ups or slow-downs."""
-    lines = [
+    """:func:`summarize`'s result in Markdown: each method's settings and final figures, where each
+    target comes from, and the table of iterations and seconds to it (ratios to SGD read as
+    speed-ups or slow-downs)."""
+    lines = []
+    if summary.get("finals"):
+        lines += [
+            "| optimizer | settings | iterations | final train loss | final val acc |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for name, f in summary["finals"].items():
+            settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in f["settings"].items())
+            loss, acc = _fmt(f["train_loss"], ".4g"), _fmt(f["val_acc"], ".4f")
+            lines.append(f"| {name} | {settings} | {f['iterations']} | {loss} | {acc} |")
+        lines.append("")
+    lines += [
         "Seconds per iteration (training only): "
         + ", ".join(f"{k} {_fmt(v, '.4f')}" for k, v in summary["seconds_per_iteration"].items())
-        + ".",
+        + ".  Wall-clock time on this machine: on a busy machine (other processes on the same cores) "
+        "timings are noisy, so compare them within one run, or rerun on a quiet machine; iterations are exact.",
         "",
         "First measured iteration at which each target is met, and how the method's cost compares with "
         'SGD\'s ("5.0× fewer": a fifth of SGD\'s iterations; "3.0× more time": three times SGD\'s '
         "seconds); — = not reached.",
+        "",
+        "Targets: "
+        + "; ".join(
+            f"{'train loss ≤' if t['metric'] == 'train_loss' else 'val acc ≥'} {t['value']:.4g} ({t['why']})"
+            for t in summary["targets"]
+            if "why" in t
+        )
+        + ".",
         "",
         "| target | optimizer | iterations | iterations vs SGD | seconds | time vs SGD |",
         "|---|---|---:|---:|---:|---:|",

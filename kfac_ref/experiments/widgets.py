@@ -21,9 +21,9 @@ def widgets_available() -> bool:
     if os.environ.get("KFAC_REF_WIDGETS", "1") == "0":
         return False
     try:
-        import ipywidgets  # noqa: F401, PLC0415
-        import matplotlib  # noqa: PLC0415
-        from IPython import get_ipython  # noqa: PLC0415
+        import ipywidgets  # noqa: F401
+        import matplotlib
+        from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
@@ -44,7 +44,7 @@ def explore(draw, choices: dict, static: dict):
         raise ValueError(f"explore: no static value for {sorted(missing)}")
     if not widgets_available():
         return draw(**static)
-    import ipywidgets  # noqa: PLC0415
+    import ipywidgets
 
     sliders = {
         name: ipywidgets.SelectionSlider(
