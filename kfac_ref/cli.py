@@ -49,6 +49,9 @@ COMMANDS = {
         "method tuned on its compare --grid at every size",
         "batch_sweep",
     ),
+    "race": Command(
+        "iterations and seconds to fixed targets, the same tuning budget per method, several seeds", "race"
+    ),
     "sizes": Command("Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)", "sizes"),
     "fisher-plot": Command("heatmaps of the exact Fisher, its approximations and their damped inverses", "fisher_plot"),
 }
