@@ -2,6 +2,7 @@
 
     kfac-ref compare ...      SGD vs NGD vs K-FAC by iteration and wall-clock (the article's figure)
     kfac-ref demo             the comparison on the bundled digits data (what `make demo` runs)
+    kfac-ref race WORKLOAD    iterations and seconds to fixed targets, each method tuned alike, several seeds
     kfac-ref batch-sweep ...  iterations and seconds to a target against the batch size, each method tuned
     kfac-ref sizes ...        Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)
     kfac-ref fisher-plot ...  the exact Fisher, its approximations and their inverses as heatmaps
@@ -52,6 +53,10 @@ COMMANDS = {
         "iterations and seconds to a loss and an accuracy target against the batch size, each "
         "method tuned on its compare --grid at every size",
         "experiments.batch_sweep",
+    ),
+    "race": Command(
+        "iterations and seconds to fixed targets, the same tuning budget per method, several seeds",
+        "experiments.race",
     ),
     "sizes": Command("Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)", "experiments.sizes"),
     "fisher-plot": Command(

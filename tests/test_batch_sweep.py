@@ -222,7 +222,7 @@ def _no_training(*args, **kwargs):
         (["--batch-sizes", "0"], "expected positive integers or 'full', comma-separated, got '0'"),
         (["--batch-sizes=-8,32"], "got '-8'"),
         (["--batch-sizes", "32,32"], "batch size '32' appears twice"),
-        (["--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
+        (["--optimizers", "sgd,adagrad"], "unknown optimizer 'adagrad'"),
     ],
 )
 def test_bad_arguments_exit_with_one_clear_line(args, message, capsys, tmp_path, monkeypatch):

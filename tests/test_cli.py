@@ -117,7 +117,7 @@ def test_sizes_prints_the_three_alexnet_totals(capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["compare", "--optimizers", "sgd,adam"], "unknown optimizer 'adam'"),
+        (["compare", "--optimizers", "sgd,adagrad"], "unknown optimizer 'adagrad'"),
         (["compare", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
         (["compare", "--iterations", "-5"], "expected a positive integer, got '-5'"),
         (["compare", "--batch-size", "0"], "expected a positive integer"),
@@ -179,7 +179,7 @@ def test_module_entry_point_and_help():
         assert flag in res.stdout
 
 
-@pytest.mark.parametrize("name", ["compare", "demo", "batch-sweep", "sizes", "fisher-plot", "download"])
+@pytest.mark.parametrize("name", ["compare", "demo", "batch-sweep", "race", "sizes", "fisher-plot", "download"])
 def test_every_sub_command_owns_its_parser_and_help(name, capsys):
     from kfac_ref.cli import COMMANDS
 
@@ -188,7 +188,7 @@ def test_every_sub_command_owns_its_parser_and_help(name, capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith(f"usage: kfac-ref {name}") and COMMANDS[name].help.split()[0] in text
-    assert set(COMMANDS) == {"compare", "demo", "batch-sweep", "sizes", "fisher-plot", "download"}
+    assert set(COMMANDS) == {"compare", "demo", "batch-sweep", "race", "sizes", "fisher-plot", "download"}
 
 
 def test_sizes_errors_come_from_its_own_parser(capsys):
@@ -240,7 +240,7 @@ def test_the_summary_says_where_each_target_comes_from_and_each_methods_settings
     assert "timings are noisy" in text
 
 
-@pytest.mark.parametrize("name", ["compare", "demo", "batch-sweep", "sizes", "fisher-plot"])
+@pytest.mark.parametrize("name", ["compare", "demo", "batch-sweep", "race", "sizes", "fisher-plot"])
 def test_help_shows_each_default_once_and_no_markup(name, capsys):
     with pytest.raises(SystemExit):
         main([name, "--help"])

@@ -103,12 +103,16 @@ def test_monte_carlo_kfac_at_one_sample_approaches_exact(rng):
 
 
 # --- 7 ------------------------------------------------------------------------------
-@pytest.mark.parametrize("loss_name", ["ce", "se"])
+@pytest.mark.parametrize("loss_name", ["ce", "se", "bce"])
 def test_exact_fisher_equals_mean_jt_lambda_j_with_finite_difference_jacobians(loss_name, rng):
     model = tiny_convnet()
     if loss_name == "ce":
         x, y = classification_batch(rng, 3, (2, 6, 6), 3)
         loss = nn.CrossEntropyLoss()
+    elif loss_name == "bce":
+        x, _ = regression_batch(rng, 3, (2, 6, 6), 3)
+        y = rng.random((3, 3))  # Bernoulli means in [0, 1]
+        loss = nn.SigmoidCrossEntropyLoss()
     else:
         x, y = regression_batch(rng, 3, (2, 6, 6), 3)
         loss = nn.SquaredErrorLoss()
@@ -230,3 +234,24 @@ def test_conv_tanh_linear_is_exact_for_kfc_with_one_sample_at_one_location():
     )
     assert max(errors["layers"]) < 1e-10
     assert model.num_params == (9 + 1) * 2 + (2 + 1) * 3
+
+
+# --- the Bernoulli (sigmoid cross-entropy) output: MC and empirical kinds --------------------
+def test_bernoulli_monte_carlo_fisher_approaches_exact(rng):
+    """Seeded, loose: sampled 0/1 targets average to the exact Fisher with Λ = diag(p(1 − p))."""
+    model = tiny_mlp("tanh", sizes=(3, 4, 3))
+    x = rng.standard_normal((2, 3))
+    loss = nn.SigmoidCrossEntropyLoss()
+    exact = fisher.dense(model, loss, x, None, "exact")
+    mc = fisher.dense(model, loss, x, None, "mc", rng=np.random.default_rng(1), mc_samples=20000)
+    assert rel_error(mc, exact) < 0.03
+
+
+def test_bernoulli_empirical_fisher_is_mean_outer_product_of_per_sample_gradients(rng):
+    """(1/N) Σ_n ∇ℓ_n ∇ℓ_nᵀ with each ∇ℓ_n the gradient of a one-sample batch (a brute-force loop)."""
+    model = tiny_mlp("sigmoid", sizes=(3, 4, 2))
+    x, y = rng.standard_normal((3, 3)), rng.random((3, 2))
+    loss = nn.SigmoidCrossEntropyLoss()
+    grads = [K.batch_grad(model, loss, x[n : n + 1], y[n : n + 1]) for n in range(3)]
+    ref = sum(np.outer(g, g) for g in grads) / 3
+    assert rel_error(fisher.dense(model, loss, x, y, "empirical"), ref) <= 1e-12

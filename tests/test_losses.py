@@ -12,6 +12,7 @@ from kfac_ref.gradcheck import numerical_grad, numerical_jacobian, rel_error
 LOSSES = {
     "ce": (nn.CrossEntropyLoss(), lambda rng, n, c: rng.integers(0, c, size=n)),
     "se": (nn.SquaredErrorLoss(), lambda rng, n, c: rng.standard_normal((n, c))),
+    "bce": (nn.SigmoidCrossEntropyLoss(), lambda rng, n, c: rng.random((n, c))),
 }
 
 
@@ -115,3 +116,52 @@ def test_bad_targets_give_clear_errors():
         ce.sample(f, 0)
     with pytest.raises(ValueError, match="positive integer"):
         ce.sample(f, np.random.default_rng(0), 0)
+
+
+def test_sigmoid_cross_entropy_is_the_bernoulli_negative_log_likelihood(rng):
+    """ℓ = −Σ_c [y log p + (1 − y) log(1 − p)], p = 1 / (1 + e^{−f}), written out by hand."""
+    f, y = rng.standard_normal((4, 3)) * 3, rng.random((4, 3))
+    p = 1 / (1 + np.exp(-f))
+    ref = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(axis=1)
+    np.testing.assert_allclose(nn.SigmoidCrossEntropyLoss().per_sample(f, y), ref, rtol=1e-12)
+    assert np.isclose(nn.SigmoidCrossEntropyLoss()(f, y), ref.mean(), rtol=1e-12)  # the 1/N of h
+
+
+def test_sigmoid_cross_entropy_is_stable_for_huge_logits():
+    f, y = np.array([[800.0, -800.0]]), np.array([[0.0, 1.0]])
+    np.testing.assert_allclose(nn.SigmoidCrossEntropyLoss().per_sample(f, y), [1600.0])
+    np.testing.assert_allclose(nn.SigmoidCrossEntropyLoss().grad(f, y), [[1.0, -1.0]])
+
+
+def test_sigmoid_output_fisher_is_expected_outer_gradient_over_all_outcomes(rng):
+    """Λ = E_{y~Bernoulli(p)}[∇ℓ ∇ℓᵀ], summed over all 2^C binary targets by brute force."""
+    loss = nn.SigmoidCrossEntropyLoss()
+    f = rng.standard_normal((2, 3))
+    p = loss.probs(f)
+    for n in range(2):
+        ref = np.zeros((3, 3))
+        for bits in range(8):
+            yb = np.array([[(bits >> c) & 1 for c in range(3)]], dtype=float)
+            prob = np.prod(np.where(yb[0] == 1, p[n], 1 - p[n]))
+            d = loss.grad(f[n : n + 1], yb)[0]
+            ref += prob * np.outer(d, d)
+        np.testing.assert_allclose(loss.output_fisher(f)[n], ref, atol=1e-15)
+
+
+def test_bernoulli_sampling_is_reproducible_and_follows_the_means():
+    loss = nn.SigmoidCrossEntropyLoss()
+    f = np.array([[2.0, 0.0, -1.0]])
+    a = loss.sample(f, np.random.default_rng(3), 20000)
+    np.testing.assert_array_equal(a, loss.sample(f, np.random.default_rng(3), 20000))
+    assert a.shape == (20000, 1, 3) and set(np.unique(a)) <= {0.0, 1.0}
+    np.testing.assert_allclose(a.mean(axis=0), loss.probs(f), atol=0.015)
+
+
+def test_sigmoid_cross_entropy_refuses_targets_outside_zero_one():
+    loss, f = nn.SigmoidCrossEntropyLoss(), np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\].*2 outside"):
+        loss(f, np.array([[0.0, 1.5, 0.2], [-0.1, 0.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"expected \(2, 3\)"):
+        loss(f, np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="floating point"):
+        loss(f, np.zeros((2, 3), dtype=int))

@@ -58,6 +58,8 @@ from .summary import format_summary, summarize, target_list
 # ConvNet at the default batch size.  Any of them can be overridden (`--set kfac.T_inv=1`).
 DEFAULT_SETTINGS = {
     "sgd": {"lr": 0.03, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
+    # PyTorch's defaults; the learning rate is the one tuned hyper-parameter (kfac-ref race)
+    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
     "ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "solver": "dense", "kl_clip": 0.1},
     "block-ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "kl_clip": 0.1},
     # K-FAC with its amortisations named: Monte-Carlo factors from the whole batch every T_cov = 10
@@ -109,6 +111,7 @@ DEFAULT_SETTINGS = {
 # The grid: three configurations per optimizer, so every method gets the same budget.
 GRIDS = {
     "sgd": [{"lr": lr} for lr in (0.03, 0.1, 0.3)],
+    "adam": [{"lr": lr} for lr in (1e-3, 3e-3, 1e-2)],
     "ngd": [{"lr": lr, "damping": d} for lr, d in ((0.3, 0.1), (0.5, 0.1), (1.0, 0.3))],
     "block-ngd": [{"lr": lr, "damping": d} for lr, d in ((0.3, 0.1), (0.5, 0.1), (1.0, 0.3))],
     "kfac": [{"damping": d} for d in (0.01, 0.03, 0.1)],

@@ -10,7 +10,7 @@
 from .activations import ReLU, Sigmoid, Tanh
 from .conv import Conv2d
 from .linear import Linear
-from .losses import CrossEntropyLoss, Loss, SquaredErrorLoss
+from .losses import CrossEntropyLoss, Loss, SigmoidCrossEntropyLoss, SquaredErrorLoss
 from .module import Layer, ParamLayer
 from .pooling import AvgPool2d, MaxPool2d
 from .sequential import Sequential
@@ -29,6 +29,7 @@ __all__ = [
     "ReLU",
     "Sequential",
     "Sigmoid",
+    "SigmoidCrossEntropyLoss",
     "SquaredErrorLoss",
     "Tanh",
 ]

@@ -275,3 +275,82 @@ class SquaredErrorLoss(Loss):
     def _sqrt_output_fisher(self, f):
         """S_n = I.  (N, C, C)"""
         return self._output_fisher(f)
+
+
+class SigmoidCrossEntropyLoss(Loss):
+    """Bernoulli cross-entropy on logits: ℓ(f, y) = Σ_c [softplus(f_c) − y_c f_c], p = σ(f).
+
+    The negative log-likelihood of independent Bernoulli outputs with means p = σ(f)
+    (PyTorch's ``BCEWithLogitsLoss(reduction="sum")`` per sample); the loss of [MG15] §13's
+    deep autoencoders.  f : (N, C) logits;  y : (N, C) targets in [0, 1] (pixel
+    intensities are allowed: the loss is then the cross-entropy to them; sampled targets
+    are 0/1).  Output Fisher: Λ = diag(p (1 − p)), the Hessian of ℓ in f;
+    S = diag(√(p (1 − p))).
+    """
+
+    def __repr__(self) -> str:
+        return "SigmoidCrossEntropyLoss()"
+
+    def check_target(self, f, y) -> None:
+        """Raise a clear error unless f is finite (N, C) and y of f's shape (or (..., N, C)) lies in [0, 1].
+
+        One device→host sync.
+        """
+        n, c = _check_outputs("SigmoidCrossEntropyLoss", f, finite=False)
+        if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+            raise TypeError(
+                f"SigmoidCrossEntropyLoss: targets must be an array of shape {tuple(f.shape)}, got {type(y).__name__}"
+            )
+        xp = get_xp(f, y)
+        if y.ndim < 2 or tuple(y.shape[-2:]) != (n, c):
+            raise ValueError(
+                f"SigmoidCrossEntropyLoss: targets have shape {tuple(y.shape)}, "
+                f"expected {tuple(f.shape)} like the model outputs"
+            )
+        if not xp.issubdtype(y.dtype, xp.floating):
+            raise TypeError(f"SigmoidCrossEntropyLoss: targets must be floating point in [0, 1], got {y.dtype}")
+        counts = xp.stack(
+            [xp.count_nonzero(~xp.isfinite(f)), xp.count_nonzero(~((y >= 0) & (y <= 1)))]
+        ).tolist()  # one sync for both checks; NaN targets fail the range test too
+        _refuse_nonfinite("SigmoidCrossEntropyLoss", counts[0])
+        if counts[1]:
+            raise ValueError(
+                f"SigmoidCrossEntropyLoss: targets must lie in [0, 1] (Bernoulli means), got {counts[1]} outside"
+            )
+
+    @staticmethod
+    def probs(f):
+        """p = σ(f) = 1 / (1 + e^{−f}), computed without overflow.  (N, C) → (N, C)."""
+        xp = get_xp(f)
+        e = xp.exp(-xp.abs(f))  # ≤ 1
+        return xp.where(f >= 0, 1 / (1 + e), e / (1 + e))
+
+    def _per_sample(self, f, y):
+        """ℓ_n = Σ_c softplus(f_nc) − y_nc f_nc, softplus(f) = max(f, 0) + log(1 + e^{−|f|}).  (N,)"""
+        xp = get_xp(f)
+        if y.ndim != 2:
+            raise ValueError(f"SigmoidCrossEntropyLoss: targets have shape {tuple(y.shape)}, expected {tuple(f.shape)}")
+        softplus = xp.maximum(f, 0) + xp.log1p(xp.exp(-xp.abs(f)))
+        return (softplus - y * f).sum(axis=1)
+
+    def _grad(self, f, y):
+        """∂ℓ_n/∂f_n = σ(f_n) − y_n.  y : (..., N, C) → (..., N, C)."""
+        return self.probs(f) - y
+
+    def _sample(self, f, rng, num_samples):
+        """ŷ ~ Bernoulli(σ(f)), uniforms drawn on the CPU from ``rng``.  (M, N, C) of 0/1 in f's dtype."""
+        xp = get_xp(f)
+        u = xp.asarray(rng.random((num_samples, *f.shape)), dtype=f.dtype)
+        return (u < self.probs(f)[None]).astype(f.dtype)
+
+    def _output_fisher(self, f):
+        """Λ_n = diag(p_n (1 − p_n)).  (N, C, C)"""
+        xp = get_xp(f)
+        p = self.probs(f)
+        return xp.einsum("nc,cd->ncd", p * (1 - p), xp.eye(f.shape[1], dtype=f.dtype))
+
+    def _sqrt_output_fisher(self, f):
+        """S_n = diag(√(p_n (1 − p_n))).  (N, C, C)"""
+        xp = get_xp(f)
+        p = self.probs(f)
+        return xp.einsum("nc,cd->ncd", xp.sqrt(p * (1 - p)), xp.eye(f.shape[1], dtype=f.dtype))

@@ -1,4 +1,4 @@
-"""SGD, exact NGD, block-diagonal NGD, K-FAC, block-tridiagonal K-FAC and EKFAC behind one interface.
+"""SGD, Adam, exact NGD, block-diagonal NGD, K-FAC, block-tridiagonal K-FAC and EKFAC behind one interface.
 
 Every optimizer is used the same way::
 
@@ -6,6 +6,7 @@ Every optimizer is used the same way::
     info = opt.step(x, y, rng=None)   # {"loss", "step_norm", "times", ...}
 """
 
+from .adam import Adam
 from .base import PHASES, NonFiniteLossError, Optimizer
 from .ekfac import EKFAC
 from .kfac import KFAC
@@ -13,17 +14,26 @@ from .kfac_tridiag import KFACTridiag
 from .ngd import NGD, BlockNGD
 from .sgd import SGD
 
-OPTIMIZERS = {"sgd": SGD, "ngd": NGD, "block-ngd": BlockNGD, "kfac": KFAC, "kfac-tridiag": KFACTridiag, "ekfac": EKFAC}
+OPTIMIZERS = {
+    "sgd": SGD,
+    "adam": Adam,
+    "ngd": NGD,
+    "block-ngd": BlockNGD,
+    "kfac": KFAC,
+    "kfac-tridiag": KFACTridiag,
+    "ekfac": EKFAC,
+}
 
 
 def make_optimizer(name: str, model, loss_fn, **hyper):
-    """Build an optimizer by its short name ('sgd', 'ngd', 'block-ngd', 'kfac', 'kfac-tridiag', 'ekfac')."""
+    """Build an optimizer by its short name (a key of :data:`OPTIMIZERS`)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}: expected one of {sorted(OPTIMIZERS)}")
     return OPTIMIZERS[name](model, loss_fn, **hyper)
 
 
 __all__ = [
+    "Adam",
     "EKFAC",
     "KFAC",
     "NGD",

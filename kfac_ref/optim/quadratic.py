@@ -19,7 +19,11 @@ With F the *exact* mini-batch Fisher, λ the damping and η_wd the weight decay,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from ..errors import NonFiniteError
 
 
 def rescale_coefficients(fisher_gram, dot_gram, grad_dots, damping: float):
@@ -61,13 +65,28 @@ def lm_update(damping: float, rho: float, omega: float) -> float:
 
 
 def kl_clip_factor(lr: float, kappa: float, nat_dot_grad: float) -> float:
-    """ν = min(1, √(κ / (η² ∇hᵀ F̃⁻¹ ∇h))): bounds η² ∇hᵀF̃⁻¹∇h (twice the un-accumulated step's quadratic KL) by κ.
+    """ν = min(1, √κ / (η √q)), q = ∇hᵀ F̃⁻¹ ∇h: bounds η² ν² q (twice the un-accumulated step's quadratic KL) by κ.
 
-    nat_dot_grad : ∇hᵀ F̃⁻¹ ∇h (F̃ the damped curvature the step was preconditioned with).
-    A non-positive value (a zero gradient) leaves the step as it is.
+    nat_dot_grad : q (F̃ the damped curvature the step was preconditioned with).
+    Computed as (√κ / √q) / η, never forming η² q, so that the bound holds for any finite η
+    (η² q overflows to ∞ above η ≈ 10¹⁵⁴, which made ν = 0 and froze θ).  A non-positive q
+    (a zero gradient) leaves the step as it is.  Raises :class:`~kfac_ref.errors.NonFiniteError`
+    when q is not finite, and ValueError when ν underflows to 0 (η too large to represent the
+    clipped step ν η F̃⁻¹∇h).
     """
-    vg = lr * lr * nat_dot_grad
-    return min(1.0, (kappa / vg) ** 0.5) if vg > 0 else 1.0
+    if not math.isfinite(nat_dot_grad):
+        raise NonFiniteError(
+            f"KL-clipping: ∇hᵀF̃⁻¹∇h = {nat_dot_grad} is not finite (the gradient or the curvature overflowed)"
+        )
+    if nat_dot_grad <= 0:
+        return 1.0
+    nu = math.sqrt(kappa) / math.sqrt(nat_dot_grad) / lr
+    if nu == 0.0:
+        raise ValueError(
+            f"KL-clipping: lr (η) = {lr:g} is too large: the clipped step's factor ν = √κ / (η √q) "
+            f"underflows to 0 (κ = {kappa:g}, q = ∇hᵀF̃⁻¹∇h = {nat_dot_grad:g}); use a smaller lr"
+        )
+    return min(1.0, nu)
 
 
 def scaled_change(change: float, coef, grad_dots, lr: float) -> float:

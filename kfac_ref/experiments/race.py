@@ -1,0 +1,501 @@
+"""The race: iterations and seconds to fixed targets, the same tuning budget for every method (docs/race.md).
+
+The protocol, after AlgoPerf ([DSN23]: fixed workloads and targets, time to result, an equal
+tuning budget) and [CSN19] (comparisons follow the tuning protocol):
+
+1. **Targets fixed in advance**, in the workload's definition (:data:`WORKLOADS`), each with how
+   it was chosen: never derived from a run of the same race.
+2. **The same tuning budget**: every method runs K trials (``--trials``, the same K for all), the
+   first K configurations of its search space (:data:`SPACES`), on the tuning seed.
+3. **Per target, the trial that reaches it in the fewest iterations** (ties: fewer seconds) is the
+   method's pick for that target (:func:`pick`); each pick is re-run on ``--seeds`` further seeds
+   (tuning seed + 1, + 2, …) and the median and min–max of iterations and seconds are reported.
+   A method that does not reach a target within the budget says so, with no number.
+4. Also: the **single configuration** a user would run for every target (:func:`single_pick`:
+   most targets reached on the tuning seed, then fewest iterations summed over them), re-run on
+   the same seeds — the figure's curves — so that the cost of one configuration for all targets
+   is visible beside the per-target picks.
+
+Evaluation is outside the training clock (:class:`~kfac_ref.train.Trainer`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..io import write_together
+from ..params import get_flat_params
+from . import arguments
+from .compare import (
+    CLI_DTYPE,
+    CompareConfig,
+    build_model,
+    check_out,
+    jsonable,
+    load_data,
+    machine_info,
+    quick,
+    run_one,
+    settings_for,
+)
+
+OPS = {"<=": lambda v, t: v <= t, ">=": lambda v, t: v >= t}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A level a run must reach: ``metric op value``, e.g. train_loss <= 0.01."""
+
+    name: str
+    metric: str  # a record field: "train_loss", "val_loss", "train_acc", "val_acc"
+    op: str  # "<=" or ">="
+    value: float
+
+    def met(self, record: dict) -> bool:
+        v = record.get(self.metric)
+        return v is not None and math.isfinite(v) and OPS[self.op](v, self.value)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A data set, a network, a batch size, an iteration budget and targets fixed in advance."""
+
+    dataset: str
+    model: str
+    hidden: tuple
+    channels: tuple
+    batch_size: int
+    iterations: int
+    eval_every: int
+    targets: tuple
+    chosen: str  # how the targets were chosen (printed in summary.md)
+    needs_data_dir: bool = False
+
+
+def _loss_targets(*levels):
+    return tuple(Target(f"train loss ≤ {v:g}", "train_loss", "<=", v) for v in levels)
+
+
+WORKLOADS = {
+    "digits-convnet": Workload(
+        "digits",
+        "convnet",
+        (32,),
+        (8, 16),
+        batch_size=1024,
+        iterations=300,
+        eval_every=5,
+        targets=_loss_targets(0.1, 0.03, 0.01) + (Target("val acc ≥ 0.95", "val_acc", ">=", 0.95),),
+        chosen="round levels fixed before any race ran: the demo's training loss falls from 2.3 through "
+        "0.1 and 0.01 within its 300 iterations for every method, and 0.95 is a validation accuracy the "
+        "demo's methods reach (docs/results.md); none is a value of a race run",
+    ),
+    "fashion-convnet": Workload(
+        "fashion-mnist",
+        "convnet",
+        (32,),
+        (8, 16),
+        batch_size=1024,
+        iterations=175,  # three epochs of 58 batches
+        eval_every=5,
+        targets=_loss_targets(0.6, 0.45) + (Target("val acc ≥ 0.85", "val_acc", ">=", 0.85),),
+        chosen="round levels fixed before any race ran, reached within three epochs by small ConvNets on "
+        "Fashion-MNIST (about 0.3–0.4 training loss and 88–90% accuracy are typical there)",
+        needs_data_dir=True,
+    ),
+    "cifar-convnet": Workload(
+        "cifar10",
+        "convnet",
+        (64,),
+        (16, 32),
+        batch_size=1024,
+        iterations=245,  # five epochs of 48 batches
+        eval_every=5,
+        targets=_loss_targets(1.6, 1.3) + (Target("val acc ≥ 0.5", "val_acc", ">=", 0.5),),
+        chosen="round levels fixed before any race ran: a small ConvNet on CIFAR-10 passes 1.6 and 1.3 "
+        "training loss and 50% accuracy within a few epochs",
+        needs_data_dir=True,
+    ),
+}
+
+#: each method's search space, in the order its trials run (the first K are used); every other
+#: hyper-parameter is compare's setting for it (compare.DEFAULT_SETTINGS)
+SPACES = {
+    "sgd": [{"lr": lr} for lr in (0.03, 0.1, 0.3, 0.01, 1.0, 0.003)],
+    "adam": [{"lr": lr} for lr in (1e-3, 3e-3, 1e-2, 3e-4, 3e-2, 1e-4)],
+    "kfac": [{"damping": d} for d in (0.1, 0.03, 0.3, 0.01, 1.0, 0.003)],
+}
+DEFAULT_METHODS = ("sgd", "adam", "kfac")
+DEFAULT_TRIALS = 4
+DEFAULT_SEEDS = 3
+QUICK_BOUNDS = {"iterations": 12, "eval_every": 2}
+
+
+# --- the rules, as pure functions of recorded runs -----------------------------------------
+def reach(records, target: Target):
+    """(iteration, seconds) of the first record that meets ``target``; None if none does."""
+    for r in records:
+        if target.met(r):
+            return r["iteration"], r["seconds"]
+    return None
+
+
+def pick(trials, target: Target):
+    """Index of the trial reaching ``target`` in the fewest iterations (ties: fewer seconds, then the
+    earlier trial); None when no trial reaches it."""
+    hits = [(hit, i) for i, t in enumerate(trials) if (hit := reach(t["records"], target)) is not None]
+    return min(hits)[1] if hits else None
+
+
+def single_pick(trials, targets) -> int:
+    """The one configuration for all targets: most targets reached, then fewest iterations summed
+    over them, then fewer seconds, then the earlier trial."""
+
+    def score(i):
+        hits = [h for h in (reach(trials[i]["records"], t) for t in targets) if h is not None]
+        return -len(hits), sum(h[0] for h in hits), sum(h[1] for h in hits), i
+
+    return min(range(len(trials)), key=score)
+
+
+def spread(values) -> dict:
+    """Median, min and max of per-seed values (None: not reached); a miss counts as +∞, so the
+    median is None when half the seeds or more missed, and max is None when any seed missed."""
+    got = sorted(v for v in values if v is not None)
+    med = statistics.median(got + [math.inf] * (len(values) - len(got))) if values else math.inf
+    return {
+        "median": None if math.isinf(med) else med,
+        "min": got[0] if got else None,
+        "max": got[-1] if got and len(got) == len(values) else None,
+        "reached": len(got),
+        "of": len(values),
+    }
+
+
+def fastest_rival(picks: dict, target: str, method: str = "kfac"):
+    """(name, median iterations, median seconds) of the non-``method`` pick with the fewest median
+    iterations to ``target``; None when no other method reached it on most seeds."""
+    rivals = []
+    for name, p in picks.items():
+        if name == method or target not in p:
+            continue
+        it, sec = spread(p[target]["iterations"])["median"], spread(p[target]["seconds"])["median"]
+        if it is not None:
+            rivals.append((it, sec, name))
+    if not rivals:
+        return None
+    it, sec, name = min(rivals)
+    return name, it, sec
+
+
+# --- running it ----------------------------------------------------------------------------
+def workload_config(name: str, data_dir=None, dtype: str = CLI_DTYPE, seed: int = 0, is_quick: bool = False):
+    """The CompareConfig of workload ``name`` (its data, network, batch size and budget)."""
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}: expected one of {', '.join(WORKLOADS)}")
+    w = WORKLOADS[name]
+    if w.needs_data_dir and not data_dir:
+        raise ValueError(f"workload {name} needs --data-dir: the {w.dataset} files (data/README.md)")
+    cfg = CompareConfig(
+        dataset=w.dataset,
+        data_dir=data_dir,
+        model=w.model,
+        hidden=w.hidden,
+        channels=w.channels,
+        iterations=w.iterations,
+        batch_size=w.batch_size,
+        eval_every=w.eval_every,
+        dtype=dtype,
+        seed=seed,
+    )
+    return quick(replace(cfg, hidden=(), channels=()), **QUICK_BOUNDS) if is_quick else cfg
+
+
+def train(cfg, method: str, settings: dict, data, seed: int, progress_factory=None) -> dict:
+    """One run of ``method`` with ``settings`` on ``seed`` (its initial θ, batch order and draws)."""
+    cfg = replace(cfg, seed=seed)
+    theta0 = get_flat_params(build_model(cfg, data))  # θ₀ of this seed
+    bar = progress_factory(f"{method} {settings} seed {seed}", cfg.iterations) if progress_factory else None
+    run = run_one(cfg, method, settings, data, theta0, cfg.iterations, bar, diagnose=False)
+    if bar is not None:
+        bar.close()
+    return {"settings": settings, "seed": seed, "records": run["records"], "stopped": run["stopped"]}
+
+
+def race_method(cfg, method, targets, data, trials: int, seeds, progress_factory=None) -> dict:
+    """Tune ``method`` with ``trials`` configurations, pick per target and for all, re-run the picks on ``seeds``."""
+    space = SPACES[method][:trials]
+    runs = [train(cfg, method, settings_for(cfg, method, point), data, cfg.seed, progress_factory) for point in space]
+    tuned = len(runs)
+    picks, reruns = {}, {}  # reruns: trial index → [runs on seeds]
+
+    def on_seeds(i):
+        if i not in reruns:
+            reruns[i] = [train(cfg, method, runs[i]["settings"], data, s, progress_factory) for s in seeds]
+            runs.extend(reruns[i])
+        return reruns[i]
+
+    for t in targets:
+        i = pick(runs[:tuned], t)
+        if i is None:
+            missed = [None] * len(seeds)  # no trial reached it: nothing to re-run
+            picks[t.name] = {
+                "trial": None,
+                "settings": None,
+                "seeds": list(seeds),
+                "iterations": missed,
+                "seconds": missed,
+            }
+            continue
+        hits = [reach(r["records"], t) for r in on_seeds(i)]
+        picks[t.name] = {
+            "trial": i,
+            "settings": runs[i]["settings"],
+            "seeds": list(seeds),
+            "iterations": [h and h[0] for h in hits],
+            "seconds": [h and h[1] for h in hits],
+        }
+    single = single_pick(runs[:tuned], targets)
+    on_seeds(single)
+    return {"trials": runs, "tuned": tuned, "picks": picks, "single": {"trial": single, "rule": SINGLE_RULE}}
+
+
+SINGLE_RULE = "most targets reached on the tuning seed, then fewest iterations summed over them"
+
+
+def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, trials=DEFAULT_TRIALS, seeds=DEFAULT_SEEDS,
+             seed=0, dtype=CLI_DTYPE, device="cpu", is_quick=False, progress_factory=None, log=print):  # fmt: skip
+    """The whole race of ``workload``; writes race.json, summary.md and race.png/.svg into ``out``."""
+    check_out(out)
+    for m in methods:
+        if m not in SPACES:
+            raise ValueError(f"no search space for {m!r} in the race: expected any of {', '.join(SPACES)}")
+    if not 1 <= trials <= min(len(SPACES[m]) for m in methods):
+        raise ValueError(f"--trials must be 1 … {min(len(SPACES[m]) for m in methods)}, got {trials}")
+    cfg = replace(workload_config(workload, data_dir, dtype, seed, is_quick), device=device)
+    targets = WORKLOADS[workload].targets
+    data = load_data(cfg)
+    further = [seed + 1 + k for k in range(seeds)]
+    doc = {
+        "workload": workload,
+        "tuning_seed": seed,
+        "seeds": further,
+        "targets": [asdict(t) for t in targets],
+        "targets_chosen": WORKLOADS[workload].chosen,
+        "config": asdict(cfg),
+        "trials_per_method": trials,
+        "search_spaces": {m: SPACES[m][:trials] for m in methods},
+        "machine": machine_info(cfg),
+        "methods": {},
+    }
+    for m in methods:
+        log(f"race {workload}: {m}, {trials} trials on seed {seed}, picks on seeds {further}")
+        doc["methods"][m] = race_method(cfg, m, targets, data, trials, further, progress_factory)
+    doc = jsonable(doc)
+    summary = format_race(doc)
+    fig = race_figure(doc)
+    out = Path(out)
+    write_together(
+        [
+            (out / "race.json", lambda p: p.write_text(json.dumps(doc, indent=1))),
+            (out / "summary.md", lambda p: p.write_text(summary, encoding="utf-8")),
+            (out / "race.png", lambda p: fig.savefig(p, format="png", dpi=130)),
+            (out / "race.svg", lambda p: fig.savefig(p, format="svg")),
+        ]
+    )
+    log(summary)
+    return doc
+
+
+# --- what it writes ------------------------------------------------------------------------
+def _fmt(s: dict, unit: str) -> str:
+    """'45 [40–50]' (median [min–max]); 'not reached' / 'k of n seeds' when seeds missed."""
+    f = (lambda v: f"{v:.3g}") if unit == "s" else (lambda v: f"{v:g}")
+    if s["median"] is None:
+        return "not reached" if s["reached"] == 0 else f"not reached on {s['of'] - s['reached']} of {s['of']} seeds"
+    worst = f(s["max"]) if s["max"] is not None else "not reached"
+    return f"{f(s['median'])} [{f(s['min'])}–{worst}]"
+
+
+def _ratio(rival, ours, more: str) -> str:
+    """'3.2×' when K-FAC needs less (rival / ours), '1.5× more <unit>' when it needs more."""
+    if rival is None or ours is None:
+        return "—"
+    if ours == 0:
+        return "∞"
+    r = rival / ours
+    return f"{r:.1f}×" if r >= 1 else f"{1 / r:.1f}× {more}"
+
+
+def format_race(doc: dict) -> str:
+    """summary.md: the targets and how they were chosen, per target each method's pick with the median
+    [min–max] of iterations and seconds over the seeds, K-FAC against the fastest other method, and
+    the single configuration per method."""
+    methods, names = doc["methods"], [t["name"] for t in doc["targets"]]
+    spaces = ", ".join(f"{m}: {doc['search_spaces'][m]}" for m in methods)
+    lines = [
+        f"# Race: {doc['workload']}",
+        "",
+        f"Targets, fixed in advance: {'; '.join(names)} — {doc['targets_chosen']}.",
+        f"Tuning: {doc['trials_per_method']} trials per method on seed {doc['tuning_seed']} "
+        f"({spaces}); per target the trial that "
+        f"reaches it in the fewest iterations, re-run on seeds {doc['seeds']}: median [min–max].  "
+        f"{doc['config']['dtype']}, batch {doc['config']['batch_size']}, budget "
+        f"{doc['config']['iterations']} iterations; seconds are training time on a "
+        f"{doc['machine'].get('processor', 'CPU')} and noisy on a busy machine.",
+        "",
+        "| target | method | pick | iterations | seconds |",
+        "|---|---|---|---:|---:|",
+    ]
+    for name in names:
+        for m, res in methods.items():
+            p = res["picks"][name]
+            if p["trial"] is None:
+                lines.append(f"| {name} | {m} | none of its trials reached it | — | — |")
+                continue
+            lines.append(
+                f"| {name} | {m} | {_settings_text(p['settings'], doc, m)} | {_fmt(spread(p['iterations']), 'it')} "
+                f"| {_fmt(spread(p['seconds']), 's')} |"
+            )
+    if "kfac" in methods and len(methods) > 1:
+        lines += ["", "K-FAC against the fastest other method per target (ratio of medians):", ""]
+        lines += ["| target | fastest other | fewer iterations | less time |", "|---|---|---:|---:|"]
+        for name in names:
+            k = methods["kfac"]["picks"][name]
+            ours_it = spread(k["iterations"])["median"] if k["trial"] is not None else None
+            ours_s = spread(k["seconds"])["median"] if k["trial"] is not None else None
+            rival = fastest_rival({m: r["picks"] for m, r in methods.items()}, name)
+            if rival is None:
+                lines.append(f"| {name} | no other method reached it | — | — |")
+            else:
+                its, secs = _ratio(rival[1], ours_it, "more iterations"), _ratio(rival[2], ours_s, "more time")
+                lines.append(f"| {name} | {rival[0]} | {its} | {secs} |")
+    lines += [
+        "",
+        f"Iterations (median [min–max] over the seeds) with one configuration per method for every "
+        f"target ({SINGLE_RULE}):",
+        "",
+    ]
+    lines += ["| method | configuration | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+    for m, res in methods.items():
+        i = res["single"]["trial"]
+        runs = [r for r in res["trials"][res["tuned"] :] if r["settings"] == res["trials"][i]["settings"]]
+        cells = [
+            _fmt(spread([h and h[0] for h in (reach(r["records"], _target(doc, n)) for r in runs)]), "it")
+            for n in names
+        ]
+        lines.append(f"| {m} | {_settings_text(res['trials'][i]['settings'], doc, m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _target(doc, name) -> Target:
+    return next(Target(**t) for t in doc["targets"] if t["name"] == name)
+
+
+def _settings_text(settings: dict, doc: dict, method: str) -> str:
+    """The searched hyper-parameters of a pick (the others are compare's)."""
+    keys = doc["search_spaces"][method][0].keys()
+    return ", ".join(f"{k} {settings[k]:g}" for k in keys)
+
+
+def race_figure(doc: dict):
+    """The article's layout: loss and accuracy against iterations and seconds, training solid and
+    validation dashed; per method the median curve of its single configuration over the seeds, with
+    a min–max band."""
+    from matplotlib.figure import Figure
+
+    from .curves import COLORS, LABELS
+
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for m, res in doc["methods"].items():
+        i = res["single"]["trial"]
+        runs = [r for r in res["trials"][res["tuned"] :] if r["settings"] == res["trials"][i]["settings"]]
+        for row, pair in enumerate((("train_loss", "val_loss"), ("train_acc", "val_acc"))):
+            for metric in pair:
+                pts = [
+                    [(r["iteration"], r["seconds"], r[metric]) for r in run["records"] if r.get(metric) is not None]
+                    for run in runs
+                ]
+                n = min(len(p) for p in pts)
+                if n == 0:
+                    continue
+                vals = np.array([[v for _, _, v in p[:n]] for p in pts])  # (seeds, n)
+                its = [p[0] for p in pts[0][:n]]
+                secs = np.median(np.array([[s for _, s, _ in p[:n]] for p in pts]), axis=0)
+                style = "--" if metric.startswith("val") else "-"
+                label = f"{LABELS.get(m, m)} {'validation' if style == '--' else 'training'}"
+                for col, xs in enumerate((its, secs)):
+                    ax = axes[row, col]
+                    ax.plot(xs, np.median(vals, axis=0), style, color=COLORS.get(m), lw=1.4, label=label)
+                    ax.fill_between(xs, vals.min(axis=0), vals.max(axis=0), color=COLORS.get(m), alpha=0.15, lw=0)
+    for row, ylabel in enumerate(("loss", "accuracy")):
+        for col, xlabel in enumerate(("iterations", "seconds (training)")):
+            ax = axes[row, col]
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+            if row == 0:
+                ax.set_yscale("log")
+    for t in doc["targets"]:
+        row = 0 if "loss" in t["metric"] else 1
+        for col in (0, 1):
+            axes[row, col].axhline(t["value"], color="0.5", lw=0.6, ls=":")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(
+        f"race {doc['workload']}: single configuration per method, median and min–max over seeds {doc['seeds']}",
+        fontsize=10,
+    )
+    return fig
+
+
+# --- the sub-command -----------------------------------------------------------------------
+def add_arguments(p) -> None:
+    """``kfac-ref race WORKLOAD``."""
+    p.add_argument("workload", choices=tuple(WORKLOADS), help="data set, network, budget and targets")
+    p.add_argument("--data-dir", help="folder with the workload's data files (all but digits-convnet)")
+    p.add_argument(
+        "--methods",
+        type=arguments.optimizer_list,
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, any of {','.join(SPACES)} (those with a search space)",
+    )
+    p.add_argument(
+        "--trials",
+        type=arguments.positive_int,
+        default=DEFAULT_TRIALS,
+        help="tuning trials per method (the same K for all)",
+    )
+    p.add_argument(
+        "--seeds", type=arguments.positive_int, default=DEFAULT_SEEDS, help="further seeds each pick is re-run on"
+    )
+    arguments.add_machine_arguments(p, CLI_DTYPE)  # --seed: the tuning seed; the further seeds are seed + 1, …
+    p.add_argument("--out", default="results/race", help="output folder")
+    p.add_argument("--quick", action="store_true", help=f"a small budget for tests: {QUICK_BOUNDS}, small widths")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    methods = args.methods
+    with arguments.blas_threads(args):
+        run_race(
+            args.workload,
+            args.out,
+            data_dir=args.data_dir,
+            methods=methods,
+            trials=args.trials,
+            seeds=args.seeds,
+            seed=args.seed,
+            dtype=args.dtype,
+            device=args.device,
+            is_quick=args.quick,
+            progress_factory=arguments.progress_bars(args),
+            log=arguments.logger(args),
+        )
+    return 0
