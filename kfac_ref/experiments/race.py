@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import write_together
+from ..io import check_output_dir, write_together
 from ..params import get_flat_params
 from . import arguments
 from .compare import (
     CLI_DTYPE,
     CompareConfig,
     build_model,
-    check_out,
     jsonable,
     load_data,
     machine_info,
@@ -272,7 +271,7 @@ SINGLE_RULE = "most targets reached on the tuning seed, then fewest iterations s
 def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, trials=DEFAULT_TRIALS, seeds=DEFAULT_SEEDS,
              seed=0, dtype=CLI_DTYPE, device="cpu", is_quick=False, progress_factory=None, log=print):  # fmt: skip
     """The whole race of ``workload``; writes race.json, summary.md and race.png/.svg into ``out``."""
-    check_out(out)
+    check_output_dir(out)
     for m in methods:
         if m not in SPACES:
             raise ValueError(f"no search space for {m!r} in the race: expected any of {', '.join(SPACES)}")
