@@ -10,7 +10,7 @@ With d = ∇h(θ) (+ η_wd θ, the L2 form of weight decay) at iteration t = 1, 
 
 Adam's v is a moving average of the squared mini-batch gradient — a diagonal estimate of
 E[∇h²], close to (but not) the diagonal of the empirical Fisher of docs/math.md §3, and
-the step divides by its *square root*: it is not a natural-gradient step (docs/math.md §2a).
+the step divides by its *square root*: it is not a natural-gradient step (docs/math.md §13).
 """
 
 from __future__ import annotations
