@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .audit import commands as audit_commands
 from .experiments.compare import DEFAULT_SETTINGS, ITERATION_CAPS, CompareConfig, load_data, run_compare
 from .fisher.seeds import KINDS
 from .optim import OPTIMIZERS
@@ -589,6 +590,16 @@ COMMANDS = {
         _add_fisher_plot_arguments,
         _run_fisher_plot,
         show_defaults=False,
+    ),
+    "reference": Command(
+        "a reference bundle (network, batch, K-FAC quantities in float64) to check another K-FAC against",
+        audit_commands.add_reference_arguments,
+        audit_commands.run_reference,
+    ),
+    "audit": Command(
+        "compare your K-FAC arrays with a reference bundle and name the classic mistakes",
+        audit_commands.add_audit_arguments,
+        audit_commands.run_audit,
     ),
 }
 
