@@ -46,6 +46,7 @@ RANKS = {
     "train": 6,
     "checkpoint": 7,  # validates a file against a Trainer before applying it
     "experiments": 7,
+    "audit": 7,  # reference bundles and the audit of another K-FAC: uses fisher, grads, models, data; used by cli
     "distributed": 8,  # the comparison on MPI ranks: uses experiments.compare, is used by cli
     "cli": 9,
     "__main__": 10,
