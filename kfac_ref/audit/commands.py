@@ -7,15 +7,12 @@ kfac-ref audit DIR THEIRS.npz [--json FILE] [--rtol R]     exit 0: every key agr
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..fisher.seeds import KINDS
+from ..io import write_json
 from .reference import DEFAULT_DAMPING, DEFAULT_MAX_DENSE, build_bundle, write_bundle
 
 DEFAULT_BATCH = 32  # small enough that the dense (P, P) Fisher of every kind takes about a second
@@ -125,10 +122,5 @@ def run_audit(args, argv=None) -> int:
     results, doc, _ = run(args.bundle, args.theirs, args.rtol)
     print(format_results(results))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, ensure_ascii=False)
-        os.replace(tmp, path)
+        write_json(args.json, doc, indent=1, ensure_ascii=False)
     return 0 if all(r.status == "ok" for r in results) else 1

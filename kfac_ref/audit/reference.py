@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import fisher, nn
 from ..grads import loss_and_grad
+from ..io import write_together
 from ..params import wbar_to_flat
 from .spec import layers_to_spec, load_state_dict, param_layer_names, spec_to_model, state_dict
 
@@ -213,26 +212,20 @@ def build_bundle(
     return spec, arrays
 
 
-def write_bundle(out, spec: dict, arrays: dict) -> tuple[Path, Path]:
-    """Write ``out/spec.json`` and ``out/bundle.npz`` (uncompressed), each atomically."""
+def write_bundle(out, spec: dict, arrays: dict) -> list[Path]:
+    """Write ``out/spec.json`` and ``out/bundle.npz`` (uncompressed, no pickles), both or neither."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = out / "spec.json", out / "bundle.npz"
-    for path, write in (
-        (paths[1], lambda f: np.savez(f, **arrays)),
-        (paths[0], lambda f: f.write(json.dumps(spec, indent=1, ensure_ascii=False).encode())),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return paths
+    text = json.dumps(spec, indent=1, ensure_ascii=False)  # encoded before any file is made
+
+    def write_npz(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return write_together(
+        [(out / "spec.json", lambda tmp: tmp.write_text(text, encoding="utf-8")), (out / "bundle.npz", write_npz)]
+    )
 
 
 def model_from_bundle(spec: dict, arrays) -> nn.Sequential:
