@@ -94,3 +94,33 @@ def test_float32_pytorch_mistake_is_still_named(example, bundles):
     theirs = example.theirs(bundles["convnet"], "no-pi", torch.float32)
     (r,) = [r for r in audit_arrays(Reference(bundles["convnet"]), theirs) if r.status == "mismatch"]
     assert r.key == "kfac_step" and r.diagnoses == ["pi-omitted"]
+
+
+def test_pytorch_weights_move_in_and_out_as_the_guide_says():
+    """docs/pytorch-weights.md: parameters_to_vector is θ; state_dict names and layouts are kfac_ref's."""
+    from kfac_ref.audit import layers_to_spec, load_state_dict, state_dict
+    from kfac_ref.params import get_flat_params, set_flat_params
+
+    torch.manual_seed(0)
+    model = models.convnet((1, 6, 6), (2, 3), 5, 4, seed=2)
+    layers = layers_to_spec(model)
+    torch_model = torch.nn.Sequential(*(getattr(torch.nn, d.pop("type"))(**d) for d in layers)).double()
+    assert list(torch_model.state_dict()) == list(state_dict(model))
+    x = np.random.default_rng(0).standard_normal((3, 1, 6, 6))
+    # in: one call, no transposing
+    set_flat_params(model, torch.nn.utils.parameters_to_vector(torch_model.parameters()).detach().numpy())
+    np.testing.assert_allclose(model(x), torch_model(torch.from_numpy(x)).detach().numpy(), rtol=1e-12, atol=1e-14)
+    load_state_dict(model, {k: v.numpy() for k, v in torch_model.state_dict().items()})
+    np.testing.assert_allclose(model(x), torch_model(torch.from_numpy(x)).detach().numpy(), rtol=1e-12, atol=1e-14)
+    # out: kfac_ref's θ into a fresh PyTorch model
+    other = models.convnet((1, 6, 6), (2, 3), 5, 4, seed=7)
+    torch.nn.utils.vector_to_parameters(torch.from_numpy(get_flat_params(other)), torch_model.parameters())
+    np.testing.assert_allclose(other(x), torch_model(torch.from_numpy(x)).detach().numpy(), rtol=1e-12, atol=1e-14)
+    # a gradient from backward() is in θ's order
+    from kfac_ref.grads import batch_grad
+
+    y = np.array([0, 3, 1])
+    torch_model.zero_grad()
+    torch.nn.functional.cross_entropy(torch_model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+    g = torch.nn.utils.parameters_to_vector(p.grad for p in torch_model.parameters()).numpy()
+    np.testing.assert_allclose(batch_grad(other, nn.CrossEntropyLoss(), x, y), g, rtol=1e-10, atol=1e-13)
