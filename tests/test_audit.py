@@ -253,3 +253,23 @@ def test_fisher_kind_names_which(tmp_path_factory):
     (r,) = audit_arrays(ref, {"G/2": ref.arrays["kinds/exact/G/2"]})
     assert r.diagnoses == ["fisher-kind"]
     assert "exact Fisher where the Monte-Carlo" in r.notes[0]
+
+
+def test_strided_convolution_factor_off_by_stride_squared(tmp_path):
+    """Any Sequential from Python; a factor scaled by stride² (not T) is the location scaling gone wrong."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3), seed=0)
+    rng = np.random.default_rng(0)
+    spec, arrays = build_bundle(model, nn.CrossEntropyLoss(), rng.standard_normal((N, 1, 6, 6)), rng.integers(0, 3, N))
+    assert spec["parameters"][0]["locations"] == 9 and spec["layers"][0]["stride"] == 2
+    write_bundle(tmp_path, spec, arrays)
+    ref = Reference(tmp_path)
+    results = audit_arrays(ref, {"G/0": arrays["G/0"] * 4, "A/0": arrays["A/0"] / 9})
+    assert [r.diagnoses for r in results] == [["conv-locations"], ["conv-locations"]]
+    assert "stride²" in results[0].notes[0]
+
+
+def test_mse_gradient_without_the_half_doubles_the_step(tmp_path_factory):
+    """∇h of ‖f − y‖² is twice ∇h of ½‖f − y‖²; the step is linear in ∇h, so it doubles too."""
+    ref = bundle(tmp_path_factory, "convnet", "mse")
+    results = audit_arrays(ref, {"kfac_step": 2 * ref.arrays["kfac_step"], "loss": 2 * ref.arrays["loss"]})
+    assert [r.diagnoses for r in results] == [["mse-half"], ["mse-half"]]

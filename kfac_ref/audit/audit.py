@@ -226,6 +226,9 @@ class Reference:
     def locations(self, name: str) -> int:
         return int(self.param(name)["locations"])
 
+    def stride(self, name: str) -> int:
+        return int(self.spec["layers"][int(name)].get("stride", 1))
+
     @property
     def mse(self) -> bool:
         return self.loss_type == "SquaredErrorLoss"
@@ -293,7 +296,11 @@ def _scales(ref: Reference, family: str, name: str | None) -> list[tuple[float, 
             named.append(("mse-half", [(2.0, "× 2"), (0.5, "÷ 2")]))
     if family in ("A", "G", "KFAC") and name is not None and ref.locations(name) > 1:
         t = ref.locations(name)
-        named.append(("conv-locations", [(1 / t, "÷ T"), (t, "× T"), (1 / t**2, "÷ T²"), (t**2, "× T²")]))
+        facs = [(1 / t, "÷ T"), (t, "× T"), (1 / t**2, "÷ T²"), (t**2, "× T²")]
+        s2 = ref.stride(name) ** 2
+        if s2 > 1:  # a strided convolution's factor scaled by stride² instead of its locations
+            facs += [(1 / s2, f"÷ stride² = {s2}"), (s2, f"× stride² = {s2}")]
+        named.append(("conv-locations", facs))
     where = {"loss-mean-scale": f"N = {n}", "conv-locations": f"T = {ref.locations(name) if name else 1}"}
     named = [
         (code, [(f, f"{note} ({where[code]})" if code in where else note) for f, note in facs]) for code, facs in named
@@ -528,7 +535,7 @@ def _step_candidates(ref: Reference, key: str) -> list[Candidate]:
     if ref.mse:
         mods += [
             (("mse-half",), f"no ½: G × {c:g}, ∇h × {gs:g}", c, gs, None, None, False)
-            for c, gs in ((2, 2), (4, 2), (0.5, 0.5), (0.25, 0.5))
+            for c, gs in ((2, 2), (4, 2), (1, 2), (0.5, 0.5), (0.25, 0.5), (1, 0.5))
         ]
     if which == "kfac_step":
         conv = [nm for nm in ref.names if ref.locations(nm) > 1]

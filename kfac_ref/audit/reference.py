@@ -67,7 +67,9 @@ CONVENTIONS = {
     "does). For Conv2d (Ω) this is a SUM over the T output locations.",
     "G": "G/<l> = (1/(N T)) Σ_n Σ_s Σ_t g_{s,n,t} g_{s,n,t}ᵀ with g = ∂ℓ_n/∂s at per-sample scale (the gradient of "
     "one sample's loss ℓ_n, not of the batch-mean loss h). For Conv2d (Γ) this is a MEAN over the T locations. "
-    "T = 1 for Linear. KFC location split: Ω sums, Γ averages (docs/math.md §5).",
+    "T = 1 for Linear. KFC location split: Ω sums, Γ averages (docs/math.md §5). For the squared error, ℓ = ½‖f − y‖² "
+    "WITH the ½: the output gradient is f − y and Λ = I (without the ½, G doubles for the exact kind and "
+    "quadruples for the mc and empirical kinds).",
     "seeds": "exact: the C columns of S_n, S_n S_nᵀ = Λ_n (Λ = diag(p) − p pᵀ for cross-entropy, I for the squared "
     "error with the ½); mc: the gradient of ℓ(f_n, y_mc_n) (one draw per sample, M = 1); empirical: the gradient "
     "of ℓ(f_n, y_n) (docs/math.md §3).",
