@@ -2,7 +2,7 @@
 
 ``build_bundle(model, loss_fn, x, y, kind, damping)`` returns the spec (a JSON-able dict, see
 :mod:`.spec` for the layers) and the arrays; :func:`write_bundle` writes ``spec.json`` and
-``bundle.npz``.  Keys (``<l>`` is a Linear/Conv2d layer's index in the Sequential, as in ``state_dict``):
+``bundle.npz``.  Keys (``<l>`` is a Linear/Conv2d layer's index in the Sequential, as in ``state_dict``)::
 
     <l>.weight, <l>.bias      PyTorch's names and layouts
     x, y, y_mc                the batch and the Monte-Carlo targets drawn (one per sample, M = 1)

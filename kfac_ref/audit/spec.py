@@ -1,4 +1,4 @@
-"""A network as a list of layers named and parameterised as PyTorch's constructors name them.
+"""A network as a list of layers named and parameterised as PyTorch's constructors name them::
 
     [{"type": "Conv2d", "in_channels": 1, "out_channels": 8, "kernel_size": 3, "stride": 1, "padding": 1,
       "bias": true}, {"type": "ReLU"}, {"type": "MaxPool2d", "kernel_size": 2, "stride": 2, "padding": 0},
