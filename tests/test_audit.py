@@ -273,3 +273,19 @@ def test_mse_gradient_without_the_half_doubles_the_step(tmp_path_factory):
     ref = bundle(tmp_path_factory, "convnet", "mse")
     results = audit_arrays(ref, {"kfac_step": 2 * ref.arrays["kfac_step"], "loss": 2 * ref.arrays["loss"]})
     assert [r.diagnoses for r in results] == [["mse-half"], ["mse-half"]]
+
+
+def test_two_mistakes_in_one_file_and_in_one_factor(tmp_path_factory):
+    ref = bundle(tmp_path_factory, "convnet")
+    b = ref.arrays
+    t = ref.locations("0")
+    theirs = {
+        "A/0": b["A/0"][:-1, :-1] / t,  # no homogeneous coordinate and averaged over locations: one array, two codes
+        "A/3": b["A/3"][:-1, :-1],  # the homogeneous coordinate missing ...
+        "G/3": b["kinds/mc/G/3"],  # ... and, in another key, the Monte-Carlo Fisher
+    }
+    results = {r.key: r for r in audit_arrays(ref, theirs)}
+    assert results["A/0"].diagnoses == ["bias-coordinate", "conv-locations"]
+    assert results["A/3"].diagnoses == ["bias-coordinate"]
+    assert results["G/3"].diagnoses == ["fisher-kind"]
+    assert "Monte-Carlo" in results["G/3"].notes[0]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..params import wbar_order
 from .reference import KINDS, loss_from_spec, model_from_bundle
 
 #: code: (what the mistake is, where docs/math.md states what is right)
@@ -274,8 +275,6 @@ def _global_layout_perms(ref: Reference) -> list[tuple[str, np.ndarray]]:
 
 def _theta_block(layer, block_wbar) -> np.ndarray:
     """A block in row-major vec(W̄) order permuted into the layer's θ order."""
-    from ..params import wbar_order
-
     perm = wbar_order(layer)
     out = np.empty_like(block_wbar)
     out[perm[:, None], perm[None, :]] = block_wbar
@@ -633,7 +632,7 @@ def _matches(c: Candidate, theirs: np.ndarray, ref: Reference, tol: float) -> li
     return out
 
 
-def audit_arrays(ref: Reference, theirs: dict, rtol: float | None = None) -> list[Result]:
+def audit_arrays(ref: Reference, theirs: dict, rtol: float | None = None, source: str = "THEIRS") -> list[Result]:
     """One :class:`Result` per key of ``theirs`` (every key must be one the bundle defines)."""
     unknown = [k for k in theirs if not ref.has(k)]
     if unknown:
@@ -641,7 +640,7 @@ def audit_arrays(ref: Reference, theirs: dict, rtol: float | None = None) -> lis
         near = difflib.get_close_matches(k, ref.keys(), n=3)
         hint = f" (did you mean {', '.join(near)}?)" if near else ""
         raise AuditInputError(
-            f"THEIRS: key {k!r} is not a key of the bundle{hint}; keys are named as in spec.json 'keys' "
+            f"{source}: key {k!r} is not a key of the bundle{hint}; keys are named as in spec.json 'keys' "
             f"(layer names: {', '.join(ref.names)})"
         )
     results = []
@@ -724,5 +723,5 @@ def run(bundle_path, theirs_path, rtol: float | None = None) -> tuple[list[Resul
     if not theirs:
         raise AuditInputError(f"THEIRS {theirs_path}: holds no arrays")
     ref = Reference(bundle_path)
-    results = audit_arrays(ref, theirs, rtol)
+    results = audit_arrays(ref, theirs, rtol, f"THEIRS {theirs_path}")
     return results, report(results, ref, bundle_path, theirs_path), ref
