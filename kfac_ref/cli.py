@@ -5,6 +5,8 @@
     kfac-ref batch-sweep ...  iterations and seconds to a target against the batch size, each method tuned
     kfac-ref sizes ...        Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)
     kfac-ref fisher-plot ...  the exact Fisher, its approximations and their inverses as heatmaps
+    kfac-ref reference ...    a reference bundle: a network, a batch and every K-FAC quantity in float64
+    kfac-ref audit ...        compare your K-FAC's arrays with a bundle; name the classic mistakes
 
 Every sub-command is one entry of ``COMMANDS``: its help line, the function that adds its
 arguments to its own parser, and the function that runs it.
