@@ -7,6 +7,8 @@
     kfac-ref sizes ...        Fisher-block vs Kronecker-factor sizes (the article's AlexNet figure)
     kfac-ref fisher-plot ...  the exact Fisher, its approximations and their inverses as heatmaps
     kfac-ref download ...     a dataset's files (Fashion-MNIST, MNIST, CIFAR-10), sizes and checksums checked
+    kfac-ref reference ...    a reference bundle: a network, a batch and every K-FAC quantity in float64
+    kfac-ref audit ...        compare your K-FAC's arrays with a bundle; name the classic mistakes
 
 Every sub-command is one entry of ``COMMANDS``: its help line and the module that owns it,
 whose ``add_arguments(parser)`` builds its own parser and whose ``run(args)`` runs it
@@ -67,6 +69,18 @@ COMMANDS = {
         "data.downloads",
         "add_download_arguments",
         "run_download",
+    ),
+    "reference": Command(
+        "a reference bundle (network, batch, K-FAC quantities in float64) to check another K-FAC against",
+        "audit.commands",
+        "add_reference_arguments",
+        "run_reference",
+    ),
+    "audit": Command(
+        "compare your K-FAC arrays with a reference bundle and name the classic mistakes",
+        "audit.commands",
+        "add_audit_arguments",
+        "run_audit",
     ),
 }
 

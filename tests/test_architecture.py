@@ -48,6 +48,7 @@ RANKS = {
     "checkpoint": 7,  # validates a file against a Trainer before applying it
     "distributed": 6,  # MPI transport and data-parallel optimizers: beside optim, used by experiments
     "experiments": 7,
+    "audit": 7,  # reference bundles and the audit of another K-FAC: uses fisher, grads, models, data; used by cli
     "cli": 9,
     "__main__": 10,
 }

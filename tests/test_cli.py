@@ -179,7 +179,9 @@ def test_module_entry_point_and_help():
         assert flag in res.stdout
 
 
-@pytest.mark.parametrize("name", ["compare", "demo", "batch-sweep", "race", "sizes", "fisher-plot", "download"])
+@pytest.mark.parametrize(
+    "name", ["compare", "demo", "batch-sweep", "race", "sizes", "fisher-plot", "download", "reference", "audit"]
+)
 def test_every_sub_command_owns_its_parser_and_help(name, capsys):
     from kfac_ref.cli import COMMANDS
 
@@ -188,7 +190,17 @@ def test_every_sub_command_owns_its_parser_and_help(name, capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith(f"usage: kfac-ref {name}") and COMMANDS[name].help.split()[0] in text
-    assert set(COMMANDS) == {"compare", "demo", "batch-sweep", "race", "sizes", "fisher-plot", "download"}
+    assert set(COMMANDS) == {
+        "compare",
+        "demo",
+        "batch-sweep",
+        "race",
+        "sizes",
+        "fisher-plot",
+        "download",
+        "reference",
+        "audit",
+    }
 
 
 def test_sizes_errors_come_from_its_own_parser(capsys):
