@@ -50,13 +50,12 @@ import numpy as np
 
 from .. import fisher, models, nn
 from ..backend import to_numpy
-from ..fisher.inverses import DAMPING_MODES, kfac_damped, kfac_inverse
-from ..fisher.inverses import blockwise_inverse as _blockwise_inverse  # (notebook 08 uses the old name)
+from ..fisher.inverses import blockwise_inverse, kfac_damped, kfac_inverse
+from ..fisher.kron import DAMPING_MODES
 from ..grads import batch_grad
 from ..io import figure_writer, write_together
 from ..params import layer_slices
 from ..validate import check_damping
-from .sizes import format_storage_and_cost, storage_and_cost  # noqa: F401  (re-exported for notebook 03)
 
 ARCHS = ("tiny", "mlp", "convnet")
 #: each panel's colour range: ± this percentile of the absolute entries (larger ones saturate)
@@ -233,7 +232,7 @@ def fisher_matrices(
     f_kfac = fisher.factors_to_dense(model, factors)  # (P, P)  step 2
     slices = layer_slices(model)
     f_inv = np.linalg.inv(f + lam * np.eye(f.shape[0]))  # the one P × P inverse
-    bd_inv = _blockwise_inverse(model, f_bd, lam)  # (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹
+    bd_inv = blockwise_inverse(model, f_bd, lam)  # (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹
     k_damped = kfac_damped(model, factors, lam, damping_mode)
     k_inv = kfac_inverse(model, factors, lam, damping_mode)  # step 3, from the factors
 
@@ -262,7 +261,7 @@ def fisher_matrices(
         "kfac_vs_block_diagonal": fisher.layer_errors(model, f_kfac, f_bd),
         "block_diagonal_inv": fisher.layer_errors(model, bd_inv, f_inv),
         "kfac_inv": fisher.layer_errors(model, k_inv, f_inv),
-        "kron_identity": fisher.rel_frobenius_error(k_inv, _blockwise_inverse(model, k_damped, 0.0)),
+        "kron_identity": fisher.rel_frobenius_error(k_inv, blockwise_inverse(model, k_damped, 0.0)),
         "ekfac": fisher.layer_errors(model, f_ekfac, f),
         "ekfac_inv": fisher.layer_errors(model, ek_inv, f_inv),
         "angles": {
