@@ -49,6 +49,7 @@ DEFAULT_SETTINGS = {
     "sgd": {"lr": 0.03, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
     "ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "solver": "dense", "kl_clip": 0.1},
     "block-ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "kl_clip": 0.1},
+    "diag-ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "kl_clip": 0.1},
     # K-FAC with its amortisations named: Monte-Carlo factors from the whole batch every T_cov = 10
     # steps, inverses every T_inv = 10 steps (kfac-pytorch's factor/inverse periods); in between a
     # step costs what an SGD step costs plus two small products per layer.  The step length is
