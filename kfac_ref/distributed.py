@@ -15,7 +15,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .fisher.kron import inverse_shapes
-from .mpi import Communicator, launched_by_mpi, shard, shard_mean, world
+from .mpi import LABELS, Communicator, launched_by_mpi, shard, shard_mean, world
 from .optim.distributed import (
     DISTRIBUTED,
     DataParallel,
@@ -105,6 +105,7 @@ def payload_entries(model, batch: int, kind: str = "mc", damping_mode: str = "fa
 
 __all__ = [
     "DISTRIBUTED",
+    "LABELS",
     "Communicator",
     "DataParallel",
     "DistributedKFAC",

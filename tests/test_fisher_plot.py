@@ -134,9 +134,9 @@ def test_storage_and_cost_of_alexnet_matches_the_sizes_table():
 
 def test_the_figure_uses_the_one_inverse_helpers_and_keeps_no_aliases():
     # they live in fisher.inverses and experiments.sizes; the figure imports them under their own names
-    assert fisher_plot.kfac_inverse is fisher.kfac_inverse and fisher_plot.kfac_damped is fisher.kfac_damped
-    assert fisher_plot.blockwise_inverse is fisher.blockwise_inverse
-    assert not hasattr(fisher_plot, "_blockwise_inverse") and not hasattr(fisher_plot, "format_storage_and_cost")
+    assert fisher_plot.kfac_damped is fisher.kfac_damped and fisher_plot.blockwise_inverse is fisher.blockwise_inverse
+    for alias in ("_blockwise_inverse", "kfac_inverse", "format_storage_and_cost", "storage_and_cost"):
+        assert not hasattr(fisher_plot, alias), alias
     assert "| K-FAC factors | Σ (d_in² + d_out²) = " in sizes.format_storage_and_cost(sizes.layer_sizes("alexnet"), "A")
 
 
