@@ -103,7 +103,14 @@ def single_run(tmp_path_factory, opt, model):
 
 
 # ---- the test that matters: any R gives the single-process run --------------------------
-CASES = [("sgd", "mlp"), ("kfac", "mlp"), ("kfac-rescale", "mlp"), ("kfac-exact", "mlp"), ("kfac", "convnet")]
+CASES = [
+    ("sgd", "mlp"),
+    ("kfac", "mlp"),
+    ("kfac-rescale", "mlp"),
+    ("kfac-exact", "mlp"),
+    ("kfac", "convnet"),
+    ("kfac-tridiag", "mlp"),  # data-parallel statistics of a structure with cross-layer factors
+]
 
 
 @needs_mpi
