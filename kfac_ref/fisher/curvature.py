@@ -161,11 +161,12 @@ class Curvature:
         other = copy.copy(self)
         other.refresh(damping)
         p = self.model.num_params
-        xp = get_xp(self.to_dense_dtype_like())
-        eye = xp.eye(p, dtype=self.to_dense_dtype_like().dtype)
+        like = self._array_like()
+        xp = get_xp(like)
+        eye = xp.eye(p, dtype=like.dtype)
         return xp.stack([other.apply_flat(e) for e in eye], axis=1)
 
-    def to_dense_dtype_like(self):
+    def _array_like(self):
         """An array of the structure's backend and dtype (the first averaged statistic's)."""
         first = getattr(self, self.averaged[0])
         while isinstance(first, (list, tuple)):

@@ -130,7 +130,7 @@ class Dense(Curvature):
             return dense_from_stats(*self.batch)
         return self.fisher
 
-    def to_dense_dtype_like(self):
+    def _array_like(self):
         return self.to_dense()
 
     def memory(self):
