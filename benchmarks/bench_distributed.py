@@ -10,7 +10,7 @@ factor and inverse at every step (T_cov = T_inv = 1: the worst case for communic
 Per step, on rank 0: compute (forward, backward, factors, the step), gradient all-reduce,
 statistics all-reduce (with the all-gather of the outputs for the Monte-Carlo targets),
 inversion (this rank's layers only), inverse sharing (the all-gather), and the payload in bytes
-this rank puts into the collectives, measured by :class:`kfac_ref.distributed.Communicator`, next
+this rank puts into the collectives, measured by :class:`kfac_ref.mpi.Communicator`, next
 to the analytic count of :func:`kfac_ref.experiments.sizes.payload_entries` (all-reduce: per rank; all-gathers:
 summed over ranks).  On a 2-core machine R = 4 oversubscribes the cores: read the ratios, not the times.
 """
@@ -45,8 +45,9 @@ def build(name, batch):
 def worker(args) -> int:
     """One measurement under mpiexec: rank 0 prints a JSON line."""
     from kfac_ref import nn
-    from kfac_ref.distributed import LABELS, DistributedKFAC, world
     from kfac_ref.experiments.sizes import payload_entries
+    from kfac_ref.mpi import LABELS, world
+    from kfac_ref.optim.distributed import DistributedKFAC
 
     comm = world()
     model, x, y = build(args.model, args.batch)

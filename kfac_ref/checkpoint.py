@@ -163,6 +163,7 @@ def _expected_shapes(model) -> dict:
         "fisher": (p, p),
         "blocks": [(lay.num_params, lay.num_params) for lay in layers],
         "factors": [[(lay.a_dim, lay.a_dim), (lay.g_dim, lay.g_dim)] for lay in layers],
+        "diagonal": [(lay.g_dim, lay.a_dim) for lay in layers],
     }
 
 

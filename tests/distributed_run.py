@@ -46,7 +46,9 @@ SETTINGS = {
         "stats_fraction": 0.5,
     },
     "kfac-exact": {"lr": 0.1, "damping": 0.1, "kind": "exact", "damping_mode": "exact", "model_fraction": 0.5},
+    "kfac-tridiag": {"lr": 0.1, "damping": 0.3, "kind": "mc", "T_inv": 2, "ema_decay": 0.9},
 }
+NAMES = {"kfac-tridiag": "kfac-tridiag"}  # a setting's optimizer, where it is not the name's first word
 
 
 def main(argv=None) -> int:
@@ -64,10 +66,11 @@ def main(argv=None) -> int:
         model = models.mlp(64, hidden=(24, 16), seed=0)
     else:
         model = models.convnet(channels=(4, 8), hidden=16, seed=0)
-    name = a.opt.split("-")[0]
+    name = NAMES.get(a.opt, a.opt.split("-")[0])
     rank = 0
     if a.distributed:
-        from kfac_ref.distributed import distributed_optimizer, world
+        from kfac_ref.mpi import world
+        from kfac_ref.optim.distributed import distributed_optimizer
 
         comm = world()
         rank = comm.rank

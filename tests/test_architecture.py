@@ -32,6 +32,7 @@ RANKS = {
     "errors": 0,  # the one "the run diverged" exception: imported by nn, optim, train
     "io": 0,  # atomic file writing: checkpoint, data downloads, every figure and table
     "validate": 0,  # the shared argument checks and the one RNG rule: imported by nn, data, fisher, optim, …
+    "mpi": 1,  # the MPI transport (collectives, batch shards): imported by optim.distributed
     "linalg": 1,
     "nn": 1,
     "data": 1,
@@ -46,7 +47,6 @@ RANKS = {
     "train": 6,
     "settings": 6,  # settings files {optimizer: {hyper-parameter: value}}: checks optimizer names; used by cli
     "checkpoint": 7,  # validates a file against a Trainer before applying it
-    "distributed": 6,  # MPI transport and data-parallel optimizers: beside optim, used by experiments
     "experiments": 7,
     "audit": 7,  # reference bundles and the audit of another K-FAC: uses fisher, grads, models, data; used by cli
     "cli": 9,
@@ -148,7 +148,7 @@ def test_no_import_cycles(graph):
 
 def test_the_import_reader_sees_the_known_edges(graph):
     assert "kfac_ref.backprop" in graph["kfac_ref.grads"]  # from .backprop import ...
-    assert "kfac_ref.fisher.solve" in graph["kfac_ref.optim.ngd"]  # from ..fisher.solve import ...
+    assert "kfac_ref.fisher.vectors" in graph["kfac_ref.optim.preconditioned"]  # from ..fisher.vectors import ...
     assert "kfac_ref.nn" in graph["kfac_ref.models"]  # from . import nn
     assert "kfac_ref.grads" in graph["kfac_ref.fisher.metrics"]  # an import inside a function
 

@@ -10,8 +10,8 @@ from kfac_ref import fisher, models, nn, optim
 from kfac_ref.data import Dataset
 from kfac_ref.data.synthetic import make_classification
 from kfac_ref.errors import NonFiniteError
-from kfac_ref.optim.base import check_flag, check_number
 from kfac_ref.train import fit
+from kfac_ref.validate import check_flag, check_number
 from tests.helpers import tiny_mlp
 
 CE, SE = nn.CrossEntropyLoss(), nn.SquaredErrorLoss()

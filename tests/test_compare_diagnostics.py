@@ -75,8 +75,8 @@ def test_recorded_angle_equals_a_dense_recomputation_at_theta_before_the_step(na
                 x.copy(),
                 y.copy(),
                 theta.copy(),
-                copy.deepcopy(getattr(opt, "factors", None)),
-                getattr(opt, "inverse_damping", None),
+                copy.deepcopy(getattr(opt.curvature, "factors", None)),
+                opt.direction_damping,
             )
         )
         return real(opt, x, y, theta=theta, **kw)

@@ -18,18 +18,10 @@ import pytest
 
 from kfac_ref import models, nn
 from kfac_ref.backend import get_xp, to_numpy
-from kfac_ref.distributed import (
-    Communicator,
-    DistributedKFAC,
-    DistributedSGD,
-    distributed_optimizer,
-    owners,
-    shard,
-    shard_mean,
-    world,
-)
 from kfac_ref.experiments.sizes import payload_entries
+from kfac_ref.mpi import Communicator, shard, shard_mean, world
 from kfac_ref.optim import KFAC, SGD
+from kfac_ref.optim.distributed import DistributedKFAC, DistributedSGD, distributed_optimizer, owners
 from kfac_ref.params import get_flat_params
 from tests.helpers import classification_batch
 
@@ -103,7 +95,14 @@ def single_run(tmp_path_factory, opt, model):
 
 
 # ---- the test that matters: any R gives the single-process run --------------------------
-CASES = [("sgd", "mlp"), ("kfac", "mlp"), ("kfac-rescale", "mlp"), ("kfac-exact", "mlp"), ("kfac", "convnet")]
+CASES = [
+    ("sgd", "mlp"),
+    ("kfac", "mlp"),
+    ("kfac-rescale", "mlp"),
+    ("kfac-exact", "mlp"),
+    ("kfac", "convnet"),
+    ("kfac-tridiag", "mlp"),  # data-parallel statistics of a structure with cross-layer factors
+]
 
 
 @needs_mpi

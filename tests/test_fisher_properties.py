@@ -228,7 +228,7 @@ def test_bad_fisher_arguments_give_clear_errors(rng):
         fisher.dense(model, loss, x, y, "true")
     with pytest.raises(ValueError, match="mc_samples must be an integer ≥ 1, got 0"):
         fisher.kfac_factors(model, loss, x, y, "mc", rng=np.random.default_rng(0), mc_samples=0)
-    with pytest.raises(ValueError, match="needs an explicit rng"):
+    with pytest.raises(TypeError, match="needs an explicit rng"):
         fisher.dense(model, loss, x, y, "mc")
     with pytest.raises(MemoryError, match=r"P = 51 parameters needs 20\.3 KiB.*K-FAC.*Woodbury"):
         fisher.dense(model, loss, x, y, "exact", max_bytes=1000)

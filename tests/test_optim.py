@@ -149,16 +149,16 @@ def test_factored_inverses_take_the_adapted_damping_at_their_next_refresh(rng):
         stats_fraction=1.0,
     )
     opt.step(x, y)  # refresh with λ = 0.5, then LM changes λ
-    assert opt.inverse_damping == 0.5 and opt.damping != 0.5
+    assert opt.curvature.damping == 0.5 and opt.damping != 0.5
     opt.step(x, y)  # no refresh at step 2
-    assert opt.inverse_damping == 0.5
+    assert opt.curvature.damping == 0.5
     lam = opt.damping
     opt.step(x, y)  # step 3 refreshes with the current λ
-    assert opt.inverse_damping == lam
-    a, gg = opt.factors[0]
+    assert opt.curvature.damping == lam
+    a, gg = opt.curvature.factors[0]
     ad, gd = fisher.factored_damping(a, gg, lam)
-    np.testing.assert_allclose(opt.inverses[0].a_inv, np.linalg.inv(ad), rtol=1e-8)
-    np.testing.assert_allclose(opt.inverses[0].g_inv, np.linalg.inv(gd), rtol=1e-8)
+    np.testing.assert_allclose(opt.curvature.inverses[0].a_inv, np.linalg.inv(ad), rtol=1e-8)
+    np.testing.assert_allclose(opt.curvature.inverses[0].g_inv, np.linalg.inv(gd), rtol=1e-8)
 
 
 def test_lm_rule_moves_damping_the_right_way():
@@ -205,11 +205,11 @@ def test_kfac_moving_average_schedule(rng):
     opt = optim.KFAC(model, loss, lr=1e-12, momentum=0.0, damping=1.0, kind="exact", stats_fraction=1.0)
     opt.step(x1, y1)
     f1 = fisher.kfac_factors(model, loss, x1, y1, "exact")
-    for (a, g), (ar, gr) in zip(opt.factors, f1):
+    for (a, g), (ar, gr) in zip(opt.curvature.factors, f1):
         assert rel_error(a, ar) <= 1e-10 and rel_error(g, gr) <= 1e-10
     f2 = fisher.kfac_factors(model, loss, x2, y2, "exact")
     opt.step(x2, y2)
-    for (a, g), (a1, g1), (a2, g2) in zip(opt.factors, f1, f2):
+    for (a, g), (a1, g1), (a2, g2) in zip(opt.curvature.factors, f1, f2):
         assert rel_error(a, 0.5 * a1 + 0.5 * a2) <= 1e-8
         assert rel_error(g, 0.5 * g1 + 0.5 * g2) <= 1e-8
 
@@ -223,7 +223,7 @@ def test_kfac_moving_average_is_capped_at_epsilon(rng):
     for x, y in batches:
         per_batch.append(fisher.kfac_factors(model, loss, x, y, "exact"))
         opt.step(x, y)
-    for layer, (a, _g) in enumerate(opt.factors):
+    for layer, (a, _g) in enumerate(opt.curvature.factors):
         a12 = 0.5 * per_batch[0][layer][0] + 0.5 * per_batch[1][layer][0]
         assert rel_error(a, 0.6 * a12 + 0.4 * per_batch[2][layer][0]) <= 1e-8
 
@@ -281,7 +281,7 @@ def test_bad_hyper_parameters_give_clear_errors(make, match):
 def test_mc_kind_without_a_generator_is_a_clear_error(rng):
     model, loss = tiny_mlp(), nn.CrossEntropyLoss()
     x, y = classification_batch(rng, 4, (4,), 3)
-    with pytest.raises(ValueError, match="rng=numpy.random.Generator"):
+    with pytest.raises(TypeError, match="rng=numpy.random.Generator"):
         optim.KFAC(model, loss, kind="mc").step(x, y)
 
 
@@ -323,7 +323,7 @@ def test_kfac_statistics_on_a_fraction_of_the_batch(rng):
     )
     info = opt.step(x, y)
     assert np.isclose(info["loss"], float(loss(ref(x), y)), rtol=1e-13)
-    for (a, gg), (ar, gr) in zip(opt.factors, factors):
+    for (a, gg), (ar, gr) in zip(opt.curvature.factors, factors):
         assert rel_error(a, ar) <= 1e-12 and rel_error(gg, gr) <= 1e-12
     kfac_matrix = fisher.factors_to_dense(ref, factors)
     expected = K.get_flat_params(ref) - 0.5 * np.linalg.solve(kfac_matrix + 0.2 * np.eye(len(g)), g)

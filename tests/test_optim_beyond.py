@@ -15,7 +15,7 @@ from kfac_ref import checkpoint, fisher, models, nn, optim
 from kfac_ref.backend import to_device, to_numpy
 from kfac_ref.data import Dataset, load_digits
 from kfac_ref.data.synthetic import make_classification
-from kfac_ref.fisher.ekfac import eigenbasis_scalings
+from kfac_ref.fisher.ekfac import EKFACInverse, eigenbasis_scalings
 from kfac_ref.fisher.kfac import wbar_block_to_param_order
 from kfac_ref.gradcheck import rel_error
 from kfac_ref.train import Trainer, fit
@@ -114,7 +114,7 @@ def test_tridiag_cross_factors_share_the_diagonal_factors_moving_average(rng):
             else [[eps * o + (1 - eps) * b for o, b in zip(old, new)] for old, new in zip(want_cross, cross)]
         )
         opt.step(x, y)
-        for got, want in zip(opt.factors + opt.cross_factors, want_diag + want_cross):
+        for got, want in zip(opt.curvature.factors + opt.curvature.cross_factors, want_diag + want_cross):
             assert rel_error(got[0], want[0]) <= 1e-12 and rel_error(got[1], want[1]) <= 1e-12
 
 
@@ -123,9 +123,9 @@ def test_tridiag_inverses_are_refreshed_every_T_inv_steps(rng):
     opt = optim.KFACTridiag(model, loss, lr=0.3, damping=0.1, T_inv=3, **EXACT)
     refreshed = []
     for _ in range(7):
-        before = opt.inverses
+        before = opt.curvature.inverse
         opt.step(x, y)
-        refreshed.append(opt.inverses is not before)
+        refreshed.append(opt.curvature.inverse is not before)
     assert refreshed == [True, False, False, True, False, False, True]
 
 
@@ -136,28 +136,30 @@ def test_ekfac_bases_every_T_inv_scalings_every_T_scale_and_after_each_new_basis
     opt = optim.EKFAC(model, loss, lr=0.3, damping=0.1, T_inv=4, T_scale=3, ema_decay=0.8, **EXACT)
     new_bases, new_scalings = [], []
     for _k in range(10):
-        bases, scalings = opt.bases, opt.scalings
+        bases, scalings = opt.curvature.bases, opt.curvature.scalings
         stats, _ = fisher.fisher_stats(model, loss, x, y, "exact")  # this step's statistics, at θ_k
         opt.step(x, y)
-        new_bases.append(opt.bases is not bases)
-        new_scalings.append(opt.scalings is not scalings)
+        new_bases.append(opt.curvature.bases is not bases)
+        new_scalings.append(opt.curvature.scalings is not scalings)
         # a new basis diagonalises the moving-average factors of its step
-        for (u_a, u_g), (a, g) in zip(opt.bases, opt.factors) if new_bases[-1] else ():
+        for (u_a, u_g), (a, g) in zip(opt.curvature.bases, opt.curvature.factors) if new_bases[-1] else ():
             for u, m in ((u_a, a), (u_g, g)):
                 rot = u.T @ m @ u
                 assert np.abs(rot - np.diag(np.diag(rot))).max() <= 1e-12 * np.abs(m).max()
         if new_scalings[-1]:
-            batch = [eigenbasis_scalings(u_a, u_g, st.a_bar, st.g) for (u_a, u_g), st in zip(opt.bases, stats)]
+            batch = [
+                eigenbasis_scalings(u_a, u_g, st.a_bar, st.g) for (u_a, u_g), st in zip(opt.curvature.bases, stats)
+            ]
             if new_bases[-1]:  # j = 1: the batch value in the new basis
                 want = batch
             else:
-                eps = min(1 - 1 / opt.scale_updates, 0.8)
+                eps = min(1 - 1 / opt.curvature.scale_updates, 0.8)
                 want = [eps * s + (1 - eps) * b for s, b in zip(scalings, batch)]
-            for got, w in zip(opt.scalings, want):
+            for got, w in zip(opt.curvature.scalings, want):
                 assert rel_error(got, w) <= 1e-12
     assert [k for k, b in enumerate(new_bases) if b] == [0, 4, 8]
     assert [k for k, s in enumerate(new_scalings) if s] == [0, 3, 4, 6, 8, 9]
-    assert opt.scale_updates == 2  # steps 8 (new basis) and 9
+    assert opt.curvature.scale_updates == 2  # steps 8 (new basis) and 9
 
 
 def test_ekfac_damping_follows_a_levenberg_marquardt_change_at_once(rng):
@@ -172,7 +174,13 @@ def test_ekfac_damping_follows_a_levenberg_marquardt_change_at_once(rng):
         model,
         [
             wbar_block_to_param_order(layer, layer, inv.dense())
-            for layer, inv in zip(model.param_layers(), opt.inverses)
+            for layer, inv in zip(
+                model.param_layers(),
+                [
+                    EKFACInverse(u_a, u_g, sc, 0.0)
+                    for (u_a, u_g), sc in zip(opt.curvature.bases, opt.curvature.scalings)
+                ],
+            )
         ],
     )
     assert rel_error(got, np.linalg.solve(dense + opt.damping * np.eye(model.num_params), res.grad)) <= 1e-10

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kfac_ref import fisher, nn, optim, validate
+from kfac_ref import fisher, nn, validate
 from kfac_ref.data.synthetic import make_classification
 from kfac_ref.experiments import fisher_plot
 from kfac_ref.validate import NotANumberError, as_rng, check_damping, check_positive_int
@@ -47,15 +47,16 @@ def test_damping_that_is_not_a_number_is_both_a_type_and_a_value_error(value):
 
 def test_every_damped_function_uses_the_one_validator():
     # the same non-number is refused the same way by a solver, an optimizer and the figure's check
-    assert fisher.kron.check_damping is fisher.solve.check_damping is optim.kfac.check_damping is check_damping
+    assert fisher.kron.check_damping is fisher.solve.check_damping is fisher.curvature.check_damping is check_damping
     assert fisher_plot.check_damping is check_damping
 
 
 # ---- numbers, flags, sizes ------------------------------------------------------------------
-def test_optim_base_still_exports_the_number_and_flag_checks():
-    from kfac_ref.optim.base import check_flag, check_number
+def test_the_optimizers_use_the_one_number_and_flag_checks():
+    from kfac_ref.optim import base, preconditioned
 
-    assert check_flag is validate.check_flag and check_number is validate.check_number
+    assert base.check_number is preconditioned.check_number is validate.check_number
+    assert preconditioned.check_flag is validate.check_flag
 
 
 @pytest.mark.parametrize(

@@ -38,10 +38,11 @@ import numpy as np
 from .. import models, nn
 from ..backend import gpu_name, to_numpy
 from ..data import DATASETS, load_dataset
-from ..distributed import DISTRIBUTED, distributed_optimizer, shard, world
 from ..fisher.seeds import KINDS
 from ..io import check_output_dir, write_together
+from ..mpi import shard, world
 from ..optim import OPTIMIZERS, SGD
+from ..optim.distributed import DISTRIBUTED, distributed_optimizer
 from ..params import get_flat_params, set_flat_params
 from ..settings import read_settings_file
 from ..train import EVAL_TRAIN_SAMPLES, RECORD_FIELDS, Trainer, describe_eval
@@ -62,6 +63,7 @@ DEFAULT_SETTINGS = {
     "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
     "ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "solver": "dense", "kl_clip": 0.1},
     "block-ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "kl_clip": 0.1},
+    "diag-ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "kl_clip": 0.1},
     # K-FAC with its amortisations named: Monte-Carlo factors from the whole batch every T_cov = 10
     # steps, inverses every T_inv = 10 steps (kfac-pytorch's factor/inverse periods); in between a
     # step costs what an SGD step costs plus two small products per layer.  The step length is
@@ -458,7 +460,7 @@ def jsonable(obj):
 def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=None) -> dict | None:
     """Run the comparison and write its outputs; returns the summary.
 
-    ``comm``: an MPI communicator (:func:`kfac_ref.distributed.world`): every rank trains every
+    ``comm``: an MPI communicator (:func:`kfac_ref.mpi.world`): every rank trains every
     optimizer's data-parallel version on its slices of each batch, the records being the
     single-process run's; rank 0 alone logs, shows progress and writes, the other ranks return None.
     """

@@ -50,13 +50,16 @@ import numpy as np
 
 from .. import fisher, models, nn
 from ..backend import to_numpy
-from ..fisher.inverses import DAMPING_MODES, kfac_damped, kfac_inverse
-from ..fisher.inverses import blockwise_inverse as _blockwise_inverse  # (notebook 08 uses the old name)
+from ..fisher.dense import BlockDiagonal, Dense
+from ..fisher.ekfac import EKFAC
+from ..fisher.inverses import blockwise_inverse, kfac_damped
+from ..fisher.kfac import Kronecker
+from ..fisher.kron import DAMPING_MODES
+from ..fisher.tridiag import BlockTridiagonal
 from ..grads import batch_grad
 from ..io import figure_writer, write_together
 from ..params import layer_slices
 from ..validate import check_damping
-from .sizes import format_storage_and_cost, storage_and_cost  # noqa: F401  (re-exported for notebook 03)
 
 ARCHS = ("tiny", "mlp", "convnet")
 #: each panel's colour range: ± this percentile of the absolute entries (larger ones saturate)
@@ -190,8 +193,8 @@ def fisher_matrices(
         ``exact``               F (``kind``: "exact", "mc" or "empirical"; :func:`kfac_ref.fisher.dense`)
         ``block_diagonal``      F_bd: the layer blocks of F, zero elsewhere          (step 1)
         ``kfac``                ⊕_l G_l ⊗ A_l                                        (step 2)
-        ``exact_inv``           (F + λI)⁻¹ (np.linalg.inv)
-        ``block_diagonal_inv``  (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹ (np.linalg.inv per block)
+        ``exact_inv``           (F + λI)⁻¹ (Cholesky, as exact NGD solves)
+        ``block_diagonal_inv``  (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹ (one Cholesky per block)
         ``kfac_inv``            K-FAC's damped inverse from the factors              (step 3)
         ``kfac_damped``         the damped dense K-FAC matrix; ``kfac_inv`` is its inverse
         ``kfac_tridiag``        block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11;
@@ -215,8 +218,9 @@ def fisher_matrices(
     ``angles``: the natural-gradient direction of each approximation against the exact one, in degrees.
     ``notes``: sentences on what was left out (block-tridiagonal K-FAC for a ConvNet).
 
-    For ``kind="mc"`` every call draws its labels from ``np.random.default_rng(seed)``, so
-    every matrix uses the same sampled labels.
+    Every matrix comes from one set of Fisher seeds (for ``kind="mc"`` labels drawn from
+    ``np.random.default_rng(seed)``), through one loop over the curvature structures
+    (:mod:`kfac_ref.fisher.curvature`): ``update``, ``refresh(λ)``, ``to_dense``, ``inverse_dense(λ)``.
     """
     if kind not in fisher.KINDS:
         raise ValueError(f"unknown Fisher kind {kind!r}: expected one of {fisher.KINDS}")
@@ -224,45 +228,50 @@ def fisher_matrices(
         raise ValueError(f"unknown damping_mode {damping_mode!r}: expected one of {DAMPING_MODES}")
     lam = check_damping(damping, strict=True)  # the undamped Fisher of a small batch is singular
 
-    def rng():  # the same Monte-Carlo labels for every matrix
-        return np.random.default_rng(seed)
-
-    f = to_numpy(fisher.dense(model, loss_fn, x, y, kind, rng()))  # (P, P)
-    f_bd = to_numpy(fisher.block_diagonal(model, loss_fn, x, y, kind, rng()))  # (P, P)  step 1
-    factors = [(to_numpy(a), to_numpy(g)) for a, g in fisher.kfac_factors(model, loss_fn, x, y, kind, rng())]
-    f_kfac = fisher.factors_to_dense(model, factors)  # (P, P)  step 2
-    slices = layer_slices(model)
-    f_inv = np.linalg.inv(f + lam * np.eye(f.shape[0]))  # the one P × P inverse
-    bd_inv = _blockwise_inverse(model, f_bd, lam)  # (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹
-    k_damped = kfac_damped(model, factors, lam, damping_mode)
-    k_inv = kfac_inverse(model, factors, lam, damping_mode)  # step 3, from the factors
-
-    grad = to_numpy(batch_grad(model, loss_fn, x, y))  # ∇h  (P,)
-    directions = {"exact": f_inv @ grad, "block_diagonal": bd_inv @ grad, "kfac": k_inv @ grad}
-
-    f_ekfac = to_numpy(fisher.ekfac_dense(model, loss_fn, x, y, kind, rng()))  # (P, P)
-    ek_inv = to_numpy(fisher.ekfac_inverse(model, fisher.ekfac_layers(model, loss_fn, x, y, kind, rng(), damping=lam)))
-    directions["ekfac"] = ek_inv @ grad
-    f_tri = tri_inv = tri_damped = None
+    f_stats, _ = fisher.fisher_stats(model, loss_fn, x, y, kind, np.random.default_rng(seed))  # one set of seeds
+    structures = {  # the figure's columns, each a curvature structure of the same statistics
+        "exact": Dense(model),
+        "block_diagonal": BlockDiagonal(model),
+        "kfac": Kronecker(model, damping_mode=damping_mode),
+        "ekfac": EKFAC(model),
+    }
     notes = []
     if is_chain(model):
-        diag, cross = fisher.tridiag_factors(model, loss_fn, x, y, kind, rng())
-        f_tri = to_numpy(fisher.tridiag_to_dense(model, diag, cross))  # (P, P)  F̂
-        tri_damped = to_numpy(fisher.tridiag_to_dense(model, diag, cross, lam))
-        tri_inv = to_numpy(fisher.tridiag_inverse(model, diag, cross, lam))  # (P, P)  F̂_λ⁻¹
-        directions["kfac_tridiag"] = tri_inv @ grad
+        structures["kfac_tridiag"] = BlockTridiagonal(model)
     else:
         notes.append(
             "Block-tridiagonal K-FAC is left out: its cross-layer factors are defined for "
             "consecutive Linear layers (an MLP) only, and this network has convolutions."
         )
+    n = int(x.shape[0])
+    grad = to_numpy(batch_grad(model, loss_fn, x, y))  # ∇h  (P,)
+    dense_of, inverse_of, directions = {}, {}, {}
+    for key, curv in structures.items():
+        curv.update(f_stats, n)  # statistic of the batch (one update: the batch value)
+        curv.refresh(lam)
+        if curv.refit_due(0, True):
+            curv.refit(f_stats, n)  # (EKFAC's scalings, in the new bases)
+        dense_of[key] = to_numpy(curv.to_dense())  # (P, P), undamped
+        inverse_of[key] = to_numpy(curv.inverse_dense(lam))  # (P, P), the inverse its optimizer applies
+        directions[key] = inverse_of[key] @ grad
+    f, f_bd, f_kfac = dense_of["exact"], dense_of["block_diagonal"], dense_of["kfac"]
+    factors = [(to_numpy(a), to_numpy(g)) for a, g in structures["kfac"].factors]
+    slices = layer_slices(model)
+    f_inv, bd_inv, k_inv = inverse_of["exact"], inverse_of["block_diagonal"], inverse_of["kfac"]
+    k_damped = kfac_damped(model, factors, lam, damping_mode)
+    f_ekfac, ek_inv = dense_of["ekfac"], inverse_of["ekfac"]
+    f_tri = tri_inv = tri_damped = None
+    if "kfac_tridiag" in structures:
+        f_tri, tri_inv = dense_of["kfac_tridiag"], inverse_of["kfac_tridiag"]  # F̂, F̂_λ⁻¹
+        diag, cross = structures["kfac_tridiag"].factors, structures["kfac_tridiag"].cross_factors
+        tri_damped = to_numpy(fisher.tridiag_to_dense(model, diag, cross, lam))
     errors = {
         "block_diagonal": fisher.layer_errors(model, f_bd, f),
         "kfac": fisher.layer_errors(model, f_kfac, f),
         "kfac_vs_block_diagonal": fisher.layer_errors(model, f_kfac, f_bd),
         "block_diagonal_inv": fisher.layer_errors(model, bd_inv, f_inv),
         "kfac_inv": fisher.layer_errors(model, k_inv, f_inv),
-        "kron_identity": fisher.rel_frobenius_error(k_inv, _blockwise_inverse(model, k_damped, 0.0)),
+        "kron_identity": fisher.rel_frobenius_error(k_inv, blockwise_inverse(model, k_damped, 0.0)),
         "ekfac": fisher.layer_errors(model, f_ekfac, f),
         "ekfac_inv": fisher.layer_errors(model, ek_inv, f_inv),
         "angles": {

@@ -41,8 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..distributed import INVERSE_ARRAYS
-from ..fisher.kron import EigenInverse, FactoredInverse
+from ..fisher.kron import inverse_shapes
 from ..io import write_figure, write_text
 
 KINDS = ("conv", "linear")
@@ -449,12 +448,11 @@ def flop_model(model, in_shape, batch_size: int, T_cov: int = 1, T_inv: int = 1)
 
 def inverse_entries(layer, damping_mode: str = "factored") -> int:
     """Entries of one layer's shared inverse (step 3's payload)."""
-    cls = FactoredInverse if damping_mode == "factored" else EigenInverse
-    return sum(math.prod(s) for s in INVERSE_ARRAYS[cls](layer.a_dim, layer.g_dim).values())
+    return sum(math.prod(s) for s in inverse_shapes(damping_mode, layer.a_dim, layer.g_dim).values())
 
 
 def payload_entries(model, batch: int, kind: str = "mc", damping_mode: str = "factored") -> dict:
-    """Entries per distributed K-FAC step, counted (what :class:`kfac_ref.distributed.Communicator` measures).
+    """Entries per distributed K-FAC step, counted (what :class:`kfac_ref.mpi.Communicator` measures).
 
     gradient all-reduce    P + 1 (the loss travels with ∇h), per rank
     statistics all-reduce  Σ_l a(a+1)/2 + d(d+1)/2 (upper triangles), per rank

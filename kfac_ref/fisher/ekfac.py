@@ -27,11 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..backend import get_xp
-from ..validate import check_damping
+from ..validate import check_damping, check_number
+from .curvature import Curvature, moving_average, tree_to_device_list, tree_to_numpy
 from .dense import blocks_to_dense
+from .diagonal import squared_gradient_mean
 from .kfac import check_supported, factors_from_stats, wbar_block_to_param_order
 from .memory import check_dense_size
-from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
 
@@ -45,14 +46,7 @@ def eigenbasis_scalings(u_a, u_g, a_bar, g):
     """S = (1/N) Σ_{s,n} (U_Gᵀ [Σ_t g_{s,n,t} ā_{n,t}ᵀ] U_A)².
 
     a_bar (N, T, a_dim), g (S, N, T, d_out) → (d_out, a_dim)"""
-    xp = get_xp(a_bar)
-    n, t, _ = a_bar.shape
-    a_rot = a_bar @ u_a  # ā in A's eigenbasis   (N, T, a_dim)
-    g_rot = g @ u_g  # g in G's eigenbasis      (S, N, T, d_out)
-    if t == 1:  # Linear: the rotated gradient is g̃ ãᵀ, so its square is g̃² (ã²)ᵀ
-        return xp.einsum("snd,nk->dk", g_rot[:, :, 0] ** 2, a_rot[:, 0] ** 2) / n  # the 1/N of F
-    grads = xp.einsum("sntd,ntk->sndk", g_rot, a_rot)  # U_Gᵀ ∇_{W̄}ℓ_{s,n} U_A   (S, N, d_out, a_dim)
-    return xp.einsum("sndk,sndk->dk", grads, grads) / n  # the 1/N of F
+    return squared_gradient_mean(a_bar @ u_a, g @ u_g)  # in the eigenbasis: ā U_A, g U_G
 
 
 @dataclass(frozen=True)
@@ -102,8 +96,6 @@ class EKFACInverse:
 
 def ekfac_layers(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, damping: float = 0.0):
     """One :class:`EKFACInverse` per Linear/Conv2d layer, bases and scalings from one set of seeds."""
-    check_kind(kind)
-    check_mc_samples(mc_samples)
     check_supported(model)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
     return [
@@ -118,3 +110,90 @@ def ekfac_dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, 
     return blocks_to_dense(
         model, [wbar_block_to_param_order(layer, layer, ek.dense()) for layer, ek in zip(model.param_layers(), layers)]
     )
+
+
+# ---- the structure (protocol: .curvature) ----------------------------------------------------
+class EKFAC(Curvature):
+    """EKFAC [GLBV18]: K-FAC's eigenbasis Q = U_G ⊗ U_A, the diagonal S refitted (docs/math.md §12).
+
+    statistic  K-FAC's factors [(A, G)], averaged with ε_k (every T_cov steps);
+    refresh    new bases U_A, U_G of the averaged factors (two eigh per layer, O(a³ + d³));
+               the scalings' average restarts — a diagonal in one basis means nothing in another;
+    refit      S ← ε_j S + (1 − ε_j) S_batch, S_batch = (1/N) Σ (U_Gᵀ ∇_{W̄}ℓ U_A)², j counting
+               the refits in the current basis — every ``T_scale`` steps and after every refresh;
+    apply      Δ_l = U_G [(U_Gᵀ ∇_{W̄}h U_A) ⊘ (S + γ)] U_Aᵀ — exact damping, λ = 0 allowed.
+    Memory 2 Σ_l (a_l² + d_l²) + P.
+    """
+
+    name = "ekfac"
+    averaged = ("factors",)
+
+    def __init__(self, model, ema_decay: float = 0.0, T_scale: int = 1):
+        check_supported(model)
+        super().__init__(model, ema_decay)
+        self.T_scale = check_number("T_scale", T_scale, low=1, integer=True)
+        self.bases = None  # [(U_A (a_dim, a_dim), U_G (d_out, d_out))] per layer
+        self.scalings = None  # [S (d_out, a_dim)] per layer, moving average in the current bases
+        self.scale_updates = 0  # j in ε_j
+
+    def statistic(self, stats, n):
+        return {"factors": factors_from_stats(stats)}  # [(A, G)]
+
+    def refresh(self, damping):
+        self.bases = [eigenbasis(a, g) for a, g in self.factors]
+        self.scalings, self.scale_updates = None, 0
+        self.damping = check_damping(damping)
+
+    def refit_due(self, step, refreshing):
+        return refreshing or step % self.T_scale == 0
+
+    def refit(self, stats, n):
+        """S ← ε_j S + (1 − ε_j) S_batch in the current bases ([GLBV18] Alg. 1, with a moving average)."""
+        batch = [eigenbasis_scalings(u_a, u_g, st.a_bar, st.g) for (u_a, u_g), st in zip(self.bases, stats)]
+        self.scale_updates += 1
+        self.scalings = moving_average(self.scalings, batch, self.scale_updates, self.ema_decay)
+
+    def apply(self, layer_grads, damping=None):
+        gamma = self._damping_for(damping)
+        return [
+            EKFACInverse(u_a, u_g, s, gamma).apply(v)
+            for (u_a, u_g), s, v in zip(self.bases, self.scalings, layer_grads)
+        ]
+
+    def to_dense(self):
+        """⊕_l Q_l diag(S_l) Q_lᵀ in θ's order (needs a refresh and a refit)."""
+        if self.scalings is None:
+            raise ValueError("ekfac: no scalings yet — refresh and refit before to_dense")
+        layers = self.model.param_layers()
+        return blocks_to_dense(
+            self.model,
+            [
+                wbar_block_to_param_order(la, la, EKFACInverse(u_a, u_g, s, 0.0).dense())
+                for la, (u_a, u_g), s in zip(layers, self.bases, self.scalings)
+            ],
+        )
+
+    def inverse_dense(self, damping):
+        """⊕_l Q_l diag(1/(S_l + γ)) Q_lᵀ with the current bases and scalings (damping is exact)."""
+        xp = get_xp(self.scalings[0])
+        eye = xp.eye(self.model.num_params, dtype=self.scalings[0].dtype)
+        return xp.stack([self.apply_flat(e, damping) for e in eye], axis=1)
+
+    def memory(self):
+        return 2 * sum(la.a_dim**2 + la.g_dim**2 for la in self.model.param_layers()) + self.model.num_params
+
+    def refresh_cost(self):
+        return sum(la.a_dim**3 + la.g_dim**3 for la in self.model.param_layers())
+
+    def _inverse_state(self):
+        return {
+            "scale_updates": self.scale_updates,
+            "bases": tree_to_numpy(self.bases),
+            "scalings": tree_to_numpy(self.scalings),
+        }
+
+    def _load_inverse_state(self, state):
+        dev = self.model.device
+        self.scale_updates = int(state["scale_updates"])
+        self.bases = None if state["bases"] is None else [tuple(p) for p in tree_to_device_list(state["bases"], dev)]
+        self.scalings = tree_to_device_list(state["scalings"], dev)

@@ -24,15 +24,8 @@ from ..backend import get_xp
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
 from .dense import blocks_to_dense
 from .kfac import factors_to_dense
-from .kron import EigenInverse, FactoredInverse, factored_damping
+from .kron import check_damping_mode, factored_damping, inverse_class
 from .tridiag import TridiagInverse
-
-DAMPING_MODES = ("factored", "exact")
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in DAMPING_MODES:
-        raise ValueError(f"unknown damping_mode {mode!r}: expected one of {DAMPING_MODES}")
 
 
 def blockwise_inverse(model, m, damping: float):
@@ -64,13 +57,14 @@ def kfac_inverse(model, factors, damping: float, mode: str = "factored"):
     ``"exact"``:    ⊕_l (G_l ⊗ A_l + λI)⁻¹ from A = U_A diag(d_A) U_Aᵀ, G = U_G diag(d_G) U_Gᵀ
                     (:class:`~kfac_ref.fisher.EigenInverse`).
     """
-    _check_mode(mode)
+    check_damping_mode(mode)
+    cls = inverse_class(mode)
     if mode == "factored":
-        inverses = [FactoredInverse.from_factors(a, g, damping) for a, g in factors]
+        inverses = [cls.from_factors(a, g, damping) for a, g in factors]
         return factors_to_dense(model, [(inv.a_inv, inv.g_inv) for inv in inverses])
     xp = get_xp(factors[0][0])
     blocks = [
-        block_of_inverse(layer, EigenInverse.from_factors(a, g, damping), xp)
+        block_of_inverse(layer, cls.from_factors(a, g, damping), xp)
         for layer, (a, g) in zip(model.param_layers(), factors)
     ]
     return blocks_to_dense(model, blocks)
@@ -78,7 +72,7 @@ def kfac_inverse(model, factors, damping: float, mode: str = "factored"):
 
 def kfac_damped(model, factors, damping: float, mode: str = "factored"):
     """The damped dense K-FAC matrix (P, P) whose inverse :func:`kfac_inverse` builds."""
-    _check_mode(mode)
+    check_damping_mode(mode)
     if mode == "factored":  # ⊕_l (G_l + √λ/π I) ⊗ (A_l + π√λ I)
         return factors_to_dense(model, [factored_damping(a, g, damping) for a, g in factors])
     k = factors_to_dense(model, factors)

@@ -21,11 +21,14 @@ subtracted from the exact Fisher.
 
 from __future__ import annotations
 
-from ..backend import get_xp
+from dataclasses import asdict, replace
+
+from ..backend import get_xp, to_device, to_numpy
 from ..params import wbar_order
+from .curvature import Curvature
 from .dense import blocks_to_dense
+from .kron import check_damping_mode, inverse_class, inverse_shapes
 from .memory import check_dense_size
-from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
 SUPPORTED = ("linear", "conv")
@@ -61,8 +64,6 @@ def factors_from_stats(stats):
 
 def kfac_factors(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1):
     """One (A, G) pair per Linear/Conv2d layer in network order ((Ω, Γ) for Conv2d)."""
-    check_kind(kind)
-    check_mc_samples(mc_samples, kind)
     check_supported(model)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
     return factors_from_stats(stats)
@@ -98,3 +99,91 @@ def factors_to_dense(model, factors):
     return blocks_to_dense(
         model, [kron_in_param_order(layer, a, g) for layer, (a, g) in zip(model.param_layers(), factors)]
     )
+
+
+# ---- the structure (protocol: .curvature) ----------------------------------------------------
+class Kronecker(Curvature):
+    """K-FAC / KFC: per layer F_ll ≈ G_l ⊗ A_l ([MG15] §3, [GM16]; docs/math.md §4–6).
+
+    statistic  [(A, G)] per layer (:func:`factors_from_stats`), averaged with one ε_k;
+    refresh    ``damping_mode="factored"``: (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹  ([MG15] §6.3), or
+               ``"exact"``: eigendecompositions of A and G; O(Σ_l a_l³ + d_l³);
+    apply      Δ_l = G_d⁻¹ ∇_{W̄} h A_d⁻¹ (factored) or U_G [(U_Gᵀ ∇ U_A) ⊘ (d_G d_Aᵀ + γ)] U_Aᵀ
+               (exact, follows a new γ at once); O(Σ_l d_l a_l (d_l + a_l)).
+    Memory: two factors and their inverses per layer, 2 Σ_l (a_l² + d_l²).
+    """
+
+    name = "kronecker"
+    averaged = ("factors",)
+    symmetric = ("factors",)
+
+    def __init__(self, model, ema_decay: float = 0.0, damping_mode: str = "factored"):
+        check_supported(model)
+        super().__init__(model, ema_decay)
+        self.damping_mode = check_damping_mode(damping_mode)
+        self.exact_damping = damping_mode == "exact"
+        self.inverses = None  # [FactoredInverse | EigenInverse] per layer
+
+    def check_damping(self, damping):
+        damping = super().check_damping(damping)
+        if self.damping_mode == "factored" and damping == 0:
+            raise ValueError("damping_mode='factored' needs damping (λ) > 0; use damping_mode='exact' for λ = 0")
+        return damping
+
+    def statistic(self, stats, n):
+        return {"factors": factors_from_stats(stats)}  # [(A, G)]
+
+    def refresh(self, damping):
+        self.install([self.refresh_layer(l, damping) for l in range(len(self.factors))], damping)
+
+    # a refresh, layer by layer (a distributed refresh computes each layer on one rank)
+    def layer_shapes(self, layer) -> dict:
+        """{name: shape} of the arrays :meth:`refresh_layer` returns for ``layer``."""
+        return inverse_shapes(self.damping_mode, layer.a_dim, layer.g_dim)
+
+    def refresh_layer(self, l: int, damping: float) -> dict:
+        """Layer l's damped inverse as arrays ({name: array}, see :meth:`layer_shapes`)."""
+        a, g = self.factors[l]
+        inv = inverse_class(self.damping_mode).from_factors(a, g, damping)
+        return {name: getattr(inv, name) for name in self.layer_shapes(self.model.param_layers()[l])}
+
+    def install(self, layers: list, damping: float) -> None:
+        """The inverse from every layer's :meth:`refresh_layer` arrays."""
+        cls = inverse_class(self.damping_mode)
+        extra = {"gamma": damping} if self.exact_damping else {}
+        self.inverses = [cls(**arrays, **extra) for arrays in layers]
+        self.damping = damping
+
+    def apply(self, layer_grads, damping=None):
+        gamma = self._damping_for(damping)
+        return [
+            (replace(inv, gamma=gamma) if self.exact_damping and inv.gamma != gamma else inv).apply(v)
+            for inv, v in zip(self.inverses, layer_grads)
+        ]
+
+    def to_dense(self):
+        return factors_to_dense(self.model, self.factors)
+
+    def memory(self):
+        return 2 * sum(la.a_dim**2 + la.g_dim**2 for la in self.model.param_layers())
+
+    def refresh_cost(self):
+        return sum(la.a_dim**3 + la.g_dim**3 for la in self.model.param_layers())
+
+    def _inverse_state(self):
+        if self.inverses is None:
+            return {"inverses": None}
+        return {
+            "inverses": [
+                {k: to_numpy(v) if hasattr(v, "shape") else v for k, v in asdict(inv).items()} for inv in self.inverses
+            ]
+        }
+
+    def _load_inverse_state(self, state):
+        dev, cls = self.model.device, inverse_class(self.damping_mode)
+        saved = state["inverses"]
+        self.inverses = (
+            None
+            if saved is None
+            else [cls(**{k: to_device(v, dev) if hasattr(v, "shape") else v for k, v in d.items()}) for d in saved]
+        )

@@ -85,6 +85,27 @@ class EigenInverse:
         return self.u_g @ inner @ self.u_a.T
 
 
+DAMPING_MODES = ("factored", "exact")
+
+
+def check_damping_mode(mode: str) -> str:
+    if mode not in DAMPING_MODES:
+        raise ValueError(f"unknown damping_mode {mode!r}: expected one of {DAMPING_MODES}")
+    return mode
+
+
+def inverse_class(mode: str):
+    """The per-layer inverse of a damping mode: :class:`FactoredInverse` or :class:`EigenInverse`."""
+    return FactoredInverse if check_damping_mode(mode) == "factored" else EigenInverse
+
+
+def inverse_shapes(mode: str, a_dim: int, g_dim: int) -> dict:
+    """{array name: shape} of one layer's inverse in ``mode`` (what a distributed refresh shares)."""
+    if check_damping_mode(mode) == "factored":
+        return {"a_inv": (a_dim, a_dim), "g_inv": (g_dim, g_dim)}
+    return {"u_a": (a_dim, a_dim), "d_a": (a_dim,), "u_g": (g_dim, g_dim), "d_g": (g_dim,)}
+
+
 def kron_solve(a, g, v):
     """Undamped (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹) for invertible A, G."""
     xp = get_xp(a)

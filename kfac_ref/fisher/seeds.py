@@ -43,6 +43,18 @@ def check_mc_samples(mc_samples, kind: str | None = None) -> int:
     return int(mc_samples)
 
 
+def check_fisher_args(kind: str, mc_samples, rng) -> int:
+    """The one preamble of every Fisher computation: a known kind, M ≥ 1 (≠ 1 only for 'mc'),
+    and for 'mc' an explicit generator (a ``TypeError`` otherwise).  Returns M."""
+    check_kind(kind)
+    mc_samples = check_mc_samples(mc_samples, kind)
+    if kind == "mc" and not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"kind='mc' samples targets and needs an explicit rng=numpy.random.Generator, got {type(rng).__name__}"
+        )
+    return mc_samples
+
+
 def fisher_seeds(loss_fn, f, y, kind: str, rng=None, mc_samples: int = 1):
     """Seed vectors (S, N, C) for one Fisher kind; F = (1/N) Σ_n Σ_s (J_nᵀ e_{s,n})(…)ᵀ.
 
@@ -50,13 +62,10 @@ def fisher_seeds(loss_fn, f, y, kind: str, rng=None, mc_samples: int = 1):
     rng : numpy Generator (required for ``"mc"``);  mc_samples : M (``"mc"`` only).
     S = C for "exact", M for "mc", 1 for "empirical".
     """
-    check_kind(kind)
-    mc_samples = check_mc_samples(mc_samples, kind)
+    mc_samples = check_fisher_args(kind, mc_samples, rng)
     if kind == "exact":
         return loss_fn.sqrt_output_fisher(f).transpose(2, 0, 1)  # (C, N, C): seed c is column c of S_n
     if kind == "mc":
-        if not isinstance(rng, np.random.Generator):
-            raise ValueError("kind='mc' samples targets and needs an explicit rng=numpy.random.Generator")
         _, seeds = loss_fn.sampled_grad(f, rng, mc_samples)  # ŷ (M, N) or (M, N, C) → (M, N, C)
         return seeds / math.sqrt(mc_samples)  # a Python float: keeps float32 seeds float32
     if y is None:

@@ -18,20 +18,24 @@ feature, k input feature (a_dim, with the ones coordinate).
 
 from __future__ import annotations
 
-from ..backend import get_xp
-from ..linalg import CurvatureError, add_diagonal, cho_solve
+from ..backend import get_xp, solve_triangular
+from ..linalg import CurvatureError, add_diagonal, cho_solve, cholesky
 from ..params import layer_slices, wbar_to_flat
 from ..validate import check_damping
 from .products import seed_dots
-from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
 
 def dense_solve(fisher, g, damping: float):
     """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,)"""
+    return cholesky_solve(damped_cholesky(fisher, damping), g)
+
+
+def damped_cholesky(fisher, damping: float):
+    """L with L Lᵀ = F + λI, F a dense (p, p) matrix (a clear error for a singular undamped F).  (p, p)"""
     damping = check_damping(damping)
     try:
-        return cho_solve(add_diagonal(fisher, damping), g, "the damped Fisher F + λI")
+        return cholesky(add_diagonal(fisher, damping), "the damped Fisher F + λI")
     except CurvatureError as exc:
         if damping == 0 and "NaN/Inf" not in str(exc):
             raise CurvatureError(
@@ -39,6 +43,11 @@ def dense_solve(fisher, g, damping: float):
                 "≤ seeds × batch size, usually < P); use damping > 0"
             ) from exc
         raise
+
+
+def cholesky_solve(low, g):
+    """x with L Lᵀ x = g, two triangular solves.  (p,) or (p, k)"""
+    return solve_triangular(low.T, solve_triangular(low, g, lower=True), lower=False)
 
 
 def woodbury_solve_vectors(v, g, damping: float, n: int):
@@ -103,8 +112,6 @@ def woodbury_solve_from_stats(stats, g, damping: float, n: int, slices):
 
 def woodbury_solve(model, loss_fn, x, y, g, damping: float, kind: str, rng=None, mc_samples: int = 1):
     """(F + λI)⁻¹ g for the Fisher of ``kind`` on the batch, by Woodbury.  (P,)"""
-    check_kind(kind)
-    check_mc_samples(mc_samples, kind)
     if getattr(g, "shape", None) != (model.num_params,):
         raise ValueError(f"g has shape {getattr(g, 'shape', type(g))}, expected ({model.num_params},)")
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)

@@ -48,10 +48,10 @@ from ..backend import get_xp, solve_triangular
 from ..linalg import cho_solve
 from ..params import layer_slices
 from ..validate import check_damping
+from .curvature import Curvature, tree_to_device_list, tree_to_numpy
 from .kfac import factors_from_stats, wbar_block_to_param_order
 from .kron import factored_damping
 from .memory import check_dense_size
-from .seeds import check_kind, check_mc_samples
 from .vectors import fisher_stats
 
 
@@ -92,8 +92,6 @@ def cross_factors_from_stats(stats):
 
 def tridiag_factors(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1):
     """(diagonal factors [(A_l, G_l)], cross factors [(A_{l,l+1}, G_{l,l+1})]) from one set of seeds."""
-    check_kind(kind)
-    check_mc_samples(mc_samples)
     check_chain(model)
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
     return factors_from_stats(stats), cross_factors_from_stats(stats)
@@ -296,3 +294,89 @@ class TridiagInverse:
             wl - self.psi[l - 1][1].T @ w[l - 1] @ self.psi[l - 1][0] if l > 0 else wl  # Ξᵀ W
             for l, wl in enumerate(w)
         ]
+
+
+# --- 4. the structure (protocol: .curvature) ------------------------------------------------
+class BlockTridiagonal(Curvature):
+    """Block-tridiagonal K-FAC F̂ ([MG15] §4.3, App. B; docs/math.md §11), MLPs only.
+
+    statistic  the diagonal factors [(A_l, G_l)] and the cross factors [(A_{l,l+1}, G_{l,l+1})],
+               averaged with the *same* ε_k (otherwise Σ_{l|l+1} may lose definiteness);
+    refresh    factored damping of the diagonal factors, then Ψ_l and Σ_{l|l+1}⁻¹
+               (:class:`TridiagInverse`), O(Σ_l a_l³ + d_l³);
+    apply      F̂_γ⁻¹ = Ξᵀ Λ Ξ layer by layer, no P × P matrix.
+    Only factored damping exists for this structure (λ > 0).
+    """
+
+    name = "block-tridiagonal"
+    averaged = ("factors", "cross_factors")
+    symmetric = ("factors",)
+    exact_damping = False
+
+    def __init__(self, model, ema_decay: float = 0.0, damping_mode: str = "factored"):
+        check_chain(model)  # before anything else: a ConvNet is refused by name
+        super().__init__(model, ema_decay)
+        if damping_mode != "factored":
+            raise ValueError(
+                f"kfac-tridiag damps the diagonal factors as [MG15] §6.3 (damping_mode='factored'); "
+                f"damping_mode={damping_mode!r} is not defined for the block-tridiagonal inverse"
+            )
+        self.damping_mode = damping_mode
+        self.inverse = None  # TridiagInverse
+
+    def check_damping(self, damping):
+        damping = super().check_damping(damping)
+        if damping == 0:
+            raise ValueError(
+                "block-tridiagonal K-FAC damps its diagonal factors ([MG15] §6.3): it needs damping (λ) > 0"
+            )
+        return damping
+
+    def statistic(self, stats, n):
+        return {"factors": factors_from_stats(stats), "cross_factors": cross_factors_from_stats(stats)}
+
+    def refresh(self, damping):
+        self.inverse = TridiagInverse.from_factors(self.factors, self.cross_factors, damping)
+        self.damping = damping
+
+    def apply(self, layer_grads, damping=None):
+        self._damping_for(damping)
+        return self.inverse.apply(layer_grads)
+
+    def to_dense(self):
+        return tridiag_to_dense(self.model, self.factors, self.cross_factors)
+
+    def memory(self):
+        layers = self.model.param_layers()
+        diag = sum(la.a_dim**2 + la.g_dim**2 for la in layers)
+        cross = sum(l0.a_dim * l1.a_dim + l0.g_dim * l1.g_dim for l0, l1 in zip(layers[:-1], layers[1:]))
+        return 2 * diag + 2 * cross
+
+    def refresh_cost(self):
+        return sum(la.a_dim**3 + la.g_dim**3 for la in self.model.param_layers())
+
+    def _inverse_state(self):
+        inv = self.inverse
+        if inv is None:
+            return {"inverses": None}
+        return {
+            "inverses": {
+                "psi": tree_to_numpy(inv.psi),
+                "k": tree_to_numpy(inv.k),
+                "denom": tree_to_numpy(inv.denom),
+                "gamma": inv.gamma,
+            }
+        }
+
+    def _load_inverse_state(self, state):
+        saved, dev = state["inverses"], self.model.device
+        self.inverse = (
+            None
+            if saved is None
+            else TridiagInverse(
+                tuple(tuple(p) for p in tree_to_device_list(saved["psi"], dev)),
+                tuple(tuple(p) for p in tree_to_device_list(saved["k"], dev)),
+                tuple(tree_to_device_list(saved["denom"], dev)),
+                float(saved["gamma"]),
+            )
+        )

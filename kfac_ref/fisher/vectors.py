@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from ..backprop import backward, forward
 from ..grads import check_batch, stats_to_flat
-from .seeds import fisher_seeds
+from .seeds import check_fisher_args, fisher_seeds
 
 
 def fisher_stats(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, trace=None):
     """Per-layer :class:`~kfac_ref.backprop.LayerStats` for the Fisher seeds of ``kind``.
 
     Pass ``trace`` to reuse a forward pass (e.g. the one that gave the gradient).
+    Checks the kind, M and the generator (:func:`.seeds.check_fisher_args`) before any work.
     Returns (stats, trace).
     """
+    check_fisher_args(kind, mc_samples, rng)
     if y is not None:
         check_batch(model, loss_fn, x, y)
     if trace is None:

@@ -19,13 +19,11 @@ import math
 import time
 from contextlib import contextmanager
 
-import numpy as np
-
 from ..backend import get_xp, synchronize, to_device, to_numpy
 from ..errors import NonFiniteError
 from ..grads import loss_and_grad
 from ..params import get_flat_params, set_flat_params
-from ..validate import check_flag, check_number  # noqa: F401  (re-exported: optim.base.check_number)
+from ..validate import check_number
 
 PHASES = ("forward_backward", "curvature", "inversion", "update")
 
@@ -56,6 +54,7 @@ class Optimizer:
     """Base class.  Subclasses implement :meth:`_direction` (and state handling)."""
 
     name = "optimizer"
+    direction_damping = None  # γ of the preconditioner (C + γ)⁻¹ of the step; None: no curvature (SGD)
 
     def __init__(self, model, loss_fn, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         self.model, self.loss_fn = model, loss_fn
@@ -125,9 +124,3 @@ class Optimizer:
         device = self.model.device
         self.steps = int(state["steps"])
         self.velocity = None if state["velocity"] is None else to_device(state["velocity"], device)
-
-
-def needs_rng(kind: str, rng) -> None:
-    """The Monte-Carlo Fisher samples targets: it needs an explicit generator."""
-    if kind == "mc" and not isinstance(rng, np.random.Generator):
-        raise ValueError("kind='mc' samples targets: pass rng=numpy.random.Generator to step()")

@@ -7,6 +7,7 @@ v ← μ v + d,   θ ← θ − η v              (heavy ball, PyTorch's convent
 
 from __future__ import annotations
 
+from ..fisher.curvature import Identity
 from ..validate import check_flag
 from .base import Optimizer
 
@@ -23,6 +24,7 @@ class SGD(Optimizer):
         self.nesterov = check_flag("nesterov", nesterov)
         if self.nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum (μ) > 0")
+        self.curvature = Identity(model)  # C = I: the preconditioned gradient is the gradient
 
     def hyper(self) -> dict:
         return {**super().hyper(), "nesterov": self.nesterov}
