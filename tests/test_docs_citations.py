@@ -118,7 +118,7 @@ def test_a_made_up_citation_is_reported(sections):
 
 def test_made_up_subsections_ranges_and_old_names_are_reported(sections):
     assert unresolved(f"{FAKE_MATH} " + "§8.11", sections) == ["line 1: math §8.11"]
-    assert unresolved(f"{FAKE_MATH} " + "§11–14", sections) == ["line 1: math §13", "line 1: math §14"]
+    assert unresolved(f"{FAKE_MATH} " + "§12–15", sections) == ["line 1: math §14", "line 1: math §15"]
     assert unresolved(f"{FAKE_MATH} " + "§3, §99", sections) == ["line 1: math §99"]
     assert unresolved(f"{OLD} " + "§0", sections) == ["line 1: math §0"]
     assert unresolved(f"{FAKE_STYLE} " + "§13", sections) == ["line 1: style §13"]
