@@ -1,22 +1,8 @@
-"""The race: iterations and seconds to fixed targets, the same tuning budget for every method (docs/race.md).
+"""The race: iterations and seconds to fixed targets, the same tuning budget for every method.
 
-The protocol, after AlgoPerf ([DSN23]: fixed workloads and targets, time to result, an equal
-tuning budget) and [CSN19] (comparisons follow the tuning protocol):
-
-1. **Targets fixed in advance**, in the workload's definition (:data:`WORKLOADS`), each with how
-   it was chosen: never derived from a run of the same race.
-2. **The same tuning budget**: every method runs K trials (``--trials``, the same K for all), the
-   first K configurations of its search space (:data:`SPACES`), on the tuning seed.
-3. **Per target, the trial that reaches it in the fewest iterations** (ties: fewer seconds) is the
-   method's pick for that target (:func:`pick`); each pick is re-run on ``--seeds`` further seeds
-   (tuning seed + 1, + 2, …) and the median and min–max of iterations and seconds are reported.
-   A method that does not reach a target within the budget says so, with no number.
-4. Also: the **single configuration** a user would run for every target (:func:`single_pick`:
-   most targets reached on the tuning seed, then fewest iterations summed over them), re-run on
-   the same seeds — the figure's curves — so that the cost of one configuration for all targets
-   is visible beside the per-target picks.
-
-Evaluation is outside the training clock (:class:`~kfac_ref.train.Trainer`).
+The protocol (targets fixed in advance, K trials per method, per-target picks re-run on further
+seeds, one configuration for all targets) and the outputs are docs/race.md's; evaluation is
+outside the training clock (:class:`~kfac_ref.train.Trainer`).
 """
 
 from __future__ import annotations
@@ -241,21 +227,11 @@ def race_method(cfg, method, targets, data, trials: int, seeds, progress_factory
         return reruns[i]
 
     for t in targets:
-        i = pick(runs[:tuned], t)
-        if i is None:
-            missed = [None] * len(seeds)  # no trial reached it: nothing to re-run
-            picks[t.name] = {
-                "trial": None,
-                "settings": None,
-                "seeds": list(seeds),
-                "iterations": missed,
-                "seconds": missed,
-            }
-            continue
-        hits = [reach(r["records"], t) for r in on_seeds(i)]
+        i = pick(runs[:tuned], t)  # None: no trial reached it, nothing to re-run
+        hits = [None] * len(seeds) if i is None else [reach(r["records"], t) for r in on_seeds(i)]
         picks[t.name] = {
             "trial": i,
-            "settings": runs[i]["settings"],
+            "settings": None if i is None else runs[i]["settings"],
             "seeds": list(seeds),
             "iterations": [h and h[0] for h in hits],
             "seconds": [h and h[1] for h in hits],
@@ -383,14 +359,19 @@ def format_race(doc: dict) -> str:
     ]
     lines += ["| method | configuration | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
     for m, res in methods.items():
-        i = res["single"]["trial"]
-        runs = [r for r in res["trials"][res["tuned"] :] if r["settings"] == res["trials"][i]["settings"]]
+        i, runs = res["single"]["trial"], single_runs(res)
         cells = [
             _fmt(spread([h and h[0] for h in (reach(r["records"], _target(doc, n)) for r in runs)]), "it")
             for n in names
         ]
         lines.append(f"| {m} | {_settings_text(res['trials'][i]['settings'], doc, m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def single_runs(res) -> list:
+    """The re-runs on the further seeds of a method's single configuration (race.json's "trials")."""
+    settings = res["trials"][res["single"]["trial"]]["settings"]
+    return [r for r in res["trials"][res["tuned"] :] if r["settings"] == settings]
 
 
 def _target(doc, name) -> Target:
@@ -414,8 +395,7 @@ def race_figure(doc: dict):
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
     for m, res in doc["methods"].items():
-        i = res["single"]["trial"]
-        runs = [r for r in res["trials"][res["tuned"] :] if r["settings"] == res["trials"][i]["settings"]]
+        runs = single_runs(res)
         for row, pair in enumerate((("train_loss", "val_loss"), ("train_acc", "val_acc"))):
             for metric in pair:
                 pts = [
@@ -481,18 +461,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    methods = args.methods
     with arguments.blas_threads(args):
         run_race(
             args.workload,
             args.out,
-            data_dir=args.data_dir,
-            methods=methods,
-            trials=args.trials,
-            seeds=args.seeds,
-            seed=args.seed,
-            dtype=args.dtype,
-            device=args.device,
+            **{k: getattr(args, k) for k in ("data_dir", "methods", "trials", "seeds", "seed", "dtype", "device")},
             is_quick=args.quick,
             progress_factory=arguments.progress_bars(args),
             log=arguments.logger(args),
