@@ -206,10 +206,8 @@ def train(cfg, method: str, settings: dict, data, seed: int, progress_factory=No
     """One run of ``method`` with ``settings`` on ``seed`` (its initial θ, batch order and draws)."""
     cfg = replace(cfg, seed=seed)
     theta0 = get_flat_params(build_model(cfg, data))  # θ₀ of this seed
-    bar = progress_factory(f"{method} {settings} seed {seed}", cfg.iterations) if progress_factory else None
-    run = run_one(cfg, method, settings, data, theta0, cfg.iterations, bar, diagnose=False)
-    if bar is not None:
-        bar.close()
+    desc = f"{method} {settings} seed {seed}"
+    run = run_one(cfg, method, settings, data, theta0, cfg.iterations, progress_factory, diagnose=False, desc=desc)
     return {"settings": settings, "seed": seed, "records": run["records"], "stopped": run["stopped"]}
 
 
