@@ -49,7 +49,7 @@ from .compare import (
     machine_info,
 )
 from .curves import COLORS, LABELS, save_figure
-from .summary import format_ratio, time_to_target
+from .summary import cell, format_ratio, seconds_per_iteration, time_to_target
 
 DEFAULT_BATCH_SIZES = (128, 256, 512, 1024, None)  # None: the whole training set
 DEFAULT_OPTIMIZERS = ("sgd", "ngd", "kfac")
@@ -183,11 +183,10 @@ def point_row(point: dict, targets: dict) -> dict:
     for key, value in targets.items():
         it, sec = time_to_target(recs, key, value)
         row[key] = {"iterations": it, "seconds": sec}
-    last = recs[-1]
     losses = [r["train_loss"] for r in recs if r["train_loss"] is not None]
     accs = [r["val_acc"] for r in recs if r["val_acc"] is not None and math.isfinite(r["val_acc"])]
     row.update(
-        seconds_per_iteration=last["seconds"] / last["iteration"] if last["iteration"] else None,
+        seconds_per_iteration=seconds_per_iteration(run),
         final_train_loss=losses[-1] if losses else None,
         best_val_acc=max(accs) if accs else None,
     )
@@ -360,10 +359,6 @@ def ratios(doc, method: str = "kfac", base: str = "sgd") -> list[dict]:
     return out
 
 
-def _cell(v, spec, missing="not reached"):
-    return missing if v is None else format(v, spec)
-
-
 def points_markdown(doc, n_train: int | None = None) -> str:
     """A Markdown table of the sweep: one line per batch size and optimizer, with the grid's pick.
 
@@ -379,15 +374,14 @@ def points_markdown(doc, n_train: int | None = None) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(doc["rows"], key=lambda r: (r["batch_size"], r["optimizer"])):
-        b = f"full ({r['batch_size']})" if r["batch_size"] == n_train else str(r["batch_size"])
+        b, miss = _batch_label(r["batch_size"], n_train), "not reached"
         ms = None if r["seconds_per_iteration"] is None else 1e3 * r["seconds_per_iteration"]
         picked = ", ".join(f"{k} {r['settings'][k]:g}" for k in doc["grids"].get(r["optimizer"], ())) or "—"
         lines.append(
-            f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
-            f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
-            f"| {_cell(r['val_acc']['seconds'], '.2f')} "
-            f"| {_cell(ms, '.1f', '—')} "
-            f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
+            f"| {b} | {r['optimizer']} | {cell(r['train_loss']['iterations'], 'd', miss)} "
+            f"| {cell(r['train_loss']['seconds'], '.2f', miss)} | {cell(r['val_acc']['iterations'], 'd', miss)} "
+            f"| {cell(r['val_acc']['seconds'], '.2f', miss)} | {cell(ms, '.1f')} "
+            f"| {cell(r['final_train_loss'], '.3f')} | {cell(r['best_val_acc'], '.3f')} "
             f"| {r['runs_tried']} | {picked} |"
         )
     return "\n".join(lines) + "\n"

@@ -162,35 +162,19 @@ def fisher_matrices(
 ) -> dict:
     """The matrices of the figure, their damped inverses and their errors.
 
-    Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1)::
-
-        ``exact``               F (``kind``: "exact", "mc" or "empirical"; :func:`kfac_ref.fisher.dense`)
-        ``block_diagonal``      F_bd: the layer blocks of F, zero elsewhere          (step 1)
-        ``kfac``                ⊕_l G_l ⊗ A_l                                        (step 2)
-        ``exact_inv``           (F + λI)⁻¹ (Cholesky, as exact NGD solves)
-        ``block_diagonal_inv``  (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹ (one Cholesky per block)
-        ``kfac_inv``            K-FAC's damped inverse from the factors              (step 3)
-        ``kfac_damped``         the damped dense K-FAC matrix; ``kfac_inv`` is its inverse
-        ``kfac_tridiag``        block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11;
-                                :func:`kfac_ref.fisher.kfac_tridiag_dense`) — None unless the
-                                model is a chain of Linear layers (an MLP): see ``notes``
-        ``kfac_tridiag_inv``    its damped inverse Ξᵀ Λ Ξ as the optimizer applies it (factored
-                                damping of the diagonal factors, whatever ``damping_mode``)
-        ``kfac_tridiag_damped`` the damped F̂; ``kfac_tridiag_inv`` is its inverse
-        ``ekfac``               EKFAC ⊕_l (U_G ⊗ U_A) diag(s_l) (U_G ⊗ U_A)ᵀ ([GLBV18], docs/math.md §12;
-                                :func:`kfac_ref.fisher.ekfac_dense`)
-        ``ekfac_inv``           ⊕_l (F_EKFAC,l + λI)⁻¹ (λ added to the scalings, exactly)
-
-    and ``factors`` [(A_l, G_l)], ``grad`` ∇h (P,), ``directions`` {name: (damped inverse) ∇h},
-    ``boundaries`` (the offsets in θ where a layer starts, after the first), ``layers``
-    (their names), ``kind``, ``damping``, ``damping_mode``, ``n``, ``p``, and
-    ``errors``: relative Frobenius errors ``{"overall": e, "layers": [e_l]}`` (per
-    diagonal block) of ``block_diagonal``, ``kfac`` and ``kfac_vs_block_diagonal`` (step 2
-    alone) against F, of ``block_diagonal_inv`` and ``kfac_inv`` against (F + λI)⁻¹,
-    ``kron_identity`` (step 3: ``kfac_inv`` against ``np.linalg.inv`` of each block of
-    ``kfac_damped``), the same for ``kfac_tridiag``, ``ekfac`` and their inverses, and
-    ``angles``: the natural-gradient direction of each approximation against the exact one, in degrees.
-    ``notes``: sentences on what was left out (block-tridiagonal K-FAC for a ConvNet).
+    Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1): ``exact`` F (``kind``:
+    "exact", "mc" or "empirical"), ``block_diagonal`` F_bd (its layer blocks, step 1), ``kfac``
+    ⊕_l G_l ⊗ A_l (step 2), ``kfac_tridiag`` F̂ (docs/math.md §11; None unless the model is a chain
+    of Linear layers, see ``notes``) and ``ekfac`` (docs/math.md §12); each ``<key>_inv`` is the damped
+    inverse its optimizer applies ((F + λI)⁻¹ by Cholesky, K-FAC's from the factors: step 3, F̂'s with
+    factored damping whatever ``damping_mode``); ``kfac_damped`` and ``kfac_tridiag_damped`` are the
+    damped dense matrices those inverses invert.  Also ``factors`` [(A_l, G_l)], ``grad`` ∇h (P,),
+    ``directions`` {key: (damped inverse) ∇h}, ``boundaries`` and ``layout`` (:func:`block_layout`),
+    ``layers``, ``kind``, ``damping``, ``damping_mode``, ``n``, ``p``, ``notes``, and ``errors``:
+    relative Frobenius errors {"overall", "layers": per diagonal block} of every matrix against F and
+    every inverse against (F + λI)⁻¹, ``kfac_vs_block_diagonal`` (step 2 alone), ``kron_identity``
+    (step 3: ``kfac_inv`` against ``np.linalg.inv`` of each block of ``kfac_damped``) and ``angles``
+    (degrees) of each direction to the exact one.
 
     Every matrix comes from one set of Fisher seeds (for ``kind="mc"`` labels drawn from
     ``np.random.default_rng(seed)``), through one loop over the curvature structures
@@ -399,27 +383,14 @@ def draw_fisher(
 ):
     """Draw the figure on ``fig`` (a matplotlib Figure): rows × columns of :func:`panel_keys`.
 
-    The columns: exact, block-diagonal, K-FAC, block-tridiagonal K-FAC (an MLP only;
-    for a ConvNet the column is left out and a note says why), EKFAC.  Row 0 holds the
-    matrices, row 1 their damped inverses; ``rows=(0,)`` draws only the first.  ``columns``
-    (e.g. ``("exact", "block_diagonal", "kfac")``) draws only those columns, in that order.  Every
-    panel has its own colour bar and its own colour range, ±the
-    :data:`CLIP_PERCENTILE` percentile of its absolute entries: the few largest entries
-    (the diagonal of an inverse, ~1/λ) are drawn at full colour (the bar's arrows) instead
-    of washing out everything else.  ``scale``:
-
-    ``"linear"``
-        diverging map centred at 0, linear scale (the default: with P ≤ 200 every
-        entry is a visible square)
-    ``"symlog"``
-        diverging map centred at 0, symmetric log scale (entries over many decades)
-    ``"log"``
-        absolute values on a log scale, six decades; exact zeros white
-
-    Solid lines mark the layer boundaries, dotted lines the weight/bias split inside
-    each layer, and the axis ticks name the blocks (W1, b1, W2, …).  The titles give
-    the relative Frobenius errors vs the exact matrix of the row and the angle of each
-    natural-gradient direction to the exact one.  Returns the axes, (len(rows), columns).
+    Row 0 holds the matrices (exact, block-diagonal, K-FAC, block-tridiagonal K-FAC for an MLP only,
+    EKFAC), row 1 their damped inverses; ``rows=(0,)`` draws only the first, ``columns`` (e.g.
+    ``("exact", "kfac")``) only those columns, in that order.  Each panel has its own colour bar and
+    range, ± the :data:`CLIP_PERCENTILE` percentile of its absolute entries (the few largest, such
+    as an inverse's ~1/λ diagonal, saturate: the bar's arrows).  ``scale``: "linear" (diverging,
+    centred at 0, the default), "symlog" (symmetric log) or "log" (|entries|, six decades, zeros
+    white).  Solid lines mark the layers, dotted ones the weight/bias split, ticks name the blocks
+    (W1, b1, …); titles give the errors and angles.  Returns the axes, (len(rows), columns).
     """
     from . import plots
 
