@@ -39,7 +39,7 @@ from ..train import EVAL_TRAIN_SAMPLES, RECORD_FIELDS, Trainer, describe_eval
 from ..validate import check_number
 from . import arguments
 from .arguments import unknown_optimizer
-from .curves import curves_figure, save_figure
+from .curves import curves_figure, gamma_text, save_figure
 from .diagnostics import diagnostics
 from .summary import format_summary, summarize, target_list
 
@@ -167,8 +167,7 @@ def evaluation_note(cfg: CompareConfig, n_train: int) -> str:
 
 def load_data(cfg: CompareConfig):
     """The dataset, flattened for an MLP, cast and moved as configured."""
-    kwargs = {"dtype": np.dtype(cfg.dtype)}
-    data = load_dataset(cfg.dataset, cfg.data_dir, **kwargs)
+    data = load_dataset(cfg.dataset, cfg.data_dir, dtype=np.dtype(cfg.dtype))
     if cfg.model == "mlp":
         data = data.flat()
     if cfg.max_train:
@@ -246,19 +245,9 @@ def diagnostics_hook(cfg: CompareConfig):
             return None
         # rng: only a Woodbury NGD with a Monte-Carlo Fisher uses one (it redraws its Fisher on the
         # batch); a generator of its own leaves the training's untouched
-        out = diagnostics(
-            opt,
-            x,
-            y,
-            theta=theta,
-            damping=sgd_damping if isinstance(opt, SGD) else None,
-            rng=np.random.default_rng(opt.steps),
-        )
-        return {
-            "angle_deg": out["angle_deg"],
-            "curvature_error": out["curvature_error"],
-            "natural_damping": out["damping"],
-        }
+        damping = sgd_damping if isinstance(opt, SGD) else None
+        out = diagnostics(opt, x, y, theta=theta, damping=damping, rng=np.random.default_rng(opt.steps))
+        return dict(zip(DIAGNOSTIC_FIELDS, (out["angle_deg"], out["curvature_error"], out["damping"])))
 
     return after_step
 
@@ -417,11 +406,9 @@ def format_diagnostics(runs, cfg: CompareConfig) -> str:
             lines.append(f"- {r['optimizer']}: no step measured")
             continue
         ang = np.array([rec["angle_deg"] for rec in meas])
-        gammas = sorted({rec["natural_damping"] for rec in meas})
-        gamma = f"γ = {gammas[0]:g}" if len(gammas) == 1 else f"γ {gammas[0]:g}–{gammas[-1]:g}"
         line = (
             f"- {r['optimizer']}: angle {np.median(ang):.1f}° ({ang.min():.1f}–{ang.max():.1f}°) "
-            f"over {len(ang)} steps, {gamma}"
+            f"over {len(ang)} steps, {gamma_text(rec['natural_damping'] for rec in meas)}"
         )
         errs = [rec["curvature_error"] for rec in meas if rec["curvature_error"] is not None]
         if errs:

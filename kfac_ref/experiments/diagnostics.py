@@ -30,12 +30,6 @@ from ..grads import loss_and_grad
 from ..params import get_flat_params, set_flat_params
 
 
-def check_ready(opt) -> None:
-    """A method with curvature must have taken a step (its curvature is what is measured)."""
-    if not (opt.curvature.ready and opt.curvature.refreshed):
-        raise ValueError(f"{opt.name}: no curvature yet — take a step before measuring its direction")
-
-
 def diagnostics(
     opt, x, y, theta=None, damping: float | None = None, rng=None, curvature: bool = True, max_bytes=None
 ) -> dict:
@@ -49,7 +43,8 @@ def diagnostics(
       P × P matrices; ``None`` when they exceed ``max_bytes``).
     """
     model = opt.model
-    check_ready(opt)
+    if not (opt.curvature.ready and opt.curvature.refreshed):  # what is measured is the curvature of its step
+        raise ValueError(f"{opt.name}: no curvature yet — take a step before measuring its direction")
     own = opt.direction_damping  # None: no curvature of its own (SGD)
     gamma = own if damping is None else damping
     if gamma is None:
