@@ -148,15 +148,6 @@ def train_small_network(
 # ---- 2. The matrices and their errors -------------------------------------------------------------
 
 
-def is_chain(model) -> bool:
-    """Whether block-tridiagonal K-FAC is defined for the model: consecutive Linear layers only."""
-    try:
-        fisher.tridiag.check_chain(model)
-    except TypeError:
-        return False
-    return True
-
-
 def fisher_matrices(
     model, loss_fn, x, y, kind: str = "exact", damping: float = 1e-3, damping_mode: str = "factored", seed: int = 0
 ) -> dict:
@@ -194,9 +185,10 @@ def fisher_matrices(
         "ekfac": EKFAC(model),
     }
     notes = []
-    if is_chain(model):
+    try:  # block-tridiagonal K-FAC is defined for consecutive Linear layers only
+        fisher.tridiag.check_chain(model)
         structures["kfac_tridiag"] = BlockTridiagonal(model)
-    else:
+    except TypeError:
         notes.append(
             "Block-tridiagonal K-FAC is left out: its cross-layer factors are defined for "
             "consecutive Linear layers (an MLP) only, and this network has convolutions."

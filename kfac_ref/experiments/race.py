@@ -341,8 +341,7 @@ def format_race(doc: dict) -> str:
         lines += ["| target | fastest other | fewer iterations | less time |", "|---|---|---:|---:|"]
         for name in names:
             k = methods["kfac"]["picks"][name]
-            ours_it = spread(k["iterations"])["median"] if k["trial"] is not None else None
-            ours_s = spread(k["seconds"])["median"] if k["trial"] is not None else None
+            ours_it, ours_s = (spread(k[f])["median"] for f in ("iterations", "seconds"))  # None: not reached
             rival = fastest_rival({m: r["picks"] for m, r in methods.items()}, name)
             if rival is None:
                 lines.append(f"| {name} | no other method reached it | — | — |")
