@@ -44,11 +44,11 @@ from .compare import (
     evaluation_note,
     grid_search,
     iterations_for,
-    jsonable,
     load_data,
     machine_info,
+    writers,
 )
-from .curves import COLORS, LABELS, save_figure
+from .curves import COLORS, LABELS
 from .summary import cell, format_ratio, seconds_per_iteration, time_to_target
 
 DEFAULT_BATCH_SIZES = (128, 256, 512, 1024, None)  # None: the whole training set
@@ -471,15 +471,7 @@ def batch_sweep_figure(doc: dict):
 def write_outputs(out, doc: dict) -> None:
     """batch_sweep.json, summary.md and batch-sweep.png into ``out`` — all or nothing
     (:func:`kfac_ref.io.write_together`)."""
-    out = Path(out)
-    text, table, fig = json.dumps(jsonable(doc), indent=1, allow_nan=False), format_table(doc), batch_sweep_figure(doc)
-    write_together(
-        [
-            (out / JSON, lambda tmp: tmp.write_text(text, encoding="utf-8")),
-            (out / TABLE, lambda tmp: tmp.write_text(table, encoding="utf-8")),
-            (out / FIGURE, lambda tmp: save_figure(fig, tmp)),
-        ]
-    )
+    write_together(writers(out, {JSON: doc, TABLE: format_table(doc), FIGURE: batch_sweep_figure(doc)}))
 
 
 def run_batch_sweep(

@@ -348,8 +348,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
             d["stopped"] = r["stopped"]
     if grid:
         doc["grid"] = grid
-    history = json.dumps(jsonable(doc), indent=1, allow_nan=False)
-    writers = [(out / "history.json", lambda tmp: tmp.write_text(history))]
+    files = {"history.json": doc}
     diagnosed = any("angle_deg" in rec for r in runs for rec in r["records"])
     fields = RECORD_FIELDS + (DIAGNOSTIC_FIELDS if diagnosed else ())
 
@@ -360,7 +359,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
             w.writerows(records)
 
     for r in runs:
-        writers.append((out / f"history_{r['optimizer']}.csv", lambda tmp, rec=r["records"]: write_csv(tmp, rec)))
+        files[f"history_{r['optimizer']}.csv"] = lambda tmp, rec=r["records"]: write_csv(tmp, rec)
     title = f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device}, {cfg.dtype}"
     title += " — solid: train, dashed: validation"
     capped = [
@@ -370,11 +369,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
     ]
     if capped:
         title += f"\niterations: {cfg.iterations} each, except " + ", ".join(capped) + " (capped)"
-    fig = curves_figure(runs, title)
-    writers += [
-        (out / "curves.png", lambda tmp: save_figure(fig, tmp)),
-        (out / "curves.svg", lambda tmp: save_figure(fig, tmp)),
-    ]
+    files["curves.png"] = files["curves.svg"] = curves_figure(runs, title)
     text = format_summary(summary)
     stopped = "".join(f"- **{r['optimizer']} stopped early**: {r['stopped']}\n" for r in runs if r["stopped"])
     if stopped:
@@ -384,9 +379,9 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
     if n_train is not None:
         text += f"\nEvery {cfg.eval_every} iterations: {evaluation_note(cfg, n_train)}; arithmetic in {cfg.dtype}.\n"
     text += "\n" + REGIME_NOTE.format(batch=cfg.batch_size)
-    writers.append((out / "summary.md", lambda tmp: tmp.write_text(f"# {title}\n\n{text}")))
+    files["summary.md"] = f"# {title}\n\n{text}"
     stale = [out / f"history_{name}.csv" for name in OPTIMIZERS if name not in {r["optimizer"] for r in runs}]
-    write_together(writers, remove=stale)  # a CSV of an earlier run's other optimizer would read as this run's
+    write_together(writers(out, files), remove=stale)  # an earlier run's other optimizer's CSV would read as this run's
     return summary
 
 
@@ -428,6 +423,22 @@ def jsonable(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
+
+
+def writers(out, files: dict) -> list:
+    """(path, write) pairs of ``files`` {name: content} in folder ``out``, for :func:`kfac_ref.io.write_together`:
+    a callable(tmp) writes itself, a str is UTF-8 text, a matplotlib Figure is saved in its suffix's
+    format (:func:`~.curves.save_figure`), anything else is strict JSON (:func:`jsonable`, indent 1)."""
+
+    def writer(content):
+        if callable(content):
+            return content
+        if hasattr(content, "savefig"):
+            return lambda tmp: save_figure(content, tmp)
+        text = content if isinstance(content, str) else json.dumps(jsonable(content), indent=1, allow_nan=False)
+        return lambda tmp: tmp.write_text(text, encoding="utf-8")
+
+    return [(Path(out) / name, writer(content)) for name, content in files.items()]
 
 
 def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=None) -> dict | None:

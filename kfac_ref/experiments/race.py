@@ -7,11 +7,9 @@ outside the training clock (:class:`~kfac_ref.train.Trainer`).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +26,7 @@ from .compare import (
     quick,
     run_one,
     settings_for,
+    writers,
 )
 
 OPS = {"<=": lambda v, t: v <= t, ">=": lambda v, t: v >= t}
@@ -273,15 +272,7 @@ def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, tria
     doc = jsonable(doc)
     summary = format_race(doc)
     fig = race_figure(doc)
-    out = Path(out)
-    write_together(
-        [
-            (out / "race.json", lambda p: p.write_text(json.dumps(doc, indent=1))),
-            (out / "summary.md", lambda p: p.write_text(summary, encoding="utf-8")),
-            (out / "race.png", lambda p: fig.savefig(p, format="png", dpi=130)),
-            (out / "race.svg", lambda p: fig.savefig(p, format="svg")),
-        ]
-    )
+    write_together(writers(out, {"race.json": doc, "summary.md": summary, "race.png": fig, "race.svg": fig}))
     log(summary)
     return doc
 
