@@ -510,21 +510,21 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     for label, key, values, dx in series:
         ax.bar([x + dx for x in xs], values, width, label=label, color=colors[key])
 
-    def note(axes, text, xy, dy, **kw):  # a small label dy points above (below if < 0) a point
+    def label(axes, text, xy, dy, **kw):  # a small label dy points above (below if < 0) a point
         kw = {"ha": "center", "va": "bottom" if dy > 0 else "top", "fontsize": 8, **kw}
         axes.annotate(text, xy, xytext=(kw.pop("dx", 0), dy), textcoords="offset points", **kw)
 
     for x, value in zip(xs, series[0][2]):  # the block's size, written down inside its bar
-        note(ax, sci(value), (x - width, value), -4, rotation=90, color="white", fontweight="bold")
+        label(ax, sci(value), (x - width, value), -4, rotation=90, color="white", fontweight="bold")
     ax.axvline(len(rows) - 0.5, color="0.5", lw=0.8)
-    note(
+    label(
         ax,
         f"A + G, all layers:\n{sci(t['factor_entries'])} entries\n= {human_bytes(t['factor_entries'])}",
         (len(rows) + width, max(t["a_entries"], t["g_entries"])),
         4,
     )
     ax.axhline(t["full_fisher_entries"], color="k", ls="--", lw=1)
-    note(
+    label(
         ax,
         f"full P×P Fisher, P = {t['params']:,}: {sci(t['full_fisher_entries'])} entries",
         (len(rows) - 0.5, t["full_fisher_entries"]),
@@ -561,7 +561,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
         names, [BYTES_PER_ENTRY * e for e in entries], color=[colors["block"], colors["A"], colors["G"], "#7f8c8d"]
     )
     for bar, e in zip(bars, entries):
-        note(ax_last, human_bytes(e), (bar.get_x() + bar.get_width() / 2, bar.get_height()), 3)
+        label(ax_last, human_bytes(e), (bar.get_x() + bar.get_width() / 2, bar.get_height()), 3)
     ax_last.set_yscale("log")
     ax_last.set_ylim(top=BYTES_PER_ENTRY * last.fisher_entries * 30)
     ax_last.set_ylabel("float32 bytes (log scale)")
