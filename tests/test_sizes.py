@@ -111,6 +111,11 @@ def test_plot_sizes_writes_a_png_and_no_temporary_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
 
 
+def test_plot_sizes_draws_a_grouped_network_with_its_note(tmp_path):
+    path = sizes.plot_sizes(sizes.layer_sizes("alexnet-grouped"), tmp_path / "grouped.png", "grouped")
+    assert path.stat().st_size > 0 and list(tmp_path.iterdir()) == [path]
+
+
 def test_plot_sizes_failure_leaves_no_half_written_file(tmp_path):
     with pytest.raises(ValueError):
         sizes.plot_sizes(sizes.layer_sizes("alexnet"), tmp_path / "fig.not-a-format", "AlexNet")

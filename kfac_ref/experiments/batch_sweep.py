@@ -1,48 +1,19 @@
-"""When does K-FAC pay off?  Iterations and seconds to a target, against the batch size.
+"""When does K-FAC pay off?  Iterations and seconds to a target, against the batch size (docs/results.md).
 
-For each batch size B (128, 256, 512, 1024 and the whole training set by
-default) and each method, every configuration of the method's grid
-(:data:`kfac_ref.experiments.compare.GRIDS`, what ``kfac-ref compare --grid``
-tries) is trained for the same iterations from the same θ₀ on the same seeded
-mini-batches, and the configuration with the lowest last validation loss is
-kept (:func:`kfac_ref.experiments.compare.grid_score`, the rule of
-``compare --grid``).  So every method gets the same tuning budget at every
-batch size — len(grid) runs — and nothing is tuned on the targets.  Of the
-kept run the table reports the first measured iteration (every ``eval_every``)
-and the training seconds at which
+For each batch size B and each method, every configuration of the method's grid
+(:data:`~.compare.GRIDS`, what ``compare --grid`` tries) trains for the same iterations from
+the same θ₀ on the same seeded mini-batches, and the one with the lowest last validation loss
+is kept (:func:`~.compare.grid_score`): the same tuning budget at every B, nothing tuned on the
+targets.  Of the kept run the table reports the first measured iteration and the training
+seconds at which the training loss is ≤ ``train_loss`` and the validation accuracy ≥
+``val_acc`` (:func:`~.summary.time_to_target`); a run that never does gets None, never an
+extrapolated value.  Exact NGD runs with the Woodbury solver (docs/math.md §7), only where
+C·B < P, its iterations capped (:data:`ITERATION_CAPS`).  This is Zhang et al. 2019's question
+("Which algorithmic choices matter at which batch sizes?"): a larger batch has a less noisy
+gradient, so curvature can be used more aggressively.
 
-- the training loss is ≤ ``train_loss`` and
-- the validation accuracy is ≥ ``val_acc``
-
-(:func:`kfac_ref.experiments.summary.time_to_target`); a run that never does
-within its budget gets "not reached" (None), never an extrapolated value.
-
-The defaults, :data:`DEFAULT_TARGETS` (training loss 0.05, validation accuracy
-0.95), are fixed across batch sizes so that the points of one line are
-comparable.  They were chosen from a pilot run of the default sweep so that the
-comparison has a point on every SGD and K-FAC line: there the grid's picks of
-both reach both targets at every batch size within 200 iterations (SGD, the
-slower, after 130–180), while the targets are well short of what both reach by
-their last iteration (training loss 0.013–0.018 for SGD, below 0.002 for K-FAC;
-best validation accuracy 0.961 for SGD, 0.969–0.981 for K-FAC), so a count is
-not decided by the last few measurements.  An accuracy target asks for
-generalisation as well as fitting: 0.95 is 341 of the 359 validation images.
-
-Exact NGD is run with the Woodbury solver (docs/math.md §7), whose cost is a
-(C·B × C·B) system, and only where that is smaller than the P×P Fisher, C·B < P
-(C classes, P parameters): on the digits ConvNet (P = 3,658, C = 10) that is
-B ≤ 365.  Its iterations are capped (:data:`ITERATION_CAPS`, like compare's)
-because a step costs tens of SGD steps (26× at B = 128, 88× at B = 256 in the
-run of docs/results.md).  This is the experiment of Zhang et
-al. 2019 ("Which algorithmic choices matter at which batch sizes?"): with a
-larger batch the mini-batch gradient is less noisy, so curvature can be used
-more aggressively, and K-FAC's advantage in iterations should grow with B;
-[MG15] likewise train with large mini-batches that grow during training.
-
-Outputs, all or none (:func:`kfac_ref.io.write_together`, so a failed run leaves
-nothing half-written): ``batch_sweep.json`` (schema in
-:func:`sweep_document`), ``summary.md`` (:func:`format_table`) and
-``batch-sweep.png`` (:func:`batch_sweep_figure`).
+Outputs, all or none (:func:`kfac_ref.io.write_together`): ``batch_sweep.json`` (schema in
+:func:`sweep_document`), ``summary.md`` (:func:`format_table`), ``batch-sweep.png``.
 """
 
 from __future__ import annotations
@@ -73,15 +44,20 @@ from .compare import (
     evaluation_note,
     grid_search,
     iterations_for,
-    jsonable,
     load_data,
     machine_info,
+    writers,
 )
-from .curves import COLORS, LABELS, save_figure
-from .summary import format_ratio, time_to_target
+from .curves import COLORS, LABELS
+from .summary import cell, format_ratio, seconds_per_iteration, time_to_target
 
 DEFAULT_BATCH_SIZES = (128, 256, 512, 1024, None)  # None: the whole training set
 DEFAULT_OPTIMIZERS = ("sgd", "ngd", "kfac")
+# Fixed across batch sizes, so that the points of one line are comparable; chosen from a pilot run of the
+# default sweep so that every SGD and K-FAC line has a point: there both reach both targets at every B within
+# 200 iterations (SGD after 130–180), well short of their last figures (training loss 0.013–0.018 for SGD,
+# < 0.002 for K-FAC; best validation accuracy 0.961 for SGD, 0.969–0.981 for K-FAC), so a count is not
+# decided by the last few measurements.  0.95 is 341 of the 359 validation images.
 DEFAULT_TARGETS = {"train_loss": 0.05, "val_acc": 0.95}
 # 200 iterations per run: SGD needs up to 180 for the default targets at batch 128.  The whole default
 # sweep (5 batch sizes, SGD and K-FAC 3 configurations each, NGD 3 at B = 128 and 256) is 6,000 steps
@@ -207,11 +183,10 @@ def point_row(point: dict, targets: dict) -> dict:
     for key, value in targets.items():
         it, sec = time_to_target(recs, key, value)
         row[key] = {"iterations": it, "seconds": sec}
-    last = recs[-1]
     losses = [r["train_loss"] for r in recs if r["train_loss"] is not None]
     accs = [r["val_acc"] for r in recs if r["val_acc"] is not None and math.isfinite(r["val_acc"])]
     row.update(
-        seconds_per_iteration=last["seconds"] / last["iteration"] if last["iteration"] else None,
+        seconds_per_iteration=seconds_per_iteration(run),
         final_train_loss=losses[-1] if losses else None,
         best_val_acc=max(accs) if accs else None,
     )
@@ -384,10 +359,6 @@ def ratios(doc, method: str = "kfac", base: str = "sgd") -> list[dict]:
     return out
 
 
-def _cell(v, spec, missing="not reached"):
-    return missing if v is None else format(v, spec)
-
-
 def points_markdown(doc, n_train: int | None = None) -> str:
     """A Markdown table of the sweep: one line per batch size and optimizer, with the grid's pick.
 
@@ -403,15 +374,14 @@ def points_markdown(doc, n_train: int | None = None) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(doc["rows"], key=lambda r: (r["batch_size"], r["optimizer"])):
-        b = f"full ({r['batch_size']})" if r["batch_size"] == n_train else str(r["batch_size"])
+        b, miss = _batch_label(r["batch_size"], n_train), "not reached"
         ms = None if r["seconds_per_iteration"] is None else 1e3 * r["seconds_per_iteration"]
         picked = ", ".join(f"{k} {r['settings'][k]:g}" for k in doc["grids"].get(r["optimizer"], ())) or "—"
         lines.append(
-            f"| {b} | {r['optimizer']} | {_cell(r['train_loss']['iterations'], 'd')} "
-            f"| {_cell(r['train_loss']['seconds'], '.2f')} | {_cell(r['val_acc']['iterations'], 'd')} "
-            f"| {_cell(r['val_acc']['seconds'], '.2f')} "
-            f"| {_cell(ms, '.1f', '—')} "
-            f"| {_cell(r['final_train_loss'], '.3f', '—')} | {_cell(r['best_val_acc'], '.3f', '—')} "
+            f"| {b} | {r['optimizer']} | {cell(r['train_loss']['iterations'], 'd', miss)} "
+            f"| {cell(r['train_loss']['seconds'], '.2f', miss)} | {cell(r['val_acc']['iterations'], 'd', miss)} "
+            f"| {cell(r['val_acc']['seconds'], '.2f', miss)} | {cell(ms, '.1f')} "
+            f"| {cell(r['final_train_loss'], '.3f')} | {cell(r['best_val_acc'], '.3f')} "
             f"| {r['runs_tried']} | {picked} |"
         )
     return "\n".join(lines) + "\n"
@@ -501,15 +471,7 @@ def batch_sweep_figure(doc: dict):
 def write_outputs(out, doc: dict) -> None:
     """batch_sweep.json, summary.md and batch-sweep.png into ``out`` — all or nothing
     (:func:`kfac_ref.io.write_together`)."""
-    out = Path(out)
-    text, table, fig = json.dumps(jsonable(doc), indent=1, allow_nan=False), format_table(doc), batch_sweep_figure(doc)
-    write_together(
-        [
-            (out / JSON, lambda tmp: tmp.write_text(text, encoding="utf-8")),
-            (out / TABLE, lambda tmp: tmp.write_text(table, encoding="utf-8")),
-            (out / FIGURE, lambda tmp: save_figure(fig, tmp)),
-        ]
-    )
+    write_together(writers(out, {JSON: doc, TABLE: format_table(doc), FIGURE: batch_sweep_figure(doc)}))
 
 
 def run_batch_sweep(

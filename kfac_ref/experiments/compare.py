@@ -1,27 +1,17 @@
-"""The article's experiment: one model, one dataset, SGD vs NGD vs K-FAC.
+"""The article's experiment: one model, one dataset, SGD vs NGD vs K-FAC (docs/results.md).
 
-Every optimizer starts from the same initial parameters and sees the same
-mini-batches (one seed); the only difference between two runs is the method.
-Optionally a small grid search gives every optimizer the *same* budget (the
-same number of configurations, each trained for the same iterations) and
-keeps, per optimizer, the configuration with the lowest validation loss.
-
-Outputs, all or none (:func:`kfac_ref.io.write_together`: each file is written
-beside its target and renamed only when every one is complete): ``history.json``,
-``history_<opt>.csv``, ``curves.png``/``curves.svg`` and ``summary.md``.
+Every optimizer starts from the same θ₀ and sees the same mini-batches (one seed); the only
+difference between two runs is the method.  ``--grid`` gives every optimizer the same budget
+(three configurations, the same iterations each) and keeps the lowest validation loss.
+``--diagnostics K`` measures every K-th step against the exact damped natural gradient
+(:func:`diagnostics_hook`, docs/diagnostics.md).  Outputs, all or none
+(:func:`kfac_ref.io.write_together`): ``history.json``, ``history_<opt>.csv``,
+``curves.png``/``curves.svg`` and ``summary.md``.
 
 This module also holds what the other training experiments share: the one runner
-(:func:`run_one`: one optimizer from θ₀, optionally keeping every step's info dict or
-data-parallel on MPI ranks), the one grid search (:func:`grid_search`), the model and data
-arguments and ``--quick``'s budget (:data:`QUICK`); ``kfac-ref compare`` and ``demo`` are
-:func:`add_arguments` and :func:`run`.
-
-With ``diagnostics_every = K > 0`` (`kfac-ref compare --diagnostics K`), every K
-iterations each method's step is measured against the exact damped natural gradient
-on that iteration's batch, at θ before the step (:func:`diagnostics_hook`).  This
-runs outside the training clock, like evaluation, and adds ``angle_deg``,
-``curvature_error`` and ``natural_damping`` to the records of the iterations
-measured, a panel to the figure and a line per method to summary.md.
+(:func:`run_one`), the one grid search (:func:`grid_search`), the model and data arguments and
+``--quick``'s budget (:data:`QUICK`); ``kfac-ref compare`` and ``demo`` are :func:`add_arguments`
+and :func:`run`.
 """
 
 from __future__ import annotations
@@ -49,7 +39,7 @@ from ..train import EVAL_TRAIN_SAMPLES, RECORD_FIELDS, Trainer, describe_eval
 from ..validate import check_number
 from . import arguments
 from .arguments import unknown_optimizer
-from .curves import curves_figure, save_figure
+from .curves import curves_figure, gamma_text, save_figure
 from .diagnostics import diagnostics
 from .summary import format_summary, summarize, target_list
 
@@ -177,8 +167,7 @@ def evaluation_note(cfg: CompareConfig, n_train: int) -> str:
 
 def load_data(cfg: CompareConfig):
     """The dataset, flattened for an MLP, cast and moved as configured."""
-    kwargs = {"dtype": np.dtype(cfg.dtype)}
-    data = load_dataset(cfg.dataset, cfg.data_dir, **kwargs)
+    data = load_dataset(cfg.dataset, cfg.data_dir, dtype=np.dtype(cfg.dtype))
     if cfg.model == "mlp":
         data = data.flat()
     if cfg.max_train:
@@ -239,16 +228,12 @@ def sgd_natural_damping(cfg: CompareConfig) -> float:
 
 
 def diagnostics_hook(cfg: CompareConfig):
-    """The Trainer's ``after_step`` for ``cfg.diagnostics_every = K``: None when K = 0.
+    """The Trainer's ``after_step`` for ``cfg.diagnostics_every = K`` (None when K = 0; docs/diagnostics.md).
 
-    After every K-th step (iterations K, 2K, …) it returns, for the step's batch and θ
-    before the step, the angle (degrees) between the method's direction and the exact
-    damped natural gradient (F + γI)⁻¹∇h, the relative Frobenius error of its curvature
-    to the exact Fisher F (None for SGD, or when P × P matrices would not fit) and γ
-    (:func:`~.diagnostics.diagnostics`).  γ is each Fisher method's own damping — the one
-    its direction used (λ + η_wd for the K-FAC family) — so the angle measures the
-    curvature approximation alone, not a difference of damping; SGD, which has none, is
-    measured against K-FAC's λ of the comparison (:func:`sgd_natural_damping`).
+    After every K-th step it returns the angle (degrees) of the step's direction to the exact damped
+    natural gradient (F + γI)⁻¹∇h on the step's batch at θ before the step, the curvature error and γ
+    (:func:`~.diagnostics.diagnostics`): each Fisher method's own damping, K-FAC's λ for SGD
+    (:func:`sgd_natural_damping`).
     """
     every = check_number("diagnostics_every", cfg.diagnostics_every, low=0, integer=True)
     if every == 0:
@@ -260,19 +245,9 @@ def diagnostics_hook(cfg: CompareConfig):
             return None
         # rng: only a Woodbury NGD with a Monte-Carlo Fisher uses one (it redraws its Fisher on the
         # batch); a generator of its own leaves the training's untouched
-        out = diagnostics(
-            opt,
-            x,
-            y,
-            theta=theta,
-            damping=sgd_damping if isinstance(opt, SGD) else None,
-            rng=np.random.default_rng(opt.steps),
-        )
-        return {
-            "angle_deg": out["angle_deg"],
-            "curvature_error": out["curvature_error"],
-            "natural_damping": out["damping"],
-        }
+        damping = sgd_damping if isinstance(opt, SGD) else None
+        out = diagnostics(opt, x, y, theta=theta, damping=damping, rng=np.random.default_rng(opt.steps))
+        return dict(zip(DIAGNOSTIC_FIELDS, (out["angle_deg"], out["curvature_error"], out["damping"])))
 
     return after_step
 
@@ -284,15 +259,15 @@ def make_optimizer(name: str, model, settings: dict, comm=None):
     return OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings)
 
 
-def run_one(
-    cfg, name, settings, data, theta0, iterations, progress=None, diagnose: bool = True, infos: bool = False, comm=None
-) -> dict:
+def run_one(cfg, name, settings, data, theta0, iterations, progress_factory=None, diagnose=True, infos=False,
+            comm=None, desc=None) -> dict:  # fmt: skip
     """Train one optimizer from θ₀: the one runner of compare, its grid, batch-sweep, sweeps and the recipe.
 
     cfg : CompareConfig (model, batch size, seed, eval_every, device); name : an OPTIMIZERS key;
-    theta0 : (P,) the start.  ``diagnose``: measure the steps as ``cfg.diagnostics_every`` says (the
-    grid's trials do not); ``infos``: also keep every step's info dict (:data:`INFO_KEYS` plus "times"
-    {phase: seconds}); ``comm``: train the data-parallel version on this MPI communicator.
+    theta0 : (P,) the start; ``progress_factory(desc or name, iterations)``: the run's progress bar.
+    ``diagnose``: measure the steps as ``cfg.diagnostics_every`` says (the grid's trials do not);
+    ``infos``: also keep every step's info dict (:data:`INFO_KEYS` plus "times" {phase: seconds});
+    ``comm``: train the data-parallel version on this MPI communicator.
     Returns {"optimizer", "settings", "records", "stopped"} (and "infos" [iterations done]).
     """
     model = build_model(cfg, data)
@@ -312,7 +287,10 @@ def run_one(
     hook = after_step if diag is not None or infos else None
     rng = np.random.default_rng(cfg.seed)
     trainer = Trainer(opt, data, cfg.batch_size, rng, cfg.eval_every, after_step=hook, eval_train=cfg.eval_train)
-    hist = trainer.run(iterations, progress)
+    bar = progress_factory(desc or name, iterations) if progress_factory else None
+    hist = trainer.run(iterations, bar)
+    if bar is not None:
+        bar.close()
     run = {"optimizer": name, "settings": settings, "records": hist.records, "stopped": hist.stopped}
     if infos:
         run["infos"] = kept
@@ -337,10 +315,7 @@ def grid_search(cfg, name, data, theta0, progress_factory=None):
     trials = []
     for point in GRIDS[name]:
         s = settings_for(cfg, name, point)
-        bar = progress_factory(f"{name} grid {point}", iters) if progress_factory else None
-        run = run_one(cfg, name, s, data, theta0, iters, bar, diagnose=False)
-        if bar is not None:
-            bar.close()
+        run = run_one(cfg, name, s, data, theta0, iters, progress_factory, diagnose=False, desc=f"{name} grid {point}")
         trials.append({"settings": s, "val_loss": grid_score(run), "stopped": run["stopped"], "run": run})
     best = min(trials, key=lambda t: t["val_loss"])
     return best["settings"], trials
@@ -373,8 +348,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
             d["stopped"] = r["stopped"]
     if grid:
         doc["grid"] = grid
-    history = json.dumps(jsonable(doc), indent=1, allow_nan=False)
-    writers = [(out / "history.json", lambda tmp: tmp.write_text(history))]
+    files = {"history.json": doc}
     diagnosed = any("angle_deg" in rec for r in runs for rec in r["records"])
     fields = RECORD_FIELDS + (DIAGNOSTIC_FIELDS if diagnosed else ())
 
@@ -385,7 +359,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
             w.writerows(records)
 
     for r in runs:
-        writers.append((out / f"history_{r['optimizer']}.csv", lambda tmp, rec=r["records"]: write_csv(tmp, rec)))
+        files[f"history_{r['optimizer']}.csv"] = lambda tmp, rec=r["records"]: write_csv(tmp, rec)
     title = f"{cfg.dataset} {cfg.model}, batch {cfg.batch_size}, {cfg.device}, {cfg.dtype}"
     title += " — solid: train, dashed: validation"
     capped = [
@@ -395,11 +369,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
     ]
     if capped:
         title += f"\niterations: {cfg.iterations} each, except " + ", ".join(capped) + " (capped)"
-    fig = curves_figure(runs, title)
-    writers += [
-        (out / "curves.png", lambda tmp: save_figure(fig, tmp)),
-        (out / "curves.svg", lambda tmp: save_figure(fig, tmp)),
-    ]
+    files["curves.png"] = files["curves.svg"] = curves_figure(runs, title)
     text = format_summary(summary)
     stopped = "".join(f"- **{r['optimizer']} stopped early**: {r['stopped']}\n" for r in runs if r["stopped"])
     if stopped:
@@ -409,9 +379,9 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
     if n_train is not None:
         text += f"\nEvery {cfg.eval_every} iterations: {evaluation_note(cfg, n_train)}; arithmetic in {cfg.dtype}.\n"
     text += "\n" + REGIME_NOTE.format(batch=cfg.batch_size)
-    writers.append((out / "summary.md", lambda tmp: tmp.write_text(f"# {title}\n\n{text}")))
+    files["summary.md"] = f"# {title}\n\n{text}"
     stale = [out / f"history_{name}.csv" for name in OPTIMIZERS if name not in {r["optimizer"] for r in runs}]
-    write_together(writers, remove=stale)  # a CSV of an earlier run's other optimizer would read as this run's
+    write_together(writers(out, files), remove=stale)  # an earlier run's other optimizer's CSV would read as this run's
     return summary
 
 
@@ -431,11 +401,9 @@ def format_diagnostics(runs, cfg: CompareConfig) -> str:
             lines.append(f"- {r['optimizer']}: no step measured")
             continue
         ang = np.array([rec["angle_deg"] for rec in meas])
-        gammas = sorted({rec["natural_damping"] for rec in meas})
-        gamma = f"γ = {gammas[0]:g}" if len(gammas) == 1 else f"γ {gammas[0]:g}–{gammas[-1]:g}"
         line = (
             f"- {r['optimizer']}: angle {np.median(ang):.1f}° ({ang.min():.1f}–{ang.max():.1f}°) "
-            f"over {len(ang)} steps, {gamma}"
+            f"over {len(ang)} steps, {gamma_text(rec['natural_damping'] for rec in meas)}"
         )
         errs = [rec["curvature_error"] for rec in meas if rec["curvature_error"] is not None]
         if errs:
@@ -455,6 +423,22 @@ def jsonable(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
+
+
+def writers(out, files: dict) -> list:
+    """(path, write) pairs of ``files`` {name: content} in folder ``out``, for :func:`kfac_ref.io.write_together`:
+    a callable(tmp) writes itself, a str is UTF-8 text, a matplotlib Figure is saved in its suffix's
+    format (:func:`~.curves.save_figure`), anything else is strict JSON (:func:`jsonable`, indent 1)."""
+
+    def writer(content):
+        if callable(content):
+            return content
+        if hasattr(content, "savefig"):
+            return lambda tmp: save_figure(content, tmp)
+        text = content if isinstance(content, str) else json.dumps(jsonable(content), indent=1, allow_nan=False)
+        return lambda tmp: tmp.write_text(text, encoding="utf-8")
+
+    return [(Path(out) / name, writer(content)) for name, content in files.items()]
 
 
 def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=None) -> dict | None:
@@ -511,11 +495,7 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=
             grid[name] = [{k: v for k, v in t.items() if k != "run"} for t in trials]
             settings = settings_for(cfg, name, {k: best[k] for k in GRIDS[name][0]})
             log(f"{name}: grid search picked { ({k: settings[k] for k in GRIDS[name][0]}) }")
-        iters = iterations_for(cfg, name)
-        bar = progress_factory(name, iters) if progress_factory else None
-        run = run_one(cfg, name, settings, data, theta0, iters, bar, comm=comm)
-        if bar is not None:
-            bar.close()
+        run = run_one(cfg, name, settings, data, theta0, iterations_for(cfg, name), progress_factory, comm=comm)
         if run["stopped"]:
             log(f"{name}: {run['stopped']}")
         runs.append(run)

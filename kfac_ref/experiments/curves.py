@@ -79,6 +79,12 @@ def curves_figure(runs, title: str | None = None):
     return fig
 
 
+def gamma_text(values) -> str:
+    """The dampings γ of the measured steps: "γ = 0.1", or "γ 0.01–0.1" when they vary; "" for none."""
+    g = sorted({v for v in values if v is not None})
+    return "" if not g else f"γ = {g[0]:g}" if len(g) == 1 else f"γ {g[0]:g}–{g[-1]:g}"
+
+
 def _angle_panel(ax, runs):
     """The angle (°) of each method's step to (F + γI)⁻¹∇h at the measured iterations; γ in the legend."""
     for run in runs:
@@ -90,8 +96,7 @@ def _angle_panel(ax, runs):
         if not pts:
             continue
         its, angles, gammas = zip(*pts)
-        g = sorted({v for v in gammas if v is not None})
-        gamma = "" if not g else f"γ = {g[0]:g}" if len(g) == 1 else f"γ {g[0]:g}–{g[-1]:g}"
+        gamma = gamma_text(gammas)
         name = run["optimizer"]
         ax.plot(
             its,

@@ -1,22 +1,12 @@
-"""How far from NGD is each method's step?
+"""How far from NGD is each method's step? (docs/diagnostics.md)
 
-On one batch (x, y) and at parameters θ, for an optimizer with its *current* curvature
-``opt.curvature`` (after the step it has just taken; :mod:`kfac_ref.fisher.curvature`):
-
-- **angle** (degrees) between the method's preconditioned gradient d = ``curvature.apply(∇h)``
-  = (C + γ)⁻¹ ∇h and the exact damped natural gradient n = (F + γ I)⁻¹ ∇h, F the exact Fisher
-  (``kind="exact"``) of the batch at θ: a Cholesky solve with F when the curvature
-  error builds F anyway, else by Woodbury (docs/math.md §7), so that no P × P matrix
-  is needed for it.  ∇h includes the weight-decay term η_wd θ, and γ is the
-  damping the method's direction uses (``opt.direction_damping``: λ + η_wd for the K-FAC
-  family, λ for NGD's structures); SGD (d = ∇h, C = I) has none, so pass ``damping``.
-  KL-clipping rescales d and does not change the angle; momentum is not part of d.
-- **curvature error** ‖C − F‖_F / ‖F‖_F of the method's undamped curvature matrix
-  C = ``curvature.to_dense()``; ``None`` for SGD, which has no curvature, and when the
-  dense P × P matrices would not fit ``max_bytes``.
-
-To measure the step just taken, pass θ as it was *before* the step (``theta``): the
-curvature was computed there.  The parameters of the model are restored on return.
+On one batch (x, y) at θ, for an optimizer with the curvature ``opt.curvature`` of the step it has
+just taken: the **angle** (degrees) between its direction d = (C + γI)⁻¹∇h and the exact damped
+natural gradient n = (F + γI)⁻¹∇h (F the exact Fisher of the batch; n by Cholesky when F is built
+anyway, else by Woodbury, docs/math.md §7), and the **curvature error** ‖C − F‖_F / ‖F‖_F (None
+for SGD and when two P × P matrices would not fit ``max_bytes``).  ∇h includes the weight-decay
+term; γ is the damping the method's direction uses (``opt.direction_damping``), passed for SGD.
+Pass θ as it was *before* the step (``theta``); the model's parameters are restored on return.
 This is work outside the step: a training loop should not count its time.
 """
 
@@ -28,12 +18,6 @@ from ..fisher.metrics import angle_degrees
 from ..fisher.solve import dense_solve
 from ..grads import loss_and_grad
 from ..params import get_flat_params, set_flat_params
-
-
-def check_ready(opt) -> None:
-    """A method with curvature must have taken a step (its curvature is what is measured)."""
-    if not (opt.curvature.ready and opt.curvature.refreshed):
-        raise ValueError(f"{opt.name}: no curvature yet — take a step before measuring its direction")
 
 
 def diagnostics(
@@ -49,7 +33,8 @@ def diagnostics(
       P × P matrices; ``None`` when they exceed ``max_bytes``).
     """
     model = opt.model
-    check_ready(opt)
+    if not (opt.curvature.ready and opt.curvature.refreshed):  # what is measured is the curvature of its step
+        raise ValueError(f"{opt.name}: no curvature yet — take a step before measuring its direction")
     own = opt.direction_damping  # None: no curvature of its own (SGD)
     gamma = own if damping is None else damping
     if gamma is None:

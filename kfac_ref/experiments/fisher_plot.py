@@ -1,41 +1,19 @@
 """The article's figure: full Fisher → block-diagonal → Kronecker-factored, and their inverses.
 
-K-FAC in three steps ("Introducing K-FAC"; [MG15] §3–4), shown on a small
-trained network, with θ in docs/math.md §1 order so that every matrix is (P, P):
+K-FAC in three steps ("Introducing K-FAC"; [MG15] §3–4) on a small trained network, every
+matrix (P, P) in θ's order (docs/math.md §1): 1. block-diagonalise F ≈ diag(F_11, …, F_LL);
+2. Kronecker-factor each block F_ll ≈ G_l ⊗ A_l; 3. invert the factors, (G ⊗ A)⁻¹ = G⁻¹ ⊗ A⁻¹
+(docs/math.md §8.8).  The exact and block-diagonal matrices are inverted as (F + λI)⁻¹ and
+(F_bd + λI)⁻¹; K-FAC is damped "factored" (the optimizer's default, docs/math.md §6.1, which damps
+more than λI) or "exact", (G ⊗ A + λI)⁻¹ through the factors' eigendecompositions (§6.2).
 
-    step 1  block-diagonalise    F  ≈  F_bd = diag(F_11, …, F_LL)
-            (drop the correlations of parameters *across* layers)
-    step 2  Kronecker-factor     F_ll = E[(g gᵀ) ⊗ (ā āᵀ)]  ≈  E[g gᵀ] ⊗ E[ā āᵀ] = G_l ⊗ A_l
-            (drop the correlations between a layer's inputs and its output gradients)
-    step 3  invert the factors   (G_l ⊗ A_l)⁻¹ = G_l⁻¹ ⊗ A_l⁻¹
-            i.e. (G ⊗ A)⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)  (row-major vec, docs/math.md §8.8)
+Two facts the numbers show (``tests/test_fisher_plot.py`` checks them): K-FAC lives on F_bd's
+blocks, so ‖K − F‖² = ‖K − F_bd‖² + ‖F_bd − F‖² (K-FAC is never closer to F than F_bd is; nothing
+of the kind holds for the inverses), and step 3 loses nothing but round-off.  Two more columns
+go beyond: block-tridiagonal K-FAC (docs/math.md §11; MLPs only, left out with a note for a
+ConvNet) and EKFAC (§12), each with the inverse its optimizer applies.
 
-Damping λ: the exact and block-diagonal matrices are inverted as (F + λI)⁻¹ and
-(F_bd + λI)⁻¹.  K-FAC is damped either
-
-- ``"factored"`` (the default, and the optimizer's): (G + √λ/π I) ⊗ (A + π√λ I)
-  [MG15 §6.3], whose inverse *is* the Kronecker product of the inverted damped
-  factors — step 3 literally; it damps more than λI (docs/math.md §6), or
-- ``"exact"``: (G ⊗ A + λI)⁻¹, applied through the factors' eigendecompositions
-  (:class:`kfac_ref.fisher.EigenInverse`); the same damping as the other two.
-
-Either way the inverse is built block by block from the factors and checked
-against ``np.linalg.inv`` of the blocks of the damped dense K-FAC matrix.
-
-Two facts the numbers illustrate (and ``tests/test_fisher_plot.py`` checks):
-
-* F_bd agrees with F on the diagonal blocks and K-FAC lives on the same blocks,
-  so the errors are Pythagorean:  ‖K − F‖² = ‖K − F_bd‖² + ‖F_bd − F‖²  — K-FAC
-  is never closer to F than F_bd is.  Nothing of the kind holds for the inverses.
-* Step 3 loses nothing: its error is round-off.
-
-Two more columns show what lies beyond K-FAC's block-diagonal Kronecker product:
-block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11; MLPs only — for a ConvNet
-the column is left out with a note) and EKFAC ([GLBV18], docs/math.md §12), each with
-the inverse its optimizer applies (:mod:`kfac_ref.fisher.inverses`).
-
-Run it:  ``kfac-ref fisher-plot --out results/fisher-plot``
-(or ``python -m kfac_ref.experiments.fisher_plot``).
+Run it:  ``kfac-ref fisher-plot --out results/fisher-plot`` (or ``python -m kfac_ref.experiments.fisher_plot``).
 """
 
 from __future__ import annotations
@@ -70,9 +48,7 @@ FORMATS = ("png", "svg", "pdf")
 SCALES = ("symlog", "linear", "log")
 
 
-# ---------------------------------------------------------------------------
-# 1. A small trained network
-# ---------------------------------------------------------------------------
+# ---- 1. A small trained network -------------------------------------------------------------------
 
 
 class TrainedNet(NamedTuple):
@@ -169,18 +145,7 @@ def train_small_network(
     return TrainedNet(model, loss_fn, data.x_train[:n_eval], data.y_train[:n_eval], history)
 
 
-# ---------------------------------------------------------------------------
-# 2. The matrices and their errors
-# ---------------------------------------------------------------------------
-
-
-def is_chain(model) -> bool:
-    """Whether block-tridiagonal K-FAC is defined for the model: consecutive Linear layers only."""
-    try:
-        fisher.tridiag.check_chain(model)
-    except TypeError:
-        return False
-    return True
+# ---- 2. The matrices and their errors -------------------------------------------------------------
 
 
 def fisher_matrices(
@@ -188,35 +153,19 @@ def fisher_matrices(
 ) -> dict:
     """The matrices of the figure, their damped inverses and their errors.
 
-    Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1)::
-
-        ``exact``               F (``kind``: "exact", "mc" or "empirical"; :func:`kfac_ref.fisher.dense`)
-        ``block_diagonal``      F_bd: the layer blocks of F, zero elsewhere          (step 1)
-        ``kfac``                ⊕_l G_l ⊗ A_l                                        (step 2)
-        ``exact_inv``           (F + λI)⁻¹ (Cholesky, as exact NGD solves)
-        ``block_diagonal_inv``  (F_bd + λI)⁻¹ = ⊕_l (F_ll + λI)⁻¹ (one Cholesky per block)
-        ``kfac_inv``            K-FAC's damped inverse from the factors              (step 3)
-        ``kfac_damped``         the damped dense K-FAC matrix; ``kfac_inv`` is its inverse
-        ``kfac_tridiag``        block-tridiagonal K-FAC F̂ ([MG15] §4.3, docs/math.md §11;
-                                :func:`kfac_ref.fisher.kfac_tridiag_dense`) — None unless the
-                                model is a chain of Linear layers (an MLP): see ``notes``
-        ``kfac_tridiag_inv``    its damped inverse Ξᵀ Λ Ξ as the optimizer applies it (factored
-                                damping of the diagonal factors, whatever ``damping_mode``)
-        ``kfac_tridiag_damped`` the damped F̂; ``kfac_tridiag_inv`` is its inverse
-        ``ekfac``               EKFAC ⊕_l (U_G ⊗ U_A) diag(s_l) (U_G ⊗ U_A)ᵀ ([GLBV18], docs/math.md §12;
-                                :func:`kfac_ref.fisher.ekfac_dense`)
-        ``ekfac_inv``           ⊕_l (F_EKFAC,l + λI)⁻¹ (λ added to the scalings, exactly)
-
-    and ``factors`` [(A_l, G_l)], ``grad`` ∇h (P,), ``directions`` {name: (damped inverse) ∇h},
-    ``boundaries`` (the offsets in θ where a layer starts, after the first), ``layers``
-    (their names), ``kind``, ``damping``, ``damping_mode``, ``n``, ``p``, and
-    ``errors``: relative Frobenius errors ``{"overall": e, "layers": [e_l]}`` (per
-    diagonal block) of ``block_diagonal``, ``kfac`` and ``kfac_vs_block_diagonal`` (step 2
-    alone) against F, of ``block_diagonal_inv`` and ``kfac_inv`` against (F + λI)⁻¹,
-    ``kron_identity`` (step 3: ``kfac_inv`` against ``np.linalg.inv`` of each block of
-    ``kfac_damped``), the same for ``kfac_tridiag``, ``ekfac`` and their inverses, and
-    ``angles``: the natural-gradient direction of each approximation against the exact one, in degrees.
-    ``notes``: sentences on what was left out (block-tridiagonal K-FAC for a ConvNet).
+    Every matrix is a dense (P, P) NumPy array in θ's order (docs/math.md §1): ``exact`` F (``kind``:
+    "exact", "mc" or "empirical"), ``block_diagonal`` F_bd (its layer blocks, step 1), ``kfac``
+    ⊕_l G_l ⊗ A_l (step 2), ``kfac_tridiag`` F̂ (docs/math.md §11; None unless the model is a chain
+    of Linear layers, see ``notes``) and ``ekfac`` (docs/math.md §12); each ``<key>_inv`` is the damped
+    inverse its optimizer applies ((F + λI)⁻¹ by Cholesky, K-FAC's from the factors: step 3, F̂'s with
+    factored damping whatever ``damping_mode``); ``kfac_damped`` and ``kfac_tridiag_damped`` are the
+    damped dense matrices those inverses invert.  Also ``factors`` [(A_l, G_l)], ``grad`` ∇h (P,),
+    ``directions`` {key: (damped inverse) ∇h}, ``boundaries`` and ``layout`` (:func:`block_layout`),
+    ``layers``, ``kind``, ``damping``, ``damping_mode``, ``n``, ``p``, ``notes``, and ``errors``:
+    relative Frobenius errors {"overall", "layers": per diagonal block} of every matrix against F and
+    every inverse against (F + λI)⁻¹, ``kfac_vs_block_diagonal`` (step 2 alone), ``kron_identity``
+    (step 3: ``kfac_inv`` against ``np.linalg.inv`` of each block of ``kfac_damped``) and ``angles``
+    (degrees) of each direction to the exact one.
 
     Every matrix comes from one set of Fisher seeds (for ``kind="mc"`` labels drawn from
     ``np.random.default_rng(seed)``), through one loop over the curvature structures
@@ -236,9 +185,10 @@ def fisher_matrices(
         "ekfac": EKFAC(model),
     }
     notes = []
-    if is_chain(model):
+    try:  # block-tridiagonal K-FAC is defined for consecutive Linear layers only
+        fisher.tridiag.check_chain(model)
         structures["kfac_tridiag"] = BlockTridiagonal(model)
-    else:
+    except TypeError:
         notes.append(
             "Block-tridiagonal K-FAC is left out: its cross-layer factors are defined for "
             "consecutive Linear layers (an MLP) only, and this network has convolutions."
@@ -254,46 +204,27 @@ def fisher_matrices(
         dense_of[key] = to_numpy(curv.to_dense())  # (P, P), undamped
         inverse_of[key] = to_numpy(curv.inverse_dense(lam))  # (P, P), the inverse its optimizer applies
         directions[key] = inverse_of[key] @ grad
-    f, f_bd, f_kfac = dense_of["exact"], dense_of["block_diagonal"], dense_of["kfac"]
+    f, f_inv = dense_of["exact"], inverse_of["exact"]
     factors = [(to_numpy(a), to_numpy(g)) for a, g in structures["kfac"].factors]
-    slices = layer_slices(model)
-    f_inv, bd_inv, k_inv = inverse_of["exact"], inverse_of["block_diagonal"], inverse_of["kfac"]
-    k_damped = kfac_damped(model, factors, lam, damping_mode)
-    f_ekfac, ek_inv = dense_of["ekfac"], inverse_of["ekfac"]
-    f_tri = tri_inv = tri_damped = None
+    m = {"kfac_tridiag": None, "kfac_tridiag_inv": None, "kfac_tridiag_damped": None}  # (a ConvNet)
+    m.update(dense_of)
+    m.update({f"{key}_inv": inv for key, inv in inverse_of.items()})
+    m["kfac_damped"] = kfac_damped(model, factors, lam, damping_mode)
     if "kfac_tridiag" in structures:
-        f_tri, tri_inv = dense_of["kfac_tridiag"], inverse_of["kfac_tridiag"]  # F̂, F̂_λ⁻¹
         diag, cross = structures["kfac_tridiag"].factors, structures["kfac_tridiag"].cross_factors
-        tri_damped = to_numpy(fisher.tridiag_to_dense(model, diag, cross, lam))
-    errors = {
-        "block_diagonal": fisher.layer_errors(model, f_bd, f),
-        "kfac": fisher.layer_errors(model, f_kfac, f),
-        "kfac_vs_block_diagonal": fisher.layer_errors(model, f_kfac, f_bd),
-        "block_diagonal_inv": fisher.layer_errors(model, bd_inv, f_inv),
-        "kfac_inv": fisher.layer_errors(model, k_inv, f_inv),
-        "kron_identity": fisher.rel_frobenius_error(k_inv, blockwise_inverse(model, k_damped, 0.0)),
-        "ekfac": fisher.layer_errors(model, f_ekfac, f),
-        "ekfac_inv": fisher.layer_errors(model, ek_inv, f_inv),
-        "angles": {
-            name: fisher.angle_degrees(d, directions["exact"]) for name, d in directions.items() if name != "exact"
-        },
+        m["kfac_tridiag_damped"] = to_numpy(fisher.tridiag_to_dense(model, diag, cross, lam))  # F̂_λ
+    errors = {key: fisher.layer_errors(model, dense_of[key], f) for key in structures if key != "exact"}
+    errors.update({f"{key}_inv": fisher.layer_errors(model, inverse_of[key], f_inv) for key in errors})
+    errors["kfac_vs_block_diagonal"] = fisher.layer_errors(model, dense_of["kfac"], dense_of["block_diagonal"])
+    errors["kron_identity"] = fisher.rel_frobenius_error(
+        inverse_of["kfac"], blockwise_inverse(model, m["kfac_damped"], 0.0)
+    )
+    errors["angles"] = {
+        name: fisher.angle_degrees(d, directions["exact"]) for name, d in directions.items() if name != "exact"
     }
-    if f_tri is not None:
-        errors["kfac_tridiag"] = fisher.layer_errors(model, f_tri, f)
-        errors["kfac_tridiag_inv"] = fisher.layer_errors(model, tri_inv, f_inv)
+    slices = layer_slices(model)
     return {
-        "exact": f,
-        "block_diagonal": f_bd,
-        "kfac": f_kfac,
-        "exact_inv": f_inv,
-        "block_diagonal_inv": bd_inv,
-        "kfac_inv": k_inv,
-        "kfac_damped": k_damped,
-        "kfac_tridiag": f_tri,
-        "kfac_tridiag_inv": tri_inv,
-        "kfac_tridiag_damped": tri_damped,
-        "ekfac": f_ekfac,
-        "ekfac_inv": ek_inv,
+        **m,
         "notes": notes,
         "factors": factors,
         "grad": grad,
@@ -304,15 +235,13 @@ def fisher_matrices(
         "kind": kind,
         "damping": lam,
         "damping_mode": damping_mode,
-        "n": int(x.shape[0]),
+        "n": n,
         "p": int(f.shape[0]),
         "errors": errors,
     }
 
 
-# ---------------------------------------------------------------------------
-# 3. Text: the errors table
-# ---------------------------------------------------------------------------
+# ---- 3. Text: the errors table --------------------------------------------------------------------
 
 
 def _fmt(e: float) -> str:
@@ -367,9 +296,7 @@ def format_errors(matrices: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------
-# 4. The figure
-# ---------------------------------------------------------------------------
+# ---- 4. The figure --------------------------------------------------------------------------------
 
 #: the figure's columns: (matrix, its damped inverse); block-tridiagonal K-FAC only for an MLP
 PANELS = (
@@ -448,27 +375,14 @@ def draw_fisher(
 ):
     """Draw the figure on ``fig`` (a matplotlib Figure): rows × columns of :func:`panel_keys`.
 
-    The columns: exact, block-diagonal, K-FAC, block-tridiagonal K-FAC (an MLP only;
-    for a ConvNet the column is left out and a note says why), EKFAC.  Row 0 holds the
-    matrices, row 1 their damped inverses; ``rows=(0,)`` draws only the first.  ``columns``
-    (e.g. ``("exact", "block_diagonal", "kfac")``) draws only those columns, in that order.  Every
-    panel has its own colour bar and its own colour range, ±the
-    :data:`CLIP_PERCENTILE` percentile of its absolute entries: the few largest entries
-    (the diagonal of an inverse, ~1/λ) are drawn at full colour (the bar's arrows) instead
-    of washing out everything else.  ``scale``:
-
-    ``"linear"``
-        diverging map centred at 0, linear scale (the default: with P ≤ 200 every
-        entry is a visible square)
-    ``"symlog"``
-        diverging map centred at 0, symmetric log scale (entries over many decades)
-    ``"log"``
-        absolute values on a log scale, six decades; exact zeros white
-
-    Solid lines mark the layer boundaries, dotted lines the weight/bias split inside
-    each layer, and the axis ticks name the blocks (W1, b1, W2, …).  The titles give
-    the relative Frobenius errors vs the exact matrix of the row and the angle of each
-    natural-gradient direction to the exact one.  Returns the axes, (len(rows), columns).
+    Row 0 holds the matrices (exact, block-diagonal, K-FAC, block-tridiagonal K-FAC for an MLP only,
+    EKFAC), row 1 their damped inverses; ``rows=(0,)`` draws only the first, ``columns`` (e.g.
+    ``("exact", "kfac")``) only those columns, in that order.  Each panel has its own colour bar and
+    range, ± the :data:`CLIP_PERCENTILE` percentile of its absolute entries (the few largest, such
+    as an inverse's ~1/λ diagonal, saturate: the bar's arrows).  ``scale``: "linear" (diverging,
+    centred at 0, the default), "symlog" (symmetric log) or "log" (|entries|, six decades, zeros
+    white).  Solid lines mark the layers, dotted ones the weight/bias split, ticks name the blocks
+    (W1, b1, …); titles give the errors and angles.  Returns the axes, (len(rows), columns).
     """
     from . import plots
 
@@ -569,9 +483,7 @@ def plot_fisher(
     return write_together(_figure_writers(_figure(matrices, title, scale), paths))
 
 
-# ---------------------------------------------------------------------------
-# 5. Command line
-# ---------------------------------------------------------------------------
+# ---- 5. Command line ------------------------------------------------------------------------------
 
 
 DESCRIPTION = (

@@ -1,21 +1,8 @@
 """Small matplotlib helpers for the notebooks: each draws on an ``ax`` it is given.
 
-No function here creates a figure window or calls ``pyplot``: the notebooks make
-the figure (``fig, ax = plt.subplots()``) and pass the axes in, so that the
-same helpers work in a notebook, a script or a test with the Agg backend.
-Arrays may come from NumPy or CuPy; they are converted at this edge.
-
-    heatmap(ax, matrix, title)            a matrix as an image, zero in white
-    loss_contours(ax, t0, t1, values)     contour lines of a 2-D loss surface
-    trajectory(ax, path, label)           the iterates of an optimiser, start marked
-    ellipse(ax, center, matrix, radius)   the level set {c + d : dᵀ M d = r²}
-    eigen_arrows(ax, center, matrix)      the eigenvectors of a 2×2 matrix, scaled
-    error_curve(ax, xs, errors, label)    an error against a size, log–log
-    block_lines(ax, boundaries)           thin lines between the blocks of a matrix
-    block_labels(ax, labels)              block names (W1, b1, …) as axis ticks
-    log_heatmap(ax, matrix, title)        abs(matrix) on a log colour scale, zeros in white
-    symlog_heatmap(ax, matrix, title)     a heatmap on a symmetric log scale, sign kept
-    symlog_ticks(vmax)                    colour-bar ticks for it
+No function here creates a figure window or calls ``pyplot``: the caller makes the figure and
+passes the axes in, so the same helpers work in a notebook, a script or a test with the Agg
+backend.  Arrays may come from NumPy or CuPy; they are converted at this edge.
 """
 
 from __future__ import annotations

@@ -1,31 +1,15 @@
-"""The race: iterations and seconds to fixed targets, the same tuning budget for every method (docs/race.md).
+"""The race: iterations and seconds to fixed targets, the same tuning budget for every method.
 
-The protocol, after AlgoPerf ([DSN23]: fixed workloads and targets, time to result, an equal
-tuning budget) and [CSN19] (comparisons follow the tuning protocol):
-
-1. **Targets fixed in advance**, in the workload's definition (:data:`WORKLOADS`), each with how
-   it was chosen: never derived from a run of the same race.
-2. **The same tuning budget**: every method runs K trials (``--trials``, the same K for all), the
-   first K configurations of its search space (:data:`SPACES`), on the tuning seed.
-3. **Per target, the trial that reaches it in the fewest iterations** (ties: fewer seconds) is the
-   method's pick for that target (:func:`pick`); each pick is re-run on ``--seeds`` further seeds
-   (tuning seed + 1, + 2, …) and the median and min–max of iterations and seconds are reported.
-   A method that does not reach a target within the budget says so, with no number.
-4. Also: the **single configuration** a user would run for every target (:func:`single_pick`:
-   most targets reached on the tuning seed, then fewest iterations summed over them), re-run on
-   the same seeds — the figure's curves — so that the cost of one configuration for all targets
-   is visible beside the per-target picks.
-
-Evaluation is outside the training clock (:class:`~kfac_ref.train.Trainer`).
+The protocol (targets fixed in advance, K trials per method, per-target picks re-run on further
+seeds, one configuration for all targets) and the outputs are docs/race.md's; evaluation is
+outside the training clock (:class:`~kfac_ref.train.Trainer`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +26,7 @@ from .compare import (
     quick,
     run_one,
     settings_for,
+    writers,
 )
 
 OPS = {"<=": lambda v, t: v <= t, ">=": lambda v, t: v >= t}
@@ -220,10 +205,8 @@ def train(cfg, method: str, settings: dict, data, seed: int, progress_factory=No
     """One run of ``method`` with ``settings`` on ``seed`` (its initial θ, batch order and draws)."""
     cfg = replace(cfg, seed=seed)
     theta0 = get_flat_params(build_model(cfg, data))  # θ₀ of this seed
-    bar = progress_factory(f"{method} {settings} seed {seed}", cfg.iterations) if progress_factory else None
-    run = run_one(cfg, method, settings, data, theta0, cfg.iterations, bar, diagnose=False)
-    if bar is not None:
-        bar.close()
+    desc = f"{method} {settings} seed {seed}"
+    run = run_one(cfg, method, settings, data, theta0, cfg.iterations, progress_factory, diagnose=False, desc=desc)
     return {"settings": settings, "seed": seed, "records": run["records"], "stopped": run["stopped"]}
 
 
@@ -241,21 +224,11 @@ def race_method(cfg, method, targets, data, trials: int, seeds, progress_factory
         return reruns[i]
 
     for t in targets:
-        i = pick(runs[:tuned], t)
-        if i is None:
-            missed = [None] * len(seeds)  # no trial reached it: nothing to re-run
-            picks[t.name] = {
-                "trial": None,
-                "settings": None,
-                "seeds": list(seeds),
-                "iterations": missed,
-                "seconds": missed,
-            }
-            continue
-        hits = [reach(r["records"], t) for r in on_seeds(i)]
+        i = pick(runs[:tuned], t)  # None: no trial reached it, nothing to re-run
+        hits = [None] * len(seeds) if i is None else [reach(r["records"], t) for r in on_seeds(i)]
         picks[t.name] = {
             "trial": i,
-            "settings": runs[i]["settings"],
+            "settings": None if i is None else runs[i]["settings"],
             "seeds": list(seeds),
             "iterations": [h and h[0] for h in hits],
             "seconds": [h and h[1] for h in hits],
@@ -299,15 +272,7 @@ def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, tria
     doc = jsonable(doc)
     summary = format_race(doc)
     fig = race_figure(doc)
-    out = Path(out)
-    write_together(
-        [
-            (out / "race.json", lambda p: p.write_text(json.dumps(doc, indent=1))),
-            (out / "summary.md", lambda p: p.write_text(summary, encoding="utf-8")),
-            (out / "race.png", lambda p: fig.savefig(p, format="png", dpi=130)),
-            (out / "race.svg", lambda p: fig.savefig(p, format="svg")),
-        ]
-    )
+    write_together(writers(out, {"race.json": doc, "summary.md": summary, "race.png": fig, "race.svg": fig}))
     log(summary)
     return doc
 
@@ -367,8 +332,7 @@ def format_race(doc: dict) -> str:
         lines += ["| target | fastest other | fewer iterations | less time |", "|---|---|---:|---:|"]
         for name in names:
             k = methods["kfac"]["picks"][name]
-            ours_it = spread(k["iterations"])["median"] if k["trial"] is not None else None
-            ours_s = spread(k["seconds"])["median"] if k["trial"] is not None else None
+            ours_it, ours_s = (spread(k[f])["median"] for f in ("iterations", "seconds"))  # None: not reached
             rival = fastest_rival({m: r["picks"] for m, r in methods.items()}, name)
             if rival is None:
                 lines.append(f"| {name} | no other method reached it | — | — |")
@@ -383,14 +347,19 @@ def format_race(doc: dict) -> str:
     ]
     lines += ["| method | configuration | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
     for m, res in methods.items():
-        i = res["single"]["trial"]
-        runs = [r for r in res["trials"][res["tuned"] :] if r["settings"] == res["trials"][i]["settings"]]
+        i, runs = res["single"]["trial"], single_runs(res)
         cells = [
             _fmt(spread([h and h[0] for h in (reach(r["records"], _target(doc, n)) for r in runs)]), "it")
             for n in names
         ]
         lines.append(f"| {m} | {_settings_text(res['trials'][i]['settings'], doc, m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def single_runs(res) -> list:
+    """The re-runs on the further seeds of a method's single configuration (race.json's "trials")."""
+    settings = res["trials"][res["single"]["trial"]]["settings"]
+    return [r for r in res["trials"][res["tuned"] :] if r["settings"] == settings]
 
 
 def _target(doc, name) -> Target:
@@ -414,8 +383,7 @@ def race_figure(doc: dict):
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
     for m, res in doc["methods"].items():
-        i = res["single"]["trial"]
-        runs = [r for r in res["trials"][res["tuned"] :] if r["settings"] == res["trials"][i]["settings"]]
+        runs = single_runs(res)
         for row, pair in enumerate((("train_loss", "val_loss"), ("train_acc", "val_acc"))):
             for metric in pair:
                 pts = [
@@ -481,18 +449,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    methods = args.methods
     with arguments.blas_threads(args):
         run_race(
             args.workload,
             args.out,
-            data_dir=args.data_dir,
-            methods=methods,
-            trials=args.trials,
-            seeds=args.seeds,
-            seed=args.seed,
-            dtype=args.dtype,
-            device=args.device,
+            **{k: getattr(args, k) for k in ("data_dir", "methods", "trials", "seeds", "seed", "dtype", "device")},
             is_quick=args.quick,
             progress_factory=arguments.progress_bars(args),
             log=arguments.logger(args),

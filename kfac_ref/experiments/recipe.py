@@ -1,21 +1,11 @@
 """K-FAC's recipe, one piece at a time: what each piece buys per iteration and costs per second.
 
-The K-FAC that ``kfac-ref compare`` runs is more than the preconditioned step
-Δ = −F̃⁻¹∇h of docs/math.md §4–5: momentum, KL-clipping (docs/math.md §6.7),
-the exact quadratic model's rescaling ([MG15] §7, docs/math.md §6.5) and the
-Levenberg–Marquardt adaptation of λ (docs/math.md §6.6) each change how far a
-step goes.  This module holds the reusable parts of notebook 05's study of them:
-
-- :func:`ablation` — the ladder of configurations, each one K-FAC keyword set
-  that differs from its parent in the keys it names, from the plain step
-  δ = −η F̃⁻¹∇h up to compare's K-FAC plus LM, and the §7 branch;
-- :func:`phase_seconds` — the mean seconds per iteration of each phase of a run
-  trained by ``compare.run_one(..., infos=True)`` (which keeps every step's ``info``
-  dict: KL-clip ν, λ, α, μ, ρ, phase times), to set next to the FLOP count per layer
-  and phase of :func:`kfac_ref.experiments.sizes.flop_model`.
-
-``kfac-ref batch-sweep``'s document (where the recipe pays off) is read back by
-:mod:`kfac_ref.experiments.batch_sweep` (``load_document``, ``ratios``, ``points_markdown``).
+The K-FAC that ``kfac-ref compare`` runs is more than the step Δ = −F̃⁻¹∇h of docs/math.md §4–5:
+momentum, KL-clipping (§6.7), the §7 rescaling (§6.5) and Levenberg–Marquardt λ (§6.6) each
+change how far a step goes.  The reusable parts of notebook 05's study of them: :func:`ablation`
+(the ladder of configurations, each differing from its parent in the keys it names) and
+:func:`phase_seconds` (mean seconds per phase of a ``compare.run_one(..., infos=True)`` run, to set
+next to :func:`kfac_ref.experiments.sizes.flop_model`'s FLOPs per layer and phase).
 """
 
 from __future__ import annotations

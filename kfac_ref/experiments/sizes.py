@@ -1,33 +1,16 @@
 """How big is a Fisher block, and how big are its Kronecker factors? (docs/math.md §9)
 
-The article's AlexNet figure, recomputed by counting.  For one layer with weight
-matrix W̄ : (d_out, d_in) — the bias folded in as the last column, so d_in counts
-the bias coordinate — K-FAC replaces the layer's dense Fisher block by a
-Kronecker product [MG15 §3, GM16]:
+The article's AlexNet figure, recomputed by counting.  For one layer with weight matrix
+W̄ : (d_out, d_in), the bias folded in as the last column (d_in counts it; a convolution has
+d_in = C_in_per_group · kh · kw + 1), K-FAC replaces the (d_in·d_out)² entries of the layer's
+dense Fisher block by the d_in² + d_out² of two factors, F_layer ≈ G ⊗ A [MG15 §3, GM16].  A
+grouped convolution (γ groups) is γ independent layers with d_out/γ outputs each, every count
+summed over them (:class:`LayerSize`); the full Fisher over all P parameters has P² entries.
 
-    F_layer  ≈  G ⊗ A,    A = E[ā āᵀ] : (d_in, d_in),    G = E[g gᵀ] : (d_out, d_out)
-
-so the (d_in·d_out)² entries of the block become d_in² + d_out² entries of two
-factors.  Conventions (the docs/math.md §9 table is the oracle):
-
-* conv:   d_in = C_in_per_group · kh · kw + 1,   d_out = C_out  (all groups)
-* linear: d_in = in_features + 1,                d_out = out_features
-* params  = d_in · d_out                       (weights + biases, exact count)
-* a grouped convolution (groups = γ) is γ independent layers, each with
-  d_in inputs and d_out/γ outputs; every per-group quantity is summed over γ:
-
-      params         = γ · d_in · (d_out/γ)          = d_in · d_out
-      fisher_entries = γ · (d_in · d_out/γ)²         (γ dense blocks)
-      a_entries      = γ · d_in²,   g_entries = γ · (d_out/γ)²
-
-* the *full* Fisher over all P parameters has P² entries; the block-diagonal
-  approximation keeps only Σ fisher_entries of them.
-
-This is also the project's one cost model, built on the same counts: entries stored
-and inversion cost (:func:`storage_and_cost`), FLOPs per layer and phase of a K-FAC
-iteration (:func:`flop_model`), and the entries a distributed K-FAC step communicates
-(:func:`payload_entries` for this project's models, :func:`communication_per_step` at
-[O19]'s scale).
+This is also the project's one cost model, built on the same counts: entries stored and
+inversion cost (:func:`storage_and_cost`), FLOPs per layer and phase of a K-FAC iteration
+(:func:`flop_model`), and the entries a distributed K-FAC step communicates
+(:func:`payload_entries` for this project's models, :func:`communication_per_step` at [O19]'s scale).
 
 Run it:  ``python -m kfac_ref.experiments.sizes --arch alexnet --out results/sizes``
 """
@@ -48,9 +31,7 @@ KINDS = ("conv", "linear")
 BYTES_PER_ENTRY = 4  # float32, for the "how much memory" notes
 
 
-# ---------------------------------------------------------------------------
-# One row of the table
-# ---------------------------------------------------------------------------
+# ---- One row of the table -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -131,9 +112,7 @@ def linear_size(name: str, n_in: int, n_out: int) -> LayerSize:
     return LayerSize(name, "linear", n_in + 1, n_out)
 
 
-# ---------------------------------------------------------------------------
-# The three AlexNets
-# ---------------------------------------------------------------------------
+# ---- The three AlexNets ---------------------------------------------------------------------------
 
 
 def _alexnet(channels: tuple[int, ...], groups: tuple[int, ...], n_classes: int = 1000) -> tuple[LayerSize, ...]:
@@ -258,9 +237,7 @@ def totals(rows: Iterable[LayerSize]) -> dict[str, int]:
     return out
 
 
-# ---------------------------------------------------------------------------
-# Text: numbers and the Markdown table
-# ---------------------------------------------------------------------------
+# ---- Text: numbers and the Markdown table ---------------------------------------------------------
 
 
 def sci(x: float, digits: int = 3) -> str:
@@ -359,13 +336,13 @@ def storage_and_cost(rows) -> dict:
     (exact Python ints; per group for grouped convolutions).
     """
     rows = list(rows)
-    p = sum(r.params for r in rows)
+    t = totals(rows)
     return {
-        "params": p,
-        "full_entries": p**2,
-        "block_entries": sum(r.fisher_entries for r in rows),
-        "factor_entries": sum(r.factor_entries for r in rows),
-        "full_flops": p**3,
+        "params": t["params"],
+        "full_entries": t["full_fisher_entries"],
+        "block_entries": t["fisher_entries"],
+        "factor_entries": t["factor_entries"],
+        "full_flops": t["params"] ** 3,
         "block_flops": sum(r.groups * (r.d_in * r.d_out_per_group) ** 3 for r in rows),
         "factor_flops": sum(r.groups * (r.d_in**3 + r.d_out_per_group**3) for r in rows),
     }
@@ -393,9 +370,7 @@ def format_storage_and_cost(rows, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------
-# Cost per iteration: FLOPs by phase (one process), entries communicated (R ranks)
-# ---------------------------------------------------------------------------
+# ---- Cost per iteration: FLOPs by phase (one process), entries communicated (R ranks) -------------
 
 
 def output_locations(model, in_shape) -> list[int]:
@@ -494,9 +469,7 @@ def communication_per_step(rows, params: int, ranks: int) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------
-# The figure
-# ---------------------------------------------------------------------------
+# ---- The figure -----------------------------------------------------------------------------------
 
 
 def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kronecker factor sizes") -> Path:
@@ -536,38 +509,28 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     )
     for label, key, values, dx in series:
         ax.bar([x + dx for x in xs], values, width, label=label, color=colors[key])
+
+    def label(axes, text, xy, dy, **kw):  # a small label dy points above (below if < 0) a point
+        kw = {"ha": "center", "va": "bottom" if dy > 0 else "top", "fontsize": 8, **kw}
+        axes.annotate(text, xy, xytext=(kw.pop("dx", 0), dy), textcoords="offset points", **kw)
+
     for x, value in zip(xs, series[0][2]):  # the block's size, written down inside its bar
-        ax.annotate(
-            sci(value),
-            (x - width, value),
-            xytext=(0, -4),
-            textcoords="offset points",
-            ha="center",
-            va="top",
-            rotation=90,
-            color="white",
-            fontsize=8,
-            fontweight="bold",
-        )
+        label(ax, sci(value), (x - width, value), -4, rotation=90, color="white", fontweight="bold")
     ax.axvline(len(rows) - 0.5, color="0.5", lw=0.8)
-    ax.annotate(
+    label(
+        ax,
         f"A + G, all layers:\n{sci(t['factor_entries'])} entries\n= {human_bytes(t['factor_entries'])}",
         (len(rows) + width, max(t["a_entries"], t["g_entries"])),
-        xytext=(0, 4),
-        textcoords="offset points",
-        ha="center",
-        va="bottom",
-        fontsize=8,
+        4,
     )
     ax.axhline(t["full_fisher_entries"], color="k", ls="--", lw=1)
-    ax.annotate(
+    label(
+        ax,
         f"full P×P Fisher, P = {t['params']:,}: {sci(t['full_fisher_entries'])} entries",
         (len(rows) - 0.5, t["full_fisher_entries"]),
-        xytext=(-2, 3),
-        textcoords="offset points",
+        3,
+        dx=-2,
         ha="right",
-        va="bottom",
-        fontsize=8,
     )
     ax.set_yscale("log")
     ax.set_ylim(top=t["full_fisher_entries"] * 1e3)  # room above the dashed line for the legend
@@ -598,15 +561,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
         names, [BYTES_PER_ENTRY * e for e in entries], color=[colors["block"], colors["A"], colors["G"], "#7f8c8d"]
     )
     for bar, e in zip(bars, entries):
-        ax_last.annotate(
-            human_bytes(e),
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            xytext=(0, 3),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
+        label(ax_last, human_bytes(e), (bar.get_x() + bar.get_width() / 2, bar.get_height()), 3)
     ax_last.set_yscale("log")
     ax_last.set_ylim(top=BYTES_PER_ENTRY * last.fisher_entries * 30)
     ax_last.set_ylabel("float32 bytes (log scale)")
@@ -619,9 +574,7 @@ def plot_sizes(rows: Iterable[LayerSize], path, title: str = "Fisher block vs Kr
     return path
 
 
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
+# ---- Command line ---------------------------------------------------------------------------------
 
 TITLES = {
     "alexnet": "AlexNet, ungrouped (96-256-384-384-256)",

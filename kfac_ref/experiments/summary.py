@@ -73,13 +73,19 @@ def time_to_target(records, key: str, target: float):
     return None, None
 
 
+def seconds_per_iteration(run) -> float | None:
+    """Training seconds divided by iterations done (None before the first step)."""
+    last = run["records"][-1]
+    return last["seconds"] / last["iteration"] if last["iteration"] else None
+
+
 def summarize(runs, targets=None) -> dict:
     """Per target and optimizer: iterations and seconds to reach it, and SGD's cost / the method's.
 
     targets : list of (metric, value) with metric "train_loss" or "val_acc" (default :func:`target_list`).
     """
     targets = target_list(runs) if targets is None else list(targets)
-    finals = {}
+    finals, per_iter = {}, {}
     for run in runs:
         losses, accs = _measured(run["records"], "train_loss"), _measured(run["records"], "val_acc")
         finals[run["optimizer"]] = {
@@ -88,10 +94,7 @@ def summarize(runs, targets=None) -> dict:
             "train_loss": losses[-1]["train_loss"] if losses else None,
             "val_acc": accs[-1]["val_acc"] if accs else None,
         }
-    per_iter = {}
-    for run in runs:
-        last = run["records"][-1]
-        per_iter[run["optimizer"]] = last["seconds"] / last["iteration"] if last["iteration"] else None
+        per_iter[run["optimizer"]] = seconds_per_iteration(run)
     rows = []
     for key, value in targets:
         reached = {run["optimizer"]: time_to_target(run["records"], key, value) for run in runs}
@@ -116,8 +119,9 @@ def summarize(runs, targets=None) -> dict:
     }
 
 
-def _fmt(v, spec):
-    return "—" if v is None else format(v, spec)
+def cell(v, spec: str, missing: str = "—") -> str:
+    """A table cell: ``v`` formatted by ``spec``, ``missing`` for None."""
+    return missing if v is None else format(v, spec)
 
 
 def format_ratio(ratio, fewer: str, more: str) -> str:
@@ -145,12 +149,12 @@ def format_summary(summary: dict) -> str:
         ]
         for name, f in summary["finals"].items():
             settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in f["settings"].items())
-            loss, acc = _fmt(f["train_loss"], ".4g"), _fmt(f["val_acc"], ".4f")
+            loss, acc = cell(f["train_loss"], ".4g"), cell(f["val_acc"], ".4f")
             lines.append(f"| {name} | {settings} | {f['iterations']} | {loss} | {acc} |")
         lines.append("")
     lines += [
         "Seconds per iteration (training only): "
-        + ", ".join(f"{k} {_fmt(v, '.4f')}" for k, v in summary["seconds_per_iteration"].items())
+        + ", ".join(f"{k} {cell(v, '.4f')}" for k, v in summary["seconds_per_iteration"].items())
         + ".  Wall-clock time on this machine: on a busy machine (other processes on the same cores) "
         "timings are noisy, so compare them within one run, or rerun on a quiet machine; iterations are exact.",
         "",
@@ -172,8 +176,8 @@ def format_summary(summary: dict) -> str:
     for r in summary["rows"]:
         what = f"train loss ≤ {r['target']:.4g}" if r["metric"] == "train_loss" else f"val acc ≥ {r['target']:.4g}"
         lines.append(
-            f"| {what} | {r['optimizer']} | {_fmt(r['iterations'], 'd')} "
-            f"| {format_ratio(r['iterations_sgd_ratio'], 'fewer', 'more')} | {_fmt(r['seconds'], '.2f')} "
+            f"| {what} | {r['optimizer']} | {cell(r['iterations'], 'd')} "
+            f"| {format_ratio(r['iterations_sgd_ratio'], 'fewer', 'more')} | {cell(r['seconds'], '.2f')} "
             f"| {format_ratio(r['seconds_sgd_ratio'], 'less time', 'more time')} |"
         )
     return "\n".join(lines) + "\n"

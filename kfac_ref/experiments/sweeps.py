@@ -1,19 +1,11 @@
 """One optimizer, one hyper-parameter, several values: the rest held fixed.
 
-A sweep trains the same model from the same θ₀ on the same mini-batches (one
-seed) once per value of one hyper-parameter — K-FAC's damping λ or inverse
-period T_inv, say — through :func:`kfac_ref.experiments.compare.run_one`, so
-two runs of a sweep differ in that value only.
+:func:`sweep` trains the same model from the same θ₀ on the same mini-batches once per value,
+through :func:`~.compare.run_one`, so two runs differ in that value only; each run is run_one's
+dict plus ``"param"`` and ``"value"``.  Readers of any run dict: :func:`final`, :func:`value_at`,
+:func:`seconds_per_iteration`; :func:`draw_sweep` draws one curve per value on an ``ax``.
 
     runs = sweep(cfg, "kfac", "damping", [0.03, 0.3, 3.0], iterations=40)
-    [(r["value"], final(r, "train_loss")) for r in runs]
-
-Each run is :func:`run_one`'s dict ({"optimizer", "settings", "records",
-"stopped"}) plus ``"param"`` and ``"value"``.  Readers that work on any run
-dict (a sweep's or a comparison's): :func:`final` (the last measured value of
-a record field), :func:`value_at` (its value at a given iteration or training
-time), :func:`seconds_per_iteration`; :func:`draw_sweep` draws one curve per
-value on a Matplotlib ``ax``.
 """
 
 from __future__ import annotations
@@ -23,6 +15,7 @@ import math
 from ..backend import to_numpy
 from ..params import get_flat_params
 from .compare import build_model, load_data, run_one, settings_for
+from .summary import seconds_per_iteration as seconds_per_iteration  # (a reader of any run dict)
 
 
 def sweep(cfg, name: str, param: str, values, iterations: int | None = None, data=None, theta0=None) -> list:
@@ -76,12 +69,6 @@ def value_at(run, key: str = "train_loss", *, iteration=None, seconds=None):
     xkey, limit = ("iteration", iteration) if seconds is None else ("seconds", seconds)
     measured = [r[key] for r in run["records"] if r.get(key) is not None and r[xkey] <= limit]
     return measured[-1] if measured else None
-
-
-def seconds_per_iteration(run) -> float | None:
-    """Training seconds divided by iterations done (None before the first step)."""
-    last = run["records"][-1]
-    return last["seconds"] / last["iteration"] if last["iteration"] else None
 
 
 def draw_sweep(ax, runs, key: str = "train_loss", xkey: str = "iteration", log: bool = True):

@@ -1,30 +1,12 @@
 """The empirical-vs-true Fisher toy of [KBH19] (docs/math.md §10), built from kfac_ref pieces.
 
-Linear regression with a unit-variance Gaussian likelihood:
-
-    x_n = [1, z_n],  z_n ~ LogNormal(0, 0.75),  y_n = x_nᵀ θ* + ε_n,  ε_n ~ N(0, 1),  θ* = (2, 2)
-    h(θ) = (1/N) Σ_n ½ (x_nᵀ θ − y_n)²
-
-The model is ``Sequential(Linear(2, 1, bias=False))`` (θ is its 1×2 weight) with
-``SquaredErrorLoss``, so every quantity below comes from the package:
-
-    ∇h(θ)      = (1/N) Σ_n r_n x_n,            r_n = x_nᵀ θ − y_n      (kfac_ref.batch_grad)
-    F          = (1/N) Σ_n x_n x_nᵀ = XᵀX / N   (exact; Λ = 1)         (kfac_ref.fisher.dense)
-    F_emp(θ)   = (1/N) Σ_n r_n² x_n x_nᵀ                               (kfac_ref.fisher.dense)
-
-The exact Fisher does not depend on θ and equals the Hessian, so NGD is Newton's
-method here: with step 1 it lands on the least-squares solution in one step
-(docs/math.md §8.4).  The empirical Fisher weights every sample by its squared
-residual, so far from the optimum it is dominated by the samples the current θ
-fits worst and its preconditioned step points in a distorted direction [KBH19].
-
-The three descent methods compared in notebook 01 and their settings
-(docs/math.md §10):
-
-    method        update                                      step  damping λ
-    "gd"          θ ← θ − η ∇h                                1/3   –
-    "ngd"         θ ← θ − η (F + λI)⁻¹ ∇h                     1     0
-    "empirical"   θ ← θ − η (F_emp(θ) + λI)⁻¹ ∇h              3     1e-8
+Linear regression with a unit-variance Gaussian likelihood, x_n = [1, z_n], z_n ~ LogNormal(0, 0.75),
+θ* = (2, 2); the model is ``Sequential(Linear(2, 1, bias=False))`` (θ is its 1×2 weight) with
+``SquaredErrorLoss``, so ∇h (:func:`kfac_ref.batch_grad`), the exact Fisher XᵀX / N and the
+empirical Fisher (1/N) Σ_n r_n² x_n x_nᵀ (:func:`kfac_ref.fisher.dense`) all come from the package.
+The three methods of notebook 01 and their settings (:data:`SETTINGS`) are docs/math.md §10's:
+gradient descent, NGD (Newton's method here: one step to the least-squares solution, §8.4) and
+empirical-Fisher descent, which far from θ* follows the samples the current θ fits worst.
 """
 
 from __future__ import annotations
