@@ -25,6 +25,7 @@ from dataclasses import asdict, replace
 
 from ..backend import get_xp, to_device, to_numpy
 from ..params import wbar_order
+from ..validate import check_state_array, check_state_number
 from .curvature import Curvature
 from .dense import blocks_to_dense
 from .kron import check_damping_mode, inverse_class, inverse_shapes
@@ -169,6 +170,29 @@ class Kronecker(Curvature):
 
     def refresh_cost(self):
         return sum(la.a_dim**3 + la.g_dim**3 for la in self.model.param_layers())
+
+    def state_shapes(self):
+        return {"factors": [[(la.a_dim, la.a_dim), (la.g_dim, la.g_dim)] for la in self.model.param_layers()]}
+
+    def _check_inverse_state(self, state, where, gamma):
+        """One dict per layer: the arrays of :meth:`layer_shapes` (exact damping: d ≥ 0, and γ)."""
+        saved, layers = state["inverses"], self.model.param_layers()
+        if (saved is None) != (gamma is None):
+            raise ValueError(f"{where}['inverses'] and {where}['inverse_damping'] must both be set or both be null")
+        if saved is None:
+            return
+        if not isinstance(saved, list) or len(saved) != len(layers):
+            raise ValueError(f"{where}['inverses'] is {saved!r:.60}, expected a list of {len(layers)} layers")
+        for l, (inv, layer) in enumerate(zip(saved, layers)):
+            shapes = self.layer_shapes(layer)
+            keys = {*shapes, "gamma"} if self.exact_damping else set(shapes)
+            if not isinstance(inv, dict) or set(inv) != keys:
+                raise ValueError(f"{where}['inverses'][{l}] is {inv!r:.60}, expected a dict of {sorted(keys)}")
+            for k, shape in shapes.items():
+                low = 0 if k in ("d_a", "d_g") else None  # eigenvalues of PSD factors, clipped at 0
+                check_state_array(f"{where}['inverses'][{l}][{k!r}]", inv[k], shape, low=low)
+            if self.exact_damping:
+                check_state_number(f"{where}['inverses'][{l}]['gamma']", inv["gamma"], low=0)
 
     def _inverse_state(self):
         if self.inverses is None:

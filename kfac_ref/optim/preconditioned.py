@@ -31,7 +31,7 @@ from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.vectors import fisher_stats
 from ..jvp import fisher_gram_jvp
 from ..params import flat_to_wbar, get_flat_params, layer_slices, wbar_to_flat
-from ..validate import check_flag, check_number
+from ..validate import check_flag, check_number, check_state_array, check_state_number
 from .base import Optimizer
 from .quadratic import kl_clip_factor, lm_ratio, lm_update, model_change, rescale_coefficients, scaled_change
 
@@ -233,6 +233,17 @@ class Preconditioned(Optimizer):
             "prev_delta": to_numpy(self.prev_delta),
             **self.curvature.state_dict(),
         }
+
+    def check_state(self, state: dict, where: str = "state") -> None:
+        """The optimizer's entries (λ as the structure accepts it, δ₀ (P,)), then the structure's."""
+        super().check_state(state, where)
+        damping = check_state_number(f"{where}['damping']", state["damping"], low=0)
+        try:
+            self.curvature.check_damping(damping)
+        except ValueError as exc:
+            raise ValueError(f"{where}['damping'] is {damping!r}: {exc}") from exc
+        check_state_array(f"{where}['prev_delta']", state["prev_delta"], (self.model.num_params,), optional=True)
+        self.curvature.check_state(state, where)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
