@@ -257,13 +257,14 @@ _OWN = ("lr", "momentum", "weight_decay")  # Optimizer's own, first in hyper()
 _STRUCTURE_ONLY = ("ema_decay", "solver", "max_bytes", "damping_mode", "T_scale")
 
 
-_NULLABLE = ("kl_clip", "omega")  # float hyper-parameters that may be None
+#: the annotations of hyper-parameters whose default (None) does not tell their type
+_NULLABLE = {"kl_clip": "float | None", "omega": "float | None", "max_bytes": "int | None"}  # max_bytes: bytes
 
 
 def _annotation(key: str, default):
     """The annotation a hand-written signature would carry (read by the command line's typing)."""
     if key in _NULLABLE:
-        return "float | None"
+        return _NULLABLE[key]
     if default is None:
         return inspect.Parameter.empty
     return type(default).__name__
