@@ -207,12 +207,13 @@ def world(cuda_aware: bool = False) -> Communicator:
 
 
 # ---- splitting the batch and the layers ---------------------------------------------------
-def shard(n: int, size: int, rank: int) -> slice:
-    """Rank r's contiguous slice of n samples: [⌊r n/R⌋, ⌊(r+1) n/R⌋) — sizes differ by at most 1."""
+def shard(n: int, size: int, rank: int, what: str = "the batch (B)", remedy: str = "use R ≤ B") -> slice:
+    """Rank r's contiguous slice of n samples: [⌊r n/R⌋, ⌊(r+1) n/R⌋) — sizes differ by at most 1.
+
+    ``what``: the n samples, for the message when R > n (the batch, or the statistics subset m).
+    """
     if size > n:
-        raise ValueError(
-            f"{size} ranks (R) exceed the {n} samples of the batch (B): every rank needs a sample; use R ≤ B"
-        )
+        raise ValueError(f"{size} ranks (R) exceed the {n} samples of {what}: every rank needs a sample; {remedy}")
     return slice(rank * n // size, (rank + 1) * n // size)
 
 

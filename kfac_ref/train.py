@@ -121,6 +121,8 @@ class Trainer:
             raise ValueError(f"batch_size must be ≤ the {n} training samples, got {batch_size}")
         self.eval_every = check_number("eval_every", eval_every, low=1, integer=True)
         self.opt, self.data, self.rng = optimizer, data, rng
+        if hasattr(optimizer, "check_batch_size"):  # e.g. R ≤ m on R ranks, before the first step
+            optimizer.check_batch_size(self.batch_size)
         self.after_step = after_step
         idx = eval_subset(n, eval_train)
         if idx is None:

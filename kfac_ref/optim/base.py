@@ -74,6 +74,9 @@ class Optimizer:
         """The hyper-parameters as a plain dict (for logs and checkpoints)."""
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
+    def check_batch_size(self, n: int) -> None:
+        """Refuse, before the first step, a batch size of n this optimizer cannot step on (any, here)."""
+
     # ---- the step ----------------------------------------------------------------------
     def step(self, x, y, rng=None) -> dict:
         """One iteration on the batch (x, y); returns what it did (see module docstring)."""
