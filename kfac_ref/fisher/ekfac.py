@@ -31,7 +31,7 @@ from ..validate import check_damping, check_number, check_state_array, check_sta
 from .curvature import Curvature, moving_average, tree_to_device_list, tree_to_numpy
 from .dense import blocks_to_dense
 from .diagonal import squared_gradient_mean
-from .kfac import check_supported, factors_from_stats, wbar_block_to_param_order
+from .kfac import check_factor_memory, check_supported, factors_from_stats, wbar_block_to_param_order
 from .memory import check_dense_size
 from .vectors import fisher_stats
 
@@ -130,6 +130,7 @@ class EKFAC(Curvature):
 
     def __init__(self, model, ema_decay: float = 0.0, T_scale: int = 1):
         check_supported(model)
+        check_factor_memory(model, "EKFAC")
         super().__init__(model, ema_decay)
         self.T_scale = check_number("T_scale", T_scale, low=1, integer=True)
         self.bases = None  # [(U_A (a_dim, a_dim), U_G (d_out, d_out))] per layer

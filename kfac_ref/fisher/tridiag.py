@@ -49,7 +49,7 @@ from ..linalg import cho_solve
 from ..params import layer_slices
 from ..validate import check_damping, check_state_array, check_state_number
 from .curvature import Curvature, tree_to_device_list, tree_to_numpy
-from .kfac import factors_from_stats, wbar_block_to_param_order
+from .kfac import check_factor_memory, factors_from_stats, wbar_block_to_param_order
 from .kron import factored_damping
 from .memory import check_dense_size
 from .vectors import fisher_stats
@@ -315,6 +315,7 @@ class BlockTridiagonal(Curvature):
 
     def __init__(self, model, ema_decay: float = 0.0, damping_mode: str = "factored"):
         check_chain(model)  # before anything else: a ConvNet is refused by name
+        check_factor_memory(model, "block-tridiagonal K-FAC")
         super().__init__(model, ema_decay)
         if damping_mode != "factored":
             raise ValueError(
