@@ -66,6 +66,7 @@ def save(path, trainer) -> Path:
         "optimizer": opt.name,
         "hyper": opt.hyper(),
         "params": get_flat_params(opt.model),
+        "batch_size": trainer.batch_size,
         "opt_state": opt.state_dict(),
         "trainer": trainer.state_dict(),
     }
@@ -249,7 +250,7 @@ def validate(path, state: dict, trainer) -> None:
     opt, model = trainer.opt, trainer.opt.model
     if state["optimizer"] != opt.name:
         raise ValueError(f"{path} holds a {state['optimizer']!r} run, not {opt.name!r}")
-    saved, now = state["hyper"], opt.hyper()
+    saved, now = state["hyper"], _split(opt.hyper(), {}, "hyper")  # as saved: tuples become lists
     if not isinstance(saved, dict):
         raise _bad(path, "hyper", f"a {type(saved).__name__}, expected a dict")
     differ = sorted(k for k in set(saved) | set(now) if k != "damping" and saved.get(k) != now.get(k))
@@ -262,12 +263,22 @@ def validate(path, state: dict, trainer) -> None:
     if isinstance(params, np.ndarray) and params.ndim == 1 and params.shape != (model.num_params,):
         raise ValueError(f"{path} holds {params.shape[0]} parameters, the model has {model.num_params}")
     _array(path, "params", params, (model.num_params,))
+    if params.dtype != np.dtype(model.dtype):  # resuming in another precision is another run
+        raise ValueError(f"{path} was saved from a {params.dtype} model; this run's model is {np.dtype(model.dtype)}")
+    saved_batch = state.get("batch_size")  # (absent from checkpoints written before it was recorded)
+    if saved_batch is not None and saved_batch != trainer.batch_size:
+        raise ValueError(
+            f"{path} was saved with batch size {saved_batch!r}; this run's batch size is {trainer.batch_size} "
+            "(the mini-batches, and so the run, would differ): resume with the same batch size"
+        )
 
     opt_state = state["opt_state"]
     _check_like(path, "opt_state", opt_state, opt.state_dict(), _expected_shapes(model))
+    try:  # every entry against the model, also those a fresh optimizer holds as None
+        opt.check_state(opt_state, "opt_state")
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     steps = _int(path, "opt_state['steps']", opt_state["steps"])
-    if "damping" in opt_state and opt_state["damping"] is not None:
-        _real(path, "opt_state['damping']", opt_state["damping"], low=0)
 
     tr = state["trainer"]
     _check_like(path, "trainer", tr, dict.fromkeys(trainer.state_dict()))

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 
 from .experiments.arguments import DefaultsFormatter
+from .mpi import end_every_rank, rank_label
 
 PROG = "kfac-ref"
 
@@ -119,11 +120,11 @@ def main(argv=None) -> int:
         cmd = COMMANDS[args.command]
         return getattr(cmd.load(), cmd.run)(args)
     except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted; no results written", file=sys.stderr)
-        return 130
+        print(f"{PROG} {args.command}{rank_label()}: interrupted; no results written", file=sys.stderr)
+        return end_every_rank(130, "interrupted")
     except (ValueError, TypeError, OSError, MemoryError, RuntimeError) as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"{PROG} {args.command}{rank_label()}: error: {exc}", file=sys.stderr)
+        return end_every_rank(1, f"{type(exc).__name__}: {exc}")
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

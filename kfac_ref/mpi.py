@@ -8,11 +8,18 @@ rank's shard means into the global mean, Σ_r (n_r / N) X_r — the single 1/N o
 Arrays may be NumPy or CuPy (backend by inference): with ``cuda_aware=True`` CuPy buffers go
 to MPI directly (``__cuda_array_interface__``, needs a CUDA-aware MPI); by default they are
 staged through host memory (one copy each way per collective).
+
+No rank waits for ever: in a run of R > 1 ranks, an error or an interrupt on one rank ends
+every rank with a message naming it (:func:`end_every_rank`, MPI_Abort).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -98,6 +105,72 @@ class Communicator:
         with self.clock(label):
             return self.comm.allgather(obj)
 
+    def abort(self, message: str, status: int = 1):
+        """Print one line naming this rank and ``message``, then end every rank (MPI_Abort); never returns.
+
+        The other ranks may be waiting in a collective this rank will never join: only an
+        abort of the communicator ends them.
+        """
+        print(f"kfac-ref: rank {self.rank} of {self.size}: {message}; ending all {self.size} ranks", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        time.sleep(0.2)  # the launcher forwards the message before it tears the job down
+        self.comm.Abort(status)
+
+
+# ---- no rank waits for ever: a failure or an interrupt on one rank ends them all ------------
+_ENDING = {"comm": None}  # the multi-rank communicator whose ranks end together (set by world())
+
+
+def rank_label() -> str:
+    """ " (rank r of R)" in a multi-rank run, else "" — for messages that must say which rank speaks."""
+    comm = _ENDING["comm"]
+    return "" if comm is None else f" (rank {comm.rank} of {comm.size})"
+
+
+def end_every_rank(status: int, message: str = "failed") -> int:
+    """In a multi-rank run: abort every rank with ``status`` (never returns); else return ``status``.
+
+    For a command that has reported its error and would exit: exiting alone would leave the
+    other ranks waiting in their next collective for ever.
+    """
+    comm = _ENDING["comm"]
+    if comm is not None and status != 0:
+        comm.abort(message, status)
+    return status
+
+
+def _end_together(comm: Communicator) -> None:
+    """From now on an interrupt (SIGINT) or an uncaught exception on this rank ends every rank.
+
+    SIGINT: Python's C handler writes the signal's number to a socket (``signal.set_wakeup_fd``)
+    from whichever thread receives it; a watcher thread reads it and aborts — even while the
+    main thread is blocked inside a collective, where no Python handler would run.
+    """
+    _ENDING["comm"] = comm
+    previous_hook = sys.excepthook
+
+    def hook(kind, exc, tb):
+        previous_hook(kind, exc, tb)
+        comm.abort(f"{kind.__name__}: {exc}", 1)
+
+    sys.excepthook = hook
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return  # the program handles (or ignores) interrupts itself
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)  # the watcher thread acts
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch():
+        reader.recv(1)
+        comm.abort("interrupted (SIGINT)", 130)
+
+    threading.Thread(target=watch, name="kfac-ref SIGINT watcher", daemon=True).start()
+    _ENDING["sockets"] = (reader, writer)  # kept open for the life of the process
+
 
 def launched_by_mpi() -> bool:
     """True when an MPI launcher (mpiexec, mpirun, srun) started this process."""
@@ -108,6 +181,9 @@ def world(cuda_aware: bool = False) -> Communicator:
     """MPI_COMM_WORLD, with clear errors when mpi4py or the launcher is missing.
 
     One rank (``mpiexec -n 1``) is allowed: it is the R = 1 baseline, with the same code path.
+    With R > 1 ranks, an interrupt (SIGINT) or an uncaught exception on any rank ends every
+    rank at once with a message naming the rank (MPI_Abort); a command that reports its own
+    error calls :func:`end_every_rank`.
     """
     try:
         import mpi4py  # noqa: F401, PLC0415  (the package only: importing mpi4py.MPI starts MPI)
@@ -124,16 +200,20 @@ def world(cuda_aware: bool = False) -> Communicator:
         )
     from mpi4py import MPI  # noqa: PLC0415
 
-    return Communicator(MPI.COMM_WORLD, MPI.SUM, cuda_aware)
+    comm = Communicator(MPI.COMM_WORLD, MPI.SUM, cuda_aware)
+    if comm.size > 1:
+        _end_together(comm)
+    return comm
 
 
 # ---- splitting the batch and the layers ---------------------------------------------------
-def shard(n: int, size: int, rank: int) -> slice:
-    """Rank r's contiguous slice of n samples: [⌊r n/R⌋, ⌊(r+1) n/R⌋) — sizes differ by at most 1."""
+def shard(n: int, size: int, rank: int, what: str = "the batch (B)", remedy: str = "use R ≤ B") -> slice:
+    """Rank r's contiguous slice of n samples: [⌊r n/R⌋, ⌊(r+1) n/R⌋) — sizes differ by at most 1.
+
+    ``what``: the n samples, for the message when R > n (the batch, or the statistics subset m).
+    """
     if size > n:
-        raise ValueError(
-            f"{size} ranks (R) exceed the {n} samples of the batch (B): every rank needs a sample; use R ≤ B"
-        )
+        raise ValueError(f"{size} ranks (R) exceed the {n} samples of {what}: every rank needs a sample; {remedy}")
     return slice(rank * n // size, (rank + 1) * n // size)
 
 

@@ -36,7 +36,7 @@ from .backend import get_xp, synchronize, to_numpy
 from .data.batches import BatchStream
 from .errors import NonFiniteError
 from .params import get_flat_params
-from .validate import check_number
+from .validate import as_rng, check_number
 
 #: the training figures are measured on this many training samples (all when there are fewer)
 EVAL_TRAIN_SAMPLES = 10_000
@@ -121,6 +121,8 @@ class Trainer:
             raise ValueError(f"batch_size must be ≤ the {n} training samples, got {batch_size}")
         self.eval_every = check_number("eval_every", eval_every, low=1, integer=True)
         self.opt, self.data, self.rng = optimizer, data, rng
+        if hasattr(optimizer, "check_batch_size"):  # e.g. R ≤ m on R ranks, before the first step
+            optimizer.check_batch_size(self.batch_size)
         self.after_step = after_step
         idx = eval_subset(n, eval_train)
         if idx is None:
@@ -243,5 +245,7 @@ def fit(
 
     Returns the :class:`History`; see the module docstring for what is recorded.
     """
-    trainer = Trainer(optimizer, data, batch_size, np.random.default_rng(seed), eval_every, eval_train=eval_train)
+    if not isinstance(seed, np.random.Generator):  # an int ≥ 0 (NumPy's seeds), or a Generator
+        seed = check_number("fit: seed", seed, low=0, integer=True)
+    trainer = Trainer(optimizer, data, batch_size, as_rng(seed, "fit"), eval_every, eval_train=eval_train)
     return trainer.run(iterations, progress)

@@ -143,3 +143,60 @@ def as_rng(rng, who: str, *, default: int | None = None) -> np.random.Generator:
         "a np.random.Generator, an int seed or None" if default is not None else "a np.random.Generator or an int seed"
     )
     raise TypeError(f"{who}: rng must be {accepted}, got {type(rng).__name__}")
+
+
+# ---- saved state (checkpoints): every entry against what the model implies ----------------
+def check_state_number(where: str, value, *, low=None, integer: bool = False, optional: bool = False):
+    """A saved scalar: None (if ``optional``) or a finite number (an integer) ≥ ``low``; ValueError naming ``where``."""
+    if value is None and optional:
+        return None
+    if not _is_number(value) or (integer and not isinstance(value, (int, np.integer))):
+        raise ValueError(f"{where} is {value!r}, expected {'an integer' if integer else 'a finite number'}")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} is {value!r}, expected a finite number")
+    if low is not None and value < low:
+        raise ValueError(f"{where} is {value!r}, expected ≥ {low}")
+    return value
+
+
+def check_state_array(where: str, value, shape, *, low=None, optional: bool = False, orthonormal: bool = False):
+    """A saved array: None (if ``optional``), else a finite floating array of exactly ``shape``.
+
+    ``shape`` may be nested lists of shapes (per layer, per pair), matched entry by entry;
+    ``low``: every value ≥ low (scalings, second moments); ``orthonormal``: UᵀU = I to the
+    dtype's rounding (eigenbases).  ValueError naming the entry and what was expected.
+    """
+    if value is None:
+        if optional:
+            return
+        raise ValueError(f"{where} is missing (null), expected {_describe(shape)}")
+    if isinstance(shape, list):
+        if not isinstance(value, (list, tuple)) or len(value) != len(shape):
+            got = f"a list of {len(value)} entries" if isinstance(value, (list, tuple)) else f"a {type(value).__name__}"
+            raise ValueError(f"{where} is {got}, expected {_describe(shape)}")
+        for i, (v, s) in enumerate(zip(value, shape)):
+            check_state_array(f"{where}[{i}]", v, s, low=low, orthonormal=orthonormal)
+        return
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{where} is a {type(value).__name__}, expected an array of shape {tuple(shape)}")
+    if value.dtype.kind != "f":
+        raise ValueError(f"{where} is an array of {value.dtype}, expected floating values")
+    if value.shape != tuple(shape):
+        raise ValueError(f"{where} is an array of shape {value.shape}, expected {tuple(shape)}")
+    if not np.isfinite(value).all():
+        raise ValueError(f"{where} is an array with NaN/Inf values, expected finite values")
+    if low is not None and value.size and value.min() < low:
+        raise ValueError(f"{where} has an entry {float(value.min())!r} < {low}, expected every entry ≥ {low}")
+    if orthonormal:
+        n = value.shape[0]
+        eps = np.finfo(value.dtype).eps
+        error = float(np.abs(value.T @ value - np.eye(n, dtype=value.dtype)).max()) if n else 0.0
+        if error > max(eps**0.5, 10 * n * eps):
+            raise ValueError(f"{where} is not orthonormal (max |UᵀU − I| = {error:.3g}), expected an eigenbasis")
+
+
+def _describe(shape) -> str:
+    if isinstance(shape, list):
+        inner = ", ".join(_describe(s) for s in shape[:3]) + (", …" if len(shape) > 3 else "")
+        return f"a list of {len(shape)} entries ({inner})"
+    return f"an array of shape {tuple(shape)}"

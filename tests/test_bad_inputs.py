@@ -235,3 +235,57 @@ def test_set_flat_params_refuses_inf_and_leaves_the_model():
     with pytest.raises(NonFiniteError, match=r"θ would contain 1 NaN/Inf value\(s\)"):
         K.set_flat_params(model, theta)
     np.testing.assert_array_equal(K.get_flat_params(model), before)
+
+
+# ---- raw library messages replaced by kfac_ref's own, before any work --------------------------
+def test_dense_solve_refuses_mismatched_shapes_in_its_own_words():
+    from kfac_ref.fisher.solve import dense_solve
+
+    f = np.eye(3)
+    with pytest.raises(ValueError, match=r"dense_solve: g has shape \(4,\), expected \(P,\) or \(P, k\) with P = 3"):
+        dense_solve(f, np.ones(4), 0.1)
+    with pytest.raises(ValueError, match=r"dense_solve: the Fisher has shape \(3, 4\), expected a square \(P, P\)"):
+        dense_solve(np.ones((3, 4)), np.ones(3), 0.1)
+    np.testing.assert_allclose(dense_solve(2 * f, np.ones(3), 0.5), np.full(3, 0.4), rtol=1e-15)  # (2 + ½)⁻¹
+
+
+@pytest.mark.parametrize(
+    "seed, kind, match",
+    [
+        ("a", TypeError, "fit: seed must be a number, got 'a'"),
+        (-1, ValueError, "fit: seed must be ≥ 0, got -1"),
+        (1.5, ValueError, "fit: seed must be an integer, got 1.5"),
+    ],
+)
+def test_fit_refuses_a_bad_seed_naming_it(seed, kind, match):
+    model = tiny_mlp()
+    before = K.get_flat_params(model).copy()
+    x, y = make_classification(40, 4, 3, np.random.default_rng(0))
+    data = Dataset("toy", x[:30], y[:30], x[30:], y[30:], num_classes=3)
+    with pytest.raises(kind, match=match):
+        fit(optim.SGD(model, nn.CrossEntropyLoss(), lr=0.1), data, 2, batch_size=8, seed=seed)
+    np.testing.assert_array_equal(K.get_flat_params(model), before)
+
+
+def test_fit_takes_a_generator_or_an_int_seed_alike():
+    x, y = make_classification(40, 4, 3, np.random.default_rng(0))
+    data = Dataset("toy", x[:30], y[:30], x[30:], y[30:], num_classes=3)
+    runs = []
+    for seed in (7, np.random.default_rng(7)):
+        model = tiny_mlp()
+        fit(optim.SGD(model, nn.CrossEntropyLoss(), lr=0.1), data, 3, batch_size=8, seed=seed)
+        runs.append(K.get_flat_params(model))
+    np.testing.assert_array_equal(*runs)
+
+
+@pytest.mark.parametrize("make", [optim.KFAC, optim.EKFAC, optim.KFACTridiag])
+def test_a_kronecker_factor_too_large_for_memory_is_refused_before_allocation(make):
+    """A Linear layer with 400,000 inputs: A would be 400,001² float64 entries (1,192 GiB); the weights are 9.6 MB."""
+    model = models.mlp(400_000, hidden=(), num_classes=3, seed=0)
+    with pytest.raises(
+        MemoryError,
+        match=r"layer 0 \(Linear\(400000→3\)\)'s factor A of shape \(400001, 400001\) and float64 needs 1,192.1 GiB",
+    ):
+        make(model, nn.CrossEntropyLoss(), lr=0.1, damping=0.1)
+    with pytest.raises(MemoryError, match=r"kfac_factors: layer 0"):
+        fisher.kfac_factors(model, nn.CrossEntropyLoss(), np.zeros((2, 400_000)), np.zeros(2, dtype=int), "exact")

@@ -67,6 +67,7 @@ def launch(out, opt, ranks=None, *extra):
     if ranks is not None:
         cmd = [str(MPIEXEC), "-n", str(ranks), *cmd, "--distributed"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(HERE.parent)  # this checkout's kfac_ref, not another installed one
     for var in ("PMI_RANK", "PMI_SIZE", "PMI_FD", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK"):
         env.pop(var, None)  # a test run under mpiexec must not leak its launcher into the child
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=HERE.parent)

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..backend import get_xp, to_device, to_numpy
 from ..params import flat_to_wbar, layer_slices, wbar_to_flat
-from ..validate import check_damping, check_number
+from ..validate import check_damping, check_number, check_state_array, check_state_number
 
 
 def check_decay(ema_decay) -> float:
@@ -191,6 +191,25 @@ class Curvature:
             "inverse_damping": self.damping,
             **self._inverse_state(),
         }
+
+    def state_shapes(self) -> dict:
+        """{name: shape} of every averaged statistic for this model: nested lists (per layer, per pair) of tuples."""
+        return {}
+
+    def check_state(self, state: dict, where: str = "state") -> None:
+        """Raise a ValueError naming the entry unless ``state`` (a :meth:`state_dict`) fits this model.
+
+        Everything :meth:`load_state_dict` would apply is checked first — also the entries a
+        fresh structure holds as None — so that a refused state changes nothing.
+        """
+        k = check_state_number(f"{where}['stat_updates']", state["stat_updates"], low=0, integer=True)
+        for name, shape in self.state_shapes().items():  # present once a batch has been folded in
+            check_state_array(f"{where}[{name!r}]", state[name], shape, optional=k == 0)
+        gamma = check_state_number(f"{where}['inverse_damping']", state["inverse_damping"], low=0, optional=True)
+        self._check_inverse_state(state, where, gamma)
+
+    def _check_inverse_state(self, state: dict, where: str, gamma) -> None:
+        """Check what :meth:`_inverse_state` saved (nothing by default)."""
 
     def load_state_dict(self, state: dict) -> None:
         dev = self.model.device

@@ -140,6 +140,10 @@ class Dense(Curvature):
     def refresh_cost(self):
         return self.model.num_params**3 // 3 if self.solver == "dense" else 0
 
+    def state_shapes(self):
+        p = self.model.num_params
+        return {"fisher": (p, p)} if self.solver == "dense" else {}
+
     def _load_inverse_state(self, state):
         if self.solver == "dense":
             super()._load_inverse_state(state)
@@ -172,6 +176,9 @@ class BlockDiagonal(Curvature):
 
     def to_dense(self):
         return blocks_to_dense(self.model, self.blocks)
+
+    def state_shapes(self):
+        return {"blocks": [(la.num_params, la.num_params) for la in self.model.param_layers()]}
 
     def memory(self):
         return 2 * sum(la.num_params**2 for la in self.model.param_layers())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..backend import get_xp
 from ..params import wbar_to_flat
-from ..validate import check_damping
+from ..validate import check_damping, check_state_array
 from .curvature import Curvature
 
 
@@ -58,6 +58,15 @@ class Diagonal(Curvature):
 
     def memory(self):
         return self.model.num_params
+
+    def state_shapes(self):
+        return {"diagonal": [(la.g_dim, la.a_dim) for la in self.model.param_layers()]}
+
+    def check_state(self, state, where="state"):
+        super().check_state(state, where)
+        check_state_array(
+            f"{where}['diagonal']", state["diagonal"], self.state_shapes()["diagonal"], low=0, optional=True
+        )
 
     def refresh_cost(self):
         return 0

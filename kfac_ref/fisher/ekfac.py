@@ -27,11 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..backend import get_xp
-from ..validate import check_damping, check_number
+from ..validate import check_damping, check_number, check_state_array, check_state_number
 from .curvature import Curvature, moving_average, tree_to_device_list, tree_to_numpy
 from .dense import blocks_to_dense
 from .diagonal import squared_gradient_mean
-from .kfac import check_supported, factors_from_stats, wbar_block_to_param_order
+from .kfac import check_factor_memory, check_supported, factors_from_stats, wbar_block_to_param_order
 from .memory import check_dense_size
 from .vectors import fisher_stats
 
@@ -130,6 +130,7 @@ class EKFAC(Curvature):
 
     def __init__(self, model, ema_decay: float = 0.0, T_scale: int = 1):
         check_supported(model)
+        check_factor_memory(model, "EKFAC")
         super().__init__(model, ema_decay)
         self.T_scale = check_number("T_scale", T_scale, low=1, integer=True)
         self.bases = None  # [(U_A (a_dim, a_dim), U_G (d_out, d_out))] per layer
@@ -184,6 +185,22 @@ class EKFAC(Curvature):
 
     def refresh_cost(self):
         return sum(la.a_dim**3 + la.g_dim**3 for la in self.model.param_layers())
+
+    def state_shapes(self):
+        return {"factors": [[(la.a_dim, la.a_dim), (la.g_dim, la.g_dim)] for la in self.model.param_layers()]}
+
+    def _check_inverse_state(self, state, where, gamma):
+        """Bases: orthonormal (a, a), (d, d) per layer, once refreshed; scalings: (d, a) ≥ 0 once refitted."""
+        layers = self.model.param_layers()
+        j = check_state_number(f"{where}['scale_updates']", state["scale_updates"], low=0, integer=True)
+        bases = [[(la.a_dim, la.a_dim), (la.g_dim, la.g_dim)] for la in layers]
+        check_state_array(f"{where}['bases']", state["bases"], bases, optional=gamma is None, orthonormal=True)
+        if gamma is None and state["bases"] is not None:
+            raise ValueError(f"{where}['bases'] is set but {where}['inverse_damping'] is null (never refreshed)")
+        scalings = [(la.g_dim, la.a_dim) for la in layers]
+        check_state_array(f"{where}['scalings']", state["scalings"], scalings, low=0, optional=j == 0)
+        if j and gamma is None:
+            raise ValueError(f"{where}['scale_updates'] is {j} but there are no bases (inverse_damping is null)")
 
     def _inverse_state(self):
         return {

@@ -25,6 +25,7 @@ from dataclasses import asdict, replace
 
 from ..backend import get_xp, to_device, to_numpy
 from ..params import wbar_order
+from ..validate import check_allocation, check_state_array, check_state_number
 from .curvature import Curvature
 from .dense import blocks_to_dense
 from .kron import check_damping_mode, inverse_class, inverse_shapes
@@ -57,6 +58,20 @@ def check_supported(model) -> None:
             )
 
 
+def check_factor_memory(model, who: str = "K-FAC") -> None:
+    """Refuse, before anything is allocated, Kronecker factors that cannot fit in memory.
+
+    Each layer's A (a_dim, a_dim) and G (d_out, d_out), and all of them together: a layer
+    with 10⁵ inputs has an A of 10¹⁰ entries (75 GiB in float64).  MemoryError naming the layer.
+    """
+    entries = 0
+    for l, layer in enumerate(model.param_layers()):
+        for name, d in (("A", layer.a_dim), ("G", layer.g_dim)):
+            check_allocation(who, (d, d), model.dtype, what=f"layer {l} ({layer!r})'s factor {name}")
+            entries += d * d
+    check_allocation(who, (entries,), model.dtype, what="the Kronecker factors of all layers, together")
+
+
 def factors_from_stats(stats):
     """[(A, G)] per layer from per-layer statistics with Fisher seeds."""
     return [(factor_a(st.a_bar), factor_g(st.g)) for st in stats]
@@ -65,6 +80,7 @@ def factors_from_stats(stats):
 def kfac_factors(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1):
     """One (A, G) pair per Linear/Conv2d layer in network order ((Ω, Γ) for Conv2d)."""
     check_supported(model)
+    check_factor_memory(model, "kfac_factors")
     stats, _ = fisher_stats(model, loss_fn, x, y, kind, rng, mc_samples)
     return factors_from_stats(stats)
 
@@ -119,6 +135,7 @@ class Kronecker(Curvature):
 
     def __init__(self, model, ema_decay: float = 0.0, damping_mode: str = "factored"):
         check_supported(model)
+        check_factor_memory(model, "K-FAC")
         super().__init__(model, ema_decay)
         self.damping_mode = check_damping_mode(damping_mode)
         self.exact_damping = damping_mode == "exact"
@@ -169,6 +186,29 @@ class Kronecker(Curvature):
 
     def refresh_cost(self):
         return sum(la.a_dim**3 + la.g_dim**3 for la in self.model.param_layers())
+
+    def state_shapes(self):
+        return {"factors": [[(la.a_dim, la.a_dim), (la.g_dim, la.g_dim)] for la in self.model.param_layers()]}
+
+    def _check_inverse_state(self, state, where, gamma):
+        """One dict per layer: the arrays of :meth:`layer_shapes` (exact damping: d ≥ 0, and γ)."""
+        saved, layers = state["inverses"], self.model.param_layers()
+        if (saved is None) != (gamma is None):
+            raise ValueError(f"{where}['inverses'] and {where}['inverse_damping'] must both be set or both be null")
+        if saved is None:
+            return
+        if not isinstance(saved, list) or len(saved) != len(layers):
+            raise ValueError(f"{where}['inverses'] is {saved!r:.60}, expected a list of {len(layers)} layers")
+        for l, (inv, layer) in enumerate(zip(saved, layers)):
+            shapes = self.layer_shapes(layer)
+            keys = {*shapes, "gamma"} if self.exact_damping else set(shapes)
+            if not isinstance(inv, dict) or set(inv) != keys:
+                raise ValueError(f"{where}['inverses'][{l}] is {inv!r:.60}, expected a dict of {sorted(keys)}")
+            for k, shape in shapes.items():
+                low = 0 if k in ("d_a", "d_g") else None  # eigenvalues of PSD factors, clipped at 0
+                check_state_array(f"{where}['inverses'][{l}][{k!r}]", inv[k], shape, low=low)
+            if self.exact_damping:
+                check_state_number(f"{where}['inverses'][{l}]['gamma']", inv["gamma"], low=0)
 
     def _inverse_state(self):
         if self.inverses is None:

@@ -31,5 +31,6 @@ def check_dense_size(p: int, dtype, max_bytes=None, what: str = "dense Fisher") 
         raise MemoryError(
             f"{what} of P = {p:,} parameters needs {_human(need)} (P² entries), over the limit of "
             f"{_human(limit)}; use K-FAC (kfac_ref.fisher.kfac_factors) or the Woodbury solve "
-            f"(kfac_ref.fisher.woodbury_solve) instead, or pass a larger max_bytes="
+            f"(kfac_ref.fisher.woodbury_solve) instead, or pass a larger max_bytes= "
+            f"(on the command line: --set ngd.max_bytes=BYTES)"
         )

@@ -27,7 +27,15 @@ from .vectors import fisher_stats
 
 
 def dense_solve(fisher, g, damping: float):
-    """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,)"""
+    """(F + λI)⁻¹ g by Cholesky, F a dense (P, P) matrix.  (P,) or (P, k)"""
+    shape = tuple(getattr(fisher, "shape", ()))
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"dense_solve: the Fisher has shape {shape}, expected a square (P, P) matrix")
+    g_shape = tuple(getattr(g, "shape", ()))
+    if len(g_shape) not in (1, 2) or g_shape[0] != shape[0]:
+        raise ValueError(
+            f"dense_solve: g has shape {g_shape}, expected (P,) or (P, k) with P = {shape[0]} (the Fisher's)"
+        )
     return cholesky_solve(damped_cholesky(fisher, damping), g)
 
 

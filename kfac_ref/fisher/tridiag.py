@@ -47,9 +47,9 @@ import numpy as np
 from ..backend import get_xp, solve_triangular
 from ..linalg import cho_solve
 from ..params import layer_slices
-from ..validate import check_damping
+from ..validate import check_damping, check_state_array, check_state_number
 from .curvature import Curvature, tree_to_device_list, tree_to_numpy
-from .kfac import factors_from_stats, wbar_block_to_param_order
+from .kfac import check_factor_memory, factors_from_stats, wbar_block_to_param_order
 from .kron import factored_damping
 from .memory import check_dense_size
 from .vectors import fisher_stats
@@ -315,6 +315,7 @@ class BlockTridiagonal(Curvature):
 
     def __init__(self, model, ema_decay: float = 0.0, damping_mode: str = "factored"):
         check_chain(model)  # before anything else: a ConvNet is refused by name
+        check_factor_memory(model, "block-tridiagonal K-FAC")
         super().__init__(model, ema_decay)
         if damping_mode != "factored":
             raise ValueError(
@@ -354,6 +355,41 @@ class BlockTridiagonal(Curvature):
 
     def refresh_cost(self):
         return sum(la.a_dim**3 + la.g_dim**3 for la in self.model.param_layers())
+
+    def state_shapes(self):
+        layers = self.model.param_layers()
+        return {
+            "factors": [[(la.a_dim, la.a_dim), (la.g_dim, la.g_dim)] for la in layers],
+            "cross_factors": [[(l0.a_dim, l1.a_dim), (l0.g_dim, l1.g_dim)] for l0, l1 in zip(layers[:-1], layers[1:])],
+        }
+
+    def _check_inverse_state(self, state, where, gamma):
+        """Ψ (a_l, a_{l+1}), (d_l, d_{l+1}) for l < L; K (a_l, a_l), (d_l, d_l); 1 − s_G s_Aᵀ (d_l, a_l) > 0; γ > 0."""
+        saved, layers = state["inverses"], self.model.param_layers()
+        if (saved is None) != (gamma is None):
+            raise ValueError(f"{where}['inverses'] and {where}['inverse_damping'] must both be set or both be null")
+        if saved is None:
+            return
+        keys = {"psi", "k", "denom", "gamma"}
+        if not isinstance(saved, dict) or set(saved) != keys:
+            raise ValueError(f"{where}['inverses'] is {saved!r:.60}, expected a dict of {sorted(keys)}")
+        pairs = zip(layers[:-1], layers[1:])
+        check_state_array(
+            f"{where}['inverses']['psi']",
+            saved["psi"],
+            [[(l0.a_dim, l1.a_dim), (l0.g_dim, l1.g_dim)] for l0, l1 in pairs],
+        )
+        check_state_array(
+            f"{where}['inverses']['k']", saved["k"], [[(la.a_dim, la.a_dim), (la.g_dim, la.g_dim)] for la in layers]
+        )
+        check_state_array(f"{where}['inverses']['denom']", saved["denom"], [(la.g_dim, la.a_dim) for la in layers])
+        if any(float(d.min()) <= 0 for d in saved["denom"] if d.size):
+            raise ValueError(
+                f"{where}['inverses']['denom'] has an entry ≤ 0, expected 1 − s_G s_Aᵀ > 0 (Σ_(l|l+1) ≻ 0)"
+            )
+        check_state_number(f"{where}['inverses']['gamma']", saved["gamma"], low=0)
+        if saved["gamma"] == 0:
+            raise ValueError(f"{where}['inverses']['gamma'] is 0, expected > 0 (factored damping)")
 
     def _inverse_state(self):
         inv = self.inverse

@@ -16,7 +16,7 @@ the step divides by its *square root*: it is not a natural-gradient step (docs/m
 from __future__ import annotations
 
 from ..backend import get_xp, to_device, to_numpy
-from ..validate import check_flag, check_number
+from ..validate import check_flag, check_number, check_state_array
 from .base import Optimizer
 
 
@@ -92,6 +92,14 @@ class Adam(Optimizer):
             "exp_avg_sq": to_numpy(self.exp_avg_sq),
             "max_exp_avg_sq": to_numpy(self.max_exp_avg_sq),
         }
+
+    def check_state(self, state: dict, where: str = "state") -> None:
+        """m (P,); v and max v (P,), ≥ 0 (averages of squares)."""
+        super().check_state(state, where)
+        p = (self.model.num_params,)
+        check_state_array(f"{where}['exp_avg']", state.get("exp_avg"), p, optional=True)
+        for key in ("exp_avg_sq", "max_exp_avg_sq"):
+            check_state_array(f"{where}[{key!r}]", state.get(key), p, low=0, optional=True)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -23,7 +23,7 @@ from ..backend import get_xp, synchronize, to_device, to_numpy
 from ..errors import NonFiniteError
 from ..grads import loss_and_grad
 from ..params import get_flat_params, set_flat_params
-from ..validate import check_number
+from ..validate import check_number, check_state_array, check_state_number
 
 PHASES = ("forward_backward", "curvature", "inversion", "update")
 
@@ -74,6 +74,9 @@ class Optimizer:
         """The hyper-parameters as a plain dict (for logs and checkpoints)."""
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
+    def check_batch_size(self, n: int) -> None:
+        """Refuse, before the first step, a batch size of n this optimizer cannot step on (any, here)."""
+
     # ---- the step ----------------------------------------------------------------------
     def step(self, x, y, rng=None) -> dict:
         """One iteration on the batch (x, y); returns what it did (see module docstring)."""
@@ -119,6 +122,14 @@ class Optimizer:
     def state_dict(self) -> dict:
         """Counters and buffers as NumPy arrays / Python scalars (see :mod:`kfac_ref.checkpoint`)."""
         return {"steps": self.steps, "velocity": to_numpy(self.velocity)}
+
+    def check_state(self, state: dict, where: str = "state") -> None:
+        """Raise a ValueError naming the entry unless ``state`` (a :meth:`state_dict`) fits this model.
+
+        Called before anything is applied (:func:`kfac_ref.checkpoint.load`): a refused state changes nothing.
+        """
+        check_state_number(f"{where}['steps']", state["steps"], low=0, integer=True)
+        check_state_array(f"{where}['velocity']", state["velocity"], (self.model.num_params,), optional=True)
 
     def load_state_dict(self, state: dict) -> None:
         device = self.model.device

@@ -66,8 +66,20 @@ class DataParallel:
         super().__init__(*args, **kwargs)
         self.comm = world() if comm is None else comm
 
-    def _slice(self, n: int) -> slice:
-        return shard(n, self.comm.size, self.comm.rank)
+    def _slice(self, n: int, fraction: str | None = None) -> slice:
+        """This rank's slice of the batch's n samples, or (``fraction``: the hyper-parameter that chose
+        them) of its first n, m = fraction · B."""
+        if fraction is None:
+            return shard(n, self.comm.size, self.comm.rank)
+        use = "the statistics" if fraction == "stats_fraction" else "the exact quadratic model"
+        what = f"the subset m = {fraction} · B that {use} use"
+        return shard(
+            n, self.comm.size, self.comm.rank, what, f"raise {fraction} or the batch size (B), or use fewer ranks"
+        )
+
+    def check_batch_size(self, n: int) -> None:
+        """Every rank needs a sample of a batch of n: refused before the first step (R ≤ B)."""
+        self._slice(n)
 
     def _forward_backward(self, x, y):
         """[O19] step 1: h and ∇_{W̄} h on this rank's slice, then Σ_r (n_r/B) (h_r, ∇h_r)."""
@@ -89,9 +101,16 @@ class DataParallelCurvature(DataParallel):
         super().__init__(*args, **kwargs)
         self.owners = owners([inversion_cost(layer) for layer in self.model.param_layers()], self.comm.size)
 
-    def _shard_trace(self, res, x, m):
+    def check_batch_size(self, n: int) -> None:
+        """R ≤ B, and R ≤ m for the subsets a step uses (statistics; the exact model when rescaling or adapting λ)."""
+        super().check_batch_size(n)
+        self._slice(sample_count(self.stats_fraction, n), "stats_fraction")
+        if self.rescale or self.adapt_damping:
+            self._slice(sample_count(self.model_fraction, n), "model_fraction")
+
+    def _shard_trace(self, res, x, m, fraction):
         """This rank's slice of the first m samples, and its forward trace (the gradient's when m = B)."""
-        sl = self._slice(m)
+        sl = self._slice(m, fraction)
         trace = res.trace if m == x.shape[0] else forward(self.model, x[:m][sl])
         return sl, trace
 
@@ -112,14 +131,14 @@ class DataParallelCurvature(DataParallel):
         """This rank's statistics of its slice of the first m samples, and m."""
         check_fisher_args(self.kind, self.mc_samples, rng)
         m = sample_count(self.stats_fraction, x.shape[0])
-        sl, trace = self._shard_trace(res, x, m)
+        sl, trace = self._shard_trace(res, x, m, "stats_fraction")
         stats, _ = backward(self.model, trace, self._seeds(trace, y[:m], sl, m, rng))
         return stats, m
 
     def _update_curvature(self, stats, m):
         """[O19] step 2: this slice's statistic, Σ_r (n_r/m) X_r, then the structure's moving averages."""
         curv = self.curvature
-        sl = self._slice(m)
+        sl = self._slice(m, "stats_fraction")
         local = curv.statistic(stats, sl.stop - sl.start)
         names = list(local)
         flat = [arr for name in names for pair in local[name] for arr in pair]  # [A_1, G_1, A_2, …]
@@ -170,7 +189,7 @@ class DataParallelCurvature(DataParallel):
         """[vᵢᵀ F vⱼ] of the first model_fraction of the batch: this rank's slice, Σ_r (n_r/m) Gram_r."""
         xp = get_xp(vectors[0])
         m = sample_count(self.model_fraction, x.shape[0])
-        sl, trace = self._shard_trace(res, x, m)
+        sl, trace = self._shard_trace(res, x, m, "model_fraction")
         gram = fisher_gram_jvp(self.model, self.loss_fn, trace, xp.stack(vectors))  # (k, k), mean over n_r
         return to_numpy(shard_mean(self.comm, [gram], sl.stop - sl.start, m, "control")[0])
 

@@ -31,7 +31,7 @@ from ..fisher.seeds import check_kind, check_mc_samples
 from ..fisher.vectors import fisher_stats
 from ..jvp import fisher_gram_jvp
 from ..params import flat_to_wbar, get_flat_params, layer_slices, wbar_to_flat
-from ..validate import check_flag, check_number
+from ..validate import check_flag, check_number, check_state_array, check_state_number
 from .base import Optimizer
 from .quadratic import kl_clip_factor, lm_ratio, lm_update, model_change, rescale_coefficients, scaled_change
 
@@ -234,6 +234,17 @@ class Preconditioned(Optimizer):
             **self.curvature.state_dict(),
         }
 
+    def check_state(self, state: dict, where: str = "state") -> None:
+        """The optimizer's entries (λ as the structure accepts it, δ₀ (P,)), then the structure's."""
+        super().check_state(state, where)
+        damping = check_state_number(f"{where}['damping']", state["damping"], low=0)
+        try:
+            self.curvature.check_damping(damping)
+        except ValueError as exc:
+            raise ValueError(f"{where}['damping'] is {damping!r}: {exc}") from exc
+        check_state_array(f"{where}['prev_delta']", state["prev_delta"], (self.model.num_params,), optional=True)
+        self.curvature.check_state(state, where)
+
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.damping = float(state["damping"])
@@ -246,13 +257,14 @@ _OWN = ("lr", "momentum", "weight_decay")  # Optimizer's own, first in hyper()
 _STRUCTURE_ONLY = ("ema_decay", "solver", "max_bytes", "damping_mode", "T_scale")
 
 
-_NULLABLE = ("kl_clip", "omega")  # float hyper-parameters that may be None
+#: the annotations of hyper-parameters whose default (None) does not tell their type
+_NULLABLE = {"kl_clip": "float | None", "omega": "float | None", "max_bytes": "int | None"}  # max_bytes: bytes
 
 
 def _annotation(key: str, default):
     """The annotation a hand-written signature would carry (read by the command line's typing)."""
     if key in _NULLABLE:
-        return "float | None"
+        return _NULLABLE[key]
     if default is None:
         return inspect.Parameter.empty
     return type(default).__name__
