@@ -271,3 +271,44 @@ def test_a_misspelt_optimizer_gives_one_line_naming_the_closest(command, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1
     assert "unknown optimizer 'kfca' (did you mean 'kfac'?)" in err[0] and "usage" not in err[0]
+
+
+# --- no silent override: what the command line is told either counts or is refused ---------------
+def _config(*argv):
+    from kfac_ref.cli import build_parser
+    from kfac_ref.experiments.compare import config_from_args
+
+    return config_from_args(build_parser().parse_args(["compare", *argv]))
+
+
+def test_explicit_flags_override_the_settings_file(tmp_path):
+    f = tmp_path / "s.json"
+    f.write_text('{"kfac": {"lr": 0.7, "damping": 0.2}, "sgd": {"lr": 0.05}}')
+    cfg = _config("--optimizers", "sgd,kfac", "--settings", str(f), "--lr", "kfac=0.3", "--set", "sgd.lr=0.01")
+    assert cfg.settings["kfac"] == {"lr": 0.3, "damping": 0.2}  # the flag wins, the file's other keys stay
+    assert cfg.settings["sgd"] == {"lr": 0.01}  # --set wins too
+
+
+@pytest.mark.parametrize("flag", [["--set", "ekfac.damping=0.1"], ["--damping", "ekfac=0.1"]])
+def test_a_setting_for_an_optimizer_that_does_not_run_is_refused(flag, tmp_path, capsys):
+    code = main(["compare", "--quick", "--optimizers", "sgd,kfac", *flag, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code != 0 and "ekfac is not among --optimizers (sgd,kfac)" in err and not (tmp_path / "x").exists()
+
+
+def test_an_infinite_target_loss_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--quick", "--target-loss", "inf", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "a finite number > 0" in capsys.readouterr().err
+
+
+def test_diagnostics_less_often_than_the_run_is_long_is_refused(tmp_path, capsys):
+    code = main(["compare", "--quick", "--iterations", "6", "--diagnostics", "7", "--out", str(tmp_path / "x")])
+    assert code != 0 and "no iteration would be measured" in capsys.readouterr().err
+
+
+def test_diagnostics_of_adam_are_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "x"
+    code = main(["compare", "--quick", "--optimizers", "sgd,adam", "--diagnostics", "2", "--out", str(out)])
+    assert code != 0 and "adam's step is not a preconditioned gradient" in capsys.readouterr().err
+    assert not out.exists()

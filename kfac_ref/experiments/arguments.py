@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import difflib
 import inspect
+import math
 import sys
 
 from ..optim import OPTIMIZERS
@@ -33,7 +34,7 @@ def checked(convert, ok, expected: str):
 
 
 positive_int = checked(int, lambda v: v >= 1, "a positive integer")
-positive_float = checked(float, lambda v: v > 0, "a positive number")
+positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 seed = checked(int, lambda v: v >= 0, "an integer ≥ 0")  # argparse names --seed itself
 fraction = checked(float, lambda v: 0 < v <= 1, "an accuracy in (0, 1]")
 every_or_off = checked(int, lambda v: v >= 0, "an integer ≥ 0 (0: off)")

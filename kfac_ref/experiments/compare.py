@@ -217,9 +217,14 @@ def check_settings(cfg: CompareConfig, data=None) -> None:
     for name in cfg.optimizers:
         for point in GRIDS[name] if cfg.grid else [{}]:
             try:
-                OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings_for(cfg, name, point))
+                opt = OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings_for(cfg, name, point))
             except TypeError as exc:
                 raise ValueError(f"{name}: {exc}") from None
+            if cfg.diagnostics_every and not hasattr(opt, "curvature"):
+                raise ValueError(
+                    f"--diagnostics: {name}'s step is not a preconditioned gradient (C + γI)⁻¹∇h; "
+                    "it measures SGD and the Fisher methods"
+                )
 
 
 def sgd_natural_damping(cfg: CompareConfig) -> float:
@@ -453,7 +458,12 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=
             raise ValueError(unknown_optimizer(name))
     if len(set(cfg.optimizers)) != len(cfg.optimizers):
         raise ValueError(f"optimizers {list(cfg.optimizers)}: each may appear once (their outputs share names)")
-    check_number("diagnostics_every", cfg.diagnostics_every, low=0, integer=True)
+    every = check_number("diagnostics_every", cfg.diagnostics_every, low=0, integer=True)
+    longest = max(iterations_for(cfg, n) for n in cfg.optimizers)
+    if every > longest:
+        raise ValueError(
+            f"--diagnostics {every}: no iteration would be measured (the longest run has {longest} iterations)"
+        )
     lead = comm is None or comm.rank == 0
     if comm is not None:
         if cfg.grid:
@@ -473,6 +483,9 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=
     data = load_data(cfg)
     check_settings(cfg, data)
     model = build_model(cfg, data)
+    if comm is not None:  # fewer statistics samples than ranks, found before any optimizer trains
+        for name in cfg.optimizers:
+            make_optimizer(name, model, settings_for(cfg, name), comm).check_batch_size(cfg.batch_size)
     theta0 = to_numpy(get_flat_params(model))
     caps = {n: iterations_for(cfg, n) for n in cfg.optimizers if iterations_for(cfg, n) < cfg.iterations}
     log(
@@ -625,7 +638,8 @@ def add_arguments(p, name: str = "compare") -> None:
     g.add_argument(
         "--settings",
         metavar="FILE",
-        help="a JSON or TOML file {optimizer: {hyper-parameter: value}} (applied before --set)",
+        help="a JSON or TOML file {optimizer: {hyper-parameter: value}}, applied first: the "
+        "hyper-parameter flags and --set override it",
     )
     g.add_argument(
         "--solver",
@@ -698,17 +712,25 @@ def add_demo_arguments(p) -> None:
 def config_from_args(args) -> CompareConfig:
     """The CompareConfig the command line describes (--quick applied)."""
     settings: dict = {}
+    if args.settings:  # first: the flags and --set below override the file
+        for opt, table in read_settings_file(args.settings, arguments.parse_value).items():
+            settings.setdefault(opt, {}).update(table)
+    named = []  # (flag, optimizer) given by name: that optimizer must run
     for hp in HYPER_OPTIONS:  # --lr 0.3 (every optimizer that has lr) or --lr kfac=0.3
         for opt, value in getattr(args, hp):
+            named += [(f"--{hp.replace('_', '-')} {opt}=…", opt)] if opt else []
             for t in [opt] if opt else [o for o in args.optimizers if hp in arguments.hyper_types(o)]:
                 settings.setdefault(t, {})[hp] = arguments.parse_value(t, hp, value)
     if args.solver:
         settings.setdefault("ngd", {})["solver"] = args.solver
-    if args.settings:
-        for opt, table in read_settings_file(args.settings, arguments.parse_value).items():
-            settings.setdefault(opt, {}).update(table)
     for opt, key, value in args.set:
+        named.append((f"--set {opt}.{key}", opt))
         settings.setdefault(opt, {})[key] = value
+    for flag, opt in named:
+        if opt not in args.optimizers:
+            raise ValueError(
+                f"{flag}: {opt} is not among --optimizers ({','.join(args.optimizers)}); add it or drop the setting"
+            )
     cfg = config_from_shared_args(
         args,
         kind=args.kind,
