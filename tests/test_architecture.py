@@ -48,7 +48,7 @@ RANKS = {
     "settings": 6,  # settings files {optimizer: {hyper-parameter: value}}: checks optimizer names; used by cli
     "checkpoint": 7,  # validates a file against a Trainer before applying it
     "experiments": 7,
-    "audit": 7,  # reference bundles and the audit of another K-FAC: uses fisher, grads, models, data; used by cli
+    "audit": 8,  # reference bundles and the audit of another K-FAC: fisher, grads, models, data, the CLI parsers
     "cli": 9,
     "__main__": 10,
 }

@@ -159,7 +159,7 @@ def test_bernoulli_sampling_is_reproducible_and_follows_the_means():
 
 def test_sigmoid_cross_entropy_refuses_targets_outside_zero_one():
     loss, f = nn.SigmoidCrossEntropyLoss(), np.zeros((2, 3))
-    with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\].*2 outside"):
+    with pytest.raises(ValueError, match=r"targets contain 2 value\(s\) outside \[0, 1\]"):
         loss(f, np.array([[0.0, 1.5, 0.2], [-0.1, 0.0, 1.0]]))
     with pytest.raises(ValueError, match=r"expected \(2, 3\)"):
         loss(f, np.zeros((2, 2)))

@@ -6,11 +6,11 @@ kfac-ref audit DIR THEIRS.npz [--json FILE] [--rtol R]     exit 0: every key agr
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
+from ..experiments.arguments import int_list, positive_float, positive_int
 from ..fisher.seeds import KINDS
 from ..io import write_json
 from .reference import DEFAULT_DAMPING, DEFAULT_MAX_DENSE, build_bundle, write_bundle
@@ -18,41 +18,18 @@ from .reference import DEFAULT_DAMPING, DEFAULT_MAX_DENSE, build_bundle, write_b
 DEFAULT_BATCH = 32  # small enough that the dense (P, P) Fisher of every kind takes about a second
 
 
-def _positive(convert, what):
-    def parse(text):
-        try:
-            v = convert(text)
-        except ValueError:
-            v = None
-        if v is None or not v > 0:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return v
-
-    return parse
-
-
-def _int_list(text):
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        vals = ()
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return vals
-
-
 def add_reference_arguments(p) -> None:
     """The arguments of ``kfac-ref reference``."""
     p.add_argument("--out", required=True, help="output folder: spec.json and bundle.npz")
     p.add_argument("--model", choices=("mlp", "convnet"), default="mlp", help="the network, on the digits data")
-    p.add_argument("--hidden", type=_int_list, default=(32,), help="MLP hidden widths, or the ConvNet's FC width")
-    p.add_argument("--channels", type=_int_list, default=(8, 16), help="ConvNet channels per conv block")
-    p.add_argument("--batch-size", type=_positive(int, "a positive integer"), default=DEFAULT_BATCH, help="the batch N")
+    p.add_argument("--hidden", type=int_list, default=(32,), help="MLP hidden widths, or the ConvNet's FC width")
+    p.add_argument("--channels", type=int_list, default=(8, 16), help="ConvNet channels per conv block")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH, help="the batch N")
     p.add_argument("--seed", type=int, default=0, help="initialisation and the Monte-Carlo targets")
     p.add_argument("--kind", choices=KINDS, default="exact", help="the Fisher of A, G, F, kfac_step, ngd_step")
     p.add_argument(
         "--damping",
-        type=_positive(float, "a positive number"),
+        type=positive_float,
         default=DEFAULT_DAMPING,
         help="λ of kfac_step and ngd_step",
     )
@@ -64,7 +41,7 @@ def add_reference_arguments(p) -> None:
     )
     p.add_argument(
         "--max-dense",
-        type=_positive(int, "a positive integer"),
+        type=positive_int,
         default=DEFAULT_MAX_DENSE,
         help="store dense (P, P) and (p_l, p_l) matrices up to this size",
     )
@@ -111,7 +88,7 @@ def add_audit_arguments(p) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument(
         "--rtol",
-        type=_positive(float, "a positive number"),
+        type=positive_float,
         help="agreement tolerance on ‖theirs − ref‖/‖ref‖ (default: 1e-6 for float64 arrays, 1e-3 for float32)",
     )
 

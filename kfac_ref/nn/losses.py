@@ -54,6 +54,27 @@ def _refuse_nonfinite(name, bad: int) -> None:
         )
 
 
+def _check_real_targets(name, f, y, bad, expected: str) -> None:
+    """Real targets of f's shape (or (..., N, C)), floating, with no entry where ``bad(y)``; f finite.
+
+    ``bad`` marks the entries that are not allowed (non-finite, or outside [0, 1]); one device→host sync.
+    """
+    n, c = _check_outputs(name, f, finite=False)
+    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+        raise TypeError(f"{name}: targets must be an array of shape {tuple(f.shape)}, got {type(y).__name__}")
+    xp = get_xp(f, y)
+    if y.ndim < 2 or tuple(y.shape[-2:]) != (n, c):
+        raise ValueError(
+            f"{name}: targets have shape {tuple(y.shape)}, expected {tuple(f.shape)} like the model outputs"
+        )
+    if not xp.issubdtype(y.dtype, xp.floating):
+        raise TypeError(f"{name}: targets must be floating point, got {y.dtype}")
+    counts = xp.stack([xp.count_nonzero(~xp.isfinite(f)), xp.count_nonzero(bad(y))]).tolist()  # one sync
+    _refuse_nonfinite(name, counts[0])
+    if counts[1]:
+        raise ValueError(f"{name}: targets contain {counts[1]} {expected}")
+
+
 def _check_num_samples(num_samples):
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"number of sampled targets must be a positive integer, got {num_samples!r}")
@@ -230,25 +251,9 @@ class SquaredErrorLoss(Loss):
 
         One device→host sync.
         """
-        n, c = _check_outputs("SquaredErrorLoss", f, finite=False)
-        if not hasattr(y, "shape") or not hasattr(y, "dtype"):
-            raise TypeError(
-                f"SquaredErrorLoss: targets must be an array of shape {tuple(f.shape)}, got {type(y).__name__}"
-            )
-        xp = get_xp(f, y)
-        if y.ndim < 2 or tuple(y.shape[-2:]) != (n, c):
-            raise ValueError(
-                f"SquaredErrorLoss: targets have shape {tuple(y.shape)}, "
-                f"expected {tuple(f.shape)} like the model outputs"
-            )
-        if not xp.issubdtype(y.dtype, xp.floating):
-            raise TypeError(f"SquaredErrorLoss: targets must be floating point, got {y.dtype}")
-        counts = xp.stack(
-            [xp.count_nonzero(~xp.isfinite(f)), xp.count_nonzero(~xp.isfinite(y))]
-        ).tolist()  # one sync for both checks
-        _refuse_nonfinite("SquaredErrorLoss", counts[0])
-        if counts[1]:
-            raise ValueError(f"SquaredErrorLoss: targets contain {counts[1]} NaN/Inf value(s), expected finite")
+        _check_real_targets(
+            "SquaredErrorLoss", f, y, lambda y: ~get_xp(y).isfinite(y), "NaN/Inf value(s), expected finite"
+        )
 
     def _per_sample(self, f, y):
         """ℓ_n = ½ ‖f_n − y_n‖².  (N,)"""
@@ -296,27 +301,13 @@ class SigmoidCrossEntropyLoss(Loss):
 
         One device→host sync.
         """
-        n, c = _check_outputs("SigmoidCrossEntropyLoss", f, finite=False)
-        if not hasattr(y, "shape") or not hasattr(y, "dtype"):
-            raise TypeError(
-                f"SigmoidCrossEntropyLoss: targets must be an array of shape {tuple(f.shape)}, got {type(y).__name__}"
-            )
-        xp = get_xp(f, y)
-        if y.ndim < 2 or tuple(y.shape[-2:]) != (n, c):
-            raise ValueError(
-                f"SigmoidCrossEntropyLoss: targets have shape {tuple(y.shape)}, "
-                f"expected {tuple(f.shape)} like the model outputs"
-            )
-        if not xp.issubdtype(y.dtype, xp.floating):
-            raise TypeError(f"SigmoidCrossEntropyLoss: targets must be floating point in [0, 1], got {y.dtype}")
-        counts = xp.stack(
-            [xp.count_nonzero(~xp.isfinite(f)), xp.count_nonzero(~((y >= 0) & (y <= 1)))]
-        ).tolist()  # one sync for both checks; NaN targets fail the range test too
-        _refuse_nonfinite("SigmoidCrossEntropyLoss", counts[0])
-        if counts[1]:
-            raise ValueError(
-                f"SigmoidCrossEntropyLoss: targets must lie in [0, 1] (Bernoulli means), got {counts[1]} outside"
-            )
+        _check_real_targets(
+            "SigmoidCrossEntropyLoss",
+            f,
+            y,
+            lambda y: ~((y >= 0) & (y <= 1)),  # NaN fails the range test too
+            "value(s) outside [0, 1], expected Bernoulli means",
+        )
 
     @staticmethod
     def probs(f):
