@@ -29,7 +29,7 @@ def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-BLOCK_BYTES = 4 << 20  # a block's patches: a few MiB, so that a block stays in the processor's cache
+BLOCK_BYTES = 16 << 20  # a block's patches: 16 MiB, so that products are large enough for a threaded BLAS
 
 
 def block_size(n: int, bytes_per_sample: int) -> int:
