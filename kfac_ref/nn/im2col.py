@@ -42,8 +42,10 @@ def pad2d(x, padding: int, value: float = 0.0):
     if padding == 0:
         return x
     xp = get_xp(x)
-    width = [(0, 0)] * (x.ndim - 2) + [(padding, padding), (padding, padding)]
-    return xp.pad(x, width, mode="constant", constant_values=value)
+    *lead, h, w = x.shape
+    out = xp.full((*lead, h + 2 * padding, w + 2 * padding), value, dtype=x.dtype)
+    out[..., padding : padding + h, padding : padding + w] = x
+    return out
 
 
 def shifted(x_pad, i: int, j: int, stride: int, ho: int, wo: int):
