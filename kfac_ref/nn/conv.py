@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
-from .im2col import block_size, col2im_add, out_size, pad2d, patches_into
+from .im2col import block_size, col2im_into, out_size, pad2d, patches_into
 from .module import ParamLayer, float_dtype
 
 
@@ -129,16 +129,18 @@ class Conv2d(ParamLayer):
         _, c_in, h, w = cache["x_shape"]
         w_t = self.weight.reshape(c_out, self.d_in).T  # (K, C_out), a view
         g = grad_out.reshape(m, c_out, t)  # (S·N, C_out, T)
-        dx = xp.zeros((m, c_in, h + 2 * p, w + 2 * p), dtype=grad_out.dtype)  # (S·N, C_in, Hp, Wp)
+        dx = xp.empty((m, c_in, h, w), dtype=grad_out.dtype)  # (S·N, C_in, H, W)
         block = block_size(m, self.a_dim * t * grad_out.dtype.itemsize)
         g_blk = xp.empty((c_out, block, t), dtype=grad_out.dtype)  # reused buffers
         d_blk = xp.empty(self.d_in * block * t, dtype=grad_out.dtype)
+        dx_blk = xp.empty((c_in, block, h + 2 * p, w + 2 * p), dtype=grad_out.dtype)
         for n0 in range(0, m, block):
             b = min(block, m - n0)
             xp.copyto(g_blk[:, :b], g[n0 : n0 + b].transpose(1, 0, 2))  # (C_out, B, T): runs of T values
             d = xp.matmul(w_t, g_blk[:, :b].reshape(c_out, b * t), out=d_blk[: self.d_in * b * t].reshape(-1, b * t))
-            col2im_add(dx[n0 : n0 + b], d.reshape(self.d_in, b, t), k, k, self.stride)  # (B, C_in, Hp, Wp)
-        return dx[:, :, p : p + h, p : p + w].reshape(s_, n, c_in, h, w)
+            col2im_into(dx_blk[:, :b], d.reshape(self.d_in, b, t), k, k, self.stride)  # (C_in, B, Hp, Wp)
+            dx[n0 : n0 + b] = dx_blk[:, :b, p : p + h, p : p + w].transpose(1, 0, 2, 3)
+        return dx.reshape(s_, n, c_in, h, w)
 
     def g_from_grad(self, grad_out):
         s_, n, c_out, ho, wo = grad_out.shape

@@ -12,7 +12,8 @@ flattened in (c, i, j) order — the order of ``Conv2d.weight.reshape(C_out, -1)
 The patches are stored feature-major, ``cols[(c, i, j), n, (u, v)] = x_pad[n, c, u·s + i, v·s + j]``
 (shape (C·kh·kw, N, Ho·Wo)): then kernel offset (i, j) fills the rows (·, i, j) of every
 channel with one strided copy of the shifted image, x_pad[:, :, i::s, j::s] (runs of Wo
-contiguous values), so im2col is kh·kw copies and col2im kh·kw strided adds; and the
+contiguous values), so im2col is kh·kw copies and col2im kh·kw strided adds (into a
+feature-major (C, N, Hp, Wp) gradient: both sides of each add in one layout); and the
 convolution of a block of samples is one matrix product W̄ · cols[:, block].  The
 per-sample patch matrix ā of shape (N, Ho·Wo, C·kh·kw) is a transposed view of it.
 
@@ -67,17 +68,20 @@ def patches_into(cols, x_pad, kh: int, kw: int, stride: int):
             xp.copyto(rows[:, i, j], shifted(x_pad, i, j, stride, ho, wo).transpose(1, 0, 2, 3))  # (C, N, Ho, Wo)
 
 
-def col2im_add(dx_pad, dcols, kh: int, kw: int, stride: int):
-    """The adjoint of :func:`patches_into`: dx_pad (N, C, Hp, Wp) += col2im(dcols (C·kh·kw, N, Ho·Wo)).
+def col2im_into(dx_pad, dcols, kh: int, kw: int, stride: int):
+    """The adjoint of :func:`patches_into`: dx_pad (C, N, Hp, Wp) = col2im(dcols (C·kh·kw, N, Ho·Wo)).
 
-    kh·kw strided adds: row (c, i, j) of dcols goes back onto the shifted image it was copied from.
+    kh·kw strided adds: row (c, i, j) of dcols goes back onto the shifted image it was copied
+    from.  dx_pad is feature-major too, so that both sides of every add have the same layout.
     """
-    n, c = dx_pad.shape[:2]
-    ho, wo = (dx_pad.shape[2] - kh) // stride + 1, (dx_pad.shape[3] - kw) // stride + 1
+    c, n, hp, wp = dx_pad.shape
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     rows = dcols.reshape(c, kh, kw, n, ho, wo)
+    dx_pad[...] = 0.0
     for i in range(kh):
         for j in range(kw):
-            shifted(dx_pad, i, j, stride, ho, wo)[...] += rows[:, i, j].transpose(1, 0, 2, 3)  # (N, C, Ho, Wo)
+            shifted(dx_pad, i, j, stride, ho, wo)[...] += rows[:, i, j]  # (C, N, Ho, Wo)
+    return dx_pad
 
 
 def im2col(x, kh: int, kw: int, stride: int, padding: int, ones: bool):
