@@ -65,19 +65,18 @@ class LayerStats:
         if t == 1:  # Linear: g and ā are (N, d_out) and (N, a_dim) views; BLAS reads gᵀ as it is
             g = self.g[0, :, 0]  # (N, d_out)
             return (g.T @ self.a_bar[:, 0]) / n  # the 1/N of the averaged loss h
-        # Conv2d: Σ over blocks of samples of one product each, g_blk (d_out, B·T) · ā_blk (B·T, a_dim).
-        # g is a view of the (N, d_out, T) output gradient: a block is copied as (d_out, B, T), runs of
-        # T values, into a buffer that stays in the cache; ā is a view of the feature-major patches
-        # (a_dim, N, T) (kfac_ref.nn.im2col), whose blocks BLAS reads as they are.
+        # Conv2d: Σ_n g_n ā_n with g_n (d_out, T) a slice of the output gradient and ā_n (T, a_dim) one of
+        # the feature-major patches (kfac_ref.nn.im2col): one product per sample, which BLAS reads in
+        # place (no transposed copy of either), summed over blocks of samples through a reused buffer.
         xp, d_out, a_dim = get_xp(self.g), self.layer.d_out, self.layer.a_dim
-        g, cols = self.g[0].transpose(0, 2, 1), self.a_bar.transpose(2, 0, 1)  # (N, d_out, T), (a_dim, N, T)
-        block = block_size(n, a_dim * t * g.dtype.itemsize)
-        g_blk = xp.empty((d_out, block, t), dtype=g.dtype)  # reused
-        total = xp.zeros((d_out, a_dim), dtype=xp.result_type(g.dtype, cols.dtype))
+        g = self.g[0].transpose(0, 2, 1)  # (N, d_out, T), a view of the output gradient
+        dtype = xp.result_type(g.dtype, self.a_bar.dtype)
+        block = block_size(n, d_out * a_dim * dtype.itemsize)
+        per_sample = xp.empty((block, d_out, a_dim), dtype=dtype)  # reused
+        total = xp.zeros((d_out, a_dim), dtype=dtype)
         for n0 in range(0, n, block):
             b = min(block, n - n0)
-            xp.copyto(g_blk[:, :b], g[n0 : n0 + b].transpose(1, 0, 2))
-            total += g_blk[:, :b].reshape(d_out, b * t) @ cols[:, n0 : n0 + b].reshape(a_dim, b * t).T
+            total += xp.matmul(g[n0 : n0 + b], self.a_bar[n0 : n0 + b], out=per_sample[:b]).sum(axis=0)
         return total / n  # the 1/N of the averaged loss h
 
 
