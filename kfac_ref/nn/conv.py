@@ -11,9 +11,10 @@ Backward for seeds g_{n,t} = ∂ℓ_n/∂s_{n,t} (per-sample scale):
     ∂ℓ_n/∂W̄ = Σ_t g_{n,t} ā_{n,t}ᵀ   (weight sharing: a sum over locations, docs/math.md §5)
 
 Fast formulation: the patches are stored feature-major, cols = ā as (a_dim, N, T)
-(:mod:`kfac_ref.nn.im2col`), so that a block of B samples is one (C_out, a_dim) × (a_dim, B·T)
-product forward and one (K, C_out) × (C_out, B·T) product backward — products large
-enough for a threaded BLAS, on blocks small enough to stay in the processor's cache.
+(:mod:`kfac_ref.nn.im2col`), and built block by block (blocks of samples small enough to stay
+in the processor's cache): forward, each sample's product W̄ · cols[:, n] (C_out × T) lands in
+the output's own layout; backward, a block is one (K, C_out) × (C_out, B·T) product, large
+enough for a threaded BLAS, and col2im k² strided adds.
 """
 
 from __future__ import annotations
@@ -108,13 +109,11 @@ class Conv2d(ParamLayer):
         if self.bias is not None:
             cols[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
         out = xp.empty((n, c_out, t), dtype=dtype)
-        prod = xp.empty(c_out * block * t, dtype=dtype)  # one block's product, reused
         for n0 in range(0, n, block):
             b = min(block, n - n0)
             blk = cols[:, n0 : n0 + b] if keep else cols[:, :b]  # (a_dim, B, T)
             patches_into(blk[: self.d_in], x_pad[n0 : n0 + b], self.kernel_size, self.kernel_size, self.stride)
-            s_blk = xp.matmul(wbar, blk.reshape(a_dim, b * t), out=prod[: c_out * b * t].reshape(c_out, b * t))
-            out[n0 : n0 + b] = s_blk.reshape(c_out, b, t).transpose(1, 0, 2)  # (B, C_out, T)
+            xp.matmul(wbar, blk.transpose(1, 0, 2), out=out[n0 : n0 + b])  # W̄ ā_nᵀ per sample: (B, C_out, T) in place
         cache = {"a_bar": cols.transpose(1, 2, 0), "x_shape": x.shape} if keep else None  # ā : (N, T, a_dim)
         return out.reshape(n, c_out, ho, wo), cache
 
