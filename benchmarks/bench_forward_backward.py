@@ -1,31 +1,37 @@
-"""Forward + backward time of kfac_ref, side by side with PyTorch when it is importable.
+"""Forward + backward of kfac_ref against PyTorch and against the machine's matrix-product rate.
 
 What is timed is one training step's gradient work,
 
     kfac_ref.loss_and_grad(model, loss_fn, x, y)
 
-i.e. forward, averaged cross-entropy loss and backward to every parameter
-gradient, for three networks and a batch of N = 128 (``--batch``):
+i.e. forward, averaged cross-entropy loss and backward to every parameter gradient, for
 
-    mlp       kfac_ref.models.mlp(64, hidden=(128, 64), num_classes=10)      x : (N, 64)
-    convnet   kfac_ref.models.convnet()                                       x : (N, 1, 8, 8)
-    cifar     kfac_ref.models.convnet(in_shape=(3, 32, 32), channels=(32, 64), hidden=128)
-                                                                              x : (N, 3, 32, 32)
+    digits    kfac_ref.models.convnet()                                          x : (N, 1, 8, 8)
+    mnist     kfac_ref.models.convnet(in_shape=(1, 28, 28))  (compare's ConvNet)  x : (N, 1, 28, 28)
+    cifar     kfac_ref.models.convnet(in_shape=(3, 32, 32), channels=(16, 32), hidden=64)
+                                                                                 x : (N, 3, 32, 32)
+    mlp       kfac_ref.models.mlp(784, hidden=(256, 256))                        x : (N, 784)
 
-each in float32 and float64.  PyTorch is never a dependency of kfac_ref: when
-``import torch`` works, the same architecture is built in torch with the weights
-copied over (the same model), and ``forward + loss.backward()`` is timed on the
-same batch in the same dtype, with ``torch.set_num_threads`` equal to the number
-of threads NumPy's BLAS uses.  Repetitions alternate (kfac_ref, torch, kfac_ref,
-torch, ...) after a warm-up, so both see the same machine state; the table
-reports the medians and their ratio.  The gradients are compared once, so the
-comparison is between two computations of the same numbers.
+in float32 and float64, at batch sizes N = 128 and 1,024 (``--batches``) and with 1 and 2
+threads (``--threads``), all in one run.  Two yardsticks:
 
-Goals: kfac_ref / torch ≤ 1.5 for the MLP, ≤ 3 for the ConvNets.
+- PyTorch, when ``import torch`` works (it is never a dependency of kfac_ref): the same
+  architecture with kfac_ref's weights copied in, ``forward + loss.backward()`` on the same
+  batch in the same dtype, with ``torch.set_num_threads`` equal to NumPy's BLAS threads.
+  Repetitions alternate (kfac_ref, torch, kfac_ref, torch, ...) after a warm-up, so both see
+  the same machine state; the table reports medians and their ratio.  The gradients are
+  compared once, so the comparison is between two computations of the same numbers.
+- the machine: the rate of a 1536 × 1536 matrix product (GFLOP/s, the best of a few) in the
+  same dtype and thread count, measured in the same run; a step's achieved rate counts the
+  flops of its matrix products (forward s = W̄ā, ∂ℓ/∂W̄ = Σ g āᵀ, and ∂ℓ/∂a = Wᵀ g for every
+  parameter layer but the first), 2·N·T·d_out·a_dim each.
 
-    python benchmarks/bench_forward_backward.py                 # the full table
-    python benchmarks/bench_forward_backward.py --quick         # a smoke run (seconds)
-    python benchmarks/bench_forward_backward.py --json out.json --reps 50
+Goals: kfac_ref / torch ≤ 1.0 at N ≥ 1,024 and ≤ 1.3 at smaller N; the ConvNets at ≥ 25% of the
+matrix-product rate at N ≥ 1,024.
+
+    python benchmarks/bench_forward_backward.py                 # the full table (a few minutes)
+    python benchmarks/bench_forward_backward.py --quick         # a smoke run
+    python benchmarks/bench_forward_backward.py --models cifar --batches 1024 --threads 1 --json out.json
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ except ImportError:  # pragma: no cover - Windows
     resource = None
 
 import numpy as np
-from common import blas_threads, limit_blas_threads  # noqa: E402  (benchmarks/common.py)
+from common import limit_blas_threads  # noqa: E402  (benchmarks/common.py)
+from threadpoolctl import threadpool_info
 
 import kfac_ref
 from kfac_ref import nn
@@ -60,19 +67,16 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 NUM_CLASSES = 10
 
-# name → (builder(dtype, device), per-sample input shape, goal for kfac_ref / torch)
+# name → (builder(dtype, device), per-sample input shape, is a ConvNet)
 MODELS = {
-    "mlp": (
-        lambda dtype, device: mlp(64, hidden=(128, 64), num_classes=NUM_CLASSES, dtype=dtype, device=device),
-        (64,),
-        1.5,
-    ),
-    "convnet": (lambda dtype, device: convnet(dtype=dtype, device=device), (1, 8, 8), 3.0),
+    "digits": (lambda dtype, device: convnet(dtype=dtype, device=device), (1, 8, 8), True),
+    "mnist": (lambda dtype, device: convnet(in_shape=(1, 28, 28), dtype=dtype, device=device), (1, 28, 28), True),
     "cifar": (
-        lambda dtype, device: convnet(in_shape=(3, 32, 32), channels=(32, 64), hidden=128, dtype=dtype, device=device),
+        lambda dtype, device: convnet(in_shape=(3, 32, 32), channels=(16, 32), hidden=64, dtype=dtype, device=device),
         (3, 32, 32),
-        3.0,
+        True,
     ),
+    "mlp": (lambda dtype, device: mlp(784, hidden=(256, 256), dtype=dtype, device=device), (784,), False),
 }
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -151,22 +155,56 @@ def time_once(step, sync) -> float:
     return time.perf_counter() - t0
 
 
-def bench_case(name, dtype_name, args, use_torch):
-    build, in_shape, goal = MODELS[name]
+def step_flops(model, in_shape, n: int) -> int:
+    """Flops of one step's matrix products: forward, ∂ℓ/∂W̄ and (after the first layer) ∂ℓ/∂a."""
+    total, shape, first = 0, tuple(in_shape), True
+    for layer in model.layers:
+        out = layer.output_shape(shape)
+        if isinstance(layer, nn.ParamLayer):
+            t = out[1] * out[2] if layer.kind == "conv" else 1  # output locations
+            products = 2 if first else 3  # s = W̄ā and Σ g āᵀ; Wᵀ g but into the input
+            total += products * 2 * n * t * layer.d_out * layer.a_dim
+            first = False
+        shape = out
+    return total
+
+
+def matmul_rate(dtype, device: str, size: int = 1536, reps: int = 5) -> float:
+    """GFLOP/s of a size × size matrix product (the best of ``reps``), with the current thread limit."""
+    xp = xp_for(device)
+    a = xp.asarray(np.random.default_rng(0).standard_normal((size, size)), dtype=dtype)
+    b = a.T.copy()
+    best = min(time_once(lambda: a @ b, lambda: synchronize(xp)) for _ in range(reps + 1))
+    return 2 * size**3 / best / 1e9
+
+
+def bench_case(name, dtype_name, n, threads, rate, args, use_torch):
+    build, in_shape, is_conv = MODELS[name]
     dtype = DTYPES[dtype_name]
     xp = xp_for(args.device)
     rng = np.random.default_rng(0)
     model = build(dtype, args.device)
     loss_fn = nn.CrossEntropyLoss()
-    x_np = rng.standard_normal((args.batch, *in_shape)).astype(dtype)  # (N, *in_shape)
-    y_np = rng.integers(0, NUM_CLASSES, size=args.batch)  # (N,)
+    x_np = rng.standard_normal((n, *in_shape)).astype(dtype)  # (N, *in_shape)
+    y_np = rng.integers(0, NUM_CLASSES, size=n)  # (N,)
     x, y = to_device(x_np, args.device), to_device(y_np, args.device)
 
     def kfac_step():
         return kfac_ref.loss_and_grad(model, loss_fn, x, y)
 
     steps = {"kfac_ref": (kfac_step, lambda: synchronize(xp))}
-    row = {"model": name, "dtype": dtype_name, "batch": args.batch, "params": model.num_params, "goal": goal}
+    row = {
+        "model": name,
+        "dtype": dtype_name,
+        "batch": n,
+        "threads": threads,
+        "params": model.num_params,
+        "conv": is_conv,
+        "gflop": step_flops(model, in_shape, n) / 1e9,
+        "matmul_gflops": rate,
+        "goal_ratio": 1.0 if n >= 1024 else 1.3,
+        "goal_fraction": 0.25 if is_conv and n >= 1024 else None,
+    }
 
     if use_torch:
         tdev = "cuda" if args.device == "gpu" else "cpu"
@@ -214,6 +252,7 @@ def bench_case(name, dtype_name, args, use_torch):
                 sys_time[key][1] += len(turn)
     for key, ts in times.items():
         row[f"{key}_ms"] = 1e3 * statistics.median(ts)
+        row[f"{key}_fraction"] = row["gflop"] / statistics.median(ts) / rate  # of the matrix-product rate
         row[f"{key}_ms_min"] = 1e3 * min(ts)
         row[f"{key}_sys_ms"] = 1e3 * sys_time[key][0] / sys_time[key][1]  # mean kernel time per call
     if use_torch:
@@ -222,40 +261,68 @@ def bench_case(name, dtype_name, args, use_torch):
 
 
 # ---- report ----------------------------------------------------------------------------
+def verdict(r) -> str:
+    """'ok' or 'MISS' per goal that applies to the row ('' when none can be checked)."""
+    marks = []
+    if "ratio" in r:
+        marks.append("ok" if r["ratio"] <= r["goal_ratio"] else "MISS")
+    if r["goal_fraction"] is not None:
+        marks.append("ok" if r["kfac_ref_fraction"] >= r["goal_fraction"] else "MISS")
+    return "/".join(marks)
+
+
 def print_table(rows, meta):
     print(
         f"kfac_ref {meta['kfac_ref']}  numpy {meta['numpy']}  torch {meta['torch'] or '—'}  "
-        f"device {meta['device']}  batch {meta['batch']}  reps {meta['reps']} (median)"
+        f"device {meta['device']}  reps {meta['reps']} (median)  processor {meta['processor'] or '—'}"
     )
     load = "—" if meta["load_average_1min"] is None else f"{meta['load_average_1min']:.2f}"
     print(
-        f"threads: numpy BLAS {meta['threads']} [{meta['threads_source']}], "
-        f"torch {meta['torch_threads'] or '—'};  cpu_count {meta['cpu_count']};  load before start {load}"
+        f"BLAS {meta['blas']};  cpu_count {meta['cpu_count']};  load before start {load};  malloc: {meta['malloc']};  "
+        f"OPENBLAS_CORETYPE={meta['openblas_coretype'] or '(unset)'} "
+        f"OPENBLAS_L2_SIZE={meta['openblas_l2_size'] or '(unset)'}"
     )
-    print(f"malloc: {meta['malloc']}")
+    rates = ", ".join(f"{k}: {v:.0f}" for k, v in meta["matmul_gflops"].items())
+    print(f"matrix product 1536² (GFLOP/s, dtype/threads): {rates}")
     head = (
-        f"{'model':<9}{'dtype':<9}{'P':>9}{'kfac_ref ms':>13}{'torch ms':>10}{'ratio':>8}"
-        f"{'goal':>6}{'':>5}{'grad rel err':>13}{'sys ms kfac/torch':>19}"
+        f"{'model':<8}{'dtype':<9}{'thr':>4}{'N':>6}{'kfac_ref ms':>13}{'torch ms':>10}{'ratio':>7}{'goal':>6}"
+        f"{'kfac %mm':>10}{'torch %mm':>10}{'':>2}{'verdict':<9}{'grad err':>9}{'sys ms k/t':>12}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
-        torch_ms = f"{r['torch_ms']:10.2f}" if "torch_ms" in r else f"{'—':>10}"
-        ratio = f"{r['ratio']:8.2f}" if "ratio" in r else f"{'—':>8}"
-        ok = ("ok" if r["ratio"] <= r["goal"] else "MISS") if "ratio" in r else ""
-        err = f"{r['grad_rel_err']:13.1e}" if "grad_rel_err" in r else f"{'—':>13}"
-        sys_ms = f"{r['kfac_ref_sys_ms']:.1f}/" + (f"{r['torch_sys_ms']:.1f}" if "torch_sys_ms" in r else "—")
+        torch_ms = f"{r['torch_ms']:10.1f}" if "torch_ms" in r else f"{'—':>10}"
+        ratio = f"{r['ratio']:7.2f}" if "ratio" in r else f"{'—':>7}"
+        t_frac = f"{100 * r['torch_fraction']:9.1f}%" if "torch_fraction" in r else f"{'—':>10}"
+        err = f"{r['grad_rel_err']:9.0e}" if "grad_rel_err" in r else f"{'—':>9}"
+        sys_ms = f"{r['kfac_ref_sys_ms']:.0f}/" + (f"{r['torch_sys_ms']:.0f}" if "torch_sys_ms" in r else "—")
         print(
-            f"{r['model']:<9}{r['dtype']:<9}{r['params']:>9,}{r['kfac_ref_ms']:13.2f}{torch_ms}"
-            f"{ratio}{'≤' + format(r['goal'], 'g'):>6}   {ok:<4}{err}{sys_ms:>19}"
+            f"{r['model']:<8}{r['dtype']:<9}{r['threads']:>4}{r['batch']:>6}{r['kfac_ref_ms']:13.1f}{torch_ms}"
+            f"{ratio}{'≤' + format(r['goal_ratio'], 'g'):>6}{100 * r['kfac_ref_fraction']:9.1f}%{t_frac}"
+            f"{'':>2}{verdict(r):<9}{err}{sys_ms:>12}"
         )
+    print(
+        "ratio = kfac_ref ms / torch ms (goal ≤ 1 at N ≥ 1,024, ≤ 1.3 below);  %mm = achieved share of the "
+        "1536² matrix-product rate in the same dtype and thread count (goal for ConvNets at N ≥ 1,024: ≥ 25%)"
+    )
+
+
+def _int_list(text):
+    try:
+        vals = [int(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return vals
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch", type=int, default=128, help="batch size N (default 128)")
-    ap.add_argument("--reps", type=int, default=20, help="timed repetitions per case (default 20)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions first (default 3)")
+    ap.add_argument("--batches", type=_int_list, default=[128, 1024], help="batch sizes N (default 128,1024)")
+    ap.add_argument("--threads", type=_int_list, default=[1, 2], help="thread counts, BLAS and torch (default 1,2)")
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions per case (default 7)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
     ap.add_argument(
         "--pause",
         type=float,
@@ -264,13 +331,10 @@ def main(argv=None):
         "framework's spinning threads have gone to sleep (default 0.2)",
     )
     ap.add_argument("--turn", type=float, default=0.02, help="seconds of timed calls per framework turn (default 0.02)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 3 reps, 1 warm-up")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 reps, 1 warm-up, N = 64 only, 1 thread")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {list(MODELS)}")
     ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of float32,float64")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="'gpu' needs CuPy")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="limit NumPy's BLAS (threadpoolctl) and torch to this many threads"
-    )
     ap.add_argument("--no-torch", action="store_true", help="time kfac_ref alone")
     ap.add_argument(
         "--tune-malloc",
@@ -282,24 +346,20 @@ def main(argv=None):
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = ap.parse_args(argv)
     if args.quick:
-        args.reps, args.warmup = 3, 1
+        args.reps, args.warmup, args.batches, args.threads = 2, 1, [64], [1]
     names, dtypes = args.models.split(","), args.dtypes.split(",")
     for v, known in ((names, MODELS), (dtypes, DTYPES)):
         bad = [k for k in v if k not in known]
         if bad:
             ap.error(f"unknown {bad}: expected a subset of {list(known)}")
 
-    _limiter = limit_blas_threads(args.threads) if args.threads else None  # noqa: F841 (kept alive)
     malloc = "system default"
     if args.tune_malloc:
         malloc = "tuned (mmap/trim thresholds 1 GiB)" if tune_malloc() else "system default (tuning unavailable)"
-    threads, source = blas_threads()
     use_torch = torch is not None and not args.no_torch
     if use_torch and args.device == "gpu" and not torch.cuda.is_available():
         print("torch has no CUDA device: timing kfac_ref alone", file=sys.stderr)
         use_torch = False
-    if use_torch:
-        torch.set_num_threads(threads)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if load is not None and load > 0.5:
@@ -308,36 +368,58 @@ def main(argv=None):
             f"CPU and the timings will be noisy",
             file=sys.stderr,
         )
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     meta = {
         "kfac_ref": kfac_ref.__version__,
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
         "device": args.device,
-        "batch": args.batch,
+        "batches": args.batches,
+        "threads": args.threads,
         "reps": args.reps,
         "warmup": args.warmup,
         "pause_s": args.pause,
         "turn_s": args.turn,
-        "threads": threads,
-        "threads_source": source,
-        "torch_threads": torch.get_num_threads() if use_torch else None,
+        "blas": ", ".join(f"{p['internal_api']} {p['version']} ({p.get('architecture', '?')})" for p in blas) or "—",
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "openblas_l2_size": os.environ.get("OPENBLAS_L2_SIZE"),
         "cpu_count": os.cpu_count(),
         "load_average_1min": load,
         "malloc": malloc,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "processor": platform.processor(),
+        "processor": cpu_name(),
+        "matmul_gflops": {},
     }
     rows = []
-    for name in names:
-        for dtype_name in dtypes:
-            rows.append(bench_case(name, dtype_name, args, use_torch))
+    for threads in args.threads:
+        with limit_blas_threads(threads):
+            if use_torch:
+                torch.set_num_threads(threads)
+            for dtype_name in dtypes:
+                rate = matmul_rate(DTYPES[dtype_name], args.device)
+                meta["matmul_gflops"][f"{dtype_name}/{threads}"] = rate
+                for n in args.batches:
+                    for name in names:
+                        rows.append(bench_case(name, dtype_name, n, threads, rate, args, use_torch))
     print_table(rows, meta)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"meta": meta, "results": rows}, fh, indent=2)
         print(f"saved {args.json}")
     return rows
+
+
+def cpu_name() -> str | None:
+    """The processor's model name (Linux: /proc/cpuinfo), else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .backend import get_xp
+from .nn.im2col import block_size
 from .nn.module import ParamLayer
 
 
@@ -60,12 +61,23 @@ class LayerStats:
         """(1/N) Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed: the batch gradient of W̄.  (d_out, a_dim)"""
         if self.g.shape[0] != 1:
             raise ValueError(f"mean_wbar_grad needs one seed per sample, got {self.g.shape[0]}")
-        n = self.a_bar.shape[0]
-        # A Conv2d's g is a view of its (N, d_out, T) output gradient: ordering it as
-        # (d_out, N, T) moves whole runs of T values, a cheaper copy than (N, T, d_out).
-        g = self.g[0].transpose(2, 0, 1).reshape(self.layer.d_out, -1)  # (d_out, N·T)
-        a = self.a_bar.reshape(-1, self.layer.a_dim)  # (N·T, a_dim)
-        return (g @ a) / n  # the 1/N of the averaged loss h
+        n, t = self.a_bar.shape[:2]
+        if t == 1:  # Linear: g and ā are (N, d_out) and (N, a_dim) views; BLAS reads gᵀ as it is
+            g = self.g[0, :, 0]  # (N, d_out)
+            return (g.T @ self.a_bar[:, 0]) / n  # the 1/N of the averaged loss h
+        # Conv2d: Σ_n g_n ā_n with g_n (d_out, T) a slice of the output gradient and ā_n (T, a_dim) one of
+        # the feature-major patches (kfac_ref.nn.im2col): one product per sample, which BLAS reads in
+        # place (no transposed copy of either), summed over blocks of samples through a reused buffer.
+        xp, d_out, a_dim = get_xp(self.g), self.layer.d_out, self.layer.a_dim
+        g = self.g[0].transpose(0, 2, 1)  # (N, d_out, T), a view of the output gradient
+        dtype = xp.result_type(g.dtype, self.a_bar.dtype)
+        block = block_size(n, d_out * a_dim * dtype.itemsize)
+        per_sample = xp.empty((block, d_out, a_dim), dtype=dtype)  # reused
+        total = xp.zeros((d_out, a_dim), dtype=dtype)
+        for n0 in range(0, n, block):
+            b = min(block, n - n0)
+            total += xp.matmul(g[n0 : n0 + b], self.a_bar[n0 : n0 + b], out=per_sample[:b]).sum(axis=0)
+        return total / n  # the 1/N of the averaged loss h
 
 
 def forward(model, x) -> Trace:

@@ -55,7 +55,11 @@ def loss_and_grad(model, loss_fn, x, y) -> GradResult:
     stats, _ = backward(model, trace, loss_fn._grad(trace.output, y))  # (validated just above)
     xp = get_xp(trace.output)
     layer_grads = [st.mean_wbar_grad() for st in stats]  # (d_out, a_dim) each
-    grad = xp.concatenate([wbar_to_flat(st.layer, m) for st, m in zip(stats, layer_grads)])
+    grad = xp.empty(sum(st.layer.num_params for st in stats), dtype=xp.result_type(*layer_grads))  # (P,)
+    start = 0
+    for st, m in zip(stats, layer_grads):  # each layer's W̄ gradient copied once into its slice of θ's order
+        wbar_to_flat(st.layer, m, out=grad[start : start + st.layer.num_params])
+        start += st.layer.num_params
     return GradResult(loss=loss, grad=grad, trace=trace, stats=stats, layer_grads=layer_grads)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from .backend import get_xp
 from .nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
-from .nn.im2col import im2col, pad2d, windows
+from .nn.im2col import im2col
 from .params import flat_to_wbar, layer_slices
 
 
@@ -60,14 +60,8 @@ def _elementwise(layer, cache, dx, vbar):
 
 
 def _maxpool(layer, cache, dx, vbar):
-    """The tangent at each window's (first) arg-max: Σ_{i,j} first_max[i, j] ⊙ ȧ[window offset (i, j)]."""
-    ks = layer.kernel_size
-    win = windows(pad2d(dx, layer.padding), ks, ks, layer.stride)  # (k, N, C, Ho, Wo, ks, ks)
-    first_max = cache["first_max"]  # (ks, ks, N, C, Ho, Wo)
-    out = 0
-    for i, j in layer.offsets:
-        out = out + win[..., i, j] * first_max[i, j]
-    return out
+    """The tangent at each window's (first) arg-max."""
+    return layer.select(cache, dx)  # (k, N, C, Ho, Wo)
 
 
 def _avgpool(layer, cache, dx, vbar):

@@ -69,8 +69,18 @@ def set_flat_params(model, theta) -> None:
             start = stop
 
 
-def wbar_to_flat(layer, m):
-    """(..., d_out, a_dim) layer matrices → (..., p_layer) in θ's order (weight, then bias)."""
+def wbar_to_flat(layer, m, out=None):
+    """(..., d_out, a_dim) layer matrices → (..., p_layer) in θ's order (weight, then bias).
+
+    With ``out`` (a contiguous (p_layer,) array, e.g. a slice of θ's gradient) one (d_out, a_dim)
+    matrix is written into it: one copy, no temporaries.
+    """
+    if out is not None:
+        nw = layer.d_out * layer.d_in
+        out[:nw].reshape(layer.d_out, layer.d_in)[...] = m[:, : layer.d_in]
+        if layer.bias is not None:
+            out[nw:] = m[:, layer.d_in]
+        return out
     xp = get_xp(m)
     lead = m.shape[:-2]
     w = m[..., : layer.d_in].reshape(*lead, layer.d_out * layer.d_in)

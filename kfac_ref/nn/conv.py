@@ -1,4 +1,4 @@
-"""2-D convolution as im2col + one matrix product, with its hand-written backward.
+"""2-D convolution as im2col + matrix products over blocks of samples, with its hand-written backward.
 
 Index legend: n sample, s seed vector, t output location (T = Ho·Wo),
 k patch feature (K = C_in·kh·kw, plus 1 for the bias), o output channel.
@@ -9,13 +9,20 @@ Backward for seeds g_{n,t} = ∂ℓ_n/∂s_{n,t} (per-sample scale):
 
     ∂ℓ_n/∂patch_{n,t} = W̄[:, :K]ᵀ g_{n,t}  → col2im → ∂ℓ_n/∂x_n
     ∂ℓ_n/∂W̄ = Σ_t g_{n,t} ā_{n,t}ᵀ   (weight sharing: a sum over locations, docs/math.md §5)
+
+Fast formulation: the patches are stored feature-major, cols = ā as (a_dim, N, T)
+(:mod:`kfac_ref.nn.im2col`), and built block by block (blocks of samples small enough to stay
+in the processor's cache): forward, each sample's product W̄ · cols[:, n] (C_out × T) lands in
+the output's own layout; backward, a block is one (K, C_out) × (C_out, B·T) product, large
+enough for a threaded BLAS, and col2im k² strided adds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .im2col import col2im, im2col, out_size
+from ..backend import get_xp
+from .im2col import block_size, col2im_into, out_size, pad2d, patches_into
 from .module import ParamLayer, float_dtype
 
 
@@ -34,7 +41,8 @@ class Conv2d(ParamLayer):
 
     weight : (C_out, C_in, kh, kw);  bias : (C_out,)  (PyTorch's layout)
     Input (N, C_in, H, W) → output (N, C_out, Ho, Wo).  The cache holds the
-    patch matrix ā of shape (N, T, C_in·kh·kw + 1), T = Ho·Wo.
+    patch matrix ā of shape (N, T, C_in·kh·kw + 1), T = Ho·Wo (a view of the
+    feature-major patches; :meth:`forward` without a cache never keeps them whole).
     """
 
     kind = "conv"
@@ -82,35 +90,56 @@ class Conv2d(ParamLayer):
             )
         return (self.out_channels, out_size(h, k, s, p), out_size(w, k, s, p))
 
+    def forward(self, x):
+        return self._forward(x, keep=False)[0]
+
     def forward_cached(self, x):
+        return self._forward(x, keep=True)
+
+    def _forward(self, x, keep: bool):
+        """s = W̄ ā for each block of samples; keep=True keeps the whole patch matrix (for ∂ℓ/∂W̄ and K-FAC)."""
         if x.ndim != 4:
             raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
         c_out, ho, wo = self.output_shape(x.shape[1:])
-        n = x.shape[0]
-        a_bar = im2col(
-            x, self.kernel_size, self.kernel_size, self.stride, self.padding, ones=self.bias is not None
-        )  # (N, T, a_dim)
-        # s_{n,t} = W̄ ā_{n,t} for all t at once: W̄ ā_nᵀ, one (C_out, T) product per
-        # sample, which is already the (C_out, Ho, Wo) layout of the output.  (The
-        # single product ā W̄ᵀ of shape (N·T, C_out) would need a transpose, and the
-        # non-contiguous result would slow down every element-wise layer after it.)
-        s = self.wbar() @ a_bar.transpose(0, 2, 1)  # (N, C_out, T)
-        out = s.reshape(n, c_out, ho, wo)  # (N, C_out, Ho, Wo)
-        return out, {"a_bar": a_bar, "x_shape": x.shape}
+        xp, n, t, a_dim = get_xp(x, self.weight), x.shape[0], ho * wo, self.a_dim
+        dtype = xp.result_type(x.dtype, self.weight.dtype)
+        x_pad, wbar = pad2d(x, self.padding), self.wbar()  # (N, C_in, Hp, Wp), (C_out, a_dim)
+        block = block_size(n, a_dim * t * dtype.itemsize)
+        cols = xp.empty((a_dim, n if keep else block, t), dtype=dtype)  # ā feature-major: ā[n, t] = cols[:, n, t]
+        if self.bias is not None:
+            cols[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
+        out = xp.empty((n, c_out, t), dtype=dtype)
+        for n0 in range(0, n, block):
+            b = min(block, n - n0)
+            blk = cols[:, n0 : n0 + b] if keep else cols[:, :b]  # (a_dim, B, T)
+            patches_into(blk[: self.d_in], x_pad[n0 : n0 + b], self.kernel_size, self.kernel_size, self.stride)
+            xp.matmul(wbar, blk.transpose(1, 0, 2), out=out[n0 : n0 + b])  # W̄ ā_nᵀ per sample: (B, C_out, T) in place
+        cache = {"a_bar": cols.transpose(1, 2, 0), "x_shape": x.shape} if keep else None  # ā : (N, T, a_dim)
+        return out.reshape(n, c_out, ho, wo), cache
 
     def backward(self, cache, grad_out):
-        """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W)."""
+        """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W).
+
+        ∂ℓ/∂cols = Wᵀ g for a block of samples at once (one product), then col2im adds it back.
+        """
+        xp = get_xp(grad_out, self.weight)
         s_, n, c_out, ho, wo = grad_out.shape
-        k, c_in = self.kernel_size, self.in_channels
-        w = self.weight.reshape(c_out, self.d_in)  # (C_out, K)
-        g = grad_out.reshape(s_ * n, c_out, ho * wo)  # (S·N, C_out, T)
-        # ∂ℓ/∂patch_t = Wᵀ g_t for all t at once: Wᵀ g, one (K, T) product per sample.
-        cols = (w.T @ g).reshape(s_, n, c_in, k, k, ho, wo)  # (S, N, C, kh, kw, Ho, Wo)
-        # col2im takes (..., Ho, Wo, C, kh, kw); the transpose is a view, and in this
-        # memory order each kernel offset's slice (..., C, Ho, Wo) that col2im adds
-        # back is contiguous along Wo.
-        cols = cols.transpose(0, 1, 5, 6, 2, 3, 4)  # (S, N, Ho, Wo, C, kh, kw)
-        return col2im(cols, cache["x_shape"], k, k, self.stride, self.padding)
+        k, p, m, t = self.kernel_size, self.padding, s_ * n, ho * wo
+        _, c_in, h, w = cache["x_shape"]
+        w_t = self.weight.reshape(c_out, self.d_in).T  # (K, C_out), a view
+        g = grad_out.reshape(m, c_out, t)  # (S·N, C_out, T)
+        dx = xp.empty((m, c_in, h, w), dtype=grad_out.dtype)  # (S·N, C_in, H, W)
+        block = block_size(m, self.a_dim * t * grad_out.dtype.itemsize)
+        g_blk = xp.empty((c_out, block, t), dtype=grad_out.dtype)  # reused buffers
+        d_blk = xp.empty(self.d_in * block * t, dtype=grad_out.dtype)
+        dx_blk = xp.empty((c_in, block, h + 2 * p, w + 2 * p), dtype=grad_out.dtype)
+        for n0 in range(0, m, block):
+            b = min(block, m - n0)
+            xp.copyto(g_blk[:, :b], g[n0 : n0 + b].transpose(1, 0, 2))  # (C_out, B, T): runs of T values
+            d = xp.matmul(w_t, g_blk[:, :b].reshape(c_out, b * t), out=d_blk[: self.d_in * b * t].reshape(-1, b * t))
+            col2im_into(dx_blk[:, :b], d.reshape(self.d_in, b, t), k, k, self.stride)  # (C_in, B, Hp, Wp)
+            dx[n0 : n0 + b] = dx_blk[:, :b, p : p + h, p : p + w].transpose(1, 0, 2, 3)
+        return dx.reshape(s_, n, c_in, h, w)
 
     def g_from_grad(self, grad_out):
         s_, n, c_out, ho, wo = grad_out.shape

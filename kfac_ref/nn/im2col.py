@@ -9,12 +9,15 @@ zero padding p, the output has Ho × Wo locations,
 and the patch of location t = (u, v) is x_pad[:, :, u·s : u·s + kh, v·s : v·s + kw],
 flattened in (c, i, j) order — the order of ``Conv2d.weight.reshape(C_out, -1)``.
 
-im2col is a gather with a fixed index table: entry (t, k) of every sample's
-patch matrix reads one element of that sample's padded input, at the same flat
-position for every sample (:func:`patch_index`).  col2im, its adjoint, adds the
-patch gradients back with one strided slice-add per kernel offset (kh·kw of them).
+The patches are stored feature-major, ``cols[(c, i, j), n, (u, v)] = x_pad[n, c, u·s + i, v·s + j]``
+(shape (C·kh·kw, N, Ho·Wo)): then kernel offset (i, j) fills the rows (·, i, j) of every
+channel with one strided copy of the shifted image, x_pad[:, :, i::s, j::s] (runs of Wo
+contiguous values), so im2col is kh·kw copies and col2im kh·kw strided adds (into a
+feature-major (C, N, Hp, Wp) gradient: both sides of each add in one layout); and the
+convolution of a block of samples is one matrix product W̄ · cols[:, block].  The
+per-sample patch matrix ā of shape (N, Ho·Wo, C·kh·kw) is a transposed view of it.
 
-Both functions work for NumPy and CuPy arrays and never loop over samples.
+All functions work for NumPy and CuPy arrays and never loop over samples.
 """
 
 from __future__ import annotations
@@ -27,80 +30,73 @@ def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+BLOCK_BYTES = 16 << 20  # a block's patches: 16 MiB, so that products are large enough for a threaded BLAS
+
+
+def block_size(n: int, bytes_per_sample: int) -> int:
+    """Samples per block of a batch of n: as many as fit in BLOCK_BYTES, at least one, at most n."""
+    return max(1, min(n, BLOCK_BYTES // max(1, bytes_per_sample)))
+
+
 def pad2d(x, padding: int, value: float = 0.0):
     """Pad the last two axes of x by ``padding`` on each side with ``value``."""
     if padding == 0:
         return x
     xp = get_xp(x)
-    width = [(0, 0)] * (x.ndim - 2) + [(padding, padding), (padding, padding)]
-    return xp.pad(x, width, mode="constant", constant_values=value)
+    *lead, h, w = x.shape
+    out = xp.full((*lead, h + 2 * padding, w + 2 * padding), value, dtype=x.dtype)
+    out[..., padding : padding + h, padding : padding + w] = x
+    return out
 
 
-def windows(x_pad, kh: int, kw: int, stride: int):
-    """A read-only strided view of all patches: (..., C, Ho, Wo, kh, kw), no copy."""
-    xp = get_xp(x_pad)
-    *lead, h, w = x_pad.shape
-    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-    sh, sw = x_pad.strides[-2:]
-    shape = (*lead, ho, wo, kh, kw)
-    strides = (*x_pad.strides[:-2], sh * stride, sw * stride, sh, sw)
-    return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)
+def shifted(x_pad, i: int, j: int, stride: int, ho: int, wo: int):
+    """x_pad[..., u·s + i, v·s + j] for all (u, v): kernel offset (i, j) of every patch.  (..., Ho, Wo), a view"""
+    return x_pad[..., i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
 
 
-def patch_index(c: int, hp: int, wp: int, kh: int, kw: int, stride: int, xp):
-    """Where each patch entry sits in one flattened padded sample (C·Hp·Wp values).  (T, K)
+def patches_into(cols, x_pad, kh: int, kw: int, stride: int):
+    """im2col into ``cols`` (C·kh·kw, N, Ho·Wo) — e.g. a block of a larger array — from x_pad (N, C, Hp, Wp).
 
-        index[t, (c, i, j)] = corner[t] + offset[c, i, j]
-        corner[(u, v)]      = u·s·Wp + v·s                 the top-left element of patch t
-        offset[c, i, j]     = c·Hp·Wp + i·Wp + j           entry (c, i, j) relative to it
-
-    T = Ho·Wo locations in (u, v) row-major order, K = C·kh·kw in (c, i, j) order.
+    kh·kw strided copies: offset (i, j) of channel c is the shifted image x_pad[:, c, i::s, j::s].
     """
+    xp = get_xp(cols)
+    n, c, hp, wp = x_pad.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    corner = xp.arange(ho)[:, None] * (stride * wp) + xp.arange(wo)[None, :] * stride  # (Ho, Wo)
-    offset = (
-        xp.arange(c)[:, None, None] * (hp * wp) + xp.arange(kh)[None, :, None] * wp + xp.arange(kw)[None, None, :]
-    )  # (C, kh, kw)
-    return corner.reshape(-1, 1) + offset.reshape(1, -1)  # (T, K)
+    rows = cols.reshape(c, kh, kw, n, ho, wo)  # a view: only splits axes
+    for i in range(kh):
+        for j in range(kw):
+            xp.copyto(rows[:, i, j], shifted(x_pad, i, j, stride, ho, wo).transpose(1, 0, 2, 3))  # (C, N, Ho, Wo)
+
+
+def col2im_into(dx_pad, dcols, kh: int, kw: int, stride: int):
+    """The adjoint of :func:`patches_into`: dx_pad (C, N, Hp, Wp) = col2im(dcols (C·kh·kw, N, Ho·Wo)).
+
+    kh·kw strided adds: row (c, i, j) of dcols goes back onto the shifted image it was copied
+    from.  dx_pad is feature-major too, so that both sides of every add have the same layout.
+    """
+    c, n, hp, wp = dx_pad.shape
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    rows = dcols.reshape(c, kh, kw, n, ho, wo)
+    dx_pad[...] = 0.0
+    for i in range(kh):
+        for j in range(kw):
+            shifted(dx_pad, i, j, stride, ho, wo)[...] += rows[:, i, j]  # (C, N, Ho, Wo)
+    return dx_pad
 
 
 def im2col(x, kh: int, kw: int, stride: int, padding: int, ones: bool):
-    """Patch matrix ā of shape (N, Ho·Wo, C·kh·kw [+ 1]), a C-contiguous array.
+    """Patch matrix ā of shape (N, Ho·Wo, C·kh·kw [+ 1]): a transposed view of the feature-major patches.
 
     With ``ones=True`` a last column of ones is appended: the homogeneous
     coordinate of docs/math.md §1, so that the convolution with bias is the single
     product ā W̄ᵀ.
     """
     xp = get_xp(x)
-    n, c, _, _ = x.shape
-    x_pad = pad2d(x, padding)  # (N, C, Hp, Wp)
-    hp, wp = x_pad.shape[-2:]
-    index = patch_index(c, hp, wp, kh, kw, stride, xp)  # (T, K)
-    flat = x_pad.reshape(n, c * hp * wp)  # (N, C·Hp·Wp)
+    n, c, h, w = x.shape
+    t = out_size(h, kh, stride, padding) * out_size(w, kw, stride, padding)
+    k = c * kh * kw
+    cols = xp.empty((k + ones, n, t), dtype=x.dtype)  # (K [+1], N, T)
+    patches_into(cols[:k], pad2d(x, padding), kh, kw, stride)
     if ones:
-        # Give every sample one more value, 1, and point a last index column at it:
-        # the ones column then comes out of the same gather.
-        flat = xp.concatenate([flat, xp.ones((n, 1), dtype=x.dtype)], axis=1)  # (N, C·Hp·Wp + 1)
-        index = xp.concatenate([index, xp.full((index.shape[0], 1), c * hp * wp)], axis=1)  # (T, K + 1)
-    return xp.take(flat, index, axis=1)  # (N, T, K [+1]): ā[n, t, k] = flat[n, index[t, k]]
-
-
-def col2im(cols, x_shape, kh: int, kw: int, stride: int, padding: int):
-    """Adjoint of im2col: scatter-add patch gradients back to the input.
-
-    cols : (..., Ho, Wo, C, kh, kw)  →  (..., C, H, W)
-    Leading axes (seed vectors S, samples N) are carried through.
-    """
-    xp = get_xp(cols)
-    *lead, ho, wo, c, _, _ = cols.shape
-    h, w = x_shape[-2:]
-    hp, wp = h + 2 * padding, w + 2 * padding
-    dx = xp.zeros((*lead, c, hp, wp), dtype=cols.dtype)  # (..., C, Hp, Wp)
-    nl = len(lead)
-    perm = (*range(nl), nl + 2, nl, nl + 1)  # (..., Ho, Wo, C) → (..., C, Ho, Wo)
-    for i in range(kh):
-        for j in range(kw):
-            dx[..., i : i + stride * ho : stride, j : j + stride * wo : stride] += cols[..., i, j].transpose(perm)
-    if padding:
-        dx = dx[..., padding:-padding, padding:-padding]
-    return dx
+        cols[k] = 1.0
+    return cols.transpose(1, 2, 0)  # (N, T, K [+1])

@@ -46,18 +46,19 @@ class Linear(ParamLayer):
     def forward(self, x):
         self._check(x)
         out = x @ self.weight.T  # (N, d_out)
-        return out if self.bias is None else out + self.bias
+        if self.bias is not None:
+            out += self.bias
+        return out
 
     def forward_cached(self, x):
+        """s = W a + b (one product, as W̄ ā without forming W̄); the cache keeps ā = [a; 1]."""
         self._check(x)
         xp = get_xp(x, self.weight)
-        n = x.shape[0]
-        a_bar = xp.empty((n, 1, self.a_dim), dtype=np.result_type(x.dtype, self.weight.dtype))
+        a_bar = xp.empty((x.shape[0], 1, self.a_dim), dtype=np.result_type(x.dtype, self.weight.dtype))
         a_bar[:, 0, : self.d_in] = x
         if self.bias is not None:
             a_bar[:, 0, -1] = 1.0  # homogeneous coordinate, last (docs/math.md §1)
-        out = a_bar[:, 0] @ self.wbar().T  # (N, d_out)
-        return out, {"a_bar": a_bar}
+        return self.forward(x), {"a_bar": a_bar}
 
     def backward(self, cache, grad_out):
         """grad_out : (S, N, d_out) → grad_in : (S, N, d_in)."""

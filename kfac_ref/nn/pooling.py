@@ -1,14 +1,17 @@
 """Max and average pooling over square windows, with stride and padding.
 
-Windows are strided views of the (padded) input, as in im2col.  Both passes
-loop over the k² kernel offsets (i, j), never over samples: at one offset,
-``win[..., i, j]`` is the (N, C, Ho, Wo) array of every window's (i, j)-th
-element, so the forward pass is k² element-wise operations on whole arrays and
-the backward pass k² slice-adds (plain writes when the windows do not overlap),
-vectorised over samples, channels and seed vectors.
-(Reducing over the two small trailing window axes instead, ``win.max(axis=(4, 5))``,
-gives the same numbers but runs a short inner loop per window and is several
-times slower.)
+A k×k window separates into two 1-D windows: first along the width (every input
+row reduced to Wo values), then along the height (Hp rows reduced to Ho).  Each
+stage takes k strided views of its input, one per kernel offset j,
+
+    x[..., j : j + s·(Wo − 1) + 1 : s]     the j-th element of every window   (..., Hp, Wo)
+
+and combines them pairwise, element-wise over whole arrays: 2k operations on
+big arrays instead of k² (or a short inner loop per window, as
+``windows(x).max(axis=(-2, -1))`` would run, several times slower).  With
+k = s = 2 the views are those of ``x.reshape(N, C, Hp, Wo, 2)``.  The backward pass
+runs the two stages in reverse, each as k slice-writes (slice-adds when windows
+overlap), vectorised over samples, channels and seed vectors.
 
     MaxPool2d:  y = max over the window;  ∂y/∂x = 1 at the (first) arg-max, 0 elsewhere.
                 Padding is −∞ (never selected), as in PyTorch.
@@ -21,8 +24,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
-from .im2col import out_size, pad2d, windows
+from .im2col import out_size, pad2d
 from .module import Layer
+
+W_AXIS, H_AXIS = -1, -2  # the two stages: along the width, then along the height
+
+
+def offset_view(v, axis: int, j: int, stride: int, n_out: int):
+    """The j-th element of each of the n_out windows along ``axis`` (−1 or −2): a strided view."""
+    index = [slice(None)] * v.ndim
+    index[axis] = slice(j, j + stride * (n_out - 1) + 1, stride)
+    return v[tuple(index)]
 
 
 class _Pool2d(Layer):
@@ -57,30 +69,32 @@ class _Pool2d(Layer):
         """The k² kernel offsets (i, j) in row-major order, (0, 0) first."""
         return [(i, j) for i in range(self.kernel_size) for j in range(self.kernel_size)]
 
-    def _windows(self, x, pad_value):
+    def _padded(self, x, pad_value):
+        """x padded with ``pad_value``, and the output size (Ho, Wo)."""
         if x.ndim != 4:
             raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, expected (N, C, H, W)")
-        self.output_shape(x.shape[1:])
-        k = self.kernel_size
-        return windows(pad2d(x, self.padding, pad_value), k, k, self.stride)  # (N, C, Ho, Wo, k, k)
+        _, ho, wo = self.output_shape(x.shape[1:])
+        return pad2d(x, self.padding, pad_value), (ho, wo)
 
-    def _scatter(self, weight, grad_out, x_shape):
-        """grad_in = Σ over kernel offsets (i, j) of grad_out ⊙ weight(i, j), each term placed
-        back on the input elements that offset reads (the adjoint of taking ``win[..., i, j]``).
+    def _views(self, v, axis: int, n_out: int):
+        return [offset_view(v, axis, j, self.stride, n_out) for j in range(self.kernel_size)]
 
-        grad_out : (S, N, C, Ho, Wo) → grad_in : (S, N, C, H, W)
-        """
-        xp = get_xp(grad_out)
-        k, s, p = self.kernel_size, self.stride, self.padding
-        *lead, ho, wo = grad_out.shape
-        h, w = x_shape[-2:]
-        dx = xp.zeros((*lead, h + 2 * p, w + 2 * p), dtype=grad_out.dtype)  # (S, N, C, Hp, Wp)
-        for i, j in self.offsets:
-            target = dx[..., i : i + s * ho : s, j : j + s * wo : s]  # (S, N, C, Ho, Wo), a view of dx
-            if s >= k:  # windows do not overlap: each input element gets one term, written in place
-                xp.multiply(grad_out, weight(i, j), out=target)
+    def _spread(self, grad, axis: int, size: int, part):
+        """The adjoint of one stage: offset j's share ``part(j, grad)`` goes back to the elements
+        that offset read.  grad : (..., n_out) along ``axis`` → (..., size) along ``axis``."""
+        xp = get_xp(grad)
+        shape = list(grad.shape)
+        shape[axis] = size
+        out = xp.zeros(shape, dtype=grad.dtype)
+        for j, target in enumerate(self._views(out, axis, grad.shape[axis])):
+            if self.stride >= self.kernel_size:  # windows do not overlap: one term per element, written in place
+                part(j, grad, target)
             else:
-                target += grad_out * weight(i, j)
+                target += part(j, grad, None)
+        return out
+
+    def _unpad(self, dx, x_shape):
+        p, (h, w) = self.padding, x_shape[-2:]
         return dx[..., p : p + h, p : p + w]
 
 
@@ -90,37 +104,59 @@ class MaxPool2d(_Pool2d):
     name = "MaxPool2d"
 
     def forward(self, x):
-        return self._max(self._windows(x, -np.inf))
+        x_pad, (ho, wo) = self._padded(x, -np.inf)
+        rows, _ = self._stage(x_pad, W_AXIS, wo)  # (N, C, Hp, Wo): max along each window row
+        return self._stage(rows, H_AXIS, ho)[0]  # (N, C, Ho, Wo)
 
     def forward_cached(self, x):
-        """The cache holds, per kernel offset (i, j), where that offset is the window's arg-max:
+        """The cache holds each stage's arg-max, the first maximum on ties (row-major order, as PyTorch):
 
-        first_max : (k, k, N, C, Ho, Wo) bool, one True per window (finite inputs):
-                    the first maximum in (i, j) row-major order on ties, as PyTorch.
+        pick_w : (N, C, Hp, Wo) int8, the column j of the largest element of each window row
+        pick_h : (N, C, Ho, Wo) int8, the row i whose maximum is the window's maximum
         """
-        xp = get_xp(x)
-        win = self._windows(x, -np.inf)  # (N, C, Ho, Wo, k, k)
-        out = self._max(win)  # (N, C, Ho, Wo)
-        k = self.kernel_size
-        first_max = xp.empty((k, k, *out.shape), dtype=bool)  # (k, k, N, C, Ho, Wo)
-        taken = xp.zeros(out.shape, dtype=bool)  # windows whose arg-max is already placed
-        for i, j in self.offsets:
-            hit = (win[..., i, j] == out) & ~taken  # (N, C, Ho, Wo)
-            first_max[i, j] = hit
-            taken |= hit
-        return out, {"first_max": first_max, "x_shape": x.shape}
+        x_pad, (ho, wo) = self._padded(x, -np.inf)
+        rows, pick_w = self._stage(x_pad, W_AXIS, wo)  # (N, C, Hp, Wo)
+        out, pick_h = self._stage(rows, H_AXIS, ho)  # (N, C, Ho, Wo)
+        return out, {"pick_w": pick_w, "pick_h": pick_h, "x_shape": x.shape}
 
     def backward(self, cache, grad_out):
-        first_max = cache["first_max"]  # ∂y/∂x: 1 at the window's first arg-max
-        return self._scatter(lambda i, j: first_max[i, j], grad_out, cache["x_shape"])
+        """grad_out : (S, N, C, Ho, Wo) → grad_in : (S, N, C, H, W); ∂y/∂x routes each gradient to its arg-max."""
+        hp, wp = (v + 2 * self.padding for v in cache["x_shape"][-2:])
+        g_rows = self._spread(grad_out, H_AXIS, hp, self._route(cache["pick_h"]))  # (S, N, C, Hp, Wo)
+        dx = self._spread(g_rows, W_AXIS, wp, self._route(cache["pick_w"]))  # (S, N, C, Hp, Wp)
+        return self._unpad(dx, cache["x_shape"])
 
-    def _max(self, win):
-        """max over the window, one element-wise maximum per kernel offset.  (N, C, Ho, Wo)"""
-        xp = get_xp(win)
-        out = win[..., 0, 0].copy()  # (N, C, Ho, Wo), a new array, not a view of x
-        for i, j in self.offsets[1:]:
-            xp.maximum(out, win[..., i, j], out=out)
-        return out
+    def select(self, cache, v):
+        """v at each window's arg-max, the forward-mode derivative.  (K, N, C, H, W) → (K, N, C, Ho, Wo)"""
+        xp = get_xp(v)
+        (ho, wo), v = cache["pick_h"].shape[-2:], pad2d(v, self.padding)
+        for axis, pick, n_out in ((W_AXIS, cache["pick_w"], wo), (H_AXIS, cache["pick_h"], ho)):
+            views = self._views(v, axis, n_out)
+            v = views[0].copy()
+            for j in range(1, self.kernel_size):
+                xp.copyto(v, views[j], where=pick == j)
+        return v
+
+    def _stage(self, v, axis: int, n_out: int):
+        """Max over the k offsets along ``axis``, and which offset held it (the first on ties)."""
+        xp = get_xp(v)
+        views = self._views(v, axis, n_out)
+        best = xp.maximum(views[0], views[1]) if len(views) > 1 else views[0].copy()
+        pick = (views[1] > views[0]).astype(np.int8) if len(views) > 1 else xp.zeros(best.shape, dtype=np.int8)
+        for j in range(2, self.kernel_size):
+            xp.copyto(pick, j, where=views[j] > best)  # strictly larger: an earlier offset wins ties
+            xp.maximum(best, views[j], out=best)
+        return best, pick
+
+    @staticmethod
+    def _route(pick):
+        """Offset j's share of the gradient: where ``pick == j``, else 0 (broadcast over seeds S)."""
+        xp = get_xp(pick)
+
+        def part(j, grad, out):
+            return xp.multiply(grad, pick == j, out=out)
+
+        return part
 
 
 class AvgPool2d(_Pool2d):
@@ -129,15 +165,30 @@ class AvgPool2d(_Pool2d):
     name = "AvgPool2d"
 
     def forward(self, x):
-        win = self._windows(x, 0.0)  # (N, C, Ho, Wo, k, k)
-        total = win[..., 0, 0].copy()  # (N, C, Ho, Wo), a new array, not a view of x
-        for i, j in self.offsets[1:]:
-            total += win[..., i, j]
-        return total * (1.0 / (self.kernel_size * self.kernel_size))
+        x_pad, (ho, wo) = self._padded(x, 0.0)
+        rows = self._sum(x_pad, W_AXIS, wo)  # (N, C, Hp, Wo)
+        total = self._sum(rows, H_AXIS, ho)  # (N, C, Ho, Wo)
+        total *= 1.0 / (self.kernel_size * self.kernel_size)
+        return total
 
     def forward_cached(self, x):
         return self.forward(x), {"x_shape": x.shape}
 
     def backward(self, cache, grad_out):
-        weight = 1.0 / (self.kernel_size * self.kernel_size)  # ∂y/∂x = 1/k² on every window element
-        return self._scatter(lambda i, j: weight, grad_out, cache["x_shape"])
+        """grad_out : (S, N, C, Ho, Wo) → grad_in : (S, N, C, H, W); ∂y/∂x = 1/k² on every window element."""
+        hp, wp = (v + 2 * self.padding for v in cache["x_shape"][-2:])
+        xp = get_xp(grad_out)
+
+        def copy(j, grad, out):
+            return grad.copy() if out is None else xp.copyto(out, grad)
+
+        g = grad_out * (1.0 / (self.kernel_size * self.kernel_size))
+        dx = self._spread(self._spread(g, H_AXIS, hp, copy), W_AXIS, wp, copy)  # (S, N, C, Hp, Wp)
+        return self._unpad(dx, cache["x_shape"])
+
+    def _sum(self, v, axis: int, n_out: int):
+        views = self._views(v, axis, n_out)
+        total = views[0].copy()
+        for view in views[1:]:
+            total += view
+        return total
