@@ -137,3 +137,12 @@ def test_race_command_line_refuses_bad_input_in_one_line(tmp_path):
     r = run("digits-convnet", "--methods", "sgd,ngd", "--out", str(tmp_path / "y"))
     assert r.returncode != 0 and "no search space for 'ngd'" in r.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_every_registered_optimizer_has_its_own_colour_and_label():
+    """The figures tell the methods apart: no method falls back to matplotlib's colour cycle."""
+    from kfac_ref.experiments.curves import COLORS, LABELS
+    from kfac_ref.optim import OPTIMIZERS
+
+    assert set(OPTIMIZERS) <= set(COLORS) and set(OPTIMIZERS) <= set(LABELS)
+    assert len({COLORS[n] for n in OPTIMIZERS}) == len(OPTIMIZERS)

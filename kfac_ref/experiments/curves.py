@@ -17,7 +17,9 @@ from ..io import write_figure
 
 COLORS = {
     "sgd": "#1f77b4",
+    "adam": "#e377c2",
     "ngd": "#d62728",
+    "diag-ngd": "#17becf",
     "block-ngd": "#9467bd",
     "kfac": "#2ca02c",
     "kfac-tridiag": "#ff7f0e",
@@ -25,7 +27,9 @@ COLORS = {
 }
 LABELS = {
     "sgd": "SGD",
+    "adam": "Adam",
     "ngd": "NGD (full Fisher)",
+    "diag-ngd": "diagonal NGD",
     "block-ngd": "block-diagonal NGD",
     "kfac": "K-FAC",
     "kfac-tridiag": "block-tridiagonal K-FAC",
