@@ -252,7 +252,9 @@ def test_the_summary_says_where_each_target_comes_from_and_each_methods_settings
     assert "timings are noisy" in text
 
 
-@pytest.mark.parametrize("name", ["compare", "demo", "batch-sweep", "race", "sizes", "fisher-plot"])
+@pytest.mark.parametrize(
+    "name", ["compare", "demo", "batch-sweep", "race", "sizes", "fisher-plot", "download", "reference", "audit"]
+)
 def test_help_shows_each_default_once_and_no_markup(name, capsys):
     with pytest.raises(SystemExit):
         main([name, "--help"])
