@@ -166,15 +166,15 @@ def check_float_dtype(dtype, who: str) -> np.dtype:
 
 
 def constant_threshold(mu, n: int):
-    """τ = n·ε·|μ|: a σ at or below this is rounding noise, not variation (ε = float64's machine epsilon).
+    """τ = n·ε·abs(μ): a σ at or below this is rounding noise, not variation (ε = float64's machine epsilon).
 
     The mean of n float64 numbers, summed one after another, is off by at most
-    (n − 1)·u·mean|x| with u = ε/2 (Higham, *Accuracy and Stability of Numerical
+    (n − 1)·u·mean abs(x) with u = ε/2 (Higham, *Accuracy and Stability of Numerical
     Algorithms*, §4.2); pairwise summation does better.  For a feature constant
-    at c, mean|x| = |c| = |μ|, and σ computed about that inexact μ is just
-    |c − μ̂| ≤ (n − 1)·u·|μ|: about 1e-17 for c = 0.1 and n = 1,000, never 0 in
-    general.  τ = n·ε·|μ| is twice that bound (measured: such σ stay below
-    0.2·n·u·|μ| up to n = 10⁶).  A feature that really varies has σ orders of
+    at c, mean abs(x) = abs(c) = abs(μ), and σ computed about that inexact μ is just
+    abs(c − μ̂) ≤ (n − 1)·u·abs(μ): about 1e-17 for c = 0.1 and n = 1,000, never 0 in
+    general.  τ = n·ε·abs(μ) is twice that bound (measured: such σ stay below
+    0.2·n·u·abs(μ) up to n = 10⁶).  A feature that really varies has σ orders of
     magnitude above τ: even a relative spread of 1e-9 at n = 10⁶ is 4,500 τ.
     """
     return n * np.finfo(np.float64).eps * np.abs(mu)
@@ -187,7 +187,7 @@ def standardise(x_train: np.ndarray, x_val: np.ndarray, axis) -> tuple[np.ndarra
 
     so that no statistic of the validation set leaks into training.  A feature
     that is constant over the training set — σ = 0, or σ at the level of
-    rounding noise, σ ≤ τ = n·ε·|μ| (:func:`constant_threshold`) — is divided by
+    rounding noise, σ ≤ τ = n·ε·abs(μ) (:func:`constant_threshold`) — is divided by
     1 instead: its training values become 0 (up to the rounding of μ, ≤ τ) and
     its validation values x − μ, finite and on the data's own scale (dividing
     by a σ of 1e-17 would blow them up to 1e17).

@@ -380,7 +380,7 @@ def draw_fisher(
     ``("exact", "kfac")``) only those columns, in that order.  Each panel has its own colour bar and
     range, ± the :data:`CLIP_PERCENTILE` percentile of its absolute entries (the few largest, such
     as an inverse's ~1/λ diagonal, saturate: the bar's arrows).  ``scale``: "linear" (diverging,
-    centred at 0, the default), "symlog" (symmetric log) or "log" (|entries|, six decades, zeros
+    centred at 0, the default), "symlog" (symmetric log) or "log" (absolute entries, six decades, zeros
     white).  Solid lines mark the layers, dotted ones the weight/bias split, ticks name the blocks
     (W1, b1, …); titles give the errors and angles.  Returns the axes, (len(rows), columns).
     """

@@ -116,13 +116,15 @@ def ekfac_dense(model, loss_fn, x, y, kind: str, rng=None, mc_samples: int = 1, 
 class EKFAC(Curvature):
     """EKFAC [GLBV18]: K-FAC's eigenbasis Q = U_G ⊗ U_A, the diagonal S refitted (docs/math.md §12).
 
-    statistic  K-FAC's factors [(A, G)], averaged with ε_k (every T_cov steps);
-    refresh    new bases U_A, U_G of the averaged factors (two eigh per layer, O(a³ + d³));
-               the scalings' average restarts — a diagonal in one basis means nothing in another;
-    refit      S ← ε_j S + (1 − ε_j) S_batch, S_batch = (1/N) Σ (U_Gᵀ ∇_{W̄}ℓ U_A)², j counting
-               the refits in the current basis — every ``T_scale`` steps and after every refresh;
-    apply      Δ_l = U_G [(U_Gᵀ ∇_{W̄}h U_A) ⊘ (S + γ)] U_Aᵀ — exact damping, λ = 0 allowed.
-    Memory 2 Σ_l (a_l² + d_l²) + P.
+    Its protocol calls::
+
+        statistic  K-FAC's factors [(A, G)], averaged with ε_k (every T_cov steps);
+        refresh    new bases U_A, U_G of the averaged factors (two eigh per layer, O(a³ + d³));
+                   the scalings' average restarts — a diagonal in one basis means nothing in another;
+        refit      S ← ε_j S + (1 − ε_j) S_batch, S_batch = (1/N) Σ (U_Gᵀ ∇_{W̄}ℓ U_A)², j counting
+                   the refits in the current basis — every ``T_scale`` steps and after every refresh;
+        apply      Δ_l = U_G [(U_Gᵀ ∇_{W̄}h U_A) ⊘ (S + γ)] U_Aᵀ — exact damping, λ = 0 allowed.
+        Memory 2 Σ_l (a_l² + d_l²) + P.
     """
 
     name = "ekfac"

@@ -121,12 +121,14 @@ def factors_to_dense(model, factors):
 class Kronecker(Curvature):
     """K-FAC / KFC: per layer F_ll ≈ G_l ⊗ A_l ([MG15] §3, [GM16]; docs/math.md §4–6).
 
-    statistic  [(A, G)] per layer (:func:`factors_from_stats`), averaged with one ε_k;
-    refresh    ``damping_mode="factored"``: (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹  ([MG15] §6.3), or
-               ``"exact"``: eigendecompositions of A and G; O(Σ_l a_l³ + d_l³);
-    apply      Δ_l = G_d⁻¹ ∇_{W̄} h A_d⁻¹ (factored) or U_G [(U_Gᵀ ∇ U_A) ⊘ (d_G d_Aᵀ + γ)] U_Aᵀ
-               (exact, follows a new γ at once); O(Σ_l d_l a_l (d_l + a_l)).
-    Memory: two factors and their inverses per layer, 2 Σ_l (a_l² + d_l²).
+    Its protocol calls::
+
+        statistic  [(A, G)] per layer (:func:`factors_from_stats`), averaged with one ε_k;
+        refresh    ``damping_mode="factored"``: (A + π√γ I)⁻¹, (G + √γ/π I)⁻¹  ([MG15] §6.3), or
+                   ``"exact"``: eigendecompositions of A and G; O(Σ_l a_l³ + d_l³);
+        apply      Δ_l = G_d⁻¹ ∇_{W̄} h A_d⁻¹ (factored) or U_G [(U_Gᵀ ∇ U_A) ⊘ (d_G d_Aᵀ + γ)] U_Aᵀ
+                   (exact, follows a new γ at once); O(Σ_l d_l a_l (d_l + a_l)).
+        Memory: two factors and their inverses per layer, 2 Σ_l (a_l² + d_l²).
     """
 
     name = "kronecker"

@@ -300,12 +300,14 @@ class TridiagInverse:
 class BlockTridiagonal(Curvature):
     """Block-tridiagonal K-FAC F̂ ([MG15] §4.3, App. B; docs/math.md §11), MLPs only.
 
-    statistic  the diagonal factors [(A_l, G_l)] and the cross factors [(A_{l,l+1}, G_{l,l+1})],
-               averaged with the *same* ε_k (otherwise Σ_{l|l+1} may lose definiteness);
-    refresh    factored damping of the diagonal factors, then Ψ_l and Σ_{l|l+1}⁻¹
-               (:class:`TridiagInverse`), O(Σ_l a_l³ + d_l³);
-    apply      F̂_γ⁻¹ = Ξᵀ Λ Ξ layer by layer, no P × P matrix.
-    Only factored damping exists for this structure (λ > 0).
+    Its protocol calls::
+
+        statistic  the diagonal factors [(A_l, G_l)] and the cross factors [(A_{l,l+1}, G_{l,l+1})],
+                   averaged with the *same* ε_k (otherwise Σ_{l|l+1} may lose definiteness);
+        refresh    factored damping of the diagonal factors, then Ψ_l and Σ_{l|l+1}⁻¹
+                   (:class:`TridiagInverse`), O(Σ_l a_l³ + d_l³);
+        apply      F̂_γ⁻¹ = Ξᵀ Λ Ξ layer by layer, no P × P matrix.
+        Only factored damping exists for this structure (λ > 0).
     """
 
     name = "block-tridiagonal"
