@@ -55,6 +55,14 @@ def moving_average(old, batch, k: int, decay: float):
     return eps * old + (1 - eps) * batch
 
 
+def saved_inverse(state: dict, where: str, gamma):
+    """``state["inverses"]`` of a checkpoint, or None; an inverse without its γ (or a γ without it) is refused."""
+    saved = state["inverses"]
+    if (saved is None) != (gamma is None):
+        raise ValueError(f"{where}['inverses'] and {where}['inverse_damping'] must both be set or both be null")
+    return saved
+
+
 def tree_to_numpy(tree):
     """Nested lists of arrays → nested lists of NumPy arrays (None stays None)."""
     if tree is None:

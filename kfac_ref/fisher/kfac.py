@@ -26,7 +26,7 @@ from dataclasses import asdict, replace
 from ..backend import get_xp, to_device, to_numpy
 from ..params import wbar_order
 from ..validate import check_allocation, check_state_array, check_state_number
-from .curvature import Curvature
+from .curvature import Curvature, saved_inverse
 from .dense import blocks_to_dense
 from .kron import check_damping_mode, inverse_class, inverse_shapes
 from .memory import check_dense_size
@@ -194,9 +194,7 @@ class Kronecker(Curvature):
 
     def _check_inverse_state(self, state, where, gamma):
         """One dict per layer: the arrays of :meth:`layer_shapes` (exact damping: d ≥ 0, and γ)."""
-        saved, layers = state["inverses"], self.model.param_layers()
-        if (saved is None) != (gamma is None):
-            raise ValueError(f"{where}['inverses'] and {where}['inverse_damping'] must both be set or both be null")
+        saved, layers = saved_inverse(state, where, gamma), self.model.param_layers()
         if saved is None:
             return
         if not isinstance(saved, list) or len(saved) != len(layers):

@@ -48,7 +48,7 @@ from ..backend import get_xp, solve_triangular
 from ..linalg import cho_solve
 from ..params import layer_slices
 from ..validate import check_damping, check_state_array, check_state_number
-from .curvature import Curvature, tree_to_device_list, tree_to_numpy
+from .curvature import Curvature, saved_inverse, tree_to_device_list, tree_to_numpy
 from .kfac import check_factor_memory, factors_from_stats, wbar_block_to_param_order
 from .kron import factored_damping
 from .memory import check_dense_size
@@ -367,9 +367,7 @@ class BlockTridiagonal(Curvature):
 
     def _check_inverse_state(self, state, where, gamma):
         """Ψ (a_l, a_{l+1}), (d_l, d_{l+1}) for l < L; K (a_l, a_l), (d_l, d_l); 1 − s_G s_Aᵀ (d_l, a_l) > 0; γ > 0."""
-        saved, layers = state["inverses"], self.model.param_layers()
-        if (saved is None) != (gamma is None):
-            raise ValueError(f"{where}['inverses'] and {where}['inverse_damping'] must both be set or both be null")
+        saved, layers = saved_inverse(state, where, gamma), self.model.param_layers()
         if saved is None:
             return
         keys = {"psi", "k", "denom", "gamma"}
