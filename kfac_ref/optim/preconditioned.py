@@ -18,7 +18,7 @@ A step, in the phases of :mod:`.base`, for any structure C of :mod:`kfac_ref.fis
 γ = λ + η_wd for the K-FAC family (the weight decay is curvature of ½ η_wd ‖θ‖²) and γ = λ
 for NGD's structures (``damp_weight_decay=False``, [A98]'s (F + λI)⁻¹ (∇h + η_wd θ)).
 
-The named methods (:mod:`.methods`) are definitions: a structure and default hyper-parameters.
+The named methods are definitions in ``kfac_ref/optim/__init__.py``: a structure and default hyper-parameters.
 """
 
 from __future__ import annotations
