@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from kfac_ref import nn
+import json
+
+import numpy as np
+
+from kfac_ref import checkpoint, nn
 from kfac_ref.backend import to_device
+from kfac_ref.params import get_flat_params
 
 
 def classification_batch(rng, n, in_shape, num_classes, device="cpu"):
@@ -42,3 +47,28 @@ def tiny_convnet(seed=0, pool="max", in_shape=(2, 6, 6), num_classes=3, stride=1
     )
     flat = body.output_shape(tuple(in_shape))[0]
     return nn.Sequential(body, nn.Linear(flat, num_classes), seed=seed)
+
+
+def trainer_snapshot(trainer):
+    """Everything a checkpoint load could change: θ, the whole optimizer state, rng, records, position."""
+    arrays: dict = {}
+    meta = json.dumps(checkpoint._split(trainer.opt.state_dict(), arrays, "o"), sort_keys=True)
+    return (
+        get_flat_params(trainer.opt.model).copy(),
+        meta,
+        {k: v.copy() for k, v in arrays.items()},
+        trainer.rng.bit_generator.state,
+        list(trainer.history.records),
+        trainer.pos,
+    )
+
+
+def assert_trainer_unchanged(trainer, before):
+    """The trainer is bit for bit what :func:`trainer_snapshot` saw (a refused load applied nothing)."""
+    after = trainer_snapshot(trainer)
+    np.testing.assert_array_equal(after[0], before[0])
+    assert after[1] == before[1]
+    assert after[2].keys() == before[2].keys()
+    for k in before[2]:
+        np.testing.assert_array_equal(after[2][k], before[2][k], err_msg=k)
+    assert after[3:] == before[3:]

@@ -20,6 +20,7 @@ from kfac_ref import checkpoint, models, nn, optim
 from kfac_ref.data import Dataset
 from kfac_ref.data.synthetic import make_classification
 from kfac_ref.train import Trainer
+from tests.helpers import assert_trainer_unchanged, trainer_snapshot
 
 # mlp(5, (4,), 3): layer 0 W̄ (4, 6), layer 1 W̄ (3, 5); P = 24 + 15 = 39
 P = 39
@@ -63,27 +64,6 @@ def _rewrite(path, edit):
     out = path.with_name("edited.npz")
     np.savez(out, **arrays)
     return out
-
-
-def _snapshot(trainer):
-    return (
-        K.get_flat_params(trainer.opt.model).copy(),
-        json.dumps(checkpoint._split(trainer.opt.state_dict(), arrays := {}, "o"), sort_keys=True),
-        {k: v.copy() for k, v in arrays.items()},
-        trainer.rng.bit_generator.state,
-        list(trainer.history.records),
-        trainer.pos,
-    )
-
-
-def _assert_unchanged(trainer, before):
-    after = _snapshot(trainer)
-    np.testing.assert_array_equal(after[0], before[0])
-    assert after[1] == before[1]
-    assert after[2].keys() == before[2].keys()
-    for k in before[2]:
-        np.testing.assert_array_equal(after[2][k], before[2][k], err_msg=k)
-    assert after[3:] == before[3:]
 
 
 @pytest.mark.parametrize("name", sorted(OPTS))
@@ -194,26 +174,26 @@ def test_a_bad_state_entry_is_refused_naming_it_and_changes_nothing(tmp_path, na
     bad = _rewrite(_saved(tmp_path, name), edit)
     trainer = _trainer(name, seed=5)
     trainer.run(1)
-    before = _snapshot(trainer)
+    before = trainer_snapshot(trainer)
     with pytest.raises(ValueError, match=match):
         checkpoint.load(bad, trainer)
-    _assert_unchanged(trainer, before)
+    assert_trainer_unchanged(trainer, before)
 
 
 @pytest.mark.parametrize("name", ["kfac", "ekfac", "kfac-tridiag"])
 def test_a_checkpoint_resumed_with_another_batch_size_is_refused_naming_both(tmp_path, name):
     path = _saved(tmp_path, name)
     trainer = _trainer(name, batch_size=10)
-    before = _snapshot(trainer)
+    before = trainer_snapshot(trainer)
     with pytest.raises(ValueError, match=r"saved with batch size 8; this run's batch size is 10"):
         checkpoint.load(path, trainer)
-    _assert_unchanged(trainer, before)
+    assert_trainer_unchanged(trainer, before)
 
 
 def test_a_checkpoint_resumed_in_another_dtype_is_refused_naming_both(tmp_path):
     path = _saved(tmp_path, "kfac")
     trainer = _trainer("kfac", dtype=np.float32)
-    before = _snapshot(trainer)
+    before = trainer_snapshot(trainer)
     with pytest.raises(ValueError, match=r"saved from a float64 model; this run's model is float32"):
         checkpoint.load(path, trainer)
-    _assert_unchanged(trainer, before)
+    assert_trainer_unchanged(trainer, before)

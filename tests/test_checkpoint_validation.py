@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-import kfac_ref as K
 from kfac_ref import checkpoint, models, nn, optim
 from kfac_ref.data import Dataset
 from kfac_ref.data.synthetic import make_classification
 from kfac_ref.train import Trainer
+from tests.helpers import assert_trainer_unchanged, trainer_snapshot
 
 
 def _data():
@@ -47,27 +47,6 @@ def _tamper(path, edit=None, arrays_edit=None, raw_meta=None):
     return out
 
 
-def _snapshot(trainer):
-    return (
-        K.get_flat_params(trainer.opt.model).copy(),
-        trainer.opt.steps,
-        None if trainer.opt.velocity is None else trainer.opt.velocity.copy(),
-        trainer.rng.bit_generator.state,
-        list(trainer.history.records),
-        trainer.pos,
-    )
-
-
-def _assert_unchanged(trainer, before):
-    after = _snapshot(trainer)
-    np.testing.assert_array_equal(after[0], before[0])
-    assert after[1] == before[1]
-    assert (after[2] is None) == (before[2] is None)
-    if before[2] is not None:
-        np.testing.assert_array_equal(after[2], before[2])
-    assert after[3:] == before[3:]
-
-
 def _set(*keys, value):
     def edit(meta):
         d = meta
@@ -94,11 +73,11 @@ def _set(*keys, value):
 def test_tampered_state_is_refused_and_changes_nothing(saved, keys, value, match):
     trainer = _trainer(seed=5)
     trainer.run(1)
-    before = _snapshot(trainer)
+    before = trainer_snapshot(trainer)
     bad = _tamper(saved, _set(*keys, value=value))
     with pytest.raises(ValueError, match=match):
         checkpoint.load(bad, trainer)
-    _assert_unchanged(trainer, before)
+    assert_trainer_unchanged(trainer, before)
 
 
 def test_records_that_do_not_end_at_the_step_are_refused(saved):
@@ -113,10 +92,10 @@ def test_velocity_of_the_wrong_shape_is_refused(saved):
         arrays[key] = arrays[key][:-1]
 
     trainer = _trainer(seed=5)
-    before = _snapshot(trainer)
+    before = trainer_snapshot(trainer)
     with pytest.raises(ValueError, match=r"opt_state\['velocity'\] is an array of shape \(38,\), expected \(39,\)"):
         checkpoint.load(_tamper(saved, arrays_edit=shrink), trainer)
-    _assert_unchanged(trainer, before)
+    assert_trainer_unchanged(trainer, before)
 
 
 def test_nan_parameters_are_refused(saved):
