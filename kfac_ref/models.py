@@ -1,4 +1,4 @@
-"""Ready-made networks for the examples: the digits MLP and ConvNets.
+"""Ready-made networks for the examples: the digits MLP, ConvNets and a deep autoencoder.
 
 Each builder takes ``seed`` (initialisation), ``dtype`` and ``device``.
 """
@@ -35,6 +35,35 @@ def mlp(
         layers += [nn.Linear(d, h), act()]
         d = h
     layers.append(nn.Linear(d, num_classes))
+    return nn.Sequential(*layers, seed=seed).astype(dtype).to(device)
+
+
+def autoencoder(
+    in_features: int,
+    widths=(256, 128, 64, 16),
+    activation: str = "tanh",
+    *,
+    seed: int = 0,
+    dtype=np.float64,
+    device: str = "cpu",
+) -> nn.Sequential:
+    """A deep autoencoder: encoder D → widths[0] → … → widths[-1] (the code), decoder mirrored → D.
+
+    Every hidden layer is Linear → φ except the code layer, which is linear; the output is D
+    logits whose sigmoids are the reconstructed Bernoulli means (pair it with
+    :class:`~kfac_ref.nn.SigmoidCrossEntropyLoss`).  [MG15] §13's MNIST network is
+    ``widths=(1000, 500, 250, 30)``; the default is a narrower one of the same depth.
+    Input (N, D) → logits (N, D).
+    """
+    act = _activation(activation)
+    sizes = (in_features, *widths, *reversed(widths[:-1]))
+    code = len(widths)  # index in sizes of the code layer
+    layers = []
+    for i in range(1, len(sizes)):
+        layers.append(nn.Linear(sizes[i - 1], sizes[i]))
+        if i != code:
+            layers.append(act())
+    layers.append(nn.Linear(sizes[-1], in_features))
     return nn.Sequential(*layers, seed=seed).astype(dtype).to(device)
 
 

@@ -11,6 +11,10 @@ Shapes::
     x_val   : (N_val, *input_shape)
     y_val   : (N_val,)
 
+A reconstruction dataset (``task="reconstruction"``, :meth:`Dataset.reconstruction`) has
+instead y : (N, D) float targets in [0, 1] — the flattened inputs an autoencoder reproduces
+— and num_classes = D, the number of outputs.
+
     >>> import numpy as np
     >>> ds = Dataset("toy", np.zeros((4, 1, 2, 2)), np.array([0, 1, 0, 1]),
     ...              np.ones((2, 1, 2, 2)), np.array([1, 0]), num_classes=2)
@@ -29,22 +33,26 @@ from kfac_ref.backend import device_of, get_xp
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Dataset:
-    """A classification dataset: a training split, a validation split, K classes."""
+    """A classification dataset: a training split, a validation split, K classes (or D outputs)."""
 
     name: str  # e.g. "digits", "mnist", "cifar10"
     x_train: object  # (N_train, *input_shape) float array (NumPy or CuPy)
     y_train: object  # (N_train,) integer labels
     x_val: object  # (N_val, *input_shape) float array
     y_val: object  # (N_val,) integer labels
-    num_classes: int  # K: labels lie in [0, K)
+    num_classes: int  # K: labels lie in [0, K); reconstruction: D, the outputs per sample
+    task: str = "classification"  # or "reconstruction": y (N, D) in [0, 1]
 
     def __post_init__(self):
         who = f"Dataset {self.name!r}"
         if not isinstance(self.num_classes, (int, np.integer)) or self.num_classes < 1:
             raise ValueError(f"{who}: num_classes must be a positive integer, got {self.num_classes!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"{who}: task must be one of {TASKS}, got {self.task!r}")
+        check = _check_split if self.task == "classification" else _check_reconstruction
         for split in ("train", "val"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            _check_split(who, split, x, y, self.num_classes)
+            check(who, split, x, y, self.num_classes)
         if self.x_train.shape[0] == 0:
             raise ValueError(
                 f"{who}: the training split has no samples (x_train of shape {tuple(self.x_train.shape)}), "
@@ -85,9 +93,31 @@ class Dataset:
         )  # (N_val, D)
 
     def astype(self, dtype) -> Dataset:
-        """The same data with x cast to a floating dtype (labels stay int64)."""
+        """The same data with x (and reconstruction targets) cast to a floating dtype (labels stay int64)."""
         dtype = check_float_dtype(dtype, f"Dataset {self.name!r}.astype")
-        return replace(self, x_train=self.x_train.astype(dtype, copy=False), x_val=self.x_val.astype(dtype, copy=False))
+        cast = {f"x_{s}": getattr(self, f"x_{s}").astype(dtype, copy=False) for s in ("train", "val")}
+        if self.task == "reconstruction":
+            cast.update({f"y_{s}": getattr(self, f"y_{s}").astype(dtype, copy=False) for s in ("train", "val")})
+        return replace(self, **cast)
+
+    def reconstruction(self) -> Dataset:
+        """The autoencoding task on this data: targets y = the flattened inputs, (N, D), in [0, 1].
+
+        The inputs must already lie in [0, 1] (Bernoulli means: load the pixels unstandardised,
+        e.g. ``load_dataset(name, ..., standardise_pixels=False)``).  Named "<name>-autoencoder".
+        """
+        if self.task != "classification":
+            raise ValueError(f"Dataset {self.name!r} is already a {self.task} dataset")
+        flat = self.flat()
+        return Dataset(
+            f"{self.name}-autoencoder",
+            flat.x_train,
+            flat.x_train,
+            flat.x_val,
+            flat.x_val,
+            num_classes=int(flat.input_shape[0]),
+            task="reconstruction",
+        )
 
     def to(self, device: str) -> Dataset:
         """The same data on 'cpu' (NumPy) or 'gpu' (CuPy)."""
@@ -122,6 +152,27 @@ class Dataset:
             f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, val={tuple(self.x_val.shape)}, "
             f"num_classes={self.num_classes}, dtype={self.x_train.dtype}, device={self.device!r})"
         )
+
+
+TASKS = ("classification", "reconstruction")
+
+
+def _check_reconstruction(who: str, split: str, x, y, num_outputs: int) -> None:
+    """Validate one split of a reconstruction dataset: y (N, D) floating, finite, in [0, 1]."""
+    if getattr(x, "ndim", 0) < 2 or getattr(y, "ndim", None) != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{who}: x_{split} must be (N, ...) and y_{split} (N, D) with the same N, "
+            f"got {getattr(x, 'shape', None)} and {getattr(y, 'shape', None)}"
+        )
+    if y.shape[1] != num_outputs or x.dtype.kind != "f" or y.dtype.kind != "f":
+        raise ValueError(
+            f"{who}: y_{split} must be a floating (N, {num_outputs}) array and x_{split} floating, "
+            f"got y {y.dtype} {tuple(y.shape)}, x {x.dtype}"
+        )
+    xp = get_xp(x, y)
+    n_bad = int(xp.count_nonzero(~((y >= 0) & (y <= 1)))) + int(xp.count_nonzero(~xp.isfinite(x)))
+    if n_bad:
+        raise ValueError(f"{who}: {n_bad} non-finite inputs or targets outside [0, 1] in the {split} split")
 
 
 def _check_split(who: str, split: str, x, y, num_classes: int) -> None:

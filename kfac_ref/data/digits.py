@@ -35,13 +35,16 @@ def stratified_split(y: np.ndarray, val_fraction: float, rng: np.random.Generato
     return train_idx, val_idx
 
 
-def load_digits(val_fraction: float = 0.2, seed=0, flatten: bool = False, dtype=np.float64) -> Dataset:
+def load_digits(
+    val_fraction: float = 0.2, seed=0, flatten: bool = False, dtype=np.float64, standardise_pixels: bool = True
+) -> Dataset:
     """The scikit-learn digits, split and standardised.
 
     1. Split 1797 images into training and validation, stratified by class, with
        np.random.default_rng(seed) (same seed → same split).
     2. Standardise each of the 64 pixels with the training mean and std
-       (pixels constant over the training set are divided by 1).
+       (pixels constant over the training set are divided by 1).  With
+       ``standardise_pixels=False`` the pixels are only scaled to [0, 1] (value / 16).
 
     Returns a Dataset with x (N, 1, 8, 8), or (N, 64) if flatten, of `dtype`.
     """
@@ -55,7 +58,10 @@ def load_digits(val_fraction: float = 0.2, seed=0, flatten: bool = False, dtype=
     y = np.asarray(bunch.target, dtype=np.int64)  # (1797,)
 
     train_idx, val_idx = stratified_split(y, val_fraction, np.random.default_rng(seed))
-    x_train, x_val = standardise(x[train_idx], x[val_idx], axis=0)  # per-pixel μ, σ
+    if standardise_pixels:
+        x_train, x_val = standardise(x[train_idx], x[val_idx], axis=0)  # per-pixel μ, σ
+    else:
+        x_train, x_val = x[train_idx] / 16, x[val_idx] / 16  # in [0, 1]
 
     if not flatten:
         x_train = x_train.reshape(-1, 1, 8, 8)  # (N_train, 1, 8, 8)

@@ -161,12 +161,15 @@ def find_mnist_file(folder, canonical: str) -> Path | None:
     return next((c for c in candidates if os.path.lexists(c)), None)
 
 
-def load_mnist(folder, dtype=np.float64, flatten: bool = False, name: str = "mnist") -> Dataset:
+def load_mnist(
+    folder, dtype=np.float64, flatten: bool = False, name: str = "mnist", standardise_pixels: bool = True
+) -> Dataset:
     """MNIST (or Fashion-MNIST: same file names) from a folder of IDX files.
 
     Training set = the 'train-*' files (60000), validation = the 't10k-*' files
     (10000).  Pixels are scaled to [0, 1], then standardised with ONE scalar
-    mean and std of the training images.
+    mean and std of the training images (``standardise_pixels=False`` keeps them in
+    [0, 1]: the Bernoulli means an autoencoder reconstructs, :meth:`Dataset.reconstruction`).
 
     Returns a Dataset with x (N, 1, H, W), or (N, H·W) if flatten, of `dtype`.
     """
@@ -225,6 +228,7 @@ def load_mnist(folder, dtype=np.float64, flatten: bool = False, name: str = "mni
     h, w = arrays["x_train"].shape[1:]
     x_train = arrays["x_train"].astype(dtype) / 255  # (N_train, H, W) in [0, 1]
     x_val = arrays["x_val"].astype(dtype) / 255  # (N_val, H, W)
-    x_train, x_val = standardise(x_train, x_val, axis=None)  # one scalar μ, σ
+    if standardise_pixels:
+        x_train, x_val = standardise(x_train, x_val, axis=None)  # one scalar μ, σ
     shape = (-1, h * w) if flatten else (-1, 1, h, w)
     return Dataset(name, x_train.reshape(shape), y_train, x_val.reshape(shape), y_val, num_classes=num_classes)

@@ -165,9 +165,20 @@ def evaluation_note(cfg: CompareConfig, n_train: int) -> str:
     )
 
 
+MODELS = ("mlp", "convnet", "autoencoder")
+
+
 def load_data(cfg: CompareConfig):
-    """The dataset, flattened for an MLP, cast and moved as configured."""
-    data = load_dataset(cfg.dataset, cfg.data_dir, dtype=np.dtype(cfg.dtype))
+    """The dataset, flattened for an MLP, cast and moved as configured.
+
+    For the autoencoder: the pixels in [0, 1] (not standardised) as inputs and as the
+    reconstruction targets (:meth:`~kfac_ref.data.Dataset.reconstruction`).
+    """
+    if cfg.model == "autoencoder":
+        data = load_dataset(cfg.dataset, cfg.data_dir, dtype=np.dtype(cfg.dtype), standardise_pixels=False)
+        data = data.reconstruction()
+    else:
+        data = load_dataset(cfg.dataset, cfg.data_dir, dtype=np.dtype(cfg.dtype))
     if cfg.model == "mlp":
         data = data.flat()
     if cfg.max_train:
@@ -180,6 +191,8 @@ def build_model(cfg: CompareConfig, data):
     kw = {"seed": cfg.seed, "dtype": np.dtype(cfg.dtype), "device": cfg.device}
     if cfg.model == "mlp":
         return models.mlp(data.input_shape[0], hidden=tuple(cfg.hidden), num_classes=data.num_classes, **kw)
+    if cfg.model == "autoencoder":
+        return models.autoencoder(data.input_shape[0], widths=tuple(cfg.hidden), **kw)
     if cfg.model == "convnet":
         if len(data.input_shape) != 3:
             raise ValueError(f"model 'convnet' needs image inputs (C, H, W), got {data.input_shape}")
@@ -190,7 +203,13 @@ def build_model(cfg: CompareConfig, data):
             num_classes=data.num_classes,
             **kw,
         )
-    raise ValueError(f"unknown model {cfg.model!r}: expected 'mlp' or 'convnet'")
+    raise ValueError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODELS)}")
+
+
+def loss_for(data):
+    """The loss of the data's task: softmax cross-entropy for classes, Bernoulli (sigmoid)
+    cross-entropy for reconstructions ([MG15] §13's autoencoders)."""
+    return nn.SigmoidCrossEntropyLoss() if data.task == "reconstruction" else nn.CrossEntropyLoss()
 
 
 def settings_for(cfg: CompareConfig, name: str, base: dict | None = None) -> dict:
@@ -217,7 +236,7 @@ def check_settings(cfg: CompareConfig, data=None) -> None:
     for name in cfg.optimizers:
         for point in GRIDS[name] if cfg.grid else [{}]:
             try:
-                opt = OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings_for(cfg, name, point))
+                opt = OPTIMIZERS[name](model, loss_for(data), **settings_for(cfg, name, point))
             except TypeError as exc:
                 raise ValueError(f"{name}: {exc}") from None
             if cfg.diagnostics_every and not hasattr(opt, "curvature"):
@@ -257,11 +276,13 @@ def diagnostics_hook(cfg: CompareConfig):
     return after_step
 
 
-def make_optimizer(name: str, model, settings: dict, comm=None):
-    """Optimizer ``name`` on ``model`` with ``settings``; with an MPI ``comm``, its data-parallel version."""
+def make_optimizer(name: str, model, settings: dict, comm=None, loss_fn=None):
+    """Optimizer ``name`` on ``model`` with ``settings`` and ``loss_fn`` (default: softmax cross-entropy);
+    with an MPI ``comm``, its data-parallel version."""
+    loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
     if comm is not None:
-        return distributed_optimizer(name, model, nn.CrossEntropyLoss(), comm, **settings)
-    return OPTIMIZERS[name](model, nn.CrossEntropyLoss(), **settings)
+        return distributed_optimizer(name, model, loss_fn, comm, **settings)
+    return OPTIMIZERS[name](model, loss_fn, **settings)
 
 
 def run_one(cfg, name, settings, data, theta0, iterations, progress_factory=None, diagnose=True, infos=False,
@@ -277,9 +298,9 @@ def run_one(cfg, name, settings, data, theta0, iterations, progress_factory=None
     """
     model = build_model(cfg, data)
     set_flat_params(model, theta0)
-    opt = make_optimizer(name, model, settings, comm)
+    opt = make_optimizer(name, model, settings, comm, loss_for(data))
     if cfg.device == "gpu":  # compile this optimizer's kernels before its clock starts
-        warm_opt = make_optimizer(name, build_model(cfg, data), settings, comm)
+        warm_opt = make_optimizer(name, build_model(cfg, data), settings, comm, loss_for(data))
         Trainer(warm_opt, data, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.eval_every).run(2)
     diag = diagnostics_hook(cfg) if diagnose else None
     kept = []
@@ -418,7 +439,7 @@ def format_diagnostics(runs, cfg: CompareConfig) -> str:
 
 
 def jsonable(obj):
-    """Tuples → lists, NaN/Inf → None, NumPy scalars → Python (strict JSON)."""
+    """Tuples → lists, NaN/Inf → None, NumPy scalars → Python, paths → str (strict JSON)."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -427,6 +448,8 @@ def jsonable(obj):
         return float(obj) if np.isfinite(obj) else None
     if isinstance(obj, np.integer):
         return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
     return obj
 
 
@@ -485,7 +508,7 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=
     model = build_model(cfg, data)
     if comm is not None:  # fewer statistics samples than ranks, found before any optimizer trains
         for name in cfg.optimizers:
-            make_optimizer(name, model, settings_for(cfg, name), comm).check_batch_size(cfg.batch_size)
+            make_optimizer(name, model, settings_for(cfg, name), comm, loss_for(data)).check_batch_size(cfg.batch_size)
     theta0 = to_numpy(get_flat_params(model))
     caps = {n: iterations_for(cfg, n) for n in cfg.optimizers if iterations_for(cfg, n) < cfg.iterations}
     log(
@@ -552,10 +575,11 @@ def add_model_arguments(g) -> None:
     g.add_argument("--data-dir", help="folder with the fashion-mnist/mnist/cifar10 files (see data/README.md)")
     g.add_argument(
         "--model",
-        choices=("mlp", "convnet"),
+        choices=MODELS,
         default="convnet",
         help="convnet: conv-ReLU-pool blocks (--channels), then a fully-connected layer (--hidden); "
-        "mlp: fully-connected layers of --hidden widths on the flattened input",
+        "mlp: fully-connected layers of --hidden widths on the flattened input; autoencoder: "
+        "encoder widths --hidden to a linear code, mirrored decoder, Bernoulli cross-entropy on the pixels",
     )
     g.add_argument(
         "--hidden",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -60,6 +60,12 @@ class Workload:
     targets: tuple
     chosen: str  # how the targets were chosen (printed in summary.md)
     needs_data_dir: bool = False
+    spaces: dict = field(default_factory=dict)  # {method: search space} where SPACES' does not suit the loss's scale
+    spaces_chosen: str = ""  # why, when ``spaces`` is given
+
+    def space(self, method: str) -> list:
+        """The search space of ``method`` on this workload, in the order its trials run."""
+        return self.spaces.get(method, SPACES[method])
 
 
 def _loss_targets(*levels):
@@ -93,6 +99,29 @@ WORKLOADS = {
         "Fashion-MNIST (about 0.3–0.4 training loss and 88–90% accuracy are typical there)",
         needs_data_dir=True,
     ),
+    "fashion-autoencoder": Workload(
+        "fashion-mnist",
+        "autoencoder",
+        (256, 128, 64, 16),  # [MG15] §13's depth (8 layers), narrower than its 1000-500-250-30
+        (),
+        batch_size=1024,
+        iterations=250,
+        eval_every=10,
+        targets=(
+            Target("train loss ≤ 320", "train_loss", "<=", 320.0),
+            Target("train loss ≤ 280", "train_loss", "<=", 280.0),
+            Target("train loss ≤ 260", "train_loss", "<=", 260.0),
+            Target("val loss ≤ 280", "val_loss", "<=", 280.0),
+        ),
+        chosen="Bernoulli cross-entropy summed over the 784 pixels; round levels fixed before any race ran, "
+        "between the loss of the mean image (384, the plateau deep autoencoders start on) and the pixels' "
+        "entropy (188, the floor), where one pilot run per method on seed 99 left that plateau",
+        needs_data_dir=True,
+        spaces={"sgd": [{"lr": lr} for lr in (0.01, 0.003, 0.03, 0.001, 0.1, 0.0003)]},
+        spaces_chosen="SGD's learning rates scaled down by 10 (the loss sums 784 pixels: its gradient is that "
+        "much larger; lr ≥ 0.1 diverged in the pilot); Adam's and K-FAC's spaces are the race's (both are "
+        "invariant to the loss's scale up to ε and λ)",
+    ),
     "cifar-convnet": Workload(
         "cifar10",
         "convnet",
@@ -116,6 +145,8 @@ SPACES = {
     "kfac": [{"damping": d} for d in (0.1, 0.03, 0.3, 0.01, 1.0, 0.003)],
 }
 DEFAULT_METHODS = ("sgd", "adam", "kfac")
+#: methods whose comparison defaults (compare.DEFAULT_SETTINGS) are also run on the further seeds
+DEFAULTS_MEASURED = ("kfac",)
 DEFAULT_TRIALS = 4
 DEFAULT_SEEDS = 3
 QUICK_BOUNDS = {"iterations": 12, "eval_every": 2}
@@ -210,9 +241,12 @@ def train(cfg, method: str, settings: dict, data, seed: int, progress_factory=No
     return {"settings": settings, "seed": seed, "records": run["records"], "stopped": run["stopped"]}
 
 
-def race_method(cfg, method, targets, data, trials: int, seeds, progress_factory=None) -> dict:
-    """Tune ``method`` with ``trials`` configurations, pick per target and for all, re-run the picks on ``seeds``."""
-    space = SPACES[method][:trials]
+def race_method(cfg, method, targets, data, space, seeds, progress_factory=None, default: bool = False) -> dict:
+    """Tune ``method`` on the points of ``space``, pick per target and for all, re-run the picks on ``seeds``.
+
+    ``default``: also run ``method`` at compare's settings (DEFAULT_SETTINGS, untuned) on ``seeds``,
+    to measure how far the comparison's defaults are from the per-workload picks.
+    """
     runs = [train(cfg, method, settings_for(cfg, method, point), data, cfg.seed, progress_factory) for point in space]
     tuned = len(runs)
     picks, reruns = {}, {}  # reruns: trial index → [runs on seeds]
@@ -223,19 +257,33 @@ def race_method(cfg, method, targets, data, trials: int, seeds, progress_factory
             runs.extend(reruns[i])
         return reruns[i]
 
+    def per_seed(seed_runs, t):
+        hits = [reach(r["records"], t) for r in seed_runs]
+        return {"iterations": [h and h[0] for h in hits], "seconds": [h and h[1] for h in hits]}
+
     for t in targets:
         i = pick(runs[:tuned], t)  # None: no trial reached it, nothing to re-run
-        hits = [None] * len(seeds) if i is None else [reach(r["records"], t) for r in on_seeds(i)]
+        hits = {"iterations": [None] * len(seeds), "seconds": [None] * len(seeds)} if i is None else None
         picks[t.name] = {
             "trial": i,
             "settings": None if i is None else runs[i]["settings"],
             "seeds": list(seeds),
-            "iterations": [h and h[0] for h in hits],
-            "seconds": [h and h[1] for h in hits],
+            **(hits or per_seed(on_seeds(i), t)),
         }
     single = single_pick(runs[:tuned], targets)
     on_seeds(single)
-    return {"trials": runs, "tuned": tuned, "picks": picks, "single": {"trial": single, "rule": SINGLE_RULE}}
+    out = {"trials": runs, "tuned": tuned, "picks": picks, "single": {"trial": single, "rule": SINGLE_RULE}}
+    if default:
+        settings = settings_for(cfg, method)
+        same = [i for i in range(tuned) if runs[i]["settings"] == settings]
+        if same:
+            seed_runs = on_seeds(same[0])
+        else:
+            seed_runs = [train(cfg, method, settings, data, s, progress_factory) for s in seeds]
+            runs.extend(seed_runs)
+        hits = {t.name: per_seed(seed_runs, t) for t in targets}
+        out["default"] = {"settings": settings, "seeds": list(seeds), **hits}
+    return out
 
 
 SINGLE_RULE = "most targets reached on the tuning seed, then fewest iterations summed over them"
@@ -248,10 +296,12 @@ def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, tria
     for m in methods:
         if m not in SPACES:
             raise ValueError(f"no search space for {m!r} in the race: expected any of {', '.join(SPACES)}")
-    if not 1 <= trials <= min(len(SPACES[m]) for m in methods):
-        raise ValueError(f"--trials must be 1 … {min(len(SPACES[m]) for m in methods)}, got {trials}")
     cfg = replace(workload_config(workload, data_dir, dtype, seed, is_quick), device=device)
-    targets = WORKLOADS[workload].targets
+    w = WORKLOADS[workload]
+    spaces = {m: w.space(m) for m in methods}
+    if not 1 <= trials <= min(len(sp) for sp in spaces.values()):
+        raise ValueError(f"--trials must be 1 … {min(len(sp) for sp in spaces.values())}, got {trials}")
+    targets = w.targets
     data = load_data(cfg)
     further = [seed + 1 + k for k in range(seeds)]
     doc = {
@@ -262,13 +312,16 @@ def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, tria
         "targets_chosen": WORKLOADS[workload].chosen,
         "config": asdict(cfg),
         "trials_per_method": trials,
-        "search_spaces": {m: SPACES[m][:trials] for m in methods},
+        "search_spaces": {m: spaces[m][:trials] for m in methods},
+        "search_spaces_chosen": w.spaces_chosen or "the race's search spaces (docs/race.md)",
         "machine": machine_info(cfg),
         "methods": {},
     }
     for m in methods:
         log(f"race {workload}: {m}, {trials} trials on seed {seed}, picks on seeds {further}")
-        doc["methods"][m] = race_method(cfg, m, targets, data, trials, further, progress_factory)
+        doc["methods"][m] = race_method(
+            cfg, m, targets, data, spaces[m][:trials], further, progress_factory, default=m in DEFAULTS_MEASURED
+        )
     doc = jsonable(doc)
     summary = format_race(doc)
     fig = race_figure(doc)
@@ -353,7 +406,38 @@ def format_race(doc: dict) -> str:
             for n in names
         ]
         lines.append(f"| {m} | {_settings_text(res['trials'][i]['settings'], doc, m)} | " + " | ".join(cells) + " |")
+    for m, res in methods.items():
+        if "default" in res:
+            lines += ["", *default_lines(m, res, names)]
     return "\n".join(lines) + "\n"
+
+
+def default_ratio(res, name: str):
+    """Median iterations to target ``name`` of the method at compare's defaults over its per-target
+    pick's (≥ 1: the defaults are slower); None when either missed on most seeds."""
+    ours = spread(res["default"][name]["iterations"])["median"]
+    best = spread(res["picks"][name]["iterations"])["median"]
+    return None if ours is None or best is None else ours / best
+
+
+def default_lines(method: str, res: dict, names) -> list:
+    """summary.md's table: the method at compare's untuned defaults against its per-target picks."""
+    d = res["default"]
+    shown = ", ".join(f"{k} {v:g}" for k, v in d["settings"].items() if k in ("lr", "damping"))
+    lines = [
+        f"{method} at compare's defaults ({shown}; untuned) "
+        "against its per-target pick, iterations median [min–max] over the same seeds:",
+        "",
+        "| target | defaults | per-target pick | defaults / pick |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in names:
+        r = default_ratio(res, name)
+        lines.append(
+            f"| {name} | {_fmt(spread(d[name]['iterations']), 'it')} "
+            f"| {_fmt(spread(res['picks'][name]['iterations']), 'it')} | {'—' if r is None else f'{r:.2f}'} |"
+        )
+    return lines
 
 
 def single_runs(res) -> list:
