@@ -107,6 +107,25 @@ def test_every_pick_is_recomputed_from_the_saved_trials(quick_race):
                 assert (iters, secs) == ((first["iteration"], first["seconds"]) if first else (None, None))
 
 
+def test_single_and_default_hits_are_recomputed_from_the_saved_trials(quick_race):
+    """The one configuration's and compare's defaults' per-seed hits, from their re-runs in race.json."""
+    _, doc = quick_race
+    for res in doc["methods"].values():
+        entries = [res["single"]] + ([res["default"]] if "default" in res else [])
+        for entry in entries:
+            for t in doc["targets"]:
+                for k, seed in enumerate(doc["seeds"]):
+                    rerun = next(r for r in res["trials"] if r["seed"] == seed and r["settings"] == entry["settings"])
+                    first = next((r for r in rerun["records"] if _met(r, t)), None)
+                    got = (entry[t["name"]]["iterations"][k], entry[t["name"]]["seconds"][k])
+                    assert got == ((first["iteration"], first["seconds"]) if first else (None, None))
+    assert "default" in doc["methods"]["kfac"] and "default" not in doc["methods"]["sgd"]
+    tables = json.loads((quick_race[0] / "race-tables.json").read_text())
+    assert tables["methods"]["kfac"]["picks"] == doc["methods"]["kfac"]["picks"]
+    assert all("trials" not in res for res in tables["methods"].values())
+    assert race.format_race(tables) == (quick_race[0] / "summary.md").read_text()  # the tables need no trials
+
+
 def _met(record, t):
     v = record.get(t["metric"])
     return v is not None and (v <= t["value"] if t["op"] == "<=" else v >= t["value"])

@@ -271,8 +271,13 @@ def race_method(cfg, method, targets, data, space, seeds, progress_factory=None,
             **(hits or per_seed(on_seeds(i), t)),
         }
     single = single_pick(runs[:tuned], targets)
-    on_seeds(single)
-    out = {"trials": runs, "tuned": tuned, "picks": picks, "single": {"trial": single, "rule": SINGLE_RULE}}
+    single_hits = {t.name: per_seed(on_seeds(single), t) for t in targets}
+    out = {
+        "trials": runs,
+        "tuned": tuned,
+        "picks": picks,
+        "single": {"trial": single, "rule": SINGLE_RULE, "settings": runs[single]["settings"], **single_hits},
+    }
     if default:
         settings = settings_for(cfg, method)
         same = [i for i in range(tuned) if runs[i]["settings"] == settings]
@@ -325,7 +330,8 @@ def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, tria
     doc = jsonable(doc)
     summary = format_race(doc)
     fig = race_figure(doc)
-    write_together(writers(out, {"race.json": doc, "summary.md": summary, "race.png": fig, "race.svg": fig}))
+    files = {"race.json": doc, "race-tables.json": without_trials(doc), "summary.md": summary}
+    write_together(writers(out, {**files, "race.png": fig, "race.svg": fig}))
     log(summary)
     return doc
 
@@ -400,12 +406,8 @@ def format_race(doc: dict) -> str:
     ]
     lines += ["| method | configuration | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
     for m, res in methods.items():
-        i, runs = res["single"]["trial"], single_runs(res)
-        cells = [
-            _fmt(spread([h and h[0] for h in (reach(r["records"], _target(doc, n)) for r in runs)]), "it")
-            for n in names
-        ]
-        lines.append(f"| {m} | {_settings_text(res['trials'][i]['settings'], doc, m)} | " + " | ".join(cells) + " |")
+        cells = [_fmt(spread(res["single"][n]["iterations"]), "it") for n in names]
+        lines.append(f"| {m} | {_settings_text(res['single']['settings'], doc, m)} | " + " | ".join(cells) + " |")
     for m, res in methods.items():
         if "default" in res:
             lines += ["", *default_lines(m, res, names)]
@@ -446,8 +448,10 @@ def single_runs(res) -> list:
     return [r for r in res["trials"][res["tuned"] :] if r["settings"] == settings]
 
 
-def _target(doc, name) -> Target:
-    return next(Target(**t) for t in doc["targets"] if t["name"] == name)
+def without_trials(doc: dict) -> dict:
+    """race.json without the trials' records: everything summary.md's tables need (race-tables.json)."""
+    methods = {m: {k: v for k, v in res.items() if k != "trials"} for m, res in doc["methods"].items()}
+    return {**doc, "methods": methods}
 
 
 def _settings_text(settings: dict, doc: dict, method: str) -> str:
