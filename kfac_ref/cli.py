@@ -50,7 +50,7 @@ class Command:
 COMMANDS = {
     "compare": Command("SGD vs NGD vs K-FAC by iteration and wall-clock", "experiments.compare"),
     "demo": Command(
-        "the comparison on the bundled digits ConvNet (make demo)", "experiments.compare", "add_demo_arguments"
+        "the comparison on the bundled digits ConvNet, with the race's measured table (make demo)", "experiments.demo"
     ),
     "batch-sweep": Command(
         "iterations and seconds to a loss and an accuracy target against the batch size, each "

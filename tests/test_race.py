@@ -126,6 +126,20 @@ def test_single_and_default_hits_are_recomputed_from_the_saved_trials(quick_race
     assert race.format_race(tables) == (quick_race[0] / "summary.md").read_text()  # the tables need no trials
 
 
+def test_demo_summary_ends_with_the_measured_race(quick_race, tmp_path, monkeypatch):
+    from kfac_ref.cli import main
+
+    out, doc = quick_race
+    monkeypatch.setattr(race, "MEASURED", tmp_path / "measured")
+    assert "No measured race of digits-convnet" in race.measured_note("digits-convnet")
+    (tmp_path / "measured").mkdir()
+    (tmp_path / "measured" / "race-digits-convnet.json").write_text((out / "race-tables.json").read_text())
+    assert main(["demo", "--quick", "--quiet", "--optimizers", "sgd", "--out", str(tmp_path / "demo")]) == 0
+    summary = (tmp_path / "demo" / "summary.md").read_text()
+    tables = race.format_race(doc).split("\n", 2)[2]
+    assert summary.endswith(tables) and f"`kfac-ref race digits-convnet` ({doc['date']}, " in summary
+
+
 def _met(record, t):
     v = record.get(t["metric"])
     return v is not None and (v <= t["value"] if t["op"] == "<=" else v >= t["value"])

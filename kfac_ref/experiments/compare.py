@@ -361,7 +361,9 @@ def machine_info(cfg: CompareConfig) -> dict:
     return info
 
 
-def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, n_train: int | None = None) -> dict:
+def write_outputs(
+    out: Path, cfg: CompareConfig, runs: list, grid: dict | None, n_train: int | None = None, appendix: str = ""
+) -> dict:
     """history.json, CSVs, curves.png/svg, summary.md — all or nothing (:func:`kfac_ref.io.write_together`)."""
     summary = summarize(runs, target_list(runs, cfg.target_loss, cfg.target_acc))
     doc = {
@@ -405,7 +407,7 @@ def write_outputs(out: Path, cfg: CompareConfig, runs: list, grid: dict | None, 
     if n_train is not None:
         text += f"\nEvery {cfg.eval_every} iterations: {evaluation_note(cfg, n_train)}; arithmetic in {cfg.dtype}.\n"
     text += "\n" + REGIME_NOTE.format(batch=cfg.batch_size)
-    files["summary.md"] = f"# {title}\n\n{text}"
+    files["summary.md"] = f"# {title}\n\n{text}" + (f"\n{appendix}" if appendix else "")
     stale = [out / f"history_{name}.csv" for name in OPTIMIZERS if name not in {r["optimizer"] for r in runs}]
     write_together(writers(out, files), remove=stale)  # an earlier run's other optimizer's CSV would read as this run's
     return summary
@@ -469,8 +471,11 @@ def writers(out, files: dict) -> list:
     return [(Path(out) / name, writer(content)) for name, content in files.items()]
 
 
-def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=None) -> dict | None:
-    """Run the comparison and write its outputs; returns the summary.
+def run_compare(
+    cfg: CompareConfig, out, progress_factory=None, log=print, comm=None, appendix: str = ""
+) -> dict | None:
+    """Run the comparison and write its outputs; returns the summary.  ``appendix``: Markdown that
+    summary.md ends with (the demo's: the race's measured table).
 
     ``comm``: an MPI communicator (:func:`kfac_ref.mpi.world`): every rank trains every
     optimizer's data-parallel version on its slices of each batch, the records being the
@@ -535,7 +540,7 @@ def run_compare(cfg: CompareConfig, out, progress_factory=None, log=print, comm=
         if run["stopped"]:
             log(f"{name}: {run['stopped']}")
         runs.append(run)
-    summary = write_outputs(Path(out), cfg, runs, grid or None, data.n_train) if lead else None
+    summary = write_outputs(Path(out), cfg, runs, grid or None, data.n_train, appendix) if lead else None
     if comm is not None:
         comm.barrier()  # no rank exits before rank 0 has written
     if lead:
@@ -797,8 +802,8 @@ def config_from_shared_args(args, quick_bounds: dict | None = None, **fields) ->
     return replace(cfg, hidden=cfg.hidden or CompareConfig.hidden, channels=cfg.channels or CompareConfig.channels)
 
 
-def run(args) -> int:
-    """``kfac-ref compare`` and ``kfac-ref demo``."""
+def run(args, appendix: str = "") -> int:
+    """``kfac-ref compare`` (and ``kfac-ref demo``, whose summary.md ends with ``appendix``)."""
     cfg = config_from_args(args)
     if args.epochs:  # count the samples on the host: nothing is moved to a device for it
         n = load_data(replace(cfg, device="cpu")).n_train
@@ -807,7 +812,7 @@ def run(args) -> int:
         raise ValueError("--diagnostics is not available with --distributed (run it on one process)")
     comm = world() if args.distributed else None  # clear errors without mpi4py or without mpiexec
     with arguments.blas_threads(args):
-        run_compare(cfg, args.out, arguments.progress_bars(args), arguments.logger(args), comm)
+        run_compare(cfg, args.out, arguments.progress_bars(args), arguments.logger(args), comm, appendix)
     if not args.quiet and (comm is None or comm.rank == 0):
         ranks = f" ({comm.size} MPI ranks)" if comm is not None else ""
         print(f"wrote {args.out}/history.json, curves.png, curves.svg, summary.md{ranks}")

@@ -7,9 +7,13 @@ outside the training clock (:class:`~kfac_ref.train.Trainer`).
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import statistics
+import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -322,11 +326,14 @@ def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, tria
         "machine": machine_info(cfg),
         "methods": {},
     }
+    start = time.perf_counter()
     for m in methods:
         log(f"race {workload}: {m}, {trials} trials on seed {seed}, picks on seeds {further}")
         doc["methods"][m] = race_method(
             cfg, m, targets, data, spaces[m][:trials], further, progress_factory, default=m in DEFAULTS_MEASURED
         )
+    doc["wall_seconds"] = time.perf_counter() - start  # the whole race, evaluation included
+    doc["date"] = datetime.date.today().isoformat()
     doc = jsonable(doc)
     summary = format_race(doc)
     fig = race_figure(doc)
@@ -446,6 +453,27 @@ def single_runs(res) -> list:
     """The re-runs on the further seeds of a method's single configuration (race.json's "trials")."""
     settings = res["trials"][res["single"]["trial"]]["settings"]
     return [r for r in res["trials"][res["tuned"] :] if r["settings"] == settings]
+
+
+#: race-tables.json of the races measured for the documentation, one per workload (docs/race.md)
+MEASURED = Path(__file__).with_name("measured")
+
+
+def measured_note(workload: str) -> str:
+    """Markdown: the measured race of ``workload`` (MEASURED/race-<workload>.json) as summary.md's
+    tables under a heading naming the command, the date and the machine; one line if none is stored."""
+    path = MEASURED / f"race-{workload}.json"
+    if not path.is_file():
+        return f"No measured race of {workload} is stored: run `kfac-ref race {workload}` (docs/race.md).\n"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    mach = doc["machine"]
+    when = f"{doc['date']}, {mach['cpu_count']}-core {mach['processor']}, {doc['wall_seconds'] / 60:.1f} minutes in all"
+    return (
+        f"## How much faster, measured fairly: `kfac-ref race {workload}` ({when})\n\n"
+        "The numbers above are one configuration per method on one seed.  The race tunes every method with "
+        "the same budget and repeats each pick on further seeds (docs/race.md):\n\n"
+        + format_race(doc).split("\n", 2)[2]  # without its title line
+    )
 
 
 def without_trials(doc: dict) -> dict:
