@@ -179,3 +179,46 @@ def test_every_registered_optimizer_has_its_own_colour_and_label():
 
     assert set(OPTIMIZERS) <= set(COLORS) and set(OPTIMIZERS) <= set(LABELS)
     assert len({COLORS[n] for n in OPTIMIZERS}) == len(OPTIMIZERS)
+
+
+def test_cifar_race_runs_on_a_synthetic_cifar10_folder(tmp_path, monkeypatch):
+    """The cifar-convnet set-up on a stand-in in the official python-pickle layout (cifar-10-batches-py):
+    24 random 32×32×3 images in each of the 5 training batch files and in test_batch."""
+    import numpy as np
+
+    from kfac_ref.experiments import compare
+    from tests.test_data_cifar import write_cifar
+
+    n = 24
+    write_cifar(tmp_path / "cifar", np.random.default_rng(3), "python", n=n)
+    seen = []
+    real_build = compare.build_model
+
+    def recording_build(cfg, data):  # every model the race trains is built here (tuning and re-runs)
+        model = real_build(cfg, data)
+        seen.append((data.input_shape, data.num_classes, data.n_train, data.n_val, model.num_params))
+        return model
+
+    monkeypatch.setattr(compare, "build_model", recording_build)
+    monkeypatch.setattr(race, "build_model", recording_build)
+    out = tmp_path / "out"
+    race.run_race("cifar-convnet", out, data_dir=str(tmp_path / "cifar"), is_quick=True, trials=1, seeds=1,
+                  log=lambda *a: None)  # fmt: skip
+    doc = json.loads((out / "race.json").read_text())
+    w = race.WORKLOADS["cifar-convnet"]
+    assert doc["workload"] == "cifar-convnet" and doc["tuning_seed"] == 0 and doc["seeds"] == [1]
+    assert doc["targets"] == [{"name": t.name, "metric": t.metric, "op": t.op, "value": t.value} for t in w.targets]
+    assert doc["config"]["dataset"] == "cifar10" and doc["config"]["data_dir"] == str(tmp_path / "cifar")
+    assert set(doc["methods"]) == set(race.DEFAULT_METHODS)
+    for res in doc["methods"].values():
+        assert res["tuned"] == 1 and set(res["picks"]) == {t.name for t in w.targets}
+        for trial in res["trials"]:
+            assert trial["records"][-1]["iteration"] == race.QUICK_BOUNDS["iterations"]
+            for r in trial["records"]:  # validated on the 24 test_batch images: k / 24
+                assert r["val_acc"] is None or abs(r["val_acc"] * n - round(r["val_acc"] * n)) < 1e-9
+    assert all((out / f).stat().st_size > 0 for f in ("summary.md", "race.png", "race.svg"))
+    # 3×32×32 inputs and 10 classes; P by hand for the quick ConvNet (channels 4, 8; fc 16), two 2×2
+    # pools taking 32×32 to 8×8: conv 3→4, conv 4→8, fc 8·8·8 → 16, fc 16 → 10 (weights + biases)
+    p = (3 * 4 * 9 + 4) + (4 * 8 * 9 + 8) + (8 * 8 * 8 * 16 + 16) + (16 * 10 + 10)
+    assert set(seen) == {((3, 32, 32), 10, 5 * n, n, p)}
+    assert len(seen) >= sum(len(res["trials"]) for res in doc["methods"].values())  # one model per run at least
