@@ -153,7 +153,8 @@ DIAGNOSTIC_FIELDS = ("angle_deg", "curvature_error", "natural_damping")
 #: the last line of summary.md: which regime the numbers belong to, and where the dependence is measured
 REGIME_NOTE = (
     "Batch size {batch}.  How these ratios depend on the batch size is measured by `kfac-ref batch-sweep` "
-    "(on digits, K-FAC's advantage over SGD in iterations grew with it: docs/results.md).\n"
+    "(on digits, K-FAC's advantage over SGD in iterations was largest with the whole training set: "
+    "docs/results.md).\n"
 )
 
 
