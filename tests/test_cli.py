@@ -263,7 +263,7 @@ def test_help_shows_each_default_once_and_no_markup(name, capsys):
     for markup in ("``", ":func:", ":class:", "{func}", "`"):
         assert markup not in text, markup
     if name in ("compare", "demo", "batch-sweep"):
-        assert "--model {mlp,convnet} convnet:" in text  # --model has its help
+        assert "--model {mlp,convnet,autoencoder} convnet:" in text  # --model has its help
 
 
 @pytest.mark.parametrize("command", ["compare", "batch-sweep"])
