@@ -263,17 +263,18 @@ def race_method(cfg, method, targets, data, space, seeds, progress_factory=None,
         return reruns[i]
 
     def per_seed(seed_runs, t):
+        """{"iterations": [...], "seconds": [...]}: each seed's first hit of ``t`` (None: missed)."""
         hits = [reach(r["records"], t) for r in seed_runs]
         return {"iterations": [h and h[0] for h in hits], "seconds": [h and h[1] for h in hits]}
 
+    missed = {"iterations": [None] * len(seeds), "seconds": [None] * len(seeds)}
     for t in targets:
         i = pick(runs[:tuned], t)  # None: no trial reached it, nothing to re-run
-        hits = {"iterations": [None] * len(seeds), "seconds": [None] * len(seeds)} if i is None else None
         picks[t.name] = {
             "trial": i,
             "settings": None if i is None else runs[i]["settings"],
             "seeds": list(seeds),
-            **(hits or per_seed(on_seeds(i), t)),
+            **(missed if i is None else per_seed(on_seeds(i), t)),
         }
     single = single_pick(runs[:tuned], targets)
     single_hits = {t.name: per_seed(on_seeds(single), t) for t in targets}
