@@ -33,7 +33,13 @@ def blas_threads() -> tuple[int, str]:
 
 
 def limit_blas_threads(n: int):
-    """Limit every loaded BLAS to n threads; returns the limiter (keep it alive)."""
+    """Limit every BLAS to n threads; returns the limiter (keep it alive).
+
+    threadpoolctl limits only the libraries already loaded: SciPy's own BLAS (its triangular
+    solves, in every K-FAC refresh) is loaded first, else it would keep one thread per core.
+    """
+    import scipy.linalg  # noqa: F401
+
     return threadpool_limits(limits=n, user_api="blas")
 
 
