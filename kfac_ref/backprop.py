@@ -130,6 +130,7 @@ def forward(model, x):
     bounds = sample_blocks(x.shape[0], getattr(model, "workers", 1))
     if len(bounds) == 1:
         return trace(0, x.shape[0])
+    model.check_input(x)  # the whole batch's error, before any block runs
     blocks = run_blocks(trace, bounds)
     return BlockTrace(output=concat_in_layout([t.output for t in blocks], 0), blocks=tuple(blocks), bounds=bounds)
 
