@@ -9,7 +9,8 @@ builds it by default, so the numbers are those of the comparison):
     digits-mlp       the digits MLP (hidden 32)
 
 at the comparison's default batch size (``CompareConfig.batch_size``; ``--batch``), float64
-(``--dtype``), once per BLAS thread count in ``--threads`` (default 1,2).  Every row names all
+(``--dtype``), once per BLAS thread count in ``--threads`` (default 1,2), with ``--workers`` blocks of samples
+on threads (``model.workers``, default 1; kfac_ref.backprop).  Every row names all
 its hyper-parameters — nothing is a class default by accident:
 
     row            optimizer and hyper-parameters (lr small: nothing may diverge while timed)
@@ -176,6 +177,7 @@ class Runner:
         self.key, self.label, self.slow = key, label, slow
         cfg = CompareConfig(model=MODELS[model_name][1], dtype=args.dtype, device=args.device)
         self.model = build_model(cfg, _Shape(shape))  # same seed → the same θ₀ for every row
+        self.model.workers = args.workers  # blocks of samples on threads (kfac_ref.backprop)
         self.opt = cls(self.model, nn.CrossEntropyLoss(), **hyper)
         self.batches = BatchStream(x, y, args.batch, np.random.default_rng(args.seed))  # same batches for all
         self.rng = np.random.default_rng(args.seed + 1)  # MC targets
@@ -356,6 +358,13 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="'gpu' needs CuPy")
     ap.add_argument("--threads", default="1,2", help="BLAS thread counts to measure, comma-separated (default 1,2)")
     ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="model.workers: the batch in this many blocks of samples, each on a Python thread "
+        "(default 1; use with --threads 1 for one BLAS thread per block)",
+    )
+    ap.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 10 steps, 1 warm-up, batch 64, digits only, no exact-Fisher NGD rows",
@@ -384,6 +393,8 @@ def main(argv=None):
         ap.error(f"--threads: expected comma-separated positive integers, got {args.threads!r}")
     if args.steps < 1 or args.warmup < 0 or args.ngd_steps < 0 or args.batch < 1 or min(thread_counts) < 1:
         ap.error("--steps, --batch and --threads must be ≥ 1, --warmup and --ngd-steps ≥ 0")
+    if args.workers < 1:
+        ap.error(f"--workers must be ≥ 1, got {args.workers}")
     keys = [k for k in ROWS if k in keys]  # the table's order
 
     t_start = time.perf_counter()
@@ -399,7 +410,8 @@ def main(argv=None):
     print(f"cpu_count {info['cpu_count']}  BLAS {info['blas'] or '?'}  load average {info.get('loadavg_start', '?')}")
     print(
         f"batch N = {args.batch}, {args.dtype}, lr = {LR:g}; {args.warmup} warm-up + {args.steps} timed "
-        f"rounds, round-robin; exact-Fisher NGD rows: {args.ngd_steps} timed steps; BLAS threads {thread_counts}\n"
+        f"rounds, round-robin; exact-Fisher NGD rows: {args.ngd_steps} timed steps; BLAS threads {thread_counts}; "
+        f"model.workers {args.workers}\n"
     )
     load = info.get("loadavg_start", [0.0])[0]
     if load > 0.5:
