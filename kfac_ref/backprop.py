@@ -123,13 +123,14 @@ def forward(model, x):
     With ``model.workers`` = k > 1, k blocks of samples on k threads: a :class:`BlockTrace`.
     """
 
-    def trace(n0, n1):
+    def trace(bounds):
+        n0, n1 = bounds
         out, caches = model.forward_cached(x[n0:n1])
         return Trace(output=out, caches=tuple(caches))
 
     bounds = sample_blocks(x.shape[0], getattr(model, "workers", 1))
-    if len(bounds) == 1:
-        return trace(0, x.shape[0])
+    if len(bounds) <= 1:  # one block (or an empty batch, for the model to refuse)
+        return trace((0, x.shape[0]))
     model.check_input(x)  # the whole batch's error, before any block runs
     blocks = run_blocks(trace, bounds)
     return BlockTrace(output=concat_in_layout([t.output for t in blocks], 0), blocks=tuple(blocks), bounds=bounds)
@@ -179,15 +180,15 @@ _POOLS: dict = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def run_blocks(fn, bounds) -> list:
-    """``[fn(n0, n1) for (n0, n1) in bounds]``, each call on a thread of its own; the first error is raised."""
-    if len(bounds) == 1:
-        return [fn(*bounds[0])]
-    with _POOLS_LOCK:
-        pool = _POOLS.get(len(bounds))
+def run_blocks(fn, items) -> list:
+    """``[fn(item) for item in items]``, each call on a thread of its own; the first error is raised."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    with _POOLS_LOCK:  # one pool per thread count, kept for the next pass
+        pool = _POOLS.get(len(items))
         if pool is None:
-            pool = _POOLS[len(bounds)] = ThreadPoolExecutor(len(bounds), thread_name_prefix="kfac_ref-block")
-    return list(pool.map(lambda b: fn(*b), bounds))
+            pool = _POOLS[len(items)] = ThreadPoolExecutor(len(items), thread_name_prefix="kfac_ref-block")
+    return list(pool.map(fn, items))
 
 
 def backward_blocks(model, trace: BlockTrace, seeds, input_grad: bool = False, then=None) -> list:
@@ -202,7 +203,7 @@ def backward_blocks(model, trace: BlockTrace, seeds, input_grad: bool = False, t
         stats, gx = backward(model, t, seeds[:, n0:n1], input_grad)  # a Trace: one thread
         return (stats if then is None else then(stats)), gx
 
-    return run_blocks(lambda i, _: block(i), [(i, None) for i in range(len(trace.blocks))])
+    return run_blocks(block, range(len(trace.blocks)))
 
 
 def concat_in_layout(parts, axis: int):
