@@ -43,8 +43,6 @@ T-thread-BLAS kfac_ref of the same row.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import os
 import platform
@@ -58,7 +56,7 @@ except ImportError:  # pragma: no cover - Windows
     resource = None
 
 import numpy as np
-from common import limit_blas_threads  # noqa: E402  (benchmarks/common.py)
+from common import limit_blas_threads, tune_malloc  # noqa: E402  (benchmarks/common.py)
 from threadpoolctl import ThreadpoolController, threadpool_info
 
 import kfac_ref
@@ -88,30 +86,6 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 # ---- process set-up --------------------------------------------------------------------
-def tune_malloc() -> bool:
-    """Keep freed memory in the process (glibc only); True if it worked.
-
-    By default glibc hands large freed blocks back to the OS, so every step's
-    large temporaries (patch matrices, activations) are page-faulted and zeroed
-    by the kernel anew: time that shows up as system CPU time.  Raising the mmap
-    and trim thresholds makes malloc reuse them.  It applies to the whole
-    process, so to both frameworks.
-    """
-    path = ctypes.util.find_library("c")
-    if path is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(path).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # from <malloc.h>
-    # One arena for all threads (--split's block threads): a thread's own arena grows only to
-    # 64 MiB heaps and maps larger blocks afresh on every step, whatever the thresholds.
-    return all(
-        bool(mallopt(k, v)) for k, v in ((m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_arena_max, 1))
-    )
-
-
 def system_seconds() -> float:
     """Kernel CPU time of this process so far (0 where the platform does not say)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime if resource is not None else 0.0
@@ -308,7 +282,8 @@ def verdict(r) -> str:
 def print_table(rows, meta):
     print(
         f"kfac_ref {meta['kfac_ref']}  numpy {meta['numpy']}  torch {meta['torch'] or '—'}  "
-        f"device {meta['device']}  reps {meta['reps']} (median)  processor {meta['processor'] or '—'}"
+        f"device {meta['device']}  reps {meta['reps']} (median)  processor {meta['processor'] or '—'}  "
+        f"from {meta['kfac_ref_path']}"
     )
     load = "—" if meta["load_average_1min"] is None else f"{meta['load_average_1min']:.2f}"
     print(
@@ -432,6 +407,7 @@ def main(argv=None):
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     meta = {
         "kfac_ref": kfac_ref.__version__,
+        "kfac_ref_path": os.path.dirname(os.path.realpath(kfac_ref.__file__)),
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
         "device": args.device,

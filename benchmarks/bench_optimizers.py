@@ -58,11 +58,9 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import kfac_ref  # noqa: F401  (only to find the package)
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
+# This checkout's kfac_ref, even where another one is installed in the environment.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import limit_blas_threads, machine_info, tune_malloc  # noqa: E402  (benchmarks/common.py)
 
 from kfac_ref import nn  # noqa: E402
 from kfac_ref.backend import synchronize, to_device, xp_for  # noqa: E402
@@ -369,6 +367,12 @@ def main(argv=None):
         action="store_true",
         help="smoke run: 10 steps, 1 warm-up, batch 64, digits only, no exact-Fisher NGD rows",
     )
+    ap.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="glibc only: keep freed memory in the process (mmap/trim thresholds 1 GiB, one arena), so that "
+        "the arrays of K-FAC's covering steps are not page-faulted in afresh (benchmarks/README.md)",
+    )
     ap.add_argument("--json", metavar="PATH", help="also save the results (with every step's time) as JSON")
     args = ap.parse_args(argv)
     if args.quick:
@@ -403,11 +407,19 @@ def main(argv=None):
     except RuntimeError as exc:
         sys.exit(f"bench_optimizers.py: {exc}")
     info = machine_info(args.device)
+    info["malloc"] = "system default"
+    if args.tune_malloc:
+        info["malloc"] = (
+            "tuned (mmap/trim thresholds 1 GiB, one arena)" if tune_malloc() else "default (tuning unavailable)"
+        )
     print(
         f"kfac_ref {info['kfac_ref']}  numpy {info['numpy']}  python {info['python']}  "
-        f"device {info['device']}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}"
+        f"device {info['device']}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}  from {info['kfac_ref_path']}"
     )
-    print(f"cpu_count {info['cpu_count']}  BLAS {info['blas'] or '?'}  load average {info.get('loadavg_start', '?')}")
+    print(
+        f"cpu_count {info['cpu_count']}  BLAS {info['blas'] or '?'}  load average {info.get('loadavg_start', '?')}  "
+        f"malloc {info['malloc']}"
+    )
     print(
         f"batch N = {args.batch}, {args.dtype}, lr = {LR:g}; {args.warmup} warm-up + {args.steps} timed "
         f"rounds, round-robin; exact-Fisher NGD rows: {args.ngd_steps} timed steps; BLAS threads {thread_counts}; "
