@@ -28,6 +28,7 @@ thread per worker (docs/benchmarks.md: the thread rule).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -178,6 +179,8 @@ def sample_blocks(n: int, workers: int) -> tuple:
 
 _POOLS: dict = {}
 _POOLS_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: new pools there
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def run_blocks(fn, items) -> list:

@@ -7,6 +7,10 @@ and the batch sums differ only by the order of their terms.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -166,3 +170,29 @@ def test_bad_input_is_refused_for_the_whole_batch_before_any_block_runs(rng):
     y_bad[5] = 5  # a label out of range (3 classes): the loss refuses it, before any backward pass
     with pytest.raises(ValueError, match="5"):
         loss_and_grad(split, nn.CrossEntropyLoss(), x[:6], y_bad[:6])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_blocks_on_threads_of_its_own(rng):
+    """The block threads live in the process that made them: after a fork the child makes its own."""
+    one, split = twins(tiny_mlp, 2)
+    x, y = classification_batch(rng, 6, (4,), 3)
+    ref = loss_and_grad(one, nn.CrossEntropyLoss(), x, y).grad
+    loss_and_grad(split, nn.CrossEntropyLoss(), x, y)  # the parent's pool exists now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one blocked pass, then report and leave at once
+        ok = np.allclose(loss_and_grad(split, nn.CrossEntropyLoss(), x, y).grad, ref, rtol=1e-12, atol=1e-14)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    for _ in range(300):  # up to 30 s; a child waiting on its parent's dead threads never ends
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's blocked pass did not finish")
+    assert os.read(read, 1) == b"1" and status == 0
