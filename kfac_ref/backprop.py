@@ -137,8 +137,9 @@ def forward(model, x):
     return BlockTrace(output=concat_in_layout([t.output for t in blocks], 0), blocks=tuple(blocks), bounds=bounds)
 
 
-def backward(model, trace: Trace, seeds, input_grad: bool = False):
-    """Backpropagate seed vectors through a traced forward pass.
+def backward(model, trace, seeds, input_grad: bool = False):
+    """Backpropagate seed vectors through a traced forward pass (a :class:`Trace`, or a
+    :class:`BlockTrace`: each block on its thread, the statistics merged).
 
     seeds : ``(N, *out_shape)`` or ``(S, N, *out_shape)``, e_n = ∂ℓ_n/∂f_n (per-sample scale)
     Returns ``(stats, grad_input)``: a list of :class:`LayerStats` in network
@@ -179,8 +180,16 @@ def sample_blocks(n: int, workers: int) -> tuple:
 
 _POOLS: dict = {}
 _POOLS_LOCK = threading.Lock()
-if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: new pools there
-    os.register_at_fork(after_in_child=_POOLS.clear)
+
+
+def _after_fork_in_child():  # a forked child has none of its parent's threads: new pools there
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run_blocks(fn, items) -> list:
