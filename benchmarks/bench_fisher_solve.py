@@ -46,13 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import kfac_ref
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import kfac_ref
+# This checkout's kfac_ref, even where another one is installed in the environment.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
 
+import kfac_ref  # noqa: E402
 from kfac_ref import fisher, nn
 from kfac_ref.backend import synchronize, to_device, to_numpy, xp_for
 from kfac_ref.data import load_digits

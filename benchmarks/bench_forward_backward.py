@@ -29,6 +29,12 @@ threads (``--threads``), all in one run.  Two yardsticks:
 Goals: kfac_ref / torch ≤ 1.0 at N ≥ 1,024 and ≤ 1.3 at smaller N; the ConvNets at ≥ 25% of the
 matrix-product rate at N ≥ 1,024.
 
+Both cores (``--split``): at T > 1 threads, a third contestant times kfac_ref with the batch split
+into T blocks of samples on T Python threads (``model.workers = T``, kfac_ref.backprop) and BLAS
+at one thread, in the same interleaved repetitions; the table gives its ms, its ratio to torch and
+its gain over the same step at one thread (a fourth contestant, also interleaved) and over the
+T-thread-BLAS kfac_ref of the same row.
+
     python benchmarks/bench_forward_backward.py                 # the full table (a few minutes)
     python benchmarks/bench_forward_backward.py --quick         # a smoke run
     python benchmarks/bench_forward_backward.py --models cifar --batches 1024 --threads 1 --json out.json
@@ -37,8 +43,6 @@ matrix-product rate at N ≥ 1,024.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import os
 import platform
@@ -52,8 +56,8 @@ except ImportError:  # pragma: no cover - Windows
     resource = None
 
 import numpy as np
-from common import limit_blas_threads  # noqa: E402  (benchmarks/common.py)
-from threadpoolctl import threadpool_info
+from common import limit_blas_threads, tune_malloc  # noqa: E402  (benchmarks/common.py)
+from threadpoolctl import ThreadpoolController, threadpool_info
 
 import kfac_ref
 from kfac_ref import nn
@@ -82,26 +86,6 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 # ---- process set-up --------------------------------------------------------------------
-def tune_malloc() -> bool:
-    """Keep freed memory in the process (glibc only); True if it worked.
-
-    By default glibc hands large freed blocks back to the OS, so every step's
-    large temporaries (patch matrices, activations) are page-faulted and zeroed
-    by the kernel anew: time that shows up as system CPU time.  Raising the mmap
-    and trim thresholds makes malloc reuse them.  It applies to the whole
-    process, so to both frameworks.
-    """
-    path = ctypes.util.find_library("c")
-    if path is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(path).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
 def system_seconds() -> float:
     """Kernel CPU time of this process so far (0 where the platform does not say)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime if resource is not None else 0.0
@@ -189,10 +173,6 @@ def bench_case(name, dtype_name, n, threads, rate, args, use_torch):
     y_np = rng.integers(0, NUM_CLASSES, size=n)  # (N,)
     x, y = to_device(x_np, args.device), to_device(y_np, args.device)
 
-    def kfac_step():
-        return kfac_ref.loss_and_grad(model, loss_fn, x, y)
-
-    steps = {"kfac_ref": (kfac_step, lambda: synchronize(xp))}
     row = {
         "model": name,
         "dtype": dtype_name,
@@ -205,6 +185,29 @@ def bench_case(name, dtype_name, n, threads, rate, args, use_torch):
         "goal_ratio": 1.0 if n >= 1024 else 1.3,
         "goal_fraction": 0.25 if is_conv and n >= 1024 else None,
     }
+
+    def kfac_step():
+        return kfac_ref.loss_and_grad(model, loss_fn, x, y)
+
+    steps = {"kfac_ref": (kfac_step, lambda: synchronize(xp))}
+    if args.split and threads > 1 and args.device == "cpu":
+        split_model = build(dtype, args.device)
+        split_model.workers = threads
+        one_blas = ThreadpoolController()
+
+        def split_step():  # T blocks of samples on T threads, each calling a one-thread BLAS
+            with one_blas.limit(limits=1, user_api="blas"):
+                return kfac_ref.loss_and_grad(split_model, loss_fn, x, y)
+
+        def one_step():  # the same model at one thread: what the second core is measured against
+            with one_blas.limit(limits=1, user_api="blas"):
+                return kfac_ref.loss_and_grad(model, loss_fn, x, y)
+
+        steps["split"] = (split_step, lambda: None)
+        steps["one"] = (one_step, lambda: None)
+        row["split_grad_rel_err"] = float(  # against the unsplit pass: rounding only
+            np.linalg.norm(to_numpy(split_step().grad - kfac_step().grad)) / np.linalg.norm(to_numpy(kfac_step().grad))
+        )
 
     if use_torch:
         tdev = "cuda" if args.device == "gpu" else "cpu"
@@ -257,6 +260,11 @@ def bench_case(name, dtype_name, n, threads, rate, args, use_torch):
         row[f"{key}_sys_ms"] = 1e3 * sys_time[key][0] / sys_time[key][1]  # mean kernel time per call
     if use_torch:
         row["ratio"] = row["kfac_ref_ms"] / row["torch_ms"]
+    if "split_ms" in row:
+        row["split_speedup"] = row["kfac_ref_ms"] / row["split_ms"]  # over T BLAS threads, same row
+        row["split_gain"] = row["one_ms"] / row["split_ms"]  # over one thread: the other cores' gain
+        if use_torch:
+            row["split_ratio"] = row["split_ms"] / row["torch_ms"]
     return row
 
 
@@ -274,7 +282,8 @@ def verdict(r) -> str:
 def print_table(rows, meta):
     print(
         f"kfac_ref {meta['kfac_ref']}  numpy {meta['numpy']}  torch {meta['torch'] or '—'}  "
-        f"device {meta['device']}  reps {meta['reps']} (median)  processor {meta['processor'] or '—'}"
+        f"device {meta['device']}  reps {meta['reps']} (median)  processor {meta['processor'] or '—'}  "
+        f"from {meta['kfac_ref_path']}"
     )
     load = "—" if meta["load_average_1min"] is None else f"{meta['load_average_1min']:.2f}"
     print(
@@ -305,6 +314,25 @@ def print_table(rows, meta):
         "ratio = kfac_ref ms / torch ms (goal ≤ 1 at N ≥ 1,024, ≤ 1.3 below);  %mm = achieved share of the "
         "1536² matrix-product rate in the same dtype and thread count (goal for ConvNets at N ≥ 1,024: ≥ 25%)"
     )
+    split = [r for r in rows if "split_ms" in r]
+    if split:
+        print("\n--split: the batch in T blocks of samples on T threads (model.workers = T), BLAS at 1 thread")
+        print(
+            f"{'model':<8}{'dtype':<9}{'thr':>4}{'N':>6}{'1-thread ms':>12}{'split ms':>10}{'gain':>7}{'×BLAS-T':>9}"
+            f"{'ratio':>7}{'sys ms':>8}{'err':>9}"
+        )
+        for r in split:
+            ratio = f"{r['split_ratio']:7.2f}" if "split_ratio" in r else f"{'—':>7}"
+            print(
+                f"{r['model']:<8}{r['dtype']:<9}{r['threads']:>4}{r['batch']:>6}{r['one_ms']:12.1f}{r['split_ms']:10.1f}"
+                f"{r['split_gain']:7.2f}{r['split_speedup']:9.2f}{ratio}{r['split_sys_ms']:8.0f}"
+                f"{r['split_grad_rel_err']:9.0e}"
+            )
+        print(
+            "gain = 1-thread ms / split ms (the same step, interleaved);  "
+            "×BLAS-T = kfac_ref ms with T BLAS threads / split ms;  "
+            "ratio = split ms / torch ms;  err = ‖∇ split − ∇ unsplit‖ / ‖∇‖"
+        )
 
 
 def _int_list(text):
@@ -343,6 +371,12 @@ def main(argv=None):
         "the OS, so large temporaries are not page-faulted in again every step "
         "(both frameworks; see the 'sys ms' column)",
     )
+    ap.add_argument(
+        "--split",
+        action="store_true",
+        help="at T > 1 threads also time kfac_ref with model.workers = T (the batch in T blocks of "
+        "samples on T threads) and one BLAS thread",
+    )
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = ap.parse_args(argv)
     if args.quick:
@@ -355,7 +389,9 @@ def main(argv=None):
 
     malloc = "system default"
     if args.tune_malloc:
-        malloc = "tuned (mmap/trim thresholds 1 GiB)" if tune_malloc() else "system default (tuning unavailable)"
+        malloc = (
+            "tuned (mmap/trim thresholds 1 GiB, one arena)" if tune_malloc() else "system default (tuning unavailable)"
+        )
     use_torch = torch is not None and not args.no_torch
     if use_torch and args.device == "gpu" and not torch.cuda.is_available():
         print("torch has no CUDA device: timing kfac_ref alone", file=sys.stderr)
@@ -371,6 +407,7 @@ def main(argv=None):
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     meta = {
         "kfac_ref": kfac_ref.__version__,
+        "kfac_ref_path": os.path.dirname(os.path.realpath(kfac_ref.__file__)),
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
         "device": args.device,

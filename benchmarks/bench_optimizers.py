@@ -6,10 +6,12 @@ builds it by default, so the numbers are those of the comparison):
     digits-convnet   the digits ConvNet on ``load_digits()`` (1×8×8)
     mnist-convnet    the ConvNet compare builds for 28×28 MNIST-format data (synthetic 1×28×28 images)
     cifar-convnet    the ConvNet compare builds for CIFAR-10 (synthetic 3×32×32 images)
+                     (the synthetic images get random labels: nothing to learn, see _images)
     digits-mlp       the digits MLP (hidden 32)
 
 at the comparison's default batch size (``CompareConfig.batch_size``; ``--batch``), float64
-(``--dtype``), once per BLAS thread count in ``--threads`` (default 1,2).  Every row names all
+(``--dtype``), once per BLAS thread count in ``--threads`` (default 1,2), with ``--workers`` blocks of samples
+on threads (``model.workers``, default 1; kfac_ref.backprop).  Every row names all
 its hyper-parameters — nothing is a class default by accident:
 
     row            optimizer and hyper-parameters (lr small: nothing may diverge while timed)
@@ -57,11 +59,9 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import kfac_ref  # noqa: F401  (only to find the package)
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import limit_blas_threads, machine_info  # noqa: E402  (benchmarks/common.py)
+# This checkout's kfac_ref, even where another one is installed in the environment.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import limit_blas_threads, machine_info, tune_malloc  # noqa: E402  (benchmarks/common.py)
 
 from kfac_ref import nn  # noqa: E402
 from kfac_ref.backend import synchronize, to_device, xp_for  # noqa: E402
@@ -84,8 +84,13 @@ def _digits(flatten):
 
 
 def _images(c, h, w, n=4096):
+    """Synthetic images with labels drawn independently of them: nothing to learn, so that no row
+    drives its loss to 0 while timed (float32 gradients then turn subnormal, and every step slows
+    down 2–4×: the timings would measure convergence, not the methods)."""
+
     def load(dtype):
-        x, y = make_images(n, c, h, w, 10, np.random.default_rng(0))
+        x, _ = make_images(n, c, h, w, 10, np.random.default_rng(0))
+        y = np.random.default_rng(1).integers(0, 10, size=n)
         return x.astype(dtype), y, (c, h, w)
 
     return load
@@ -176,6 +181,7 @@ class Runner:
         self.key, self.label, self.slow = key, label, slow
         cfg = CompareConfig(model=MODELS[model_name][1], dtype=args.dtype, device=args.device)
         self.model = build_model(cfg, _Shape(shape))  # same seed → the same θ₀ for every row
+        self.model.workers = args.workers  # blocks of samples on threads (kfac_ref.backprop)
         self.opt = cls(self.model, nn.CrossEntropyLoss(), **hyper)
         self.batches = BatchStream(x, y, args.batch, np.random.default_rng(args.seed))  # same batches for all
         self.rng = np.random.default_rng(args.seed + 1)  # MC targets
@@ -356,9 +362,22 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="'gpu' needs CuPy")
     ap.add_argument("--threads", default="1,2", help="BLAS thread counts to measure, comma-separated (default 1,2)")
     ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="model.workers: the batch in this many blocks of samples, each on a Python thread "
+        "(default 1; use with --threads 1 for one BLAS thread per block)",
+    )
+    ap.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 10 steps, 1 warm-up, batch 64, digits only, no exact-Fisher NGD rows",
+    )
+    ap.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="glibc only: keep freed memory in the process (mmap/trim thresholds 1 GiB, one arena), so that "
+        "the arrays of K-FAC's covering steps are not page-faulted in afresh (benchmarks/README.md)",
     )
     ap.add_argument("--json", metavar="PATH", help="also save the results (with every step's time) as JSON")
     args = ap.parse_args(argv)
@@ -384,6 +403,8 @@ def main(argv=None):
         ap.error(f"--threads: expected comma-separated positive integers, got {args.threads!r}")
     if args.steps < 1 or args.warmup < 0 or args.ngd_steps < 0 or args.batch < 1 or min(thread_counts) < 1:
         ap.error("--steps, --batch and --threads must be ≥ 1, --warmup and --ngd-steps ≥ 0")
+    if args.workers < 1:
+        ap.error(f"--workers must be ≥ 1, got {args.workers}")
     keys = [k for k in ROWS if k in keys]  # the table's order
 
     t_start = time.perf_counter()
@@ -392,14 +413,23 @@ def main(argv=None):
     except RuntimeError as exc:
         sys.exit(f"bench_optimizers.py: {exc}")
     info = machine_info(args.device)
+    info["malloc"] = "system default"
+    if args.tune_malloc:
+        info["malloc"] = (
+            "tuned (mmap/trim thresholds 1 GiB, one arena)" if tune_malloc() else "default (tuning unavailable)"
+        )
     print(
         f"kfac_ref {info['kfac_ref']}  numpy {info['numpy']}  python {info['python']}  "
-        f"device {info['device']}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}"
+        f"device {info['device']}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}  from {info['kfac_ref_path']}"
     )
-    print(f"cpu_count {info['cpu_count']}  BLAS {info['blas'] or '?'}  load average {info.get('loadavg_start', '?')}")
+    print(
+        f"cpu_count {info['cpu_count']}  BLAS {info['blas'] or '?'}  load average {info.get('loadavg_start', '?')}  "
+        f"malloc {info['malloc']}"
+    )
     print(
         f"batch N = {args.batch}, {args.dtype}, lr = {LR:g}; {args.warmup} warm-up + {args.steps} timed "
-        f"rounds, round-robin; exact-Fisher NGD rows: {args.ngd_steps} timed steps; BLAS threads {thread_counts}\n"
+        f"rounds, round-robin; exact-Fisher NGD rows: {args.ngd_steps} timed steps; BLAS threads {thread_counts}; "
+        f"model.workers {args.workers}\n"
     )
     load = info.get("loadavg_start", [0.0])[0]
     if load > 0.5:

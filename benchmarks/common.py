@@ -1,19 +1,26 @@
 """Helpers shared by the benchmark scripts: BLAS threads and the machine header.
 
 The scripts run as ``python benchmarks/<script>.py``, so this folder is on
-``sys.path`` and ``from common import ...`` finds this module.
+``sys.path`` and ``from common import ...`` finds this module.  They time the
+kfac_ref of the checkout they are in: its root goes first on ``sys.path``, before
+any kfac_ref installed in the environment (e.g. another checkout's editable install).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
+import sys
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-import kfac_ref
-import kfac_ref.backend
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import kfac_ref  # noqa: E402
+import kfac_ref.backend  # noqa: E402
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -33,7 +40,13 @@ def blas_threads() -> tuple[int, str]:
 
 
 def limit_blas_threads(n: int):
-    """Limit every loaded BLAS to n threads; returns the limiter (keep it alive)."""
+    """Limit every BLAS to n threads; returns the limiter (keep it alive).
+
+    threadpoolctl limits only the libraries already loaded: SciPy's own BLAS (its triangular
+    solves, in every K-FAC refresh) is loaded first, else it would keep one thread per core.
+    """
+    import scipy.linalg  # noqa: F401
+
     return threadpool_limits(limits=n, user_api="blas")
 
 
@@ -42,6 +55,7 @@ def machine_info(device: str) -> dict:
     threads, blas = blas_threads()
     info = {
         "kfac_ref": kfac_ref.__version__,
+        "kfac_ref_path": str(Path(kfac_ref.__file__).resolve().parent),
         "numpy": np.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
@@ -56,3 +70,27 @@ def machine_info(device: str) -> dict:
     if device == "gpu":
         info["gpu"] = kfac_ref.backend.gpu_name()
     return info
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in the process (glibc only); True if it worked.
+
+    By default glibc hands large freed blocks back to the OS, so every step's
+    large temporaries (patch matrices, activations) are page-faulted and zeroed
+    by the kernel anew: time that shows up as system CPU time.  Raising the mmap
+    and trim thresholds makes malloc reuse them.  It applies to the whole
+    process (to torch as well, in bench_forward_backward.py).
+    """
+    path = ctypes.util.find_library("c")
+    if path is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(path).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # from <malloc.h>
+    # One arena for all threads (--split's block threads): a thread's own arena grows only to
+    # 64 MiB heaps and maps larger blocks afresh on every step, whatever the thresholds.
+    return all(
+        bool(mallopt(k, v)) for k, v in ((m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_arena_max, 1))
+    )

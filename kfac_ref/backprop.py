@@ -16,11 +16,26 @@ batch gradient and the empirical Fisher, sampled labels the Monte-Carlo Fisher,
 the columns of S_n (S_n S_nᵀ = Λ_n) the exact Fisher (docs/math.md §3).  Seeds of
 shape (S, N, C) carry S vectors per sample through one backward pass; the
 trace is only read, so several backward passes on one trace are independent.
+
+Both cores: a model with ``model.workers = k`` > 1 (:class:`~kfac_ref.nn.Sequential`) runs
+its forward and backward passes as k contiguous blocks of samples, each block on its own
+Python thread (NumPy releases the interpreter lock in its array loops and BLAS calls, and the
+samples are independent).  :func:`forward` then returns a :class:`BlockTrace`, which every
+function here accepts in place of a :class:`Trace`; the statistics are the same per sample,
+merged into whole-batch arrays when read.  Each thread calls BLAS, so BLAS should run one
+thread per worker (docs/benchmarks.md: the thread rule).
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
 
 from .backend import get_xp
 from .nn.im2col import block_size
@@ -59,12 +74,16 @@ class LayerStats:
 
     def mean_wbar_grad(self):
         """(1/N) Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed: the batch gradient of W̄.  (d_out, a_dim)"""
+        return self.sum_wbar_grad() / self.a_bar.shape[0]  # the 1/N of the averaged loss h
+
+    def sum_wbar_grad(self):
+        """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed (a block's share of the batch gradient).  (d_out, a_dim)"""
         if self.g.shape[0] != 1:
             raise ValueError(f"mean_wbar_grad needs one seed per sample, got {self.g.shape[0]}")
         n, t = self.a_bar.shape[:2]
         if t == 1:  # Linear: g and ā are (N, d_out) and (N, a_dim) views; BLAS reads gᵀ as it is
             g = self.g[0, :, 0]  # (N, d_out)
-            return (g.T @ self.a_bar[:, 0]) / n  # the 1/N of the averaged loss h
+            return g.T @ self.a_bar[:, 0]
         # Conv2d: Σ_n g_n ā_n with g_n (d_out, T) a slice of the output gradient and ā_n (T, a_dim) one of
         # the feature-major patches (kfac_ref.nn.im2col): one product per sample, which BLAS reads in
         # place (no transposed copy of either), summed over blocks of samples through a reused buffer.
@@ -77,17 +96,50 @@ class LayerStats:
         for n0 in range(0, n, block):
             b = min(block, n - n0)
             total += xp.matmul(g[n0 : n0 + b], self.a_bar[n0 : n0 + b], out=per_sample[:b]).sum(axis=0)
-        return total / n  # the 1/N of the averaged loss h
+        return total
 
 
-def forward(model, x) -> Trace:
-    """Run the model on x (N, ...) keeping every layer's cache."""
-    out, caches = model.forward_cached(x)
-    return Trace(output=out, caches=tuple(caches))
+@dataclass(frozen=True)
+class BlockTrace:
+    """A forward pass run as contiguous blocks of samples, one :class:`Trace` per block.
+
+    output : ``(N, *out_shape)`` the blocks' outputs, in sample order
+    blocks : one :class:`Trace` per block
+    bounds : ``((n0, n1), ...)`` the samples of each block
+    caches : read on demand: the blocks' caches merged into whole-batch ones (:func:`merge_caches`)
+    """
+
+    output: object
+    blocks: tuple
+    bounds: tuple
+
+    @cached_property
+    def caches(self):
+        return tuple(merge_caches([t.caches[i] for t in self.blocks]) for i in range(len(self.blocks[0].caches)))
 
 
-def backward(model, trace: Trace, seeds, input_grad: bool = False):
-    """Backpropagate seed vectors through a traced forward pass.
+def forward(model, x):
+    """Run the model on x (N, ...) keeping every layer's cache: a :class:`Trace`.
+
+    With ``model.workers`` = k > 1, k blocks of samples on k threads: a :class:`BlockTrace`.
+    """
+
+    def trace(bounds):
+        n0, n1 = bounds
+        out, caches = model.forward_cached(x[n0:n1])
+        return Trace(output=out, caches=tuple(caches))
+
+    bounds = sample_blocks(x.shape[0], getattr(model, "workers", 1))
+    if len(bounds) <= 1:  # one block (or an empty batch, for the model to refuse)
+        return trace((0, x.shape[0]))
+    model.check_input(x)  # the whole batch's error, before any block runs
+    blocks = run_blocks(trace, bounds)
+    return BlockTrace(output=concat_in_layout([t.output for t in blocks], 0), blocks=tuple(blocks), bounds=bounds)
+
+
+def backward(model, trace, seeds, input_grad: bool = False):
+    """Backpropagate seed vectors through a traced forward pass (a :class:`Trace`, or a
+    :class:`BlockTrace`: each block on its thread, the statistics merged).
 
     seeds : ``(N, *out_shape)`` or ``(S, N, *out_shape)``, e_n = ∂ℓ_n/∂f_n (per-sample scale)
     Returns ``(stats, grad_input)``: a list of :class:`LayerStats` in network
@@ -102,6 +154,10 @@ def backward(model, trace: Trace, seeds, input_grad: bool = False):
             f"backward: seeds have shape {tuple(seeds.shape)}, expected "
             f"{tuple(out.shape)} or (S, {', '.join(map(str, out.shape))})"
         )
+    if isinstance(trace, BlockTrace):
+        parts = backward_blocks(model, trace, seeds, input_grad)
+        grad = concat_in_layout([gx for _, gx in parts], axis=1) if input_grad else None
+        return merge_stats([st for st, _ in parts]), grad
     layers, caches = model.layers, trace.caches
     stats = []
     grad = seeds  # (S, N, ...)
@@ -113,3 +169,102 @@ def backward(model, trace: Trace, seeds, input_grad: bool = False):
             grad = layer.backward(caches[i], grad)
     stats.reverse()
     return stats, (grad if input_grad else None)
+
+
+# ---- blocks of samples on threads (model.workers > 1) ----------------------------------------
+def sample_blocks(n: int, workers: int) -> tuple:
+    """``workers`` contiguous blocks of n samples, as equal as can be: ((n0, n1), ...), none empty."""
+    edges = [n * i // workers for i in range(workers + 1)]
+    return tuple((n0, n1) for n0, n1 in zip(edges[:-1], edges[1:]) if n1 > n0)
+
+
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _after_fork_in_child():  # a forked child has none of its parent's threads: new pools there
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def run_blocks(fn, items) -> list:
+    """``[fn(item) for item in items]``, each call on a thread of its own; the first error is raised."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    with _POOLS_LOCK:  # one pool per thread count, kept for the next pass
+        pool = _POOLS.get(len(items))
+        if pool is None:
+            pool = _POOLS[len(items)] = ThreadPoolExecutor(len(items), thread_name_prefix="kfac_ref-block")
+    return list(pool.map(fn, items))
+
+
+def backward_blocks(model, trace: BlockTrace, seeds, input_grad: bool = False, then=None) -> list:
+    """:func:`backward` of each block of a :class:`BlockTrace` on its own thread: [(stats, grad_input)].
+
+    seeds : ``(S, N, *out_shape)``, split by the trace's blocks.  ``then(stats)``, if given, also
+    runs on the block's thread and replaces its stats (e.g. the block's share of the gradient).
+    """
+
+    def block(i):
+        (n0, n1), t = trace.bounds[i], trace.blocks[i]
+        stats, gx = backward(model, t, seeds[:, n0:n1], input_grad)  # a Trace: one thread
+        return (stats if then is None else then(stats)), gx
+
+    return run_blocks(block, range(len(trace.blocks)))
+
+
+def concat_in_layout(parts, axis: int):
+    """``xp.concatenate(parts, axis)`` laid out in memory as ``parts[0]`` is (e.g. ā feature-major)."""
+    xp, first = get_xp(parts[0]), parts[0]
+    order = sorted(range(first.ndim), key=lambda i: -first.strides[i])  # axes, the slowest in memory first
+    merged = xp.concatenate([p.transpose(order) for p in parts], axis=order.index(axis))
+    return merged.transpose(tuple(np.argsort(order)))
+
+
+def merge_stats(blocks) -> list:
+    """Whole-batch :class:`LayerStats` from each block's: ā along N (axis 0), g along N (axis 1)."""
+    merged = []
+    for parts in zip(*blocks):  # one layer's statistics, block by block
+        a_bar, g = concat_in_layout([p.a_bar for p in parts], 0), concat_in_layout([p.g for p in parts], 1)
+        merged.append(LayerStats(parts[0].layer, a_bar, g))
+    return merged
+
+
+def merge_caches(parts):
+    """One layer's whole-batch cache from its blocks' caches (dicts of arrays with samples on axis 0,
+    and ``x_shape`` = (N, ...)); None stays None."""
+    if parts[0] is None:
+        return None
+    merged = {}
+    for key, value in parts[0].items():
+        values = [p[key] for p in parts]
+        if hasattr(value, "strides"):
+            merged[key] = concat_in_layout(values, 0)
+        elif key == "x_shape":
+            merged[key] = (sum(v[0] for v in values), *value[1:])
+        else:
+            merged[key] = value
+    return merged
+
+
+class BlockStats(Sequence):
+    """Per-layer statistics of a blocked backward pass, merged into whole-batch :class:`LayerStats` when first read."""
+
+    def __init__(self, blocks):
+        self._blocks, self._merged = blocks, None
+
+    def _stats(self):
+        if self._merged is None:
+            self._merged = merge_stats(self._blocks)
+        return self._merged
+
+    def __getitem__(self, i):
+        return self._stats()[i]
+
+    def __len__(self):
+        return len(self._blocks[0])

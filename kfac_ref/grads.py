@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .backend import get_xp
-from .backprop import backward, forward
+from .backprop import BlockStats, BlockTrace, backward, backward_blocks, forward
 from .params import wbar_to_flat
 
 
@@ -48,18 +48,31 @@ class GradResult:
 
 
 def loss_and_grad(model, loss_fn, x, y) -> GradResult:
-    """Forward, averaged loss and batch gradient, keeping the trace and statistics."""
+    """Forward, averaged loss and batch gradient, keeping the trace and statistics.
+
+    With ``model.workers`` > 1 each block of samples runs its forward, backward and its share
+    Σ_{n ∈ block} Σ_t g ā ᵀ of every layer's gradient on its own thread (:mod:`kfac_ref.backprop`);
+    the shares are added in block order, and the statistics merged only when read.
+    """
     check_batch(model, loss_fn, x, y)
     trace = forward(model, x)
     loss = float(loss_fn(trace.output, y))  # validates the outputs and targets
-    stats, _ = backward(model, trace, loss_fn._grad(trace.output, y))  # (validated just above)
-    xp = get_xp(trace.output)
-    layer_grads = [st.mean_wbar_grad() for st in stats]  # (d_out, a_dim) each
-    grad = xp.empty(sum(st.layer.num_params for st in stats), dtype=xp.result_type(*layer_grads))  # (P,)
+    seeds = loss_fn._grad(trace.output, y)[None]  # (1, N, ...) (validated just above)
+    xp, n = get_xp(trace.output), x.shape[0]
+    if isinstance(trace, BlockTrace):
+        parts = backward_blocks(model, trace, seeds, then=lambda st: (st, [s.sum_wbar_grad() for s in st]))
+        stats = BlockStats([st for (st, _), _ in parts])
+        layers = [st.layer for st in parts[0][0][0]]
+        layer_grads = [sum(shares) / n for shares in zip(*(sums for (_, sums), _ in parts))]  # (d_out, a_dim) each
+    else:
+        stats, _ = backward(model, trace, seeds)
+        layers = [st.layer for st in stats]
+        layer_grads = [st.mean_wbar_grad() for st in stats]  # (d_out, a_dim) each
+    grad = xp.empty(sum(layer.num_params for layer in layers), dtype=xp.result_type(*layer_grads))  # (P,)
     start = 0
-    for st, m in zip(stats, layer_grads):  # each layer's W̄ gradient copied once into its slice of θ's order
-        wbar_to_flat(st.layer, m, out=grad[start : start + st.layer.num_params])
-        start += st.layer.num_params
+    for layer, m in zip(layers, layer_grads):  # each layer's W̄ gradient copied once into its slice of θ's order
+        wbar_to_flat(layer, m, out=grad[start : start + layer.num_params])
+        start += layer.num_params
     return GradResult(loss=loss, grad=grad, trace=trace, stats=stats, layer_grads=layer_grads)
 
 

@@ -174,6 +174,7 @@ def add_machine_arguments(g, dtype: str) -> None:
 
 def blas_threads(args):
     """A context limiting BLAS threads to --threads, else to 1 on the CPU (the GPU's host threads are left alone)."""
+    import scipy.linalg  # noqa: F401  (SciPy's own BLAS, loaded now so that the limit covers it too)
     from threadpoolctl import threadpool_limits
 
     n = args.threads or (1 if args.device == "cpu" else None)

@@ -43,10 +43,19 @@ def factor_a(a_bar):
 
 
 def factor_g(g):
-    """G (Linear) or Γ (Conv2d): (1/(N T)) Σ_{s,n,t} g gᵀ.  (S, N, T, d_out) → (d_out, d_out)"""
-    _, n, t, d = g.shape
-    gm = g.reshape(-1, d)  # (S·N·T, d_out)
-    return (gm.T @ gm) / (n * t)  # mean over samples and locations, sum over seeds
+    """G (Linear) or Γ (Conv2d): (1/(N T)) Σ_{s,n,t} g gᵀ.  (S, N, T, d_out) → (d_out, d_out)
+
+    Linear (T = 1): one product of the (S·N, d_out) rows.  Conv2d: g is a transposed view of
+    the output gradient, whose own layout holds each sample as g_{s,n}ᵀ (d_out, T); summed
+    per-sample products g_{s,n}ᵀ g_{s,n} read it in place, where a (S·N·T, d_out) matrix
+    would be a copy of the whole gradient.
+    """
+    xp, (_, n, t, d) = get_xp(g), g.shape
+    if t == 1:
+        gm = g.reshape(-1, d)  # (S·N, d_out)
+        return (gm.T @ gm) / n  # mean over samples, sum over seeds
+    gt = g.transpose(0, 1, 3, 2).reshape(-1, d, t)  # (S·N, d_out, T): the output gradient's layout
+    return xp.matmul(gt, gt.transpose(0, 2, 1)).sum(axis=0) / (n * t)  # mean over samples and locations
 
 
 def check_supported(model) -> None:

@@ -37,8 +37,24 @@ class Sequential(Layer):
         if not flat:
             raise ValueError("Sequential: needs at least one layer")
         self.layers = flat
+        self.workers = 1
         if seed is not None:
             self.reset_parameters(seed)
+
+    @property
+    def workers(self) -> int:
+        """Python threads a forward/backward pass splits the batch over (default 1: none).
+
+        k > 1: k contiguous blocks of samples, one per thread (:mod:`kfac_ref.backprop`), for
+        k cores; the same results to rounding.  Each thread calls BLAS: limit BLAS to one thread.
+        """
+        return self._workers
+
+    @workers.setter
+    def workers(self, k) -> None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"Sequential.workers must be a positive integer, got {k!r}")
+        self._workers = int(k)
 
     def __repr__(self) -> str:
         body = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
