@@ -85,8 +85,8 @@ PICK_RULE = (
     "per target, the configuration that reaches it in the fewest iterations (ties: fewer seconds, then the "
     "earlier configuration): the race's rule (docs/race.md), on the sweep's one seed, without re-runs"
 )
-# 200 iterations per run: SGD at compare's lr 0.03 needed up to 180 for the default targets at batch 128
-# in the pilot.  The whole default sweep (5 batch sizes, SGD and K-FAC 3 configurations each, NGD 3 at
+# 200 iterations per run: in the pilot, SGD at compare's lr of the time (0.03) needed up to 180 for the
+# default targets at batch 128.  The whole default sweep (5 batch sizes, SGD and K-FAC 3 configurations each, NGD 3 at
 # B = 128 and 256) is 6,000 steps of SGD or K-FAC and 120 of NGD; docs/results.md gives its wall-clock time.
 DEFAULT_ITERATIONS = 200
 # NGD (Woodbury) solves a C·B × C·B system every step: seconds per step at B = 256 on 2 cores.
