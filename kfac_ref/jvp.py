@@ -112,6 +112,6 @@ def fisher_gram_jvp(model, loss_fn, trace, vectors):
     """
     xp = get_xp(vectors)
     jv = jvp(model, trace, vectors)  # (k, N, C)
-    lam = loss_fn.output_fisher(trace.output)  # (N, C, C)
+    lam_jv = loss_fn.output_fisher_product(trace.output, jv)  # (k, N, C): Λ_n J_n vⱼ, Λ never formed
     n = trace.output.shape[0]
-    return xp.einsum("inc,ncd,jnd->ij", jv, lam, jv) / n  # the 1/N of F
+    return xp.einsum("inc,jnc->ij", jv, lam_jv) / n  # the 1/N of F

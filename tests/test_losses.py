@@ -57,6 +57,18 @@ def test_output_fisher_is_the_hessian_in_the_logits(kind, rng):
 
 
 @pytest.mark.parametrize("kind", sorted(LOSSES))
+def test_output_fisher_product_is_lambda_times_u_without_forming_lambda(kind, device, rng):
+    """Λ_n u_n for stacked u (k, N, C) equals the dense Λ (N, C, C) applied sample by sample."""
+    loss, _ = LOSSES[kind]
+    f, u = rng.standard_normal((5, 4)), rng.standard_normal((3, 5, 4))
+    lam = to_numpy(loss.output_fisher(to_device(f, device)))
+    want = np.stack([[lam[n] @ u[i, n] for n in range(5)] for i in range(3)])
+    got = loss.output_fisher_product(to_device(f, device), to_device(u, device))
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-13, atol=1e-15)
+    assert got.dtype == u.dtype and got.shape == u.shape
+
+
+@pytest.mark.parametrize("kind", sorted(LOSSES))
 def test_sqrt_output_fisher_squares_to_lambda(kind, device, rng):
     loss, _ = LOSSES[kind]
     f = to_device(rng.standard_normal((6, 5)), device)
