@@ -56,13 +56,17 @@ DEFAULT_SETTINGS = {
     "ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "solver": "dense", "kl_clip": 0.1},
     "block-ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "kl_clip": 0.1},
     "diag-ngd": {"lr": 0.5, "momentum": 0.0, "damping": 0.1, "kind": "exact", "kl_clip": 0.1},
-    # K-FAC with its amortisations named: Monte-Carlo factors from the whole batch every T_cov = 10
-    # steps, inverses every T_inv = 10 steps (kfac-pytorch's factor/inverse periods); in between a
-    # step costs what an SGD step costs plus two small products per layer.  The step length is
-    # bounded by KL-clipping (κ = 10⁻³, [BGM17]) with heavy-ball momentum.
+    # K-FAC as [MG15] §6–7 define it, the textbook method: Monte-Carlo factors from the whole batch
+    # every T_cov = 10 steps, inverses every T_inv = 10 steps; the step δ = α Δ + μ δ₀ with (α, μ)
+    # minimising the exact quadratic model on the batch (two forward-mode passes a step; "rescale"),
+    # and λ adapted by the Levenberg–Marquardt rule every T_adapt = 5 steps from λ₀ = "damping"
+    # ("adapt_damping").  λ₀ is the digits race's single-configuration pick.  The amortised variant
+    # without the exact model — a step that costs about one SGD step — is KL-clipping with heavy-ball
+    # momentum: `--set kfac.rescale=False --set kfac.adapt_damping=False --set kfac.kl_clip=0.001
+    # --set kfac.momentum=0.9` (docs/race.md measures both).
     "kfac": {
         "lr": 1.0,
-        "momentum": 0.9,
+        "momentum": 0.0,  # unused with rescale: μ comes from the quadratic model
         "damping": 0.01,
         "kind": "mc",
         "mc_samples": 1,
@@ -71,11 +75,13 @@ DEFAULT_SETTINGS = {
         "ema_decay": 0.95,
         "stats_fraction": 1.0,
         "damping_mode": "factored",
-        "kl_clip": 1e-3,
-        "rescale": False,
-        "adapt_damping": False,
+        "kl_clip": None,
+        "rescale": True,
+        "adapt_damping": True,
+        "T_adapt": 5,
     },
-    # block-tridiagonal K-FAC and EKFAC (docs/math.md §11–§12): K-FAC's schedule and safeguard
+    # block-tridiagonal K-FAC and EKFAC (docs/math.md §11–§12): K-FAC's schedule, with the amortised
+    # variant's KL-clipping and momentum
     "kfac-tridiag": {
         "lr": 1.0,
         "momentum": 0.9,
