@@ -47,16 +47,17 @@ def test_each_rung_changes_its_parent_in_the_named_keys_only():
         assert differ == set(c.changed) and len(differ) == 1, c.name
 
 
-def test_the_ladder_passes_through_compares_kfac_and_ends_with_lm():
+def test_the_ladder_passes_through_the_amortised_kfac_and_ends_at_compares():
     default = compare.DEFAULT_SETTINGS["kfac"]
     configs = {c.name: c.settings for c in recipe.ablation()}
-    assert configs["compare's K-FAC"] == default
-    assert configs["+ LM"] == {**default, "adapt_damping": True}
+    assert configs["§7 rescale + LM"] == default  # compare's K-FAC: [MG15] §6–7
+    assert default["rescale"] and default["adapt_damping"] and default["kl_clip"] is None
+    amortised = {**default, "momentum": 0.9, "kl_clip": 1e-3, "rescale": False, "adapt_damping": False}
+    assert configs["amortised K-FAC"] == amortised == {**default, **compare.AMORTISED_KFAC}
+    assert configs["+ LM"] == {**amortised, "adapt_damping": True}
     plain = configs["plain, η = 1"]
     assert plain["momentum"] == 0 and plain["kl_clip"] is None and not plain["rescale"]
     assert plain["lr"] == default["lr"] and plain["T_inv"] == default["T_inv"] == 10
-    assert configs["§7 rescale + LM"]["rescale"] and configs["§7 rescale + LM"]["adapt_damping"]
-    assert configs["§7 rescale + LM"]["kl_clip"] is None  # KFAC refuses the clip with rescale
 
 
 def test_keeping_the_infos_takes_the_same_steps_as_without(setup):
@@ -97,7 +98,8 @@ def test_same_seed_same_numbers_and_the_lm_damping_moves_only_every_T_adapt_step
 
 def test_kl_clip_nu_is_logged_and_is_a_factor_at_most_one(setup):
     cfg, data, theta0 = setup
-    run = compare.run_one(cfg, "kfac", compare.settings_for(cfg, "kfac"), data, theta0, 6, infos=True)
+    amortised = compare.settings_for(cfg, "kfac", compare.AMORTISED_KFAC)  # the KL-clipped variant
+    run = compare.run_one(cfg, "kfac", amortised, data, theta0, 6, infos=True)
     nus = [i["kl_clip_nu"] for i in run["infos"]]
     assert all(0 < nu <= 1 for nu in nus)
     assert recipe.mean_defined(nus) == pytest.approx(sum(nus) / len(nus), rel=1e-15)

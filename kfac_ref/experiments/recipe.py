@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..optim.base import PHASES
-from .compare import DEFAULT_SETTINGS
+from .compare import AMORTISED_KFAC, DEFAULT_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class Config:
 
 
 def ablation(damping: float | None = None, plain_lr: float = 0.1) -> list[Config]:
-    """The ladder from the plain preconditioned step to compare's K-FAC + LM, and the §7 branch.
+    """The ladder from the plain preconditioned step to the amortised K-FAC + LM, and [MG15]'s §7
+    branch, which ends at compare's K-FAC.
 
     ``damping``: λ for every rung (default: compare's K-FAC, DEFAULT_SETTINGS["kfac"]).
     ``plain_lr``: η of the unclipped steps without §7 (the plain step at compare's η = 1 is the
@@ -44,18 +45,18 @@ def ablation(damping: float | None = None, plain_lr: float = 0.1) -> list[Config
 
     Returns [8] configurations in this order; each differs from its parent in ``changed`` only::
 
-        plain, η = 1    δ = −η F̃⁻¹∇h, no momentum, no clipping            (docs/math.md §4–5)
-        plain           the same with η = plain_lr
-        + momentum      v ← μ v + F̃⁻¹∇h, δ = −η v (μ = compare's)         (docs/math.md §6.5)
-        + KL-clip       F̃⁻¹∇h scaled by ν before momentum (κ = compare's)  (docs/math.md §6.7)
-        compare's K-FAC η = compare's (1): exactly DEFAULT_SETTINGS["kfac"] (with ``damping``)
-        + LM            adapt_damping=True: λ every T₁ steps              (docs/math.md §6.6)
-        §7 rescale      from "plain, η = 1": δ = η (α Δ + μ δ₀) from the exact F  (docs/math.md §6.5)
-        §7 rescale + LM adapt_damping=True on top of it
+        plain, η = 1     δ = −η F̃⁻¹∇h, no momentum, no clipping            (docs/math.md §4–5)
+        plain            the same with η = plain_lr
+        + momentum       v ← μ v + F̃⁻¹∇h, δ = −η v (μ = AMORTISED_KFAC's) (docs/math.md §6.5)
+        + KL-clip        F̃⁻¹∇h scaled by ν before momentum (κ = AMORTISED_KFAC's)  (docs/math.md §6.7)
+        amortised K-FAC  η = compare's (1): compare's K-FAC with AMORTISED_KFAC
+        + LM             adapt_damping=True: λ every T₁ steps              (docs/math.md §6.6)
+        §7 rescale       from "plain, η = 1": δ = η (α Δ + μ δ₀) from the exact F  (docs/math.md §6.5)
+        §7 rescale + LM  adapt_damping=True on top of it: exactly DEFAULT_SETTINGS["kfac"] (with ``damping``)
 
     Every rung keeps compare's amortisation (T_cov, T_inv, stats_fraction), Fisher kind and ε.
     """
-    base = dict(DEFAULT_SETTINGS["kfac"])
+    base = {**DEFAULT_SETTINGS["kfac"], **AMORTISED_KFAC}
     if damping is not None:
         base["damping"] = damping
     plain_big = {**base, "momentum": 0.0, "kl_clip": None, "rescale": False, "adapt_damping": False}
@@ -64,10 +65,10 @@ def ablation(damping: float | None = None, plain_lr: float = 0.1) -> list[Config
         ("plain", "plain, η = 1", f"η = {plain_lr:g}", {"lr": plain_lr}),
         ("+ momentum", "plain", f"heavy-ball momentum μ = {base['momentum']:g}", {"momentum": base["momentum"]}),
         ("+ KL-clip", "+ momentum", f"KL-clipping κ = {base['kl_clip']:g}", {"kl_clip": base["kl_clip"]}),
-        ("compare's K-FAC", "+ KL-clip", f"η = {base['lr']:g} (compare's)", {"lr": base["lr"]}),
-        ("+ LM", "compare's K-FAC", "Levenberg–Marquardt λ (T₁ = 5)", {"adapt_damping": True}),
+        ("amortised K-FAC", "+ KL-clip", f"η = {base['lr']:g} (compare's)", {"lr": base["lr"]}),
+        ("+ LM", "amortised K-FAC", "Levenberg–Marquardt λ (T₁ = 5)", {"adapt_damping": True}),
         ("§7 rescale", "plain, η = 1", "(α, μ) from the exact quadratic model", {"rescale": True}),
-        ("§7 rescale + LM", "§7 rescale", "Levenberg–Marquardt λ (T₁ = 5)", {"adapt_damping": True}),
+        ("§7 rescale + LM", "§7 rescale", "Levenberg–Marquardt λ (T₁ = 5): compare's K-FAC", {"adapt_damping": True}),
     ]
     out: dict[str, Config] = {}
     for name, parent, adds, change in steps:
