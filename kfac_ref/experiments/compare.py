@@ -44,8 +44,8 @@ from .diagnostics import diagnostics
 from .summary import format_summary, summarize, target_list
 
 # The settings every optimizer runs with in a comparison.  Each is named in full — a comparison
-# never picks up a class default.  SGD's and Adam's learning rates and K-FAC's damping are the race's
-# single-configuration picks on digits-convnet (`kfac-ref race digits-convnet`: four trials per
+# never picks up a class default.  SGD's and Adam's learning rates and K-FAC's initial damping λ₀ are
+# the race's single-configuration picks on digits-convnet (`kfac-ref race digits-convnet`: four trials per
 # method, the one configuration that reaches the most targets in the fewest iterations,
 # docs/race.md); NGD's are the pick of `kfac-ref compare --grid` on the same ConvNet.  Any of them
 # can be overridden (`--set kfac.T_inv=1`).
@@ -65,7 +65,7 @@ DEFAULT_SETTINGS = {
     "kfac": {
         "lr": 1.0,
         "momentum": 0.0,  # unused with rescale: μ comes from the quadratic model
-        "damping": 0.01,
+        "damping": 0.03,
         "kind": "mc",
         "mc_samples": 1,
         "T_cov": 10,
