@@ -87,7 +87,7 @@ def test_compare_trains_the_autoencoder_with_the_bernoulli_loss(tmp_path):
 
 def test_fashion_autoencoder_race_runs_on_a_synthetic_stand_in(tmp_path):
     """The workload's set-up (data, network, loss, targets) on 28×28 IDX files of random pixels."""
-    write_mnist(tmp_path / "f", np.random.default_rng(0), n_train=64, n_val=16, h=28, w=28)
+    write_mnist(tmp_path / "f", np.random.default_rng(0), n_train=160, n_val=16, h=28, w=28)
     doc = race.run_race("fashion-autoencoder", tmp_path / "out", data_dir=tmp_path / "f", trials=1, seeds=1,
                         is_quick=True, log=lambda *a: None)  # fmt: skip
     assert doc["workload"] == "fashion-autoencoder" and doc["config"]["model"] == "autoencoder"

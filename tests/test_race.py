@@ -183,13 +183,13 @@ def test_every_registered_optimizer_has_its_own_colour_and_label():
 
 def test_cifar_race_runs_on_a_synthetic_cifar10_folder(tmp_path, monkeypatch):
     """The cifar-convnet set-up on a stand-in in the official python-pickle layout (cifar-10-batches-py):
-    24 random 32×32×3 images in each of the 5 training batch files and in test_batch."""
+    32 random 32×32×3 images in each of the 5 training batch files and in test_batch."""
     import numpy as np
 
     from kfac_ref.experiments import compare
     from tests.test_data_cifar import write_cifar
 
-    n = 24
+    n = 32  # 160 training images: one quick batch of 128 fits
     write_cifar(tmp_path / "cifar", np.random.default_rng(3), "python", n=n)
     seen = []
     real_build = compare.build_model
