@@ -126,6 +126,19 @@ def test_single_and_default_hits_are_recomputed_from_the_saved_trials(quick_race
     assert race.format_race(tables) == (quick_race[0] / "summary.md").read_text()  # the tables need no trials
 
 
+def test_set_replaces_compares_settings_in_every_trial_and_in_the_defaults_check(tmp_path):
+    from kfac_ref.experiments import compare
+
+    doc = race.run_race("digits-convnet", tmp_path / "r", methods=("kfac",), trials=1, seeds=1, is_quick=True,
+                        settings={"kfac": compare.AMORTISED_KFAC}, log=lambda *a: None)  # fmt: skip
+    res = doc["methods"]["kfac"]
+    for entry in [*res["trials"], res["default"]]:
+        damping = entry["settings"]["damping"]
+        assert entry["settings"] == {**compare.DEFAULT_SETTINGS["kfac"], "damping": damping, **compare.AMORTISED_KFAC}
+    assert res["default"]["settings"]["damping"] == compare.DEFAULT_SETTINGS["kfac"]["damping"]
+    assert "kfac runs with {" in (tmp_path / "r" / "summary.md").read_text()
+
+
 def test_demo_summary_ends_with_the_measured_race(quick_race, tmp_path, monkeypatch):
     from kfac_ref.cli import main
 
@@ -169,6 +182,10 @@ def test_race_command_line_refuses_bad_input_in_one_line(tmp_path):
     assert r.returncode != 0 and "invalid choice" in r.stderr
     r = run("digits-convnet", "--methods", "sgd,ngd", "--out", str(tmp_path / "y"))
     assert r.returncode != 0 and "no search space for 'ngd'" in r.stderr
+    r = run("digits-convnet", "--set", "kfac.damping=0.5", "--out", str(tmp_path / "y"))
+    assert r.returncode != 0 and "--set kfac.damping: the race searches it" in r.stderr
+    r = run("digits-convnet", "--methods", "sgd", "--set", "kfac.rescale=false", "--out", str(tmp_path / "y"))
+    assert r.returncode != 0 and "kfac is not among the race's methods" in r.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 

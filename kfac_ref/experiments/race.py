@@ -304,17 +304,28 @@ SINGLE_RULE = "most targets reached on the tuning seed, then fewest iterations s
 
 
 def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, trials=DEFAULT_TRIALS, seeds=DEFAULT_SEEDS,
-             seed=0, dtype=CLI_DTYPE, device="cpu", is_quick=False, progress_factory=None, log=print):  # fmt: skip
-    """The whole race of ``workload``; writes race.json, summary.md and race.png/.svg into ``out``."""
+             seed=0, dtype=CLI_DTYPE, device="cpu", is_quick=False, settings=None, progress_factory=None,
+             log=print):  # fmt: skip
+    """The whole race of ``workload``; writes race.json, summary.md and race.png/.svg into ``out``.
+
+    ``settings``: {method: {key: value}} every trial of that method runs with in place of compare's
+    (never a searched key), e.g. {"kfac": compare.AMORTISED_KFAC} races the amortised K-FAC.
+    """
     check_output_dir(out)
     for m in methods:
         if m not in SPACES:
             raise ValueError(f"no search space for {m!r} in the race: expected any of {', '.join(SPACES)}")
-    cfg = replace(workload_config(workload, data_dir, dtype, seed, is_quick), device=device)
+    cfg = replace(workload_config(workload, data_dir, dtype, seed, is_quick), device=device, settings=settings or {})
     w = WORKLOADS[workload]
     spaces = {m: w.space(m) for m in methods}
     if not 1 <= trials <= min(len(sp) for sp in spaces.values()):
         raise ValueError(f"--trials must be 1 … {min(len(sp) for sp in spaces.values())}, got {trials}")
+    for m, table in cfg.settings.items():
+        if m not in methods:
+            raise ValueError(f"--set {m}.…: {m} is not among the race's methods ({', '.join(methods)})")
+        searched = set(table) & set(spaces[m][0])
+        if searched:
+            raise ValueError(f"--set {m}.{sorted(searched)[0]}: the race searches it ({spaces[m][:trials]})")
     targets = w.targets
     data = load_data(cfg)
     further = [seed + 1 + k for k in range(seeds)]
@@ -383,7 +394,8 @@ def format_race(doc: dict) -> str:
         f"reaches it in the fewest iterations, re-run on seeds {doc['seeds']}: median [min–max].  "
         f"{doc['config']['dtype']}, batch {doc['config']['batch_size']}, budget "
         f"{doc['config']['iterations']} iterations; seconds are training time on a "
-        f"{doc['machine'].get('processor', 'CPU')} and noisy on a busy machine.",
+        f"{doc['machine'].get('processor', 'CPU')} and noisy on a busy machine."
+        + "".join(f"  {m} runs with {table} in place of compare's." for m, table in doc["config"]["settings"].items()),
         "",
         "| target | method | pick | iterations | seconds |",
         "|---|---|---|---:|---:|",
@@ -563,6 +575,15 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--seeds", type=arguments.positive_int, default=DEFAULT_SEEDS, help="further seeds each pick is re-run on"
     )
+    p.add_argument(
+        "--set",
+        type=arguments.setting,
+        action="append",
+        default=[],
+        metavar="OPT.KEY=VALUE",
+        help="a hyper-parameter every trial of a method runs with in place of compare's (not a searched "
+        "one), e.g. kfac.rescale=false; repeatable",
+    )
     arguments.add_machine_arguments(p, CLI_DTYPE)  # --seed: the tuning seed; the further seeds are seed + 1, …
     p.add_argument("--out", default="results/race", help="output folder")
     p.add_argument("--quick", action="store_true", help=f"a small budget for tests: {QUICK_BOUNDS}, small widths")
@@ -570,12 +591,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    settings: dict = {}
+    for opt, key, value in args.set:
+        settings.setdefault(opt, {})[key] = value
     with arguments.blas_threads(args):
         run_race(
             args.workload,
             args.out,
             **{k: getattr(args, k) for k in ("data_dir", "methods", "trials", "seeds", "seed", "dtype", "device")},
             is_quick=args.quick,
+            settings=settings,
             progress_factory=arguments.progress_bars(args),
             log=arguments.logger(args),
         )
