@@ -140,7 +140,7 @@ def test_bad_arguments_exit_nonzero_with_one_clear_line(args, message, capsys, t
         (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
         (["--max-train", "20"], "batch_size must be ≤ the 20 training samples"),
         (["--lr", "kfac=-1"], "lr (η) must be > 0"),  # the optimizer's own check, before any training
-        (["--set", "kfac.rescale=true"], "pass kl_clip=None with rescale=True"),
+        (["--set", "kfac.kl_clip=0.001"], "pass kl_clip=None with rescale=True"),
     ],
 )
 def test_runtime_errors_give_one_line_and_no_results(args, message, capsys, tmp_path):

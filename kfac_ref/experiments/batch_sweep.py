@@ -36,6 +36,7 @@ from ..io import check_output_dir, write_together
 from ..params import get_flat_params
 from . import arguments
 from .compare import (
+    AMORTISED_KFAC,
     CLI_DTYPE,
     GRIDS,
     QUICK,
@@ -165,8 +166,20 @@ def check_sweep(cfg: CompareConfig, targets) -> None:
 
 
 def sweep_config(cfg: CompareConfig) -> CompareConfig:
-    """cfg with NGD on its Woodbury solver (the only one affordable per step at these batch sizes)."""
-    return replace(cfg, settings={**cfg.settings, "ngd": {**cfg.settings.get("ngd", {}), "solver": "woodbury"}})
+    """cfg with NGD on its Woodbury solver (the only one affordable per step at these batch sizes) and
+    the amortised K-FAC (compare.AMORTISED_KFAC: KL-clipping and momentum; ``--set`` still overrides).
+
+    The sweep measures the amortised K-FAC because it goes down to small batches, where compare's
+    K-FAC is fragile: its exact-model step ([MG15] §7) fits the batch's own Fisher, and on the
+    quick sweep's 32-sample batches it diverged."""
+    return replace(
+        cfg,
+        settings={
+            **cfg.settings,
+            "ngd": {**cfg.settings.get("ngd", {}), "solver": "woodbury"},
+            "kfac": {**AMORTISED_KFAC, **cfg.settings.get("kfac", {})},
+        },
+    )
 
 
 def tune(cfg: CompareConfig, name: str, data, theta0, progress_factory=None) -> dict:
