@@ -83,6 +83,8 @@ def test_compare_trains_the_autoencoder_with_the_bernoulli_loss(tmp_path):
         assert all(np.isfinite(losses)) and losses[-1] < losses[0]
         assert all(r["val_acc"] is None or np.isnan(r["val_acc"]) for r in run["records"])  # no accuracy here
     assert summary is not None
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "train loss ≤" in text and "val acc ≥" not in text  # no accuracy targets for a reconstruction
 
 
 def test_fashion_autoencoder_race_runs_on_a_synthetic_stand_in(tmp_path):

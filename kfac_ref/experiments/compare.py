@@ -108,7 +108,7 @@ DEFAULT_SETTINGS = {
 }
 #: K-FAC's amortised variant: KL-clipping (κ = 10⁻³, [BGM17]) and heavy-ball momentum in place of the
 #: exact quadratic model and LM damping (kfac-pytorch's choice); compare's K-FAC with these is
-#: `--set kfac.momentum=0.9 --set kfac.kl_clip=0.001 --set kfac.rescale=False --set kfac.adapt_damping=False`
+#: `--set kfac.momentum=0.9 --set kfac.kl_clip=0.001 --set kfac.rescale=false --set kfac.adapt_damping=false`
 AMORTISED_KFAC = {"momentum": 0.9, "kl_clip": 1e-3, "rescale": False, "adapt_damping": False}
 # The grid: three configurations per optimizer, so every method gets the same budget.
 GRIDS = {

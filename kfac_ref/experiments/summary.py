@@ -40,10 +40,17 @@ def target_list(runs, loss_targets=None, acc_targets=None) -> list[tuple[str, fl
     )
     out = []
     for key, given in (("train_loss", loss_targets), ("val_acc", acc_targets)):
+        if key == "val_acc" and not given and not _measures_accuracy(runs):
+            continue  # a reconstruction has no accuracy: no round accuracy targets
         values = list(given) if given else [*ROUND_TARGETS[key], hardest[key], sgd[key]]
         values = [v for v in values if math.isfinite(v)]
         out += [(key, v) for v in sorted(set(values), reverse=(key == "train_loss"))]
     return out
+
+
+def _measures_accuracy(runs) -> bool:
+    """Whether any record holds a finite validation accuracy (an autoencoder's never does)."""
+    return any(r.get("val_acc") is not None and math.isfinite(r["val_acc"]) for run in runs for r in run["records"])
 
 
 def explain_target(runs, key: str, value: float) -> str:
