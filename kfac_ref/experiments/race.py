@@ -508,16 +508,21 @@ def _settings_text(settings: dict, doc: dict, method: str) -> str:
 def race_figure(doc: dict):
     """The article's layout: loss and accuracy against iterations and seconds, training solid and
     validation dashed; per method the median curve of its single configuration over the seeds, with
-    a min–max band."""
+    a min–max band.  Without accuracies (a reconstruction) only the loss row."""
     from matplotlib.figure import Figure
 
     from .curves import COLORS, LABELS
 
-    fig = Figure(figsize=(11, 7.5), layout="constrained")
-    axes = fig.subplots(2, 2)
+    pairs = [("train_loss", "val_loss"), ("train_acc", "val_acc")]
+    if not any(
+        r.get("val_acc") is not None for res in doc["methods"].values() for t in res["trials"] for r in t["records"]
+    ):
+        pairs = pairs[:1]
+    fig = Figure(figsize=(11, 3.9 * len(pairs)), layout="constrained")
+    axes = fig.subplots(len(pairs), 2, squeeze=False)
     for m, res in doc["methods"].items():
         runs = single_runs(res)
-        for row, pair in enumerate((("train_loss", "val_loss"), ("train_acc", "val_acc"))):
+        for row, pair in enumerate(pairs):
             for metric in pair:
                 pts = [
                     [(r["iteration"], r["seconds"], r[metric]) for r in run["records"] if r.get(metric) is not None]
@@ -535,7 +540,7 @@ def race_figure(doc: dict):
                     ax = axes[row, col]
                     ax.plot(xs, np.median(vals, axis=0), style, color=COLORS.get(m), lw=1.4, label=label)
                     ax.fill_between(xs, vals.min(axis=0), vals.max(axis=0), color=COLORS.get(m), alpha=0.15, lw=0)
-    for row, ylabel in enumerate(("loss", "accuracy")):
+    for row, ylabel in enumerate(("loss", "accuracy")[: len(pairs)]):
         for col, xlabel in enumerate(("iterations", "seconds (training)")):
             ax = axes[row, col]
             ax.set_xlabel(xlabel)
@@ -545,7 +550,7 @@ def race_figure(doc: dict):
                 ax.set_yscale("log")
     for t in doc["targets"]:
         row = 0 if "loss" in t["metric"] else 1
-        for col in (0, 1):
+        for col in (0, 1) if row < len(pairs) else ():
             axes[row, col].axhline(t["value"], color="0.5", lw=0.6, ls=":")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(
