@@ -154,6 +154,19 @@ def setting(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_set_argument(g, help: str) -> None:
+    """--set OPT.KEY=VALUE (repeatable), parsed by :func:`setting`; :func:`set_settings` gathers them."""
+    g.add_argument("--set", type=setting, action="append", default=[], metavar="OPT.KEY=VALUE", help=help)
+
+
+def set_settings(pairs) -> dict:
+    """{optimizer: {key: value}} from --set's (optimizer, key, value) triples, the last one winning."""
+    settings: dict = {}
+    for opt, key, value in pairs:
+        settings.setdefault(opt, {})[key] = value
+    return settings
+
+
 def add_machine_arguments(g, dtype: str) -> None:
     """--device, --dtype, --seed, --threads: how any training sub-command runs (see :func:`blas_threads`)."""
     g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="NumPy (cpu) or CuPy (gpu)")

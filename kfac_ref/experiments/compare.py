@@ -666,13 +666,9 @@ def add_arguments(p, name: str = "compare") -> None:
             metavar="[OPT=]VALUE",
             help=f"{hp} for one optimizer (OPT=VALUE) or every one that has it (VALUE); repeatable",
         )
-    g.add_argument(
-        "--set",
-        type=arguments.setting,
-        action="append",
-        default=[],
-        metavar="OPT.KEY=VALUE",
-        help="any hyper-parameter of any optimizer, e.g. kfac.rescale=true, kfac.kl_clip=none, "
+    arguments.add_set_argument(
+        g,
+        "any hyper-parameter of any optimizer, e.g. kfac.rescale=true, kfac.kl_clip=none, "
         "kfac.stats_fraction=0.25 (applied last); repeatable",
     )
     g.add_argument(

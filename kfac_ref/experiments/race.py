@@ -580,14 +580,10 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--seeds", type=arguments.positive_int, default=DEFAULT_SEEDS, help="further seeds each pick is re-run on"
     )
-    p.add_argument(
-        "--set",
-        type=arguments.setting,
-        action="append",
-        default=[],
-        metavar="OPT.KEY=VALUE",
-        help="a hyper-parameter every trial of a method runs with in place of compare's (not a searched "
-        "one), e.g. kfac.rescale=false; repeatable",
+    arguments.add_set_argument(
+        p,
+        "a hyper-parameter every trial of a method runs with in place of compare's (not a searched one), "
+        "e.g. kfac.rescale=false; repeatable",
     )
     arguments.add_machine_arguments(p, CLI_DTYPE)  # --seed: the tuning seed; the further seeds are seed + 1, …
     p.add_argument("--out", default="results/race", help="output folder")
@@ -596,16 +592,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    settings: dict = {}
-    for opt, key, value in args.set:
-        settings.setdefault(opt, {})[key] = value
     with arguments.blas_threads(args):
         run_race(
             args.workload,
             args.out,
             **{k: getattr(args, k) for k in ("data_dir", "methods", "trials", "seeds", "seed", "dtype", "device")},
             is_quick=args.quick,
-            settings=settings,
+            settings=arguments.set_settings(args.set),
             progress_factory=arguments.progress_bars(args),
             log=arguments.logger(args),
         )
