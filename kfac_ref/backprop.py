@@ -38,7 +38,7 @@ from functools import cached_property
 import numpy as np
 
 from .backend import get_xp
-from .nn.im2col import block_size
+from .nn.layout import rows
 from .nn.module import ParamLayer
 
 
@@ -80,23 +80,10 @@ class LayerStats:
         """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed (a block's share of the batch gradient).  (d_out, a_dim)"""
         if self.g.shape[0] != 1:
             raise ValueError(f"mean_wbar_grad needs one seed per sample, got {self.g.shape[0]}")
-        n, t = self.a_bar.shape[:2]
-        if t == 1:  # Linear: g and ā are (N, d_out) and (N, a_dim) views; BLAS reads gᵀ as it is
-            g = self.g[0, :, 0]  # (N, d_out)
-            return g.T @ self.a_bar[:, 0]
-        # Conv2d: Σ_n g_n ā_n with g_n (d_out, T) a slice of the output gradient and ā_n (T, a_dim) one of
-        # the feature-major patches (kfac_ref.nn.im2col): one product per sample, which BLAS reads in
-        # place (no transposed copy of either), summed over blocks of samples through a reused buffer.
-        xp, d_out, a_dim = get_xp(self.g), self.layer.d_out, self.layer.a_dim
-        g = self.g[0].transpose(0, 2, 1)  # (N, d_out, T), a view of the output gradient
-        dtype = xp.result_type(g.dtype, self.a_bar.dtype)
-        block = block_size(n, d_out * a_dim * dtype.itemsize)
-        per_sample = xp.empty((block, d_out, a_dim), dtype=dtype)  # reused
-        total = xp.zeros((d_out, a_dim), dtype=dtype)
-        for n0 in range(0, n, block):
-            b = min(block, n - n0)
-            total += xp.matmul(g[n0 : n0 + b], self.a_bar[n0 : n0 + b], out=per_sample[:b]).sum(axis=0)
-        return total
+        # One product (d_out, N·T) × (N·T, a_dim) over all samples and locations.  Both operands are
+        # views: g of the channel-major output gradient (or Linear's (N, d_out) rows read transposed),
+        # ā of the feature-major patches (kfac_ref.nn.layout); another layout costs a copy.
+        return rows(self.g[0], 2) @ rows(self.a_bar, 2).T
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from .backend import get_xp
 from .nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .nn.im2col import im2col
+from .nn.layout import rows
 from .params import flat_to_wbar, layer_slices
 
 
@@ -40,19 +41,24 @@ def _linear(layer, cache, dx, vbar):
 
 
 def _conv(layer, cache, dx, vbar):
-    """ṡ = conv(ȧ; W) + V̄ ā_t at every location.  → (k, N, C_out, Ho, Wo)."""
+    """ṡ = conv(ȧ; W) + V̄ ā_t at every location.  → (k, N, C_out, Ho, Wo), channel-major.
+
+    Both terms are products over all samples and locations at once: V̄ (C_out, a_dim) × ā
+    (a_dim, N·T) per direction, and W (C_out, K) × the tangent's patches (K, k·N·T).
+    """
     xp = get_xp(vbar)
-    a_bar = cache["a_bar"]  # (N, T, a_dim)
     n, c_in, h, w = cache["x_shape"]
     c_out, ho, wo = layer.output_shape((c_in, h, w))
-    k = vbar.shape[0]
-    ds = xp.matmul(vbar[:, None], a_bar.transpose(0, 2, 1)[None])  # (k, N, C_out, T)
+    k, t = vbar.shape[0], ho * wo
+    cols = rows(cache["a_bar"], 2)  # (a_dim, N·T), a view of the feature-major patches
+    ds = xp.empty((c_out, k, n * t), dtype=xp.result_type(vbar.dtype, cols.dtype))  # channel-major
+    for i in range(k):
+        xp.matmul(vbar[i], cols, out=ds[:, i])  # the parameter direction
     if dx is not None:
         ks = layer.kernel_size
-        cols = im2col(dx.reshape(k * n, c_in, h, w), ks, ks, layer.stride, layer.padding, ones=False)
-        wmat = layer.weight.reshape(c_out, layer.d_in)  # (C_out, K)
-        ds = ds + (wmat @ cols.transpose(0, 2, 1)).reshape(k, n, c_out, ho * wo)  # (k, N, C_out, T)
-    return ds.reshape(k, n, c_out, ho, wo)
+        dcols = im2col(dx.reshape(k * n, c_in, h, w), ks, ks, layer.stride, layer.padding, ones=False)
+        ds += (layer.weight.reshape(c_out, layer.d_in) @ rows(dcols, 2)).reshape(c_out, k, n * t)  # the input tangent
+    return ds.reshape(c_out, k, n, ho, wo).transpose(1, 2, 0, 3, 4)
 
 
 def _elementwise(layer, cache, dx, vbar):

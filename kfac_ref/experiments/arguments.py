@@ -180,17 +180,32 @@ def add_machine_arguments(g, dtype: str) -> None:
     g.add_argument(
         "--threads",
         type=positive_int,
-        help="BLAS threads (via threadpoolctl); default: 1 on the CPU, where these small matrix "
-        "products run no faster on more, and steadier (benchmarks/README.md)",
+        help="CPU threads: a ConvNet runs its batch as that many blocks of samples on threads, each with "
+        "one BLAS thread; other models give BLAS that many threads (docs/benchmarks.md: the thread rule). "
+        "Default 1: one core, steady timings, the same numbers on any machine",
     )
 
 
-def blas_threads(args):
-    """A context limiting BLAS threads to --threads, else to 1 on the CPU (the GPU's host threads are left alone)."""
+def thread_plan(args, model: str) -> tuple:
+    """(BLAS threads, workers) for --threads T on the CPU — the thread rule, measured in docs/benchmarks.md:
+
+    a ConvNet ("convnet") splits its batch over T threads (``model.workers = T``, kfac_ref.backprop)
+    with one BLAS thread each: ×1.8–1.9 at N = 1,024 on two idle cores, where T BLAS threads gave
+    less; any other model gives BLAS the T threads (its products are large).  On the GPU: (None, 1),
+    the host's BLAS left alone.
+    """
+    if args.device != "cpu":
+        return None, 1
+    t = args.threads or 1
+    return (1, t) if model == "convnet" else (t, 1)
+
+
+def blas_threads(args, model: str = ""):
+    """A context limiting BLAS threads as :func:`thread_plan` says (SciPy's own BLAS included)."""
     import scipy.linalg  # noqa: F401  (SciPy's own BLAS, loaded now so that the limit covers it too)
     from threadpoolctl import threadpool_limits
 
-    n = args.threads or (1 if args.device == "cpu" else None)
+    n = thread_plan(args, model)[0]
     return contextlib.nullcontext() if n is None else threadpool_limits(limits=n, user_api="blas")
 
 

@@ -698,7 +698,7 @@ def run(args) -> int:
     # the batch size is each point's own: --quick leaves it alone
     cfg = config_from_shared_args(args, {"iterations": QUICK_ITERATIONS, "batch_size": CompareConfig.batch_size})
     sizes = args.batch_sizes or (QUICK_BATCH_SIZES if args.quick else DEFAULT_BATCH_SIZES)
-    with arguments.blas_threads(args):
+    with arguments.blas_threads(args, cfg.model):
         run_batch_sweep(
             cfg,
             sizes,

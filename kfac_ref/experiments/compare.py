@@ -147,6 +147,7 @@ class CompareConfig:
     device: str = "cpu"
     dtype: str = "float64"
     seed: int = 0
+    workers: int = 1  # the batch as this many blocks of samples on threads (model.workers; --threads on a ConvNet)
     max_train: int | None = None  # use only the first n training samples (quick runs)
     target_loss: tuple = ()  # summary targets; empty: round values and the hardest every run reaches
     target_acc: tuple = ()
@@ -198,23 +199,26 @@ def load_data(cfg: CompareConfig):
 
 
 def build_model(cfg: CompareConfig, data):
-    """The model for the data's input shape (seeded by cfg.seed)."""
+    """The model for the data's input shape (seeded by cfg.seed), running cfg.workers blocks of samples."""
     kw = {"seed": cfg.seed, "dtype": np.dtype(cfg.dtype), "device": cfg.device}
     if cfg.model == "mlp":
-        return models.mlp(data.input_shape[0], hidden=tuple(cfg.hidden), num_classes=data.num_classes, **kw)
-    if cfg.model == "autoencoder":
-        return models.autoencoder(data.input_shape[0], widths=tuple(cfg.hidden), **kw)
-    if cfg.model == "convnet":
+        model = models.mlp(data.input_shape[0], hidden=tuple(cfg.hidden), num_classes=data.num_classes, **kw)
+    elif cfg.model == "autoencoder":
+        model = models.autoencoder(data.input_shape[0], widths=tuple(cfg.hidden), **kw)
+    elif cfg.model == "convnet":
         if len(data.input_shape) != 3:
             raise ValueError(f"model 'convnet' needs image inputs (C, H, W), got {data.input_shape}")
-        return models.convnet(
+        model = models.convnet(
             in_shape=data.input_shape,
             channels=tuple(cfg.channels),
             hidden=cfg.hidden[0] if cfg.hidden else 0,
             num_classes=data.num_classes,
             **kw,
         )
-    raise ValueError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODELS)}")
+    else:
+        raise ValueError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODELS)}")
+    model.workers = cfg.workers  # blocks of samples on threads: the same numbers to rounding (kfac_ref.backprop)
+    return model
 
 
 def loss_for(data):
@@ -358,6 +362,14 @@ def grid_search(cfg, name, data, theta0, progress_factory=None):
     return best["settings"], trials
 
 
+def blas_thread_count():
+    """The threads NumPy's BLAS runs with now (inside the CLI's limit), or None if unknown."""
+    from threadpoolctl import threadpool_info
+
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
 def machine_info(cfg: CompareConfig) -> dict:
     info = {
         "platform": platform.platform(),
@@ -366,6 +378,8 @@ def machine_info(cfg: CompareConfig) -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "device": cfg.device,
+        "blas_threads": blas_thread_count(),
+        "workers": cfg.workers,
     }
     if cfg.device == "gpu":
         info["gpu"] = gpu_name()
@@ -799,6 +813,7 @@ def config_from_shared_args(args, quick_bounds: dict | None = None, **fields) ->
         device=args.device,
         dtype=args.dtype,
         seed=args.seed,
+        workers=arguments.thread_plan(args, args.model)[1],
         max_train=args.max_train,
         **fields,
     )
@@ -818,7 +833,7 @@ def run(args, appendix: str = "") -> int:
     if args.distributed and cfg.diagnostics_every:
         raise ValueError("--diagnostics is not available with --distributed (run it on one process)")
     comm = world() if args.distributed else None  # clear errors without mpi4py or without mpiexec
-    with arguments.blas_threads(args):
+    with arguments.blas_threads(args, cfg.model):
         run_compare(cfg, args.out, arguments.progress_bars(args), arguments.logger(args), comm, appendix)
     if not args.quiet and (comm is None or comm.rank == 0):
         ranks = f" ({comm.size} MPI ranks)" if comm is not None else ""

@@ -304,18 +304,20 @@ SINGLE_RULE = "most targets reached on the tuning seed, then fewest iterations s
 
 
 def run_race(workload: str, out, *, data_dir=None, methods=DEFAULT_METHODS, trials=DEFAULT_TRIALS, seeds=DEFAULT_SEEDS,
-             seed=0, dtype=CLI_DTYPE, device="cpu", is_quick=False, settings=None, progress_factory=None,
-             log=print):  # fmt: skip
+             seed=0, dtype=CLI_DTYPE, device="cpu", workers=1, is_quick=False, settings=None,
+             progress_factory=None, log=print):  # fmt: skip
     """The whole race of ``workload``; writes race.json, summary.md and race.png/.svg into ``out``.
 
     ``settings``: {method: {key: value}} every trial of that method runs with in place of compare's
     (never a searched key), e.g. {"kfac": compare.AMORTISED_KFAC} races the amortised K-FAC.
+    ``workers``: blocks of samples on threads (model.workers; the CLI's --threads on a ConvNet).
     """
     check_output_dir(out)
     for m in methods:
         if m not in SPACES:
             raise ValueError(f"no search space for {m!r} in the race: expected any of {', '.join(SPACES)}")
-    cfg = replace(workload_config(workload, data_dir, dtype, seed, is_quick), device=device, settings=settings or {})
+    cfg = workload_config(workload, data_dir, dtype, seed, is_quick)
+    cfg = replace(cfg, device=device, workers=workers, settings=settings or {})
     w = WORKLOADS[workload]
     spaces = {m: w.space(m) for m in methods}
     if not 1 <= trials <= min(len(sp) for sp in spaces.values()):
@@ -592,11 +594,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    with arguments.blas_threads(args):
+    model = WORKLOADS[args.workload].model if args.workload in WORKLOADS else ""  # run_race names a wrong one
+    with arguments.blas_threads(args, model):
         run_race(
             args.workload,
             args.out,
             **{k: getattr(args, k) for k in ("data_dir", "methods", "trials", "seeds", "seed", "dtype", "device")},
+            workers=arguments.thread_plan(args, model)[1],
             is_quick=args.quick,
             settings=arguments.set_settings(args.set),
             progress_factory=arguments.progress_bars(args),

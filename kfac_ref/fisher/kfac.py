@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from ..backend import get_xp, to_device, to_numpy
+from ..nn.layout import rows
 from ..params import wbar_order
 from ..validate import check_allocation, check_state_array, check_state_number
 from .curvature import Curvature, saved_inverse
@@ -45,17 +46,12 @@ def factor_a(a_bar):
 def factor_g(g):
     """G (Linear) or Γ (Conv2d): (1/(N T)) Σ_{s,n,t} g gᵀ.  (S, N, T, d_out) → (d_out, d_out)
 
-    Linear (T = 1): one product of the (S·N, d_out) rows.  Conv2d: g is a transposed view of
-    the output gradient, whose own layout holds each sample as g_{s,n}ᵀ (d_out, T); summed
-    per-sample products g_{s,n}ᵀ g_{s,n} read it in place, where a (S·N·T, d_out) matrix
-    would be a copy of the whole gradient.
+    One product of g as a (d_out, S·N·T) matrix with its transpose; that matrix is a view of a
+    channel-major output gradient (kfac_ref.nn.layout) or of Linear's (S·N, d_out) rows.
     """
-    xp, (_, n, t, d) = get_xp(g), g.shape
-    if t == 1:
-        gm = g.reshape(-1, d)  # (S·N, d_out)
-        return (gm.T @ gm) / n  # mean over samples, sum over seeds
-    gt = g.transpose(0, 1, 3, 2).reshape(-1, d, t)  # (S·N, d_out, T): the output gradient's layout
-    return xp.matmul(gt, gt.transpose(0, 2, 1)).sum(axis=0) / (n * t)  # mean over samples and locations
+    _, n, t, _ = g.shape
+    gm = rows(g, 3)  # (d_out, S·N·T)
+    return (gm @ gm.T) / (n * t)  # mean over samples and locations, sum over seeds
 
 
 def check_supported(model) -> None:

@@ -10,11 +10,12 @@ Backward for seeds g_{n,t} = ∂ℓ_n/∂s_{n,t} (per-sample scale):
     ∂ℓ_n/∂patch_{n,t} = W̄[:, :K]ᵀ g_{n,t}  → col2im → ∂ℓ_n/∂x_n
     ∂ℓ_n/∂W̄ = Σ_t g_{n,t} ā_{n,t}ᵀ   (weight sharing: a sum over locations, docs/math.md §5)
 
-Fast formulation: the patches are stored feature-major, cols = ā as (a_dim, N, T)
-(:mod:`kfac_ref.nn.im2col`), and built block by block (blocks of samples small enough to stay
-in the processor's cache): forward, each sample's product W̄ · cols[:, n] (C_out × T) lands in
-the output's own layout; backward, a block is one (K, C_out) × (C_out, B·T) product, large
-enough for a threaded BLAS, and col2im k² strided adds.
+Fast formulation: images are stored channel-major, (C, N, H, W) in memory
+(:mod:`kfac_ref.nn.layout`), and the patches feature-major, cols = ā as (a_dim, N·T)
+(:mod:`kfac_ref.nn.im2col`), built block by block (blocks of samples small enough to stay in
+the processor's cache).  Then a block's forward is one product W̄ (C_out, a_dim) × cols
+(a_dim, B·T) written straight into the output's rows, and its input gradient one product
+Wᵀ (K, C_out) × g (C_out, B·T) followed by col2im's k² strided adds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..backend import get_xp
 from .im2col import block_size, col2im_into, out_size, pad2d, patches_into
+from .layout import rows
 from .module import ParamLayer, float_dtype
 
 
@@ -40,7 +42,7 @@ class Conv2d(ParamLayer):
     """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True)``.
 
     weight : (C_out, C_in, kh, kw);  bias : (C_out,)  (PyTorch's layout)
-    Input (N, C_in, H, W) → output (N, C_out, Ho, Wo).  The cache holds the
+    Input (N, C_in, H, W) → output (N, C_out, Ho, Wo), stored channel-major.  The cache holds the
     patch matrix ā of shape (N, T, C_in·kh·kw + 1), T = Ho·Wo (a view of the
     feature-major patches; :meth:`forward` without a cache never keeps them whole).
     """
@@ -103,22 +105,25 @@ class Conv2d(ParamLayer):
         c_out, ho, wo = self.output_shape(x.shape[1:])
         xp, n, t, a_dim = get_xp(x, self.weight), x.shape[0], ho * wo, self.a_dim
         dtype = xp.result_type(x.dtype, self.weight.dtype)
-        x_pad, wbar = pad2d(x, self.padding), self.wbar()  # (N, C_in, Hp, Wp), (C_out, a_dim)
+        x_pad, wbar = pad2d(x.transpose(1, 0, 2, 3), self.padding), self.wbar()  # (C_in, N, Hp, Wp), (C_out, a_dim)
         block = block_size(n, a_dim * t * dtype.itemsize)
-        cols = xp.empty((a_dim, n if keep else block, t), dtype=dtype)  # ā feature-major: ā[n, t] = cols[:, n, t]
+        cols = xp.empty((a_dim, (n if keep else block) * t), dtype=dtype)  # ā feature-major: ā[n, t] = cols[:, n·T + t]
         if self.bias is not None:
             cols[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
-        out = xp.empty((n, c_out, t), dtype=dtype)
+        out = xp.empty((c_out, n * t), dtype=dtype)  # channel-major output (kfac_ref.nn.layout)
         for n0 in range(0, n, block):
             b = min(block, n - n0)
-            blk = cols[:, n0 : n0 + b] if keep else cols[:, :b]  # (a_dim, B, T)
-            patches_into(blk[: self.d_in], x_pad[n0 : n0 + b], self.kernel_size, self.kernel_size, self.stride)
-            xp.matmul(wbar, blk.transpose(1, 0, 2), out=out[n0 : n0 + b])  # W̄ ā_nᵀ per sample: (B, C_out, T) in place
-        cache = {"a_bar": cols.transpose(1, 2, 0), "x_shape": x.shape} if keep else None  # ā : (N, T, a_dim)
-        return out.reshape(n, c_out, ho, wo), cache
+            blk = cols[:, n0 * t : (n0 + b) * t] if keep else cols[:, : b * t]  # (a_dim, B·T)
+            k = self.kernel_size
+            patches_into(blk[: self.d_in].reshape(self.d_in, b, t), x_pad[:, n0 : n0 + b], k, k, self.stride)
+            xp.matmul(wbar, blk, out=out[:, n0 * t : (n0 + b) * t])  # W̄ ā for the whole block: (C_out, B·T)
+        cache = None
+        if keep:
+            cache = {"a_bar": cols.reshape(a_dim, n, t).transpose(1, 2, 0), "x_shape": x.shape}  # ā : (N, T, a_dim)
+        return out.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3), cache
 
     def backward(self, cache, grad_out):
-        """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W).
+        """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W), both channel-major.
 
         ∂ℓ/∂cols = Wᵀ g for a block of samples at once (one product), then col2im adds it back.
         """
@@ -127,19 +132,16 @@ class Conv2d(ParamLayer):
         k, p, m, t = self.kernel_size, self.padding, s_ * n, ho * wo
         _, c_in, h, w = cache["x_shape"]
         w_t = self.weight.reshape(c_out, self.d_in).T  # (K, C_out), a view
-        g = grad_out.reshape(m, c_out, t)  # (S·N, C_out, T)
-        dx = xp.empty((m, c_in, h, w), dtype=grad_out.dtype)  # (S·N, C_in, H, W)
+        g = rows(grad_out, 2)  # (C_out, S·N·T): a view of a channel-major gradient
+        dx_pad = xp.empty((c_in, m, h + 2 * p, w + 2 * p), dtype=grad_out.dtype)  # channel-major
         block = block_size(m, self.a_dim * t * grad_out.dtype.itemsize)
-        g_blk = xp.empty((c_out, block, t), dtype=grad_out.dtype)  # reused buffers
-        d_blk = xp.empty(self.d_in * block * t, dtype=grad_out.dtype)
-        dx_blk = xp.empty((c_in, block, h + 2 * p, w + 2 * p), dtype=grad_out.dtype)
+        d_blk = xp.empty((self.d_in, block * t), dtype=grad_out.dtype)  # reused
         for n0 in range(0, m, block):
             b = min(block, m - n0)
-            xp.copyto(g_blk[:, :b], g[n0 : n0 + b].transpose(1, 0, 2))  # (C_out, B, T): runs of T values
-            d = xp.matmul(w_t, g_blk[:, :b].reshape(c_out, b * t), out=d_blk[: self.d_in * b * t].reshape(-1, b * t))
-            col2im_into(dx_blk[:, :b], d.reshape(self.d_in, b, t), k, k, self.stride)  # (C_in, B, Hp, Wp)
-            dx[n0 : n0 + b] = dx_blk[:, :b, p : p + h, p : p + w].transpose(1, 0, 2, 3)
-        return dx.reshape(s_, n, c_in, h, w)
+            d = xp.matmul(w_t, g[:, n0 * t : (n0 + b) * t], out=d_blk[:, : b * t])  # (K, B·T)
+            col2im_into(dx_pad[:, n0 : n0 + b], d.reshape(self.d_in, b, t), k, k, self.stride)  # (C_in, B, Hp, Wp)
+        dx = dx_pad[:, :, p : p + h, p : p + w].reshape(c_in, s_, n, h, w)  # a view: drops the padding
+        return dx.transpose(1, 2, 0, 3, 4)
 
     def g_from_grad(self, grad_out):
         s_, n, c_out, ho, wo = grad_out.shape

@@ -9,11 +9,12 @@ zero padding p, the output has Ho × Wo locations,
 and the patch of location t = (u, v) is x_pad[:, :, u·s : u·s + kh, v·s : v·s + kw],
 flattened in (c, i, j) order — the order of ``Conv2d.weight.reshape(C_out, -1)``.
 
-The patches are stored feature-major, ``cols[(c, i, j), n, (u, v)] = x_pad[n, c, u·s + i, v·s + j]``
-(shape (C·kh·kw, N, Ho·Wo)): then kernel offset (i, j) fills the rows (·, i, j) of every
+The patches are stored feature-major, ``cols[(c, i, j), n, (u, v)] = x_pad[c, n, u·s + i, v·s + j]``
+(shape (C·kh·kw, N, Ho·Wo)), from a channel-major image x_pad (C, N, Hp, Wp)
+(:mod:`kfac_ref.nn.layout`): then kernel offset (i, j) fills the rows (·, i, j) of every
 channel with one strided copy of the shifted image, x_pad[:, :, i::s, j::s] (runs of Wo
 contiguous values), so im2col is kh·kw copies and col2im kh·kw strided adds (into a
-feature-major (C, N, Hp, Wp) gradient: both sides of each add in one layout); and the
+channel-major (C, N, Hp, Wp) gradient: both sides of each add in one layout); and the
 convolution of a block of samples is one matrix product W̄ · cols[:, block].  The
 per-sample patch matrix ā of shape (N, Ho·Wo, C·kh·kw) is a transposed view of it.
 
@@ -23,6 +24,7 @@ All functions work for NumPy and CuPy arrays and never loop over samples.
 from __future__ import annotations
 
 from ..backend import get_xp
+from .layout import empty_in_layout
 
 
 def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -39,12 +41,12 @@ def block_size(n: int, bytes_per_sample: int) -> int:
 
 
 def pad2d(x, padding: int, value: float = 0.0):
-    """Pad the last two axes of x by ``padding`` on each side with ``value``."""
+    """Pad the last two axes of x by ``padding`` on each side with ``value``, keeping x's memory order."""
     if padding == 0:
         return x
-    xp = get_xp(x)
     *lead, h, w = x.shape
-    out = xp.full((*lead, h + 2 * padding, w + 2 * padding), value, dtype=x.dtype)
+    out = empty_in_layout(x, (*lead, h + 2 * padding, w + 2 * padding))
+    out[...] = value
     out[..., padding : padding + h, padding : padding + w] = x
     return out
 
@@ -55,24 +57,25 @@ def shifted(x_pad, i: int, j: int, stride: int, ho: int, wo: int):
 
 
 def patches_into(cols, x_pad, kh: int, kw: int, stride: int):
-    """im2col into ``cols`` (C·kh·kw, N, Ho·Wo) — e.g. a block of a larger array — from x_pad (N, C, Hp, Wp).
+    """im2col into ``cols`` (C·kh·kw, N, Ho·Wo) — e.g. a block of a larger array — from x_pad (C, N, Hp, Wp).
 
-    kh·kw strided copies: offset (i, j) of channel c is the shifted image x_pad[:, c, i::s, j::s].
+    kh·kw strided copies: offset (i, j) of channel c is the shifted image x_pad[c, :, i::s, j::s];
+    x_pad is channel-major (:mod:`kfac_ref.nn.layout`), so both sides of each copy are in one order.
     """
     xp = get_xp(cols)
-    n, c, hp, wp = x_pad.shape
+    c, n, hp, wp = x_pad.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     rows = cols.reshape(c, kh, kw, n, ho, wo)  # a view: only splits axes
     for i in range(kh):
         for j in range(kw):
-            xp.copyto(rows[:, i, j], shifted(x_pad, i, j, stride, ho, wo).transpose(1, 0, 2, 3))  # (C, N, Ho, Wo)
+            xp.copyto(rows[:, i, j], shifted(x_pad, i, j, stride, ho, wo))  # (C, N, Ho, Wo)
 
 
 def col2im_into(dx_pad, dcols, kh: int, kw: int, stride: int):
     """The adjoint of :func:`patches_into`: dx_pad (C, N, Hp, Wp) = col2im(dcols (C·kh·kw, N, Ho·Wo)).
 
     kh·kw strided adds: row (c, i, j) of dcols goes back onto the shifted image it was copied
-    from.  dx_pad is feature-major too, so that both sides of every add have the same layout.
+    from.  dx_pad is channel-major, so that both sides of every add have the same layout.
     """
     c, n, hp, wp = dx_pad.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
@@ -96,7 +99,7 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int, ones: bool):
     t = out_size(h, kh, stride, padding) * out_size(w, kw, stride, padding)
     k = c * kh * kw
     cols = xp.empty((k + ones, n, t), dtype=x.dtype)  # (K [+1], N, T)
-    patches_into(cols[:k], pad2d(x, padding), kh, kw, stride)
+    patches_into(cols[:k], pad2d(x.transpose(1, 0, 2, 3), padding), kh, kw, stride)  # (C, N, Hp, Wp)
     if ones:
         cols[k] = 1.0
     return cols.transpose(1, 2, 0)  # (N, T, K [+1])

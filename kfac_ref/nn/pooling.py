@@ -25,6 +25,7 @@ import numpy as np
 
 from ..backend import get_xp
 from .im2col import out_size, pad2d
+from .layout import channel_major
 from .module import Layer
 
 W_AXIS, H_AXIS = -1, -2  # the two stages: along the width, then along the height
@@ -81,12 +82,14 @@ class _Pool2d(Layer):
 
     def _spread(self, grad, axis: int, size: int, part):
         """The adjoint of one stage: offset j's share ``part(j, grad)`` goes back to the elements
-        that offset read.  grad : (..., n_out) along ``axis`` → (..., size) along ``axis``."""
-        xp = get_xp(grad)
+        that offset read.  grad : (..., n_out) along ``axis`` → (..., size) along ``axis``, channel-major."""
         shape = list(grad.shape)
         shape[axis] = size
-        out = xp.zeros(shape, dtype=grad.dtype)
-        for j, target in enumerate(self._views(out, axis, grad.shape[axis])):
+        out = channel_major(get_xp(grad), shape, grad.dtype)
+        n_out, covered = grad.shape[axis], self.stride * grad.shape[axis]
+        if self.stride != self.kernel_size or covered < size:
+            out[...] = 0.0  # overlapping windows add up; elements no window reads get no gradient
+        for j, target in enumerate(self._views(out, axis, n_out)):
             if self.stride >= self.kernel_size:  # windows do not overlap: one term per element, written in place
                 part(j, grad, target)
             else:
@@ -132,7 +135,7 @@ class MaxPool2d(_Pool2d):
         (ho, wo), v = cache["pick_h"].shape[-2:], pad2d(v, self.padding)
         for axis, pick, n_out in ((W_AXIS, cache["pick_w"], wo), (H_AXIS, cache["pick_h"], ho)):
             views = self._views(v, axis, n_out)
-            v = views[0].copy()
+            v = views[0].copy(order="K")  # keeps the (channel-major) layout
             for j in range(1, self.kernel_size):
                 xp.copyto(v, views[j], where=pick == j)
         return v
@@ -141,8 +144,10 @@ class MaxPool2d(_Pool2d):
         """Max over the k offsets along ``axis``, and which offset held it (the first on ties)."""
         xp = get_xp(v)
         views = self._views(v, axis, n_out)
-        best = xp.maximum(views[0], views[1]) if len(views) > 1 else views[0].copy()
-        pick = (views[1] > views[0]).astype(np.int8) if len(views) > 1 else xp.zeros(best.shape, dtype=np.int8)
+        best = xp.maximum(views[0], views[1]) if len(views) > 1 else views[0].copy(order="K")
+        pick = (xp.empty_like if len(views) > 1 else xp.zeros_like)(best, dtype=np.int8)  # best's layout
+        if len(views) > 1:
+            xp.greater(views[1], views[0], out=pick.view(np.bool_))  # offset 1 where strictly larger, else 0
         for j in range(2, self.kernel_size):
             xp.copyto(pick, j, where=views[j] > best)  # strictly larger: an earlier offset wins ties
             xp.maximum(best, views[j], out=best)
@@ -180,7 +185,7 @@ class AvgPool2d(_Pool2d):
         xp = get_xp(grad_out)
 
         def copy(j, grad, out):
-            return grad.copy() if out is None else xp.copyto(out, grad)
+            return grad.copy(order="K") if out is None else xp.copyto(out, grad)
 
         g = grad_out * (1.0 / (self.kernel_size * self.kernel_size))
         dx = self._spread(self._spread(g, H_AXIS, hp, copy), W_AXIS, wp, copy)  # (S, N, C, Hp, Wp)
@@ -188,7 +193,7 @@ class AvgPool2d(_Pool2d):
 
     def _sum(self, v, axis: int, n_out: int):
         views = self._views(v, axis, n_out)
-        total = views[0].copy()
+        total = views[0].copy(order="K")
         for view in views[1:]:
             total += view
         return total
