@@ -41,24 +41,22 @@ def _linear(layer, cache, dx, vbar):
 
 
 def _conv(layer, cache, dx, vbar):
-    """ṡ = conv(ȧ; W) + V̄ ā_t at every location.  → (k, N, C_out, Ho, Wo), channel-major.
+    """ṡ = conv(ȧ; W) + V̄ ā_t at every location.  → (k, N, C_out, Ho, Wo), each direction channel-major.
 
-    Both terms are products over all samples and locations at once: V̄ (C_out, a_dim) × ā
-    (a_dim, N·T) per direction, and W (C_out, K) × the tangent's patches (K, k·N·T).
+    Both terms are products over all samples and locations at once: the k directions' V̄ stacked,
+    (k·C_out, a_dim) × ā (a_dim, N·T), and per direction W (C_out, K) × its tangent's patches (K, N·T).
     """
-    xp = get_xp(vbar)
     n, c_in, h, w = cache["x_shape"]
     c_out, ho, wo = layer.output_shape((c_in, h, w))
     k, t = vbar.shape[0], ho * wo
     cols = rows(cache["a_bar"], 2)  # (a_dim, N·T), a view of the feature-major patches
-    ds = xp.empty((c_out, k, n * t), dtype=xp.result_type(vbar.dtype, cols.dtype))  # channel-major
-    for i in range(k):
-        xp.matmul(vbar[i], cols, out=ds[:, i])  # the parameter direction
+    ds = (vbar.reshape(k * c_out, -1) @ cols).reshape(k, c_out, n * t)  # the parameter direction
     if dx is not None:
-        ks = layer.kernel_size
-        dcols = im2col(dx.reshape(k * n, c_in, h, w), ks, ks, layer.stride, layer.padding, ones=False)
-        ds += (layer.weight.reshape(c_out, layer.d_in) @ rows(dcols, 2)).reshape(c_out, k, n * t)  # the input tangent
-    return ds.reshape(c_out, k, n, ho, wo).transpose(1, 2, 0, 3, 4)
+        ks, wmat = layer.kernel_size, layer.weight.reshape(c_out, layer.d_in)  # (C_out, K)
+        for i in range(k):  # the input tangent, one direction at a time (its patches are the size of ā)
+            dcols = im2col(dx[i], ks, ks, layer.stride, layer.padding, ones=False)  # (N, T, K)
+            ds[i] += wmat @ rows(dcols, 2)
+    return ds.reshape(k, c_out, n, ho, wo).transpose(0, 2, 1, 3, 4)
 
 
 def _elementwise(layer, cache, dx, vbar):

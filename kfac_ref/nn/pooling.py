@@ -135,9 +135,9 @@ class MaxPool2d(_Pool2d):
         (ho, wo), v = cache["pick_h"].shape[-2:], pad2d(v, self.padding)
         for axis, pick, n_out in ((W_AXIS, cache["pick_w"], wo), (H_AXIS, cache["pick_h"], ho)):
             views = self._views(v, axis, n_out)
-            v = views[0].copy(order="K")  # keeps the (channel-major) layout
+            v = views[0].copy(order="K") if len(views) == 1 else views[0]  # keeps the (channel-major) layout
             for j in range(1, self.kernel_size):
-                xp.copyto(v, views[j], where=pick == j)
+                v = xp.where(pick == j, views[j], v)  # offset j where it held the maximum
         return v
 
     def _stage(self, v, axis: int, n_out: int):
