@@ -232,3 +232,13 @@ def test_compare_with_two_threads_splits_the_convnet_and_trains_the_same(tmp_pat
         curves[threads] = [[rec["train_loss"] for rec in r["records"] if "train_loss" in rec] for r in doc["runs"]]
     assert curves[1] and all(curves[1])
     np.testing.assert_allclose(np.array(curves[2], dtype=float), np.array(curves[1], dtype=float), rtol=1e-9)
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_forward_without_cache_splits_too_and_gives_the_same_outputs(rng, net):
+    """model(x) — what evaluation calls — runs the blocks on threads as well: the unsplit outputs."""
+    make, in_shape = NETS[net]
+    one, split = twins(make, 3)
+    x, _ = classification_batch(rng, 7, in_shape, 3)
+    close(split(x), one(x))
+    assert split(x[:1]).shape == one(x[:1]).shape  # one sample: nothing to split

@@ -125,8 +125,17 @@ class Sequential(Layer):
             raise ValueError(f"model input contains {bad} NaN/Inf value(s) out of {x.size}")
 
     def forward(self, x):
-        """Outputs f(x) of shape ``(N, *out_shape)``; no cache is kept."""
+        """Outputs f(x) of shape ``(N, *out_shape)``; no cache is kept.  With ``workers`` = k > 1,
+        k blocks of samples on k threads (as :func:`kfac_ref.backprop.forward`), e.g. for evaluation."""
         self.check_input(x)
+        if self.workers > 1 and x.shape[0] > 1:
+            from ..backprop import concat_in_layout, run_blocks, sample_blocks  # backprop imports nn
+
+            outs = run_blocks(lambda b: self._forward_block(x[b[0] : b[1]]), sample_blocks(x.shape[0], self.workers))
+            return concat_in_layout(outs, 0)
+        return self._forward_block(x)
+
+    def _forward_block(self, x):
         for layer in self.layers:
             x = layer.forward(x)
         return x
