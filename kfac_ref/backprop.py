@@ -28,17 +28,12 @@ thread per worker (docs/benchmarks.md: the thread rule).
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
-
 from .backend import get_xp
-from .nn.layout import rows
+from .nn.blocks import concat_in_layout, run_blocks, sample_blocks
 from .nn.module import ParamLayer
 
 
@@ -59,13 +54,18 @@ class LayerStats:
     """The statistics of one Linear/Conv2d layer for one backward pass.
 
     layer : the layer (for d_in, d_out, kind)
-    a_bar : (N, T, a_dim)       homogeneous inputs
+    cache : the layer's forward cache, which ā is read from
     g     : (S, N, T, d_out)    pre-activation gradients, one per seed (per-sample scale)
     """
 
     layer: ParamLayer
-    a_bar: object
+    cache: dict
     g: object
+
+    @property
+    def a_bar(self):
+        """(N, T, a_dim) homogeneous inputs (a Conv2d layer builds its patches when first read)."""
+        return self.layer.a_bar(self.cache)
 
     def per_sample_wbar_grads(self):
         """∇_{W̄} ℓ for every seed and sample: Σ_t g ā ᵀ.  (S, N, d_out, a_dim)"""
@@ -74,16 +74,17 @@ class LayerStats:
 
     def mean_wbar_grad(self):
         """(1/N) Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed: the batch gradient of W̄.  (d_out, a_dim)"""
-        return self.sum_wbar_grad() / self.a_bar.shape[0]  # the 1/N of the averaged loss h
+        return self.sum_wbar_grad() / self.g.shape[1]  # the 1/N of the averaged loss h
 
     def sum_wbar_grad(self):
-        """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed (a block's share of the batch gradient).  (d_out, a_dim)"""
+        """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed (a block's share of the batch gradient).  (d_out, a_dim)
+
+        One product (d_out, N·T) × (N·T, a_dim) over all samples and locations (a Conv2d layer's
+        in blocks of samples, rebuilding their patches: :meth:`kfac_ref.nn.Conv2d.wbar_grad_sum`).
+        """
         if self.g.shape[0] != 1:
             raise ValueError(f"mean_wbar_grad needs one seed per sample, got {self.g.shape[0]}")
-        # One product (d_out, N·T) × (N·T, a_dim) over all samples and locations.  Both operands are
-        # views: g of the channel-major output gradient (or Linear's (N, d_out) rows read transposed),
-        # ā of the feature-major patches (kfac_ref.nn.layout); another layout costs a copy.
-        return rows(self.g[0], 2) @ rows(self.a_bar, 2).T
+        return self.layer.wbar_grad_sum(self.cache, self.g[0])
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def backward(model, trace, seeds, input_grad: bool = False):
     for i in range(len(layers) - 1, -1, -1):
         layer = layers[i]
         if isinstance(layer, ParamLayer):
-            stats.append(LayerStats(layer, layer.a_bar(caches[i]), layer.g_from_grad(grad)))
+            stats.append(LayerStats(layer, caches[i], layer.g_from_grad(grad)))
         if i > 0 or input_grad:
             grad = layer.backward(caches[i], grad)
     stats.reverse()
@@ -159,37 +160,6 @@ def backward(model, trace, seeds, input_grad: bool = False):
 
 
 # ---- blocks of samples on threads (model.workers > 1) ----------------------------------------
-def sample_blocks(n: int, workers: int) -> tuple:
-    """``workers`` contiguous blocks of n samples, as equal as can be: ((n0, n1), ...), none empty."""
-    edges = [n * i // workers for i in range(workers + 1)]
-    return tuple((n0, n1) for n0, n1 in zip(edges[:-1], edges[1:]) if n1 > n0)
-
-
-_POOLS: dict = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _after_fork_in_child():  # a forked child has none of its parent's threads: new pools there
-    global _POOLS_LOCK
-    _POOLS.clear()
-    _POOLS_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def run_blocks(fn, items) -> list:
-    """``[fn(item) for item in items]``, each call on a thread of its own; the first error is raised."""
-    if len(items) == 1:
-        return [fn(items[0])]
-    with _POOLS_LOCK:  # one pool per thread count, kept for the next pass
-        pool = _POOLS.get(len(items))
-        if pool is None:
-            pool = _POOLS[len(items)] = ThreadPoolExecutor(len(items), thread_name_prefix="kfac_ref-block")
-    return list(pool.map(fn, items))
-
-
 def backward_blocks(model, trace: BlockTrace, seeds, input_grad: bool = False, then=None) -> list:
     """:func:`backward` of each block of a :class:`BlockTrace` on its own thread: [(stats, grad_input)].
 
@@ -205,20 +175,12 @@ def backward_blocks(model, trace: BlockTrace, seeds, input_grad: bool = False, t
     return run_blocks(block, range(len(trace.blocks)))
 
 
-def concat_in_layout(parts, axis: int):
-    """``xp.concatenate(parts, axis)`` laid out in memory as ``parts[0]`` is (e.g. ā feature-major)."""
-    xp, first = get_xp(parts[0]), parts[0]
-    order = sorted(range(first.ndim), key=lambda i: -first.strides[i])  # axes, the slowest in memory first
-    merged = xp.concatenate([p.transpose(order) for p in parts], axis=order.index(axis))
-    return merged.transpose(tuple(np.argsort(order)))
-
-
 def merge_stats(blocks) -> list:
     """Whole-batch :class:`LayerStats` from each block's: ā along N (axis 0), g along N (axis 1)."""
     merged = []
     for parts in zip(*blocks):  # one layer's statistics, block by block
-        a_bar, g = concat_in_layout([p.a_bar for p in parts], 0), concat_in_layout([p.g for p in parts], 1)
-        merged.append(LayerStats(parts[0].layer, a_bar, g))
+        cache, g = merge_caches([p.cache for p in parts]), concat_in_layout([p.g for p in parts], 1)
+        merged.append(LayerStats(parts[0].layer, cache, g))
     return merged
 
 
@@ -229,6 +191,8 @@ def merge_caches(parts):
         return None
     merged = {}
     for key, value in parts[0].items():
+        if any(key not in p for p in parts):
+            continue  # built on demand in some blocks only (Conv2d's patches): built again when read
         values = [p[key] for p in parts]
         if hasattr(value, "strides"):
             merged[key] = concat_in_layout(values, 0)

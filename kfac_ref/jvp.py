@@ -49,8 +49,7 @@ def _conv(layer, cache, dx, vbar):
     n, c_in, h, w = cache["x_shape"]
     c_out, ho, wo = layer.output_shape((c_in, h, w))
     k, t = vbar.shape[0], ho * wo
-    cols = rows(cache["a_bar"], 2)  # (a_dim, N·T), a view of the feature-major patches
-    ds = (vbar.reshape(k * c_out, -1) @ cols).reshape(k, c_out, n * t)  # the parameter direction
+    ds = layer.patch_product(cache, vbar.reshape(k * c_out, -1)).reshape(k, c_out, n * t)  # the parameter direction
     if dx is not None:
         ks, wmat = layer.kernel_size, layer.weight.reshape(c_out, layer.d_in)  # (C_out, K)
         for i in range(k):  # the input tangent, one direction at a time (its patches are the size of ā)

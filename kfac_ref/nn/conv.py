@@ -20,6 +20,8 @@ Wᵀ (K, C_out) × g (C_out, B·T) followed by col2im's k² strided adds.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backend import get_xp
@@ -43,8 +45,10 @@ class Conv2d(ParamLayer):
 
     weight : (C_out, C_in, kh, kw);  bias : (C_out,)  (PyTorch's layout)
     Input (N, C_in, H, W) → output (N, C_out, Ho, Wo), stored channel-major.  The cache holds the
-    patch matrix ā of shape (N, T, C_in·kh·kw + 1), T = Ho·Wo (a view of the
-    feature-major patches; :meth:`forward` without a cache never keeps them whole).
+    padded input; the patch matrix ā of shape (N, T, C_in·kh·kw + 1), T = Ho·Wo, nine times its size
+    for a 3×3 kernel, is built whole only when read (:meth:`a_bar`: K-FAC's factors); the forward
+    pass, the weight gradient and forward mode rebuild it block by block (:meth:`patch_blocks`),
+    which costs less than writing it to memory and reading it back.
     """
 
     kind = "conv"
@@ -99,28 +103,67 @@ class Conv2d(ParamLayer):
         return self._forward(x, keep=True)
 
     def _forward(self, x, keep: bool):
-        """s = W̄ ā for each block of samples; keep=True keeps the whole patch matrix (for ∂ℓ/∂W̄ and K-FAC)."""
+        """s = W̄ ā, block by block; keep=True caches the padded input, from which ā is rebuilt."""
         if x.ndim != 4:
             raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
         c_out, ho, wo = self.output_shape(x.shape[1:])
-        xp, n, t, a_dim = get_xp(x, self.weight), x.shape[0], ho * wo, self.a_dim
-        dtype = xp.result_type(x.dtype, self.weight.dtype)
+        xp, n, t = get_xp(x, self.weight), x.shape[0], ho * wo
         x_pad, wbar = pad2d(x.transpose(1, 0, 2, 3), self.padding), self.wbar()  # (C_in, N, Hp, Wp), (C_out, a_dim)
-        block = block_size(n, a_dim * t * dtype.itemsize)
-        cols = xp.empty((a_dim, (n if keep else block) * t), dtype=dtype)  # ā feature-major: ā[n, t] = cols[:, n·T + t]
+        out = xp.empty((c_out, n * t), dtype=xp.result_type(x.dtype, self.weight.dtype))  # channel-major output
+        for n0, b, blk in self.patch_blocks(x_pad):
+            xp.matmul(wbar, blk, out=out[:, n0 * t : (n0 + b) * t])  # W̄ ā for the whole block: (C_out, B·T)
+        cache = {"x_pad": x_pad.transpose(1, 0, 2, 3), "x_shape": x.shape} if keep else None  # (N, C_in, Hp, Wp)
+        return out.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3), cache
+
+    def patch_blocks(self, x_pad):
+        """ā block by block from the padded input x_pad (C_in, N, Hp, Wp): yields (n0, B, ā of samples
+        n0 … n0 + B − 1 as (a_dim, B·T)), the patches of each block written over the previous block's."""
+        xp, (_, n, hp, wp), k, s = get_xp(x_pad), x_pad.shape, self.kernel_size, self.stride
+        t = ((hp - k) // s + 1) * ((wp - k) // s + 1)
+        dtype = xp.result_type(x_pad.dtype, self.weight.dtype)
+        block = block_size(n, self.a_dim * t * dtype.itemsize)
+        buf = xp.empty((self.a_dim, block * t), dtype=dtype)  # reused: one block of patches stays in cache
         if self.bias is not None:
-            cols[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
-        out = xp.empty((c_out, n * t), dtype=dtype)  # channel-major output (kfac_ref.nn.layout)
+            buf[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
         for n0 in range(0, n, block):
             b = min(block, n - n0)
-            blk = cols[:, n0 * t : (n0 + b) * t] if keep else cols[:, : b * t]  # (a_dim, B·T)
-            k = self.kernel_size
-            patches_into(blk[: self.d_in].reshape(self.d_in, b, t), x_pad[:, n0 : n0 + b], k, k, self.stride)
-            xp.matmul(wbar, blk, out=out[:, n0 * t : (n0 + b) * t])  # W̄ ā for the whole block: (C_out, B·T)
-        cache = None
-        if keep:
-            cache = {"a_bar": cols.reshape(a_dim, n, t).transpose(1, 2, 0), "x_shape": x.shape}  # ā : (N, T, a_dim)
-        return out.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3), cache
+            patches_into(buf[: self.d_in, : b * t].reshape(self.d_in, b, t), x_pad[:, n0 : n0 + b], k, k, s)
+            yield n0, b, buf[:, : b * t]
+
+    def a_bar(self, cache):
+        """ā (N, T, a_dim), a view of the feature-major patches (a_dim, N, T): built from the cached
+        input the first time it is read (K-FAC's factors, per-sample gradients) and kept in the cache."""
+        if "a_bar" not in cache:
+            x_pad = cache["x_pad"].transpose(1, 0, 2, 3)  # (C_in, N, Hp, Wp)
+            n, t = x_pad.shape[1], math.prod(self.output_shape(cache["x_shape"][1:])[1:])
+            xp = get_xp(x_pad)
+            cols = xp.empty((self.a_dim, n * t), dtype=xp.result_type(x_pad.dtype, self.weight.dtype))
+            for n0, b, blk in self.patch_blocks(x_pad):
+                cols[:, n0 * t : (n0 + b) * t] = blk
+            cache["a_bar"] = cols.reshape(self.a_dim, n, t).transpose(1, 2, 0)
+        return cache["a_bar"]
+
+    def patch_product(self, cache, m):
+        """m ā: m (R, a_dim) → (R, N·T), block by block unless ā is already built."""
+        if "a_bar" in cache:
+            return super().patch_product(cache, m)
+        xp, x_pad = get_xp(m), cache["x_pad"].transpose(1, 0, 2, 3)
+        t = math.prod(self.output_shape(cache["x_shape"][1:])[1:])
+        out = xp.empty((m.shape[0], x_pad.shape[1] * t), dtype=xp.result_type(m.dtype, x_pad.dtype))
+        for n0, b, blk in self.patch_blocks(x_pad):
+            xp.matmul(m, blk, out=out[:, n0 * t : (n0 + b) * t])
+        return out
+
+    def wbar_grad_sum(self, cache, g):
+        """Σ_{n,t} g āᵀ: g (N, T, d_out) → (d_out, a_dim), block by block unless ā is already built."""
+        if "a_bar" in cache:
+            return super().wbar_grad_sum(cache, g)
+        xp, gm, x_pad = get_xp(g), rows(g, 2), cache["x_pad"].transpose(1, 0, 2, 3)  # gm : (d_out, N·T)
+        t = g.shape[1]
+        total = xp.zeros((self.d_out, self.a_dim), dtype=xp.result_type(g.dtype, x_pad.dtype))
+        for n0, b, blk in self.patch_blocks(x_pad):
+            total += gm[:, n0 * t : (n0 + b) * t] @ blk.T
+        return total
 
     def backward(self, cache, grad_out):
         """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W), both channel-major.

@@ -32,7 +32,7 @@ def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-BLOCK_BYTES = 16 << 20  # a block's patches: 16 MiB, so that products are large enough for a threaded BLAS
+BLOCK_BYTES = 4 << 20  # a block's patches: 4 MiB, near a core's L2 (1–4 MiB measured fastest: docs/benchmarks.md)
 
 
 def block_size(n: int, bytes_per_sample: int) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..backend import get_xp, to_device
 from ..validate import as_rng
+from .layout import rows
 
 
 def float_dtype(dtype, who: str) -> np.dtype:
@@ -151,3 +152,12 @@ class ParamLayer(Layer):
     def a_bar(self, cache):
         """Homogeneous input ā of shape (N, T, a_dim) from a forward cache."""
         return cache["a_bar"]
+
+    def patch_product(self, cache, m):
+        """m ā over every sample and location: m (R, a_dim) → (R, N·T), columns in (n, t) order."""
+        return m @ rows(self.a_bar(cache), 2)
+
+    def wbar_grad_sum(self, cache, g):
+        """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ: g (N, T, d_out) → (d_out, a_dim), one product over all samples and
+        locations (g read as (d_out, N·T) rows: kfac_ref.nn.layout)."""
+        return rows(g, 2) @ rows(self.a_bar(cache), 2).T

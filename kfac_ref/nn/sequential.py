@@ -12,6 +12,7 @@ import numpy as np
 
 from ..backend import device_of, get_xp
 from ..validate import as_rng
+from .blocks import concat_in_layout, run_blocks, sample_blocks
 from .module import Layer, ParamLayer, float_dtype
 
 
@@ -129,8 +130,6 @@ class Sequential(Layer):
         k blocks of samples on k threads (as :func:`kfac_ref.backprop.forward`), e.g. for evaluation."""
         self.check_input(x)
         if self.workers > 1 and x.shape[0] > 1:
-            from ..backprop import concat_in_layout, run_blocks, sample_blocks  # backprop imports nn
-
             outs = run_blocks(lambda b: self._forward_block(x[b[0] : b[1]]), sample_blocks(x.shape[0], self.workers))
             return concat_in_layout(outs, 0)
         return self._forward_block(x)

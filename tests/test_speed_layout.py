@@ -1,0 +1,96 @@
+"""Channel-major images and patches rebuilt block by block (kfac_ref.nn.layout, Conv2d.patch_blocks).
+
+References: the whole patch matrix built at once by :func:`kfac_ref.nn.im2col.im2col` (pad the
+whole batch, one copy per kernel offset) and einsum over it; float64, 1e-12.  Each check runs with
+the default blocks and with blocks of one sample (``BLOCK_BYTES`` = 1), so the block loop runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kfac_ref import jvp, nn
+from kfac_ref.backprop import forward
+from kfac_ref.fisher.kfac import factors_from_stats
+from kfac_ref.fisher.vectors import fisher_stats
+from kfac_ref.grads import loss_and_grad
+from kfac_ref.nn import im2col as im2col_module
+from kfac_ref.nn.im2col import im2col
+from tests.helpers import classification_batch, tiny_convnet
+
+TOL = dict(rtol=1e-12, atol=1e-13)
+
+
+@pytest.fixture(params=["default blocks", "one-sample blocks"])
+def blocks(request, monkeypatch):
+    if request.param == "one-sample blocks":
+        monkeypatch.setattr(im2col_module, "BLOCK_BYTES", 1)
+    return request.param
+
+
+def reference_patches(layer, x):
+    """ā (N, T, a_dim) of ``layer`` for input x, the whole batch at once."""
+    cols = im2col(x, layer.kernel_size, layer.kernel_size, layer.stride, layer.padding, ones=layer.bias is not None)
+    return np.ascontiguousarray(cols)
+
+
+@pytest.mark.parametrize("stride, padding, bias", [(1, 1, True), (2, 0, False), (1, 2, True)])
+def test_conv_forward_weight_gradient_and_patches_against_the_whole_patch_matrix(rng, blocks, stride, padding, bias):
+    layer = nn.Conv2d(2, 3, 3, stride=stride, padding=padding, bias=bias, rng=rng)
+    x = rng.standard_normal((5, 2, 7, 7))
+    a_ref = reference_patches(layer, x)  # (N, T, a_dim)
+    y, cache = layer.forward_cached(x)
+    n, c_out, ho, wo = y.shape
+    s_ref = np.einsum("ntk,ok->not", a_ref, layer.wbar()).reshape(n, c_out, ho, wo)
+    np.testing.assert_allclose(y, s_ref, **TOL)
+    np.testing.assert_allclose(layer.forward(x), s_ref, **TOL)
+    g = rng.standard_normal((n, ho * wo, c_out))
+    assert "a_bar" not in cache  # the forward pass keeps the padded input only
+    np.testing.assert_allclose(layer.wbar_grad_sum(cache, g), np.einsum("ntd,ntk->dk", g, a_ref), **TOL)
+    m = rng.standard_normal((4, layer.a_dim))
+    np.testing.assert_allclose(layer.patch_product(cache, m), np.einsum("rk,ntk->rnt", m, a_ref).reshape(4, -1), **TOL)
+    np.testing.assert_allclose(layer.a_bar(cache), a_ref, **TOL)  # built when read, then kept
+    assert "a_bar" in cache
+    np.testing.assert_allclose(layer.wbar_grad_sum(cache, g), np.einsum("ntd,ntk->dk", g, a_ref), **TOL)
+
+
+def test_images_are_stored_channel_major_through_the_layers(rng):
+    """Conv2d, the activation and the pooling layer return (N, C, H, W) views of (C, N, H, W) buffers,
+    and the backward pass hands Conv2d a (C, S, N, H, W) gradient."""
+    model = tiny_convnet(seed=1)
+    x, y = classification_batch(rng, 4, (2, 6, 6), 3)
+    h = x
+    for layer in model.layers[:3]:  # Conv2d, Tanh, MaxPool2d
+        h = layer.forward(h)
+        assert h.transpose(1, 0, 2, 3).flags.c_contiguous, layer
+    res = loss_and_grad(model, nn.CrossEntropyLoss(), x, y)
+    g = res.stats[0].g  # (S, N, T, C_out) of the first Conv2d
+    assert g.transpose(3, 0, 1, 2).flags.c_contiguous
+
+
+def test_a_training_step_never_builds_the_patch_matrix_and_k_fac_builds_it_once(rng, blocks):
+    model = tiny_convnet(seed=3)
+    x, y = classification_batch(rng, 6, (2, 6, 6), 3)
+    res = loss_and_grad(model, nn.CrossEntropyLoss(), x, y)
+    conv_caches = [c for layer, c in zip(model.layers, res.trace.caches) if isinstance(layer, nn.Conv2d)]
+    assert conv_caches and all("a_bar" not in c for c in conv_caches)
+    per_sample = np.concatenate([st.per_sample_wbar_grads()[0].reshape(6, -1) for st in res.stats], axis=1)
+    np.testing.assert_allclose(np.concatenate([m.ravel() for m in res.layer_grads]), per_sample.mean(axis=0), **TOL)
+    stats, _ = fisher_stats(model, nn.CrossEntropyLoss(), x, y, "mc", np.random.default_rng(0), 1, trace=res.trace)
+    factors_from_stats(stats)
+    assert all("a_bar" in c for c in conv_caches)  # built by the first read, shared by the trace's readers
+
+
+def test_forward_mode_rebuilds_the_patches_block_by_block(rng, blocks):
+    """J v by blocks (ā never built) against J v after ā was built whole: the same tangents."""
+    model = tiny_convnet(seed=4)
+    x, _ = classification_batch(rng, 5, (2, 6, 6), 3)
+    v = rng.standard_normal((2, model.num_params))
+    trace = forward(model, x)
+    by_blocks = jvp.jvp(model, trace, v)
+    for layer, cache in zip(model.layers, trace.caches):
+        if isinstance(layer, nn.Conv2d):
+            assert "a_bar" not in cache
+            layer.a_bar(cache)
+    np.testing.assert_allclose(by_blocks, jvp.jvp(model, trace, v), **TOL)
