@@ -145,7 +145,7 @@ def backward(model, trace, seeds, input_grad: bool = False):
     if isinstance(trace, BlockTrace):
         parts = backward_blocks(model, trace, seeds, input_grad)
         grad = concat_in_layout([gx for _, gx in parts], axis=1) if input_grad else None
-        return merge_stats([st for st, _ in parts]), grad
+        return BlockStats([st for st, _ in parts]), grad  # merged into whole-batch statistics when read
     layers, caches = model.layers, trace.caches
     stats = []
     grad = seeds  # (S, N, ...)
@@ -208,6 +208,11 @@ class BlockStats(Sequence):
 
     def __init__(self, blocks):
         self._blocks, self._merged = blocks, None
+
+    @property
+    def blocks(self) -> list:
+        """Each block's list of :class:`LayerStats`, in sample order (for per-block sums on threads)."""
+        return self._blocks
 
     def _stats(self):
         if self._merged is None:

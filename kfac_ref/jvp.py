@@ -25,7 +25,9 @@ column of S_n) through :func:`kfac_ref.fisher.products.quadratic_form_from_stats
 from __future__ import annotations
 
 from .backend import get_xp
+from .backprop import BlockTrace
 from .nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
+from .nn.blocks import concat_in_layout, run_blocks
 from .nn.im2col import im2col
 from .nn.layout import rows
 from .params import flat_to_wbar, layer_slices
@@ -90,11 +92,17 @@ RULES = {
 
 
 def jvp(model, trace, vectors):
-    """J v for each direction: vectors (k, P) in θ's order → output tangents ``(k, N, *out_shape)``."""
+    """J v for each direction: vectors (k, P) in θ's order → output tangents ``(k, N, *out_shape)``.
+
+    A :class:`~kfac_ref.backprop.BlockTrace` (``model.workers`` > 1) runs each block on its own thread.
+    """
     xp = get_xp(vectors)
     vectors = xp.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[1] != model.num_params:
         raise ValueError(f"jvp: vectors have shape {tuple(vectors.shape)}, expected (k, {model.num_params})")
+    if isinstance(trace, BlockTrace):
+        parts = run_blocks(lambda block: jvp(model, block, vectors), trace.blocks)
+        return concat_in_layout(parts, 1)  # samples: axis 1
     slices = iter(layer_slices(model))
     dx = None  # the input does not depend on θ
     for layer, cache in zip(model.layers, trace.caches):

@@ -86,7 +86,7 @@ def test_per_sample_gradients_and_input_gradients(rng):
 
 
 def test_forward_mode_reads_the_merged_caches(rng):
-    """jvp reads ``trace.caches``: a BlockTrace merges its blocks' caches into whole-batch ones."""
+    """A BlockTrace merges its blocks' caches into whole-batch ones; jvp runs block by block: the same tangents."""
     one, split = twins(tiny_convnet, 2)
     x, _ = classification_batch(rng, 6, (2, 6, 6), 3)
     v = rng.standard_normal((2, one.num_params))

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from ..backend import get_xp, to_device, to_numpy
+from ..backprop import BlockStats
+from ..nn.blocks import run_blocks
 from ..nn.layout import rows
 from ..params import wbar_order
 from ..validate import check_allocation, check_state_array, check_state_number
@@ -78,7 +80,19 @@ def check_factor_memory(model, who: str = "K-FAC") -> None:
 
 
 def factors_from_stats(stats):
-    """[(A, G)] per layer from per-layer statistics with Fisher seeds."""
+    """[(A, G)] per layer from per-layer statistics with Fisher seeds.
+
+    Statistics of blocks of samples (:class:`~kfac_ref.backprop.BlockStats`, ``model.workers`` > 1):
+    each block's factors on its own thread, then A = Σ_b (N_b / N) A_b and G likewise (both are
+    means over samples), without merging the blocks' arrays.
+    """
+    if isinstance(stats, BlockStats):
+        per_block = run_blocks(factors_from_stats, stats.blocks)  # [[(A_b, G_b) per layer] per block]
+        shares = [blk[0].g.shape[1] for blk in stats.blocks]  # N_b
+        return [
+            tuple(sum(n_b / sum(shares) * f[layer][i] for n_b, f in zip(shares, per_block)) for i in (0, 1))
+            for layer in range(len(per_block[0]))
+        ]
     return [(factor_a(st.a_bar), factor_g(st.g)) for st in stats]
 
 
