@@ -43,6 +43,9 @@ class Trace:
 
     output : ``(N, *out_shape)`` the model outputs f
     caches : one cache per layer, in network order (read-only)
+
+    A Conv2d layer adds its patch matrix ā to its cache the first time ā is read (for the
+    trace's later readers).
     """
 
     output: object

@@ -28,7 +28,6 @@ from .backend import get_xp
 from .backprop import BlockTrace
 from .nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .nn.blocks import concat_in_layout, run_blocks
-from .nn.im2col import im2col
 from .nn.layout import rows
 from .params import flat_to_wbar, layer_slices
 
@@ -46,17 +45,15 @@ def _conv(layer, cache, dx, vbar):
     """ṡ = conv(ȧ; W) + V̄ ā_t at every location.  → (k, N, C_out, Ho, Wo), each direction channel-major.
 
     Both terms are products over all samples and locations at once: the k directions' V̄ stacked,
-    (k·C_out, a_dim) × ā (a_dim, N·T), and per direction W (C_out, K) × its tangent's patches (K, N·T).
+    (k·C_out, a_dim) × ā (a_dim, N·T), and per direction the convolution W * ȧ (:meth:`Conv2d.weight_only`).
     """
     n, c_in, h, w = cache["x_shape"]
     c_out, ho, wo = layer.output_shape((c_in, h, w))
     k, t = vbar.shape[0], ho * wo
     ds = layer.patch_product(cache, vbar.reshape(k * c_out, -1)).reshape(k, c_out, n * t)  # the parameter direction
     if dx is not None:
-        ks, wmat = layer.kernel_size, layer.weight.reshape(c_out, layer.d_in)  # (C_out, K)
-        for i in range(k):  # the input tangent, one direction at a time (its patches are the size of ā)
-            dcols = im2col(dx[i], ks, ks, layer.stride, layer.padding, ones=False)  # (N, T, K)
-            ds[i] += wmat @ rows(dcols, 2)
+        for i in range(k):  # the input tangent: the convolution of ȧ without the bias, patches by blocks
+            ds[i] += rows(layer.weight_only(dx[i]), 1)  # (C_out, N·T), a view of the channel-major result
     return ds.reshape(k, c_out, n, ho, wo).transpose(0, 2, 1, 3, 4)
 
 

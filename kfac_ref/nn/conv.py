@@ -48,7 +48,9 @@ class Conv2d(ParamLayer):
     padded input; the patch matrix ā of shape (N, T, C_in·kh·kw + 1), T = Ho·Wo, nine times its size
     for a 3×3 kernel, is built whole only when read (:meth:`a_bar`: K-FAC's factors); the forward
     pass, the weight gradient and forward mode rebuild it block by block (:meth:`patch_blocks`),
-    which costs less than writing it to memory and reading it back.
+    which costs about what writing it to memory and reading it back did (docs/benchmarks.md).
+    Without padding the cached input is x itself, as a saved tensor: change x in place between
+    the forward and the backward pass and the gradient changes with it.
     """
 
     kind = "conv"
@@ -102,16 +104,22 @@ class Conv2d(ParamLayer):
     def forward_cached(self, x):
         return self._forward(x, keep=True)
 
-    def _forward(self, x, keep: bool):
+    def weight_only(self, x):
+        """W * x, the convolution without the bias: the input's share of a forward-mode tangent.
+        (N, C_in, H, W) → (N, C_out, Ho, Wo), channel-major."""
+        return self._forward(x, keep=False, bias=False)[0]
+
+    def _forward(self, x, keep: bool, bias: bool = True):
         """s = W̄ ā, block by block; keep=True caches the padded input, from which ā is rebuilt."""
         if x.ndim != 4:
             raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
         c_out, ho, wo = self.output_shape(x.shape[1:])
         xp, n, t = get_xp(x, self.weight), x.shape[0], ho * wo
-        x_pad, wbar = pad2d(x.transpose(1, 0, 2, 3), self.padding), self.wbar()  # (C_in, N, Hp, Wp), (C_out, a_dim)
+        x_pad = pad2d(x.transpose(1, 0, 2, 3), self.padding)  # (C_in, N, Hp, Wp)
+        w = self.wbar() if bias else self.weight.reshape(c_out, self.d_in)  # (C_out, a_dim) or (C_out, K)
         out = xp.empty((c_out, n * t), dtype=xp.result_type(x.dtype, self.weight.dtype))  # channel-major output
         for n0, b, blk in self.patch_blocks(x_pad):
-            xp.matmul(wbar, blk, out=out[:, n0 * t : (n0 + b) * t])  # W̄ ā for the whole block: (C_out, B·T)
+            xp.matmul(w, blk[: w.shape[1]], out=out[:, n0 * t : (n0 + b) * t])  # W̄ ā for the whole block: (C_out, B·T)
         cache = {"x_pad": x_pad.transpose(1, 0, 2, 3), "x_shape": x.shape} if keep else None  # (N, C_in, Hp, Wp)
         return out.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3), cache
 

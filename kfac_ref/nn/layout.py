@@ -23,7 +23,7 @@ from ..backend import get_xp
 
 
 def channel_major(xp, shape, dtype):
-    """An empty array of logical shape (*lead, C, H, W) stored as (C, *lead, H, W)."""
+    """An empty array of logical shape ``(*lead, C, H, W)`` stored as ``(C, *lead, H, W)``."""
     *lead, c, h, w = shape
     buf = xp.empty((c, *lead, h, w), dtype=dtype)
     return xp.moveaxis(buf, 0, len(lead))
