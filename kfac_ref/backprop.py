@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .backend import get_xp
-from .nn.blocks import concat_in_layout, run_blocks, sample_blocks
+from .nn.blocks import concat_in_layout, run_blocks
 from .nn.module import ParamLayer
 
 
@@ -120,10 +120,12 @@ def forward(model, x):
         out, caches = model.forward_cached(x[n0:n1])
         return Trace(output=out, caches=tuple(caches))
 
-    bounds = sample_blocks(x.shape[0], getattr(model, "workers", 1))
-    if len(bounds) <= 1:  # one block (or an empty batch, for the model to refuse)
+    if getattr(model, "workers", 1) == 1 or x.shape[0] < 2:
         return trace((0, x.shape[0]))
     model.check_input(x)  # the whole batch's error, before any block runs
+    bounds = model.sample_blocks(x)
+    if len(bounds) == 1:  # blocks too small to gain from threads
+        return trace(bounds[0])
     blocks = run_blocks(trace, bounds)
     return BlockTrace(output=concat_in_layout([t.output for t in blocks], 0), blocks=tuple(blocks), bounds=bounds)
 

@@ -14,6 +14,18 @@ import numpy as np
 
 from ..backend import get_xp
 
+#: the fewest numbers a block's largest activation may hold: smaller blocks are left whole.  On the
+#: 2-core machine of docs/benchmarks.md two blocks gained ×1.5–1.9 from 2.1M numbers per batch up
+#: (the 28×28 ConvNet at N = 1,024, the CIFAR-shaped one from N = 128) and lost 2–30% at 0.8M and
+#: below (the 28×28 ConvNet at N = 128, the 8×8 digits ConvNet, the MLP).
+MIN_BLOCK_ELEMENTS = 1 << 20
+
+
+def block_count(workers: int, n: int, per_sample: int) -> int:
+    """Blocks for n samples whose largest activation holds ``per_sample`` numbers each: up to
+    ``workers``, each with at least :data:`MIN_BLOCK_ELEMENTS` numbers (so at least 1)."""
+    return max(1, min(workers, n, n * per_sample // max(1, MIN_BLOCK_ELEMENTS)))
+
 
 def sample_blocks(n: int, workers: int) -> tuple:
     """``workers`` contiguous blocks of n samples, as equal as can be: ((n0, n1), ...), none empty."""

@@ -8,11 +8,13 @@ only its parameters.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backend import device_of, get_xp
 from ..validate import as_rng
-from .blocks import concat_in_layout, run_blocks, sample_blocks
+from .blocks import block_count, concat_in_layout, run_blocks, sample_blocks
 from .module import Layer, ParamLayer, float_dtype
 
 
@@ -46,8 +48,9 @@ class Sequential(Layer):
     def workers(self) -> int:
         """Python threads a forward/backward pass splits the batch over (default 1: none).
 
-        k > 1: k contiguous blocks of samples, one per thread (:mod:`kfac_ref.backprop`), for
-        k cores; the same results to rounding.  Each thread calls BLAS: limit BLAS to one thread.
+        k > 1: up to k contiguous blocks of samples, one per thread (:mod:`kfac_ref.backprop`), for
+        k cores, fewer when the blocks would be too small to gain (:meth:`sample_blocks`); the same
+        results to rounding.  Each thread calls BLAS: limit BLAS to one thread.
         """
         return self._workers
 
@@ -130,9 +133,21 @@ class Sequential(Layer):
         k blocks of samples on k threads (as :func:`kfac_ref.backprop.forward`), e.g. for evaluation."""
         self.check_input(x)
         if self.workers > 1 and x.shape[0] > 1:
-            outs = run_blocks(lambda b: self._forward_block(x[b[0] : b[1]]), sample_blocks(x.shape[0], self.workers))
-            return concat_in_layout(outs, 0)
+            bounds = self.sample_blocks(x)
+            if len(bounds) > 1:
+                return concat_in_layout(run_blocks(lambda b: self._forward_block(x[b[0] : b[1]]), bounds), 0)
         return self._forward_block(x)
+
+    def sample_blocks(self, x) -> tuple:
+        """The blocks of samples ((n0, n1), ...) a pass over x runs as: up to ``workers``, each big enough
+        to gain from a thread of its own (:func:`kfac_ref.nn.blocks.block_count`); ((0, N),) for one."""
+        n, shape, largest = x.shape[0], tuple(x.shape[1:]), 0
+        if self.workers == 1 or n < 2:
+            return ((0, n),)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            largest = max(largest, math.prod(shape))
+        return sample_blocks(n, block_count(self.workers, n, largest))
 
     def _forward_block(self, x):
         for layer in self.layers:
