@@ -112,7 +112,8 @@ class BlockTrace:
 def forward(model, x):
     """Run the model on x (N, ...) keeping every layer's cache: a :class:`Trace`.
 
-    With ``model.workers`` = k > 1, k blocks of samples on k threads: a :class:`BlockTrace`.
+    With ``model.workers`` = k > 1, up to k blocks of samples on threads (blocks big enough to gain:
+    ``model.sample_blocks``): a :class:`BlockTrace`; a single block gives a :class:`Trace`.
     """
 
     def trace(bounds):

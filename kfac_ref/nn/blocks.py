@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..backend import get_xp
+from .layout import layout_order
 
 #: the fewest numbers a block's largest activation may hold: smaller blocks are left whole.  On the
 #: 2-core machine of docs/benchmarks.md two blocks gained ×1.5–1.9 from 2.1M numbers per batch up
@@ -61,6 +62,6 @@ def run_blocks(fn, items) -> list:
 def concat_in_layout(parts, axis: int):
     """``xp.concatenate(parts, axis)`` laid out in memory as ``parts[0]`` is (e.g. ā feature-major)."""
     xp, first = get_xp(parts[0]), parts[0]
-    order = sorted(range(first.ndim), key=lambda i: -first.strides[i])  # axes, the slowest in memory first
+    order = layout_order(first)  # axes, the slowest in memory first
     merged = xp.concatenate([p.transpose(order) for p in parts], axis=order.index(axis))
     return merged.transpose(tuple(np.argsort(order)))

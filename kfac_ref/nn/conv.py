@@ -142,13 +142,14 @@ class Conv2d(ParamLayer):
         """ā (N, T, a_dim), a view of the feature-major patches (a_dim, N, T): built from the cached
         input the first time it is read (K-FAC's factors, per-sample gradients) and kept in the cache."""
         if "a_bar" not in cache:
-            x_pad = cache["x_pad"].transpose(1, 0, 2, 3)  # (C_in, N, Hp, Wp)
+            x_pad, k = cache["x_pad"].transpose(1, 0, 2, 3), self.kernel_size  # (C_in, N, Hp, Wp)
             n, t = x_pad.shape[1], math.prod(self.output_shape(cache["x_shape"][1:])[1:])
             xp = get_xp(x_pad)
-            cols = xp.empty((self.a_dim, n * t), dtype=xp.result_type(x_pad.dtype, self.weight.dtype))
-            for n0, b, blk in self.patch_blocks(x_pad):
-                cols[:, n0 * t : (n0 + b) * t] = blk
-            cache["a_bar"] = cols.reshape(self.a_dim, n, t).transpose(1, 2, 0)
+            cols = xp.empty((self.a_dim, n, t), dtype=xp.result_type(x_pad.dtype, self.weight.dtype))
+            patches_into(cols[: self.d_in], x_pad, k, k, self.stride)  # written in place, no block buffer
+            if self.bias is not None:
+                cols[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
+            cache["a_bar"] = cols.transpose(1, 2, 0)
         return cache["a_bar"]
 
     def patch_product(self, cache, m):

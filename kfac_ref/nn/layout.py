@@ -37,9 +37,14 @@ def rows(a, axis: int):
     return xp.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
 
 
+def layout_order(a) -> list:
+    """a's axes as they lie in memory, the slowest first (stable on ties)."""
+    return sorted(range(a.ndim), key=lambda i: -a.strides[i])
+
+
 def empty_in_layout(like, shape, dtype=None):
     """An empty array of ``shape`` (same rank as ``like``) whose axes lie in memory in ``like``'s order."""
     xp = get_xp(like)
-    order = sorted(range(like.ndim), key=lambda i: -like.strides[i])  # slowest axis first (stable on ties)
+    order = layout_order(like)
     buf = xp.empty(tuple(shape[i] for i in order), dtype=like.dtype if dtype is None else dtype)
     return buf.transpose(tuple(order.index(i) for i in range(like.ndim)))

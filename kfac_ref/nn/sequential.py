@@ -130,12 +130,11 @@ class Sequential(Layer):
 
     def forward(self, x):
         """Outputs f(x) of shape ``(N, *out_shape)``; no cache is kept.  With ``workers`` = k > 1,
-        k blocks of samples on k threads (as :func:`kfac_ref.backprop.forward`), e.g. for evaluation."""
+        up to k blocks of samples on threads (as :func:`kfac_ref.backprop.forward`), e.g. for evaluation."""
         self.check_input(x)
-        if self.workers > 1 and x.shape[0] > 1:
-            bounds = self.sample_blocks(x)
-            if len(bounds) > 1:
-                return concat_in_layout(run_blocks(lambda b: self._forward_block(x[b[0] : b[1]]), bounds), 0)
+        bounds = self.sample_blocks(x)
+        if len(bounds) > 1:
+            return concat_in_layout(run_blocks(lambda b: self._forward_block(x[b[0] : b[1]]), bounds), 0)
         return self._forward_block(x)
 
     def sample_blocks(self, x) -> tuple:
