@@ -26,6 +26,16 @@ threads (``--threads``), all in one run.  Two yardsticks:
   flops of its matrix products (forward s = W̄ā, ∂ℓ/∂W̄ = Σ g āᵀ, and ∂ℓ/∂a = Wᵀ g for every
   parameter layer but the first), 2·N·T·d_out·a_dim each.
 
+Where a gap to PyTorch lies (CPU, when torch is importable), two more contestants in the same
+interleaved repetitions:
+
+- PyTorch with oneDNN switched off (``torch.backends.mkldnn.enabled = False``, ConvNets only):
+  its convolutions then run as im2col + matrix products, kfac_ref's algorithm.  With oneDNN
+  on, float32 convolutions run in JIT-compiled direct-convolution kernels instead.
+- the step's matrix products alone (:func:`step_products`, the same shapes and operands) through
+  NumPy's BLAS and through ``torch.mm``: "BLAS ×" is their ratio, and "floor" NumPy's products
+  over PyTorch's whole step, the ratio kfac_ref would reach if its products were all it did.
+
 Goals: kfac_ref / torch ≤ 1.0 at N ≥ 1,024 and ≤ 1.3 at smaller N; the ConvNets at ≥ 25% of the
 matrix-product rate at N ≥ 1,024.
 
@@ -139,18 +149,47 @@ def time_once(step, sync) -> float:
     return time.perf_counter() - t0
 
 
-def step_flops(model, in_shape, n: int) -> int:
-    """Flops of one step's matrix products: forward, ∂ℓ/∂W̄ and (after the first layer) ∂ℓ/∂a."""
-    total, shape, first = 0, tuple(in_shape), True
+def step_products(model, in_shape, n: int) -> list:
+    """The (m, k, p) shapes, (m, k) × (k, p), of one step's matrix products, as kfac_ref orients them:
+    forward s = W̄ā, ∂ℓ/∂W̄ = Σ g āᵀ and (after the first layer) ∂ℓ/∂a = Wᵀ g, per parameter layer."""
+    shapes, shape, first = [], tuple(in_shape), True
     for layer in model.layers:
         out = layer.output_shape(shape)
         if isinstance(layer, nn.ParamLayer):
-            t = out[1] * out[2] if layer.kind == "conv" else 1  # output locations
-            products = 2 if first else 3  # s = W̄ā and Σ g āᵀ; Wᵀ g but into the input
-            total += products * 2 * n * t * layer.d_out * layer.a_dim
+            d_out, a_dim = layer.d_out, layer.a_dim
+            if layer.kind == "conv":  # over all N·T locations (nn/layout.py)
+                nt = n * out[1] * out[2]
+                shapes += [(d_out, a_dim, nt), (a_dim, nt, d_out)] + ([] if first else [(layer.d_in, d_out, nt)])
+            else:  # rows are samples
+                shapes += [(n, layer.d_in, d_out), (d_out, n, a_dim)] + ([] if first else [(n, d_out, layer.d_in)])
             first = False
         shape = out
-    return total
+    return shapes
+
+
+def step_flops(model, in_shape, n: int) -> int:
+    """Flops of one step's matrix products (:func:`step_products`), 2·m·k·p each."""
+    return sum(2 * m * k * p for m, k, p in step_products(model, in_shape, n))
+
+
+def product_steps(shapes, dtype, rng):
+    """(step, sync) pairs that run the given products, (m, k) × (k, p) each, with NumPy's BLAS and with
+    torch.mm on the same operands: the matrix-product floor of a step in either library."""
+    operands = [
+        (rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, p)).astype(dtype), np.empty((m, p), dtype))
+        for m, k, p in shapes
+    ]
+    t_operands = [tuple(torch.from_numpy(v) for v in ops) for ops in operands]
+
+    def numpy_products():
+        for a, b, out in operands:
+            np.matmul(a, b, out=out)
+
+    def torch_products():
+        for a, b, out in t_operands:
+            torch.mm(a, b, out=out)
+
+    return (numpy_products, lambda: None), (torch_products, lambda: None)
 
 
 def matmul_rate(dtype, device: str, size: int = 1536, reps: int = 5) -> float:
@@ -224,6 +263,18 @@ def bench_case(name, dtype_name, n, threads, rate, args, use_torch):
 
         tsync = torch.cuda.synchronize if tdev == "cuda" else (lambda: None)
         steps["torch"] = (torch_step, tsync)
+        if tdev == "cpu":  # where the remaining gap lies: kernels, not the algorithm (module docstring)
+            if is_conv and torch.backends.mkldnn.is_available():
+
+                def torch_im2col_step():  # PyTorch's own im2col + matrix-product convolutions
+                    torch.backends.mkldnn.enabled = False
+                    try:
+                        return torch_step()
+                    finally:
+                        torch.backends.mkldnn.enabled = True
+
+                steps["torch_im2col"] = (torch_im2col_step, tsync)
+            steps["numpy_mm"], steps["torch_mm"] = product_steps(step_products(model, in_shape, n), dtype, rng)
 
         # Honesty check: both compute the same loss and gradient.
         res, tl = kfac_step(), torch_step()
@@ -260,6 +311,11 @@ def bench_case(name, dtype_name, n, threads, rate, args, use_torch):
         row[f"{key}_sys_ms"] = 1e3 * sys_time[key][0] / sys_time[key][1]  # mean kernel time per call
     if use_torch:
         row["ratio"] = row["kfac_ref_ms"] / row["torch_ms"]
+    if "torch_im2col_ms" in row:
+        row["im2col_ratio"] = row["kfac_ref_ms"] / row["torch_im2col_ms"]
+    if "numpy_mm_ms" in row:
+        row["blas_ratio"] = row["numpy_mm_ms"] / row["torch_mm_ms"]  # NumPy's BLAS / torch's, the same products
+        row["mm_floor"] = row["numpy_mm_ms"] / row["torch_ms"]  # the ratio with nothing but the products
     if "split_ms" in row:
         row["split_speedup"] = row["kfac_ref_ms"] / row["split_ms"]  # over T BLAS threads, same row
         row["split_gain"] = row["one_ms"] / row["split_ms"]  # over one thread: the other cores' gain
@@ -314,6 +370,28 @@ def print_table(rows, meta):
         "ratio = kfac_ref ms / torch ms (goal ≤ 1 at N ≥ 1,024, ≤ 1.3 below);  %mm = achieved share of the "
         "1536² matrix-product rate in the same dtype and thread count (goal for ConvNets at N ≥ 1,024: ≥ 25%)"
     )
+    kernels = [r for r in rows if "mm_floor" in r]
+    if kernels:
+        print("\nwhere the gap lies: PyTorch without oneDNN (its im2col + matrix-product convolutions), and the")
+        print("step's matrix products alone in each library (same shapes and operands)")
+        print(
+            f"{'model':<8}{'dtype':<9}{'thr':>4}{'N':>6}{'kfac_ref ms':>13}{'im2col ms':>11}{'×im2col':>9}"
+            f"{'numpy mm':>10}{'torch mm':>10}{'BLAS ×':>8}{'floor':>7}{'ratio':>7}"
+        )
+        for r in kernels:
+            im2col = f"{'—':>11}{'—':>9}"
+            if "im2col_ratio" in r:
+                im2col = f"{r['torch_im2col_ms']:11.1f}{r['im2col_ratio']:9.2f}"
+            print(
+                f"{r['model']:<8}{r['dtype']:<9}{r['threads']:>4}{r['batch']:>6}{r['kfac_ref_ms']:13.1f}{im2col}"
+                f"{r['numpy_mm_ms']:10.1f}{r['torch_mm_ms']:10.1f}{r['blas_ratio']:8.2f}{r['mm_floor']:7.2f}"
+                f"{r['ratio']:7.2f}"
+            )
+        print(
+            "×im2col = kfac_ref ms / PyTorch-without-oneDNN ms;  numpy mm, torch mm = the step's products alone;  "
+            "BLAS × = numpy mm / torch mm;  floor = numpy mm / torch ms, the ratio kfac_ref would reach if "
+            "the products were all it did"
+        )
     split = [r for r in rows if "split_ms" in r]
     if split:
         print("\n--split: the batch in T blocks of samples on T threads (model.workers = T), BLAS at 1 thread")

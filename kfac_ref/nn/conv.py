@@ -164,15 +164,19 @@ class Conv2d(ParamLayer):
         return out
 
     def wbar_grad_sum(self, cache, g):
-        """Σ_{n,t} g āᵀ: g (N, T, d_out) → (d_out, a_dim), block by block unless ā is already built."""
+        """Σ_{n,t} g āᵀ: g (N, T, d_out) → (d_out, a_dim), block by block unless ā is already built.
+
+        Computed as its transpose Σ ā gᵀ (a_dim, d_out): with N·T ≫ a_dim, d_out, OpenBLAS runs this
+        orientation 13–20% faster in float32 (docs/benchmarks.md).
+        """
+        xp, gm = get_xp(g), rows(g, 2)  # gm : (d_out, N·T)
         if "a_bar" in cache:
-            return super().wbar_grad_sum(cache, g)
-        xp, gm, x_pad = get_xp(g), rows(g, 2), cache["x_pad"].transpose(1, 0, 2, 3)  # gm : (d_out, N·T)
-        t = g.shape[1]
-        total = xp.zeros((self.d_out, self.a_dim), dtype=xp.result_type(g.dtype, x_pad.dtype))
+            return (rows(self.a_bar(cache), 2) @ gm.T).T
+        x_pad, t = cache["x_pad"].transpose(1, 0, 2, 3), g.shape[1]
+        total = xp.zeros((self.a_dim, self.d_out), dtype=xp.result_type(g.dtype, x_pad.dtype))
         for n0, b, blk in self.patch_blocks(x_pad):
-            total += gm[:, n0 * t : (n0 + b) * t] @ blk.T
-        return total
+            total += blk @ gm[:, n0 * t : (n0 + b) * t].T
+        return total.T
 
     def backward(self, cache, grad_out):
         """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W), both channel-major.
