@@ -34,7 +34,7 @@ from .params import flat_to_wbar, layer_slices
 
 def _linear(layer, cache, dx, vbar):
     """ṡ = ȧ Wᵀ + ā V̄ᵀ.  dx : (k, N, d_in) or None, vbar : (k, d_out, a_dim) → (k, N, d_out)."""
-    a_bar = cache["a_bar"][:, 0]  # (N, a_dim)
+    a_bar = layer.a_bar(cache)[:, 0]  # (N, a_dim)
     ds = a_bar @ vbar.transpose(0, 2, 1)  # (k, N, d_out): the parameter direction
     if dx is not None:
         ds = ds + dx @ layer.weight.T  # the input tangent
@@ -58,7 +58,8 @@ def _conv(layer, cache, dx, vbar):
 
 
 def _elementwise(layer, cache, dx, vbar):
-    return dx * cache["dphi"]
+    """ȧ' = φ'(s) ⊙ ṡ, written over ṡ: every tangent here is an array this pass made (never the caller's)."""
+    return get_xp(dx).multiply(dx, cache["dphi"], out=dx)
 
 
 def _maxpool(layer, cache, dx, vbar):

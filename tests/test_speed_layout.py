@@ -94,3 +94,39 @@ def test_forward_mode_rebuilds_the_patches_block_by_block(rng, blocks):
             assert "a_bar" not in cache
             layer.a_bar(cache)
     np.testing.assert_allclose(by_blocks, jvp.jvp(model, trace, v), **TOL)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_keeps_its_input_and_builds_a_bar_only_when_read(rng, bias):
+    """Σ_n g_n ā_nᵀ from the cached input alone ([gᵀ a | gᵀ 1]) against einsum over ā = [a; 1]."""
+    layer = nn.Linear(5, 3, bias=bias, rng=rng)
+    x = rng.standard_normal((7, 5))
+    a_ref = np.concatenate([x, np.ones((7, 1))], axis=1) if bias else x  # (N, a_dim)
+    _, cache = layer.forward_cached(x)
+    g = rng.standard_normal((7, 1, 3))
+    np.testing.assert_allclose(layer.wbar_grad_sum(cache, g), np.einsum("nd,nk->dk", g[:, 0], a_ref), **TOL)
+    assert "a_bar" not in cache
+    np.testing.assert_array_equal(layer.a_bar(cache), a_ref[:, None, :])  # built when read, then kept
+    assert "a_bar" in cache
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), seed=0)
+    xb, yb = classification_batch(rng, 8, (4,), 3)
+    res = loss_and_grad(model, nn.CrossEntropyLoss(), xb, yb)
+    assert all("a_bar" not in c for c in res.trace.caches if c is not None and "x" in c)  # an SGD step: never
+
+
+def test_forward_mode_writes_its_tangents_only(rng):
+    """J v twice on one trace: the same tangents, and every cache array bit for bit as before."""
+    model = tiny_convnet(seed=5)
+    x, _ = classification_batch(rng, 4, (2, 6, 6), 3)
+    v = rng.standard_normal((2, model.num_params))
+    trace = forward(model, x)
+    for layer, cache in zip(model.layers, trace.caches):
+        if isinstance(layer, nn.Conv2d):
+            layer.a_bar(cache)  # the one addition a reader may make, made first
+    before = [{k: np.copy(a) for k, a in c.items() if hasattr(a, "strides")} for c in trace.caches if c is not None]
+    first = jvp.jvp(model, trace, v)
+    np.testing.assert_array_equal(jvp.jvp(model, trace, v), first)
+    after = [c for c in trace.caches if c is not None]
+    for b, c in zip(before, after):
+        for k, a in b.items():
+            np.testing.assert_array_equal(c[k], a)

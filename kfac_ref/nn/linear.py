@@ -21,8 +21,8 @@ class Linear(ParamLayer):
     """``Linear(in_features, out_features, bias=True)`` in PyTorch's layout.
 
     weight : (out_features, in_features);  bias : (out_features,)
-    Input (N, in_features) → output (N, out_features).  The cache holds
-    ā of shape (N, 1, in_features + 1) (T = 1 location, docs/math.md §4).
+    Input (N, in_features) → output (N, out_features).  The cache holds the input a, and
+    ā of shape (N, 1, in_features + 1) once it is read (T = 1 location, docs/math.md §4).
     """
 
     kind = "linear"
@@ -51,14 +51,33 @@ class Linear(ParamLayer):
         return out
 
     def forward_cached(self, x):
-        """s = W a + b (one product, as W̄ ā without forming W̄); the cache keeps ā = [a; 1]."""
+        """s = W a + b (one product, as W̄ ā without forming W̄); the cache keeps the input a (N, d_in),
+        from which ā = [a; 1] is built when first read (:meth:`a_bar`)."""
         self._check(x)
-        xp = get_xp(x, self.weight)
-        a_bar = xp.empty((x.shape[0], 1, self.a_dim), dtype=np.result_type(x.dtype, self.weight.dtype))
-        a_bar[:, 0, : self.d_in] = x
+        return self.forward(x), {"x": x}
+
+    def a_bar(self, cache):
+        """ā (N, 1, a_dim) = [a; 1], built from the cached input the first time it is read (K-FAC's
+        factors, per-sample gradients) and kept in the cache."""
+        if "a_bar" not in cache:
+            x = cache["x"]
+            xp = get_xp(x, self.weight)
+            a_bar = xp.empty((x.shape[0], 1, self.a_dim), dtype=xp.result_type(x.dtype, self.weight.dtype))
+            a_bar[:, 0, : self.d_in] = x
+            if self.bias is not None:
+                a_bar[:, 0, -1] = 1.0  # homogeneous coordinate, last (docs/math.md §1)
+            cache["a_bar"] = a_bar
+        return cache["a_bar"]
+
+    def wbar_grad_sum(self, cache, g):
+        """Σ_n g_n ā_nᵀ = [Σ_n g_n a_nᵀ | Σ_n g_n]: g (N, 1, d_out) → (d_out, a_dim), without building ā."""
+        x, gm = cache["x"], g[:, 0, :]  # (N, d_in), (N, d_out)
+        xp = get_xp(x, gm)
+        total = xp.empty((self.d_out, self.a_dim), dtype=xp.result_type(x.dtype, gm.dtype))
+        xp.matmul(gm.T, x, out=total[:, : self.d_in])
         if self.bias is not None:
-            a_bar[:, 0, -1] = 1.0  # homogeneous coordinate, last (docs/math.md §1)
-        return self.forward(x), {"a_bar": a_bar}
+            gm.sum(axis=0, out=total[:, -1])  # the ones column of ā
+        return total
 
     def backward(self, cache, grad_out):
         """grad_out : (S, N, d_out) → grad_in : (S, N, d_in)."""

@@ -108,8 +108,8 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x):
         x_pad, (ho, wo) = self._padded(x, -np.inf)
-        rows, _ = self._stage(x_pad, W_AXIS, wo)  # (N, C, Hp, Wo): max along each window row
-        return self._stage(rows, H_AXIS, ho)[0]  # (N, C, Ho, Wo)
+        rows = self._stage(x_pad, W_AXIS, wo, pick=False)[0]  # (N, C, Hp, Wo): max along each window row
+        return self._stage(rows, H_AXIS, ho, pick=False)[0]  # (N, C, Ho, Wo)
 
     def forward_cached(self, x):
         """The cache holds each stage's arg-max, the first maximum on ties (row-major order, as PyTorch):
@@ -140,18 +140,22 @@ class MaxPool2d(_Pool2d):
                 v = xp.where(pick == j, views[j], v)  # offset j where it held the maximum
         return v
 
-    def _stage(self, v, axis: int, n_out: int):
-        """Max over the k offsets along ``axis``, and which offset held it (the first on ties)."""
+    def _stage(self, v, axis: int, n_out: int, pick: bool = True):
+        """Max over the k offsets along ``axis``, and (``pick``) which offset held it (the first on ties)."""
         xp = get_xp(v)
         views = self._views(v, axis, n_out)
         best = xp.maximum(views[0], views[1]) if len(views) > 1 else views[0].copy(order="K")
-        pick = (xp.empty_like if len(views) > 1 else xp.zeros_like)(best, dtype=np.int8)  # best's layout
+        if not pick:  # the forward pass alone (evaluation): the arg-max is not needed
+            for j in range(2, self.kernel_size):
+                xp.maximum(best, views[j], out=best)
+            return best, None
+        which = (xp.empty_like if len(views) > 1 else xp.zeros_like)(best, dtype=np.int8)  # best's layout
         if len(views) > 1:
-            xp.greater(views[1], views[0], out=pick.view(np.bool_))  # offset 1 where strictly larger, else 0
+            xp.greater(views[1], views[0], out=which.view(np.bool_))  # offset 1 where strictly larger, else 0
         for j in range(2, self.kernel_size):
-            xp.copyto(pick, j, where=views[j] > best)  # strictly larger: an earlier offset wins ties
+            xp.copyto(which, j, where=views[j] > best)  # strictly larger: an earlier offset wins ties
             xp.maximum(best, views[j], out=best)
-        return best, pick
+        return best, which
 
     @staticmethod
     def _route(pick):
