@@ -77,7 +77,9 @@ class LayerStats:
 
     def mean_wbar_grad(self):
         """(1/N) Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed: the batch gradient of W̄.  (d_out, a_dim)"""
-        return self.sum_wbar_grad() / self.g.shape[1]  # the 1/N of the averaged loss h
+        total = self.sum_wbar_grad()  # a new array: scaled in place
+        total /= self.g.shape[1]  # the 1/N of the averaged loss h
+        return total
 
     def sum_wbar_grad(self):
         """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ for a single seed (a block's share of the batch gradient).  (d_out, a_dim)

@@ -158,6 +158,6 @@ class ParamLayer(Layer):
         return m @ rows(self.a_bar(cache), 2)
 
     def wbar_grad_sum(self, cache, g):
-        """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ: g (N, T, d_out) → (d_out, a_dim), one product over all samples and
-        locations (g read as (d_out, N·T) rows: kfac_ref.nn.layout)."""
+        """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ: g (N, T, d_out) → (d_out, a_dim), a new array (its caller may scale it
+        in place), one product over all samples and locations (g read as (d_out, N·T) rows: kfac_ref.nn.layout)."""
         return rows(g, 2) @ rows(self.a_bar(cache), 2).T
