@@ -12,6 +12,14 @@ i.e. forward, averaged cross-entropy loss and backward to every parameter gradie
                                                                                  x : (N, 3, 32, 32)
     mlp       kfac_ref.models.mlp(784, hidden=(256, 256))                        x : (N, 784)
 
+and, named with ``--models`` (or ``--models all``), five more that exercise other layers:
+
+    lenet     LeNet-5: Conv 5×5 (padding 2) → tanh → AvgPool 2 → Conv 5×5 → tanh → AvgPool 2 → 120 → 84 → 10
+    strided   Conv 3×3 stride 2 (16, 32 channels), no pooling                    x : (N, 1, 28, 28)
+    overlap   Conv 3×3 → ReLU → MaxPool 3×3 stride 2 padding 1, twice (16, 32)   x : (N, 3, 32, 32)
+    sigmoid   compare's ConvNet with sigmoids                                      x : (N, 1, 28, 28)
+    wide      the CIFAR-shaped ConvNet twice as wide (32, 64 channels, 128 hidden)
+
 in float32 and float64, at batch sizes N = 128 and 1,024 (``--batches``) and with 1 and 2
 threads (``--threads``), all in one run.  Two yardsticks:
 
@@ -92,6 +100,80 @@ MODELS = {
     ),
     "mlp": (lambda dtype, device: mlp(784, hidden=(256, 256), dtype=dtype, device=device), (784,), False),
 }
+DEFAULT_MODELS = tuple(MODELS)  # the issue's four nets; the ones below are named with --models
+
+
+def _net(layers):
+    """A builder: the Sequential of the layers ``layers()`` makes afresh (seed 0)."""
+    return lambda dtype, device: nn.Sequential(*layers(), seed=0).astype(dtype).to(device)
+
+
+MODELS.update(  # networks beyond the four: other layers, strides and activations (docs/benchmarks.md)
+    {
+        "lenet": (  # LeNet-5: 5×5 kernels, tanh, average pooling
+            _net(
+                lambda: [
+                    nn.Conv2d(1, 6, 5, padding=2),
+                    nn.Tanh(),
+                    nn.AvgPool2d(2),
+                    nn.Conv2d(6, 16, 5),
+                    nn.Tanh(),
+                    nn.AvgPool2d(2),
+                    nn.Flatten(),
+                    nn.Linear(400, 120),
+                    nn.Tanh(),
+                    nn.Linear(120, 84),
+                    nn.Tanh(),
+                    nn.Linear(84, 10),
+                ]
+            ),
+            (1, 28, 28),
+            True,
+        ),
+        "strided": (  # stride-2 convolutions instead of pooling
+            _net(
+                lambda: [
+                    nn.Conv2d(1, 16, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(16, 32, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                    nn.Flatten(),
+                    nn.Linear(32 * 7 * 7, 10),
+                ]
+            ),
+            (1, 28, 28),
+            True,
+        ),
+        "overlap": (  # overlapping 3×3 max-pooling with stride 2 and padding 1
+            _net(
+                lambda: [
+                    nn.Conv2d(3, 16, 3, padding=1),
+                    nn.ReLU(),
+                    nn.MaxPool2d(3, stride=2, padding=1),
+                    nn.Conv2d(16, 32, 3, padding=1),
+                    nn.ReLU(),
+                    nn.MaxPool2d(3, stride=2, padding=1),
+                    nn.Flatten(),
+                    nn.Linear(32 * 8 * 8, 10),
+                ]
+            ),
+            (3, 32, 32),
+            True,
+        ),
+        "sigmoid": (  # compare's ConvNet with sigmoids
+            lambda dtype, device: convnet(in_shape=(1, 28, 28), activation="sigmoid", dtype=dtype, device=device),
+            (1, 28, 28),
+            True,
+        ),
+        "wide": (  # the CIFAR-shaped ConvNet, twice as wide
+            lambda dtype, device: convnet(
+                in_shape=(3, 32, 32), channels=(32, 64), hidden=128, dtype=dtype, device=device
+            ),
+            (3, 32, 32),
+            True,
+        ),
+    }
+)
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -287,16 +369,22 @@ def bench_case(name, dtype_name, n, threads, rate, args, use_torch):
     # framework's worker threads (OpenBLAS's, torch's OpenMP) spin for a while, and
     # on a machine with few cores they would steal the CPU from the other
     # framework's next call.  So a turn starts with a pause (--pause: the other
-    # side's threads go to sleep) and an untimed call (this side's threads wake up),
-    # then times calls for at least --turn seconds (one call for the big models,
-    # several for the sub-millisecond ones): the steady state of a training loop.
-    # A repetition's time is the median of its turn.
+    # side's threads go to sleep), then untimed calls for at least --wake seconds
+    # (this side's threads wake up: on the 2-core KVM guest of docs/benchmarks.md a
+    # second thread ran at one core's speed for the first 50-60 ms after a pause,
+    # three calls of a 20 ms step), then times calls for at least --turn seconds (one
+    # call for the big models, several for the small ones): the steady state of a
+    # training loop.  A repetition's time is the median of its turn.
     times = {k: [] for k in steps}
     sys_time = {k: [0.0, 0] for k in steps}  # kernel seconds, calls
     for rnd in range(args.warmup + args.reps):
         for key, (step, sync) in steps.items():  # kfac_ref, torch, kfac_ref, torch, ...
             time.sleep(args.pause)
-            time_once(step, sync)
+            woken = time.perf_counter()
+            while True:  # at least one untimed call
+                time_once(step, sync)
+                if time.perf_counter() - woken >= args.wake:
+                    break
             turn, start, sys0 = [], time.perf_counter(), system_seconds()
             while not turn or time.perf_counter() - start < args.turn:
                 turn.append(time_once(step, sync))
@@ -436,9 +524,20 @@ def main(argv=None):
         help="seconds of idle before each framework's turn, so that the other "
         "framework's spinning threads have gone to sleep (default 0.2)",
     )
+    ap.add_argument(
+        "--wake",
+        type=float,
+        default=0.15,
+        help="seconds of untimed calls after each pause, so that every thread of the turn's side is up to "
+        "speed (default 0.15; 0 = one call, the benchmark before 2026-12-05)",
+    )
     ap.add_argument("--turn", type=float, default=0.02, help="seconds of timed calls per framework turn (default 0.02)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 reps, 1 warm-up, N = 64 only, 1 thread")
-    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {list(MODELS)}")
+    ap.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated subset of {list(MODELS)}, or 'all' (default: {','.join(DEFAULT_MODELS)})",
+    )
     ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of float32,float64")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="'gpu' needs CuPy")
     ap.add_argument("--no-torch", action="store_true", help="time kfac_ref alone")
@@ -459,7 +558,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.quick:
         args.reps, args.warmup, args.batches, args.threads = 2, 1, [64], [1]
-    names, dtypes = args.models.split(","), args.dtypes.split(",")
+    names, dtypes = list(MODELS) if args.models == "all" else args.models.split(","), args.dtypes.split(",")
     for v, known in ((names, MODELS), (dtypes, DTYPES)):
         bad = [k for k in v if k not in known]
         if bad:
@@ -494,6 +593,7 @@ def main(argv=None):
         "reps": args.reps,
         "warmup": args.warmup,
         "pause_s": args.pause,
+        "wake_s": args.wake,
         "turn_s": args.turn,
         "blas": ", ".join(f"{p['internal_api']} {p['version']} ({p.get('architecture', '?')})" for p in blas) or "—",
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),

@@ -37,6 +37,7 @@ LAYER_CASES = [
     ("avgpool-k2", lambda: nn.AvgPool2d(2), (2, 4, 4)),
     ("avgpool-k3-s2-p1", lambda: nn.AvgPool2d(3, stride=2, padding=1), (2, 6, 6)),
     ("avgpool-k2-s1", lambda: nn.AvgPool2d(2, stride=1), (1, 5, 4)),
+    ("avgpool-k2-s3", lambda: nn.AvgPool2d(2, stride=3), (1, 7, 8)),  # gaps between the windows
     ("flatten", lambda: nn.Flatten(), (2, 3, 2)),
 ]
 

@@ -16,10 +16,10 @@ from ..backend import get_xp
 from .layout import layout_order
 
 #: the fewest numbers a block's largest activation may hold: smaller blocks are left whole.  On the
-#: 2-core machine of docs/benchmarks.md two blocks gained ×1.5–1.9 from 2.1M numbers per batch up
-#: (the 28×28 ConvNet at N = 1,024, the CIFAR-shaped one from N = 128) and lost 2–30% at 0.8M and
-#: below (the 28×28 ConvNet at N = 128, the 8×8 digits ConvNet, the MLP).
-MIN_BLOCK_ELEMENTS = 1 << 20
+#: 2-core machine of docs/benchmarks.md, in steady state, two blocks gained ×1.10–1.25 at 256–400K
+#: numbers per batch (the digits ConvNet at N = 512, the 28×28 one at N = 64), ×1.4–1.8 from 512K up,
+#: and broke even or lost at 128K and below (0.49–1.05: the digits ConvNet at N ≤ 256).
+MIN_BLOCK_ELEMENTS = 1 << 17
 
 
 def block_count(workers: int, n: int, per_sample: int) -> int:

@@ -86,13 +86,15 @@ class _Pool2d(Layer):
         shape = list(grad.shape)
         shape[axis] = size
         out = channel_major(get_xp(grad), shape, grad.dtype)
-        n_out, covered = grad.shape[axis], self.stride * grad.shape[axis]
-        if self.stride != self.kernel_size or covered < size:
-            out[...] = 0.0  # overlapping windows add up; elements no window reads get no gradient
+        k, s, n_out = self.kernel_size, self.stride, grad.shape[axis]
+        if s > k:
+            out[...] = 0.0  # gaps between the windows: elements no window reads get no gradient
+        else:  # offsets j < s write every element before s·n_out once; only the tail is zeroed
+            offset_view(out, axis, s * n_out, 1, size - s * n_out)[...] = 0.0
         for j, target in enumerate(self._views(out, axis, n_out)):
-            if self.stride >= self.kernel_size:  # windows do not overlap: one term per element, written in place
+            if j < s:  # the first s offsets of all windows are disjoint: written in place
                 part(j, grad, target)
-            else:
+            else:  # overlapping windows (s < k): offset j adds onto what offsets j − s, … wrote
                 target += part(j, grad, None)
         return out
 
