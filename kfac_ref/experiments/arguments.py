@@ -191,7 +191,7 @@ def thread_plan(args, model: str) -> tuple:
 
     a ConvNet ("convnet") splits its batch over up to T threads (``model.workers = T``, blocks big
     enough to gain: kfac_ref.nn.blocks) with one BLAS thread each: ×1.56–1.74 at N = 1,024 on two idle
-    cores, 1.5–1.6× faster than T BLAS threads; any other model gives BLAS the T threads (its
+    cores, 1.5–1.7× faster than T BLAS threads; any other model gives BLAS the T threads (its
     products are large).  On the GPU: (None, 1),
     the host's BLAS left alone.
     """
