@@ -100,7 +100,7 @@ MODELS = {
     ),
     "mlp": (lambda dtype, device: mlp(784, hidden=(256, 256), dtype=dtype, device=device), (784,), False),
 }
-DEFAULT_MODELS = tuple(MODELS)  # the four nets; the ones below are named with --models
+DEFAULT_MODELS = tuple(MODELS)  # the four nets of the default run; the ones below are named with --models
 
 
 def _net(layers):
