@@ -28,7 +28,7 @@ from .backend import get_xp
 from .backprop import BlockTrace
 from .nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .nn.blocks import concat_in_layout, run_blocks
-from .nn.layout import rows
+from .nn.layout import stored
 from .params import flat_to_wbar, layer_slices
 
 
@@ -42,7 +42,7 @@ def _linear(layer, cache, dx, vbar):
 
 
 def _conv(layer, cache, dx, vbar):
-    """ṡ = conv(ȧ; W) + V̄ ā_t at every location.  → (k, N, C_out, Ho, Wo), each direction channel-major.
+    """ṡ = conv(ȧ; W) + V̄ ā_t at every location.  → (k, N, C_out, Ho, Wo), each direction stored (C_out, Ho, Wo, N).
 
     Both terms are products over all samples and locations at once: the k directions' V̄ stacked,
     (k·C_out, a_dim) × ā (a_dim, N·T), and per direction the convolution W * ȧ (:meth:`Conv2d.weight_only`).
@@ -50,11 +50,11 @@ def _conv(layer, cache, dx, vbar):
     n, c_in, h, w = cache["x_shape"]
     c_out, ho, wo = layer.output_shape((c_in, h, w))
     k, t = vbar.shape[0], ho * wo
-    ds = layer.patch_product(cache, vbar.reshape(k * c_out, -1)).reshape(k, c_out, n * t)  # the parameter direction
+    ds = layer.patch_product(cache, vbar.reshape(k * c_out, -1)).reshape(k, c_out, t * n)  # the parameter direction
     if dx is not None:
         for i in range(k):  # the input tangent: the convolution of ȧ without the bias, patches by blocks
-            ds[i] += rows(layer.weight_only(dx[i]), 1)  # (C_out, N·T), a view of the channel-major result
-    return ds.reshape(k, c_out, n, ho, wo).transpose(0, 2, 1, 3, 4)
+            ds[i] += stored(layer.weight_only(dx[i])).reshape(c_out, -1)  # (C_out, T·N), a view
+    return ds.reshape(k, c_out, ho, wo, n).transpose(0, 4, 1, 2, 3)
 
 
 def _elementwise(layer, cache, dx, vbar):

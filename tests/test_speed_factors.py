@@ -19,7 +19,7 @@ from kfac_ref import nn
 from kfac_ref.backend import to_device, to_numpy
 from kfac_ref.backprop import backward, forward
 from kfac_ref.fisher.kfac import factor_a, factor_g
-from kfac_ref.nn.layout import rows
+from kfac_ref.nn.layout import columns
 from tests.helpers import tiny_convnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,15 +61,15 @@ def test_factors_of_backprop_statistics_match_the_loop(device, stride):
 
 
 def test_conv_statistics_are_the_views_the_factors_read_in_place():
-    """ā and g of a Conv2d layer are transposed views of contiguous (a_dim, N, T) and (d_out, S, N, T)
-    arrays (feature-major patches, channel-major gradient: kfac_ref.nn.layout), so that the factors
-    and the weight gradient read them as matrices without a copy."""
+    """ā and g of a Conv2d layer are transposed views of contiguous (a_dim, T, N) and (d_out, T, S, N)
+    arrays (feature-major patches, gradient in the image layout: kfac_ref.nn.layout), so that the
+    factors and the weight gradient read them as matrices without a copy."""
     conv = layer_statistics("cpu", np.float64)[0]
     assert conv.layer.kind == "conv" and conv.g.shape[0] == 3 and conv.g.shape[2] > 1
-    assert not conv.a_bar.flags.c_contiguous and conv.a_bar.transpose(2, 0, 1).flags.c_contiguous
-    assert not conv.g.flags.c_contiguous and conv.g.transpose(3, 0, 1, 2).flags.c_contiguous
-    for src, axis in ((conv.a_bar, 2), (conv.g, 3)):
-        assert np.shares_memory(rows(src, axis), src)  # a view, not a copy
+    assert not conv.a_bar.flags.c_contiguous and conv.a_bar.transpose(2, 1, 0).flags.c_contiguous
+    assert not conv.g.flags.c_contiguous and conv.g.transpose(3, 2, 0, 1).flags.c_contiguous
+    for src in (conv.a_bar, conv.g):
+        assert np.shares_memory(columns(src), src)  # a view, not a copy
 
 
 def test_float32_factors_stay_float32_and_agree_with_float64(device):

@@ -1,8 +1,8 @@
-"""Channel-major images and patches rebuilt block by block (kfac_ref.nn.layout, Conv2d.patch_blocks).
+"""Images stored sample-minor and patches rebuilt block by block (kfac_ref.nn.layout, Conv2d.patch_blocks).
 
 References: the whole patch matrix built at once by :func:`kfac_ref.nn.im2col.im2col` (pad the
 whole batch, one copy per kernel offset) and einsum over it; float64, 1e-12.  Each check runs with
-the default blocks and with blocks of one sample (``BLOCK_BYTES`` = 1), so the block loop runs.
+the default blocks and with blocks of one output row (``BLOCK_BYTES`` = 1), so the block loop runs.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from tests.helpers import classification_batch, tiny_convnet
 TOL = dict(rtol=1e-12, atol=1e-13)
 
 
-@pytest.fixture(params=["default blocks", "one-sample blocks"])
+@pytest.fixture(params=["default blocks", "one-row blocks"])
 def blocks(request, monkeypatch):
-    if request.param == "one-sample blocks":
+    if request.param == "one-row blocks":
         monkeypatch.setattr(im2col_module, "BLOCK_BYTES", 1)
     return request.param
 
@@ -49,24 +49,29 @@ def test_conv_forward_weight_gradient_and_patches_against_the_whole_patch_matrix
     assert "a_bar" not in cache  # the forward pass keeps the padded input only
     np.testing.assert_allclose(layer.wbar_grad_sum(cache, g), np.einsum("ntd,ntk->dk", g, a_ref), **TOL)
     m = rng.standard_normal((4, layer.a_dim))
-    np.testing.assert_allclose(layer.patch_product(cache, m), np.einsum("rk,ntk->rnt", m, a_ref).reshape(4, -1), **TOL)
+    np.testing.assert_allclose(layer.patch_product(cache, m), np.einsum("rk,ntk->rtn", m, a_ref).reshape(4, -1), **TOL)
     np.testing.assert_allclose(layer.a_bar(cache), a_ref, **TOL)  # built when read, then kept
     assert "a_bar" in cache
     np.testing.assert_allclose(layer.wbar_grad_sum(cache, g), np.einsum("ntd,ntk->dk", g, a_ref), **TOL)
 
 
-def test_images_are_stored_channel_major_through_the_layers(rng):
-    """Conv2d, the activation and the pooling layer return (N, C, H, W) views of (C, N, H, W) buffers,
-    and the backward pass hands Conv2d a (C, S, N, H, W) gradient."""
+def test_images_are_stored_sample_minor_through_the_layers(rng):
+    """Conv2d, the activation and the pooling layer return (N, C, H, W) views of (C, H, W, N) buffers,
+    Flatten a view of them, and the backward pass hands each Conv2d a (C, H, W, S, N) gradient."""
     model = tiny_convnet(seed=1)
     x, y = classification_batch(rng, 4, (2, 6, 6), 3)
     h = x
-    for layer in model.layers[:3]:  # Conv2d, Tanh, MaxPool2d
+    for layer in model.layers:
         h = layer.forward(h)
-        assert h.transpose(1, 0, 2, 3).flags.c_contiguous, layer
+        if h.ndim == 4:
+            assert h.transpose(1, 2, 3, 0).flags.c_contiguous, layer
+        if isinstance(layer, nn.Flatten):
+            assert h.T.flags.c_contiguous  # (C·H·W, N)
+            break
     res = loss_and_grad(model, nn.CrossEntropyLoss(), x, y)
-    g = res.stats[0].g  # (S, N, T, C_out) of the first Conv2d
-    assert g.transpose(3, 0, 1, 2).flags.c_contiguous
+    for st in res.stats:
+        if st.layer.kind == "conv":  # g (S, N, T, C_out) of a Conv2d, stored (C_out, T, S, N)
+            assert st.g.transpose(3, 2, 0, 1).flags.c_contiguous
 
 
 def test_a_training_step_never_builds_the_patch_matrix_and_k_fac_builds_it_once(rng, blocks):

@@ -26,7 +26,7 @@ from dataclasses import asdict, replace
 from ..backend import get_xp, to_device, to_numpy
 from ..backprop import BlockStats
 from ..nn.blocks import run_blocks
-from ..nn.layout import rows
+from ..nn.layout import columns
 from ..params import wbar_order
 from ..validate import check_allocation, check_state_array, check_state_number
 from .curvature import Curvature, saved_inverse
@@ -40,19 +40,18 @@ SUPPORTED = ("linear", "conv")
 
 def factor_a(a_bar):
     """A (Linear) or Ω (Conv2d): (1/N) Σ_n Σ_t ā ā ᵀ.  (N, T, a_dim) → (a_dim, a_dim)"""
-    n, _, k = a_bar.shape
-    a = a_bar.reshape(-1, k)  # (N·T, a_dim)
-    return (a.T @ a) / n  # mean over samples, sum over locations
+    a = columns(a_bar)  # (a_dim, T·N), a view of a Conv2d's patches or of Linear's rows
+    return (a @ a.T) / a_bar.shape[0]  # mean over samples, sum over locations
 
 
 def factor_g(g):
     """G (Linear) or Γ (Conv2d): (1/(N T)) Σ_{s,n,t} g gᵀ.  (S, N, T, d_out) → (d_out, d_out)
 
-    One product of g as a (d_out, S·N·T) matrix with its transpose; that matrix is a view of a
-    channel-major output gradient (kfac_ref.nn.layout) or of Linear's (S·N, d_out) rows.
+    One product of g as a (d_out, T·S·N) matrix with its transpose; that matrix is a view of an
+    output gradient in the image layout (kfac_ref.nn.layout) or of Linear's (S·N, d_out) rows.
     """
     _, n, t, _ = g.shape
-    gm = rows(g, 3)  # (d_out, S·N·T)
+    gm = columns(g)  # (d_out, T·S·N)
     return (gm @ gm.T) / (n * t)  # mean over samples and locations, sum over seeds
 
 

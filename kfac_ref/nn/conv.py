@@ -25,8 +25,8 @@ import math
 import numpy as np
 
 from ..backend import get_xp
-from .im2col import block_size, col2im_into, out_size, pad2d, patches_into
-from .layout import rows
+from .im2col import col2im_add, location_blocks, out_size, pad2d, patches_into, reads
+from .layout import columns, image_layout, stored
 from .module import ParamLayer, float_dtype
 
 
@@ -110,57 +110,60 @@ class Conv2d(ParamLayer):
         return self._forward(x, keep=False, bias=False)[0]
 
     def _forward(self, x, keep: bool, bias: bool = True):
-        """s = W̄ ā, block by block; keep=True caches the padded input, from which ā is rebuilt."""
+        """s = W̄ ā, a block of locations at a time; keep=True caches the padded input, from which ā is rebuilt."""
         if x.ndim != 4:
             raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
         c_out, ho, wo = self.output_shape(x.shape[1:])
-        xp, n, t = get_xp(x, self.weight), x.shape[0], ho * wo
-        x_pad = pad2d(x.transpose(1, 0, 2, 3), self.padding)  # (C_in, N, Hp, Wp)
+        xp, n = get_xp(x, self.weight), x.shape[0]
+        x_pad = pad2d(x, self.padding)  # (N, C_in, Hp, Wp), stored (C_in, Hp, Wp, N)
         w = self.wbar() if bias else self.weight.reshape(c_out, self.d_in)  # (C_out, a_dim) or (C_out, K)
-        out = xp.empty((c_out, n * t), dtype=xp.result_type(x.dtype, self.weight.dtype))  # channel-major output
-        for n0, b, blk in self.patch_blocks(x_pad):
-            xp.matmul(w, blk[: w.shape[1]], out=out[:, n0 * t : (n0 + b) * t])  # W̄ ā for the whole block: (C_out, B·T)
-        cache = {"x_pad": x_pad.transpose(1, 0, 2, 3), "x_shape": x.shape} if keep else None  # (N, C_in, Hp, Wp)
-        return out.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3), cache
+        out = xp.empty((c_out, ho, wo, n), dtype=xp.result_type(x.dtype, self.weight.dtype))  # the image layout
+        flat = out.reshape(c_out, -1)  # (C_out, T·N)
+        for t0, t1, blk in self.patch_blocks(stored(x_pad)):
+            xp.matmul(w, blk[: w.shape[1]], out=flat[:, t0 * n : t1 * n])  # W̄ ā for locations t0 … t1 − 1
+        cache = {"x_pad": x_pad, "x_shape": x.shape} if keep else None
+        return out.transpose(3, 0, 1, 2), cache
 
     def patch_blocks(self, x_pad):
-        """ā block by block from the padded input x_pad (C_in, N, Hp, Wp): yields (n0, B, ā of samples
-        n0 … n0 + B − 1 as (a_dim, B·T)), the patches of each block written over the previous block's."""
-        xp, (_, n, hp, wp), k, s = get_xp(x_pad), x_pad.shape, self.kernel_size, self.stride
-        t = ((hp - k) // s + 1) * ((wp - k) // s + 1)
+        """ā a block of locations at a time from the padded input x_pad (C_in, Hp, Wp, N): yields
+        (t0, t1, ā of locations t0 … t1 − 1 as (a_dim, (t1 − t0)·N)), columns t0·N … t1·N − 1 of the
+        whole (a_dim, T·N), each block written over the previous one in one reused buffer."""
+        xp, (_, hp, wp, n), k, s = get_xp(x_pad), x_pad.shape, self.kernel_size, self.stride
+        ho, wo = (hp - k) // s + 1, (wp - k) // s + 1
         dtype = xp.result_type(x_pad.dtype, self.weight.dtype)
-        block = block_size(n, self.a_dim * t * dtype.itemsize)
-        buf = xp.empty((self.a_dim, block * t), dtype=dtype)  # reused: one block of patches stays in cache
+        blocks = list(location_blocks(ho, wo, self.a_dim * n * dtype.itemsize))
+        buf = xp.empty((self.a_dim, max(t1 - t0 for *_, t0, t1 in blocks) * n), dtype=dtype)  # reused
         if self.bias is not None:
             buf[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
-        for n0 in range(0, n, block):
-            b = min(block, n - n0)
-            patches_into(buf[: self.d_in, : b * t].reshape(self.d_in, b, t), x_pad[:, n0 : n0 + b], k, k, s)
-            yield n0, b, buf[:, : b * t]
+        for rows, cols, t0, t1 in blocks:
+            blk = buf[:, : (t1 - t0) * n]
+            shape = (self.d_in, rows.stop - rows.start, cols.stop - cols.start, n)
+            patches_into(blk[: self.d_in].reshape(shape), x_pad[:, reads(rows, k, s), reads(cols, k, s)], k, k, s)
+            yield t0, t1, blk
 
     def a_bar(self, cache):
-        """ā (N, T, a_dim), a view of the feature-major patches (a_dim, N, T): built from the cached
-        input the first time it is read (K-FAC's factors, per-sample gradients) and kept in the cache."""
+        """ā (N, T, a_dim), a view of the feature-major patches stored (a_dim, T, N): built from the
+        cached input the first time it is read (K-FAC's factors, per-sample gradients) and kept in the cache."""
         if "a_bar" not in cache:
-            x_pad, k = cache["x_pad"].transpose(1, 0, 2, 3), self.kernel_size  # (C_in, N, Hp, Wp)
-            n, t = x_pad.shape[1], math.prod(self.output_shape(cache["x_shape"][1:])[1:])
-            xp = get_xp(x_pad)
-            cols = xp.empty((self.a_dim, n, t), dtype=xp.result_type(x_pad.dtype, self.weight.dtype))
+            x_pad, k = stored(cache["x_pad"]), self.kernel_size  # (C_in, Hp, Wp, N)
+            _, ho, wo = self.output_shape(cache["x_shape"][1:])
+            xp, n = get_xp(x_pad), x_pad.shape[-1]
+            cols = xp.empty((self.a_dim, ho, wo, n), dtype=xp.result_type(x_pad.dtype, self.weight.dtype))
             patches_into(cols[: self.d_in], x_pad, k, k, self.stride)  # written in place, no block buffer
             if self.bias is not None:
                 cols[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
-            cache["a_bar"] = cols.transpose(1, 2, 0)
+            cache["a_bar"] = cols.reshape(self.a_dim, ho * wo, n).transpose(2, 1, 0)
         return cache["a_bar"]
 
     def patch_product(self, cache, m):
-        """m ā: m (R, a_dim) → (R, N·T), block by block unless ā is already built."""
+        """m ā: m (R, a_dim) → (R, T·N), columns in (t, n) order; block by block unless ā is already built."""
         if "a_bar" in cache:
             return super().patch_product(cache, m)
-        xp, x_pad = get_xp(m), cache["x_pad"].transpose(1, 0, 2, 3)
-        t = math.prod(self.output_shape(cache["x_shape"][1:])[1:])
-        out = xp.empty((m.shape[0], x_pad.shape[1] * t), dtype=xp.result_type(m.dtype, x_pad.dtype))
-        for n0, b, blk in self.patch_blocks(x_pad):
-            xp.matmul(m, blk, out=out[:, n0 * t : (n0 + b) * t])
+        xp, x_pad = get_xp(m), stored(cache["x_pad"])
+        n, t = x_pad.shape[-1], math.prod(self.output_shape(cache["x_shape"][1:])[1:])
+        out = xp.empty((m.shape[0], t * n), dtype=xp.result_type(m.dtype, x_pad.dtype))
+        for t0, t1, blk in self.patch_blocks(x_pad):
+            xp.matmul(m, blk, out=out[:, t0 * n : t1 * n])
         return out
 
     def wbar_grad_sum(self, cache, g):
@@ -169,35 +172,37 @@ class Conv2d(ParamLayer):
         Computed as its transpose Σ ā gᵀ (a_dim, d_out): with N·T ≫ a_dim, d_out, OpenBLAS runs this
         orientation 13–20% faster in float32 (docs/benchmarks.md).
         """
-        xp, gm = get_xp(g), rows(g, 2)  # gm : (d_out, N·T)
+        xp, gm = get_xp(g), columns(g)  # gm : (d_out, T·N), a view of a gradient in the image layout
         if "a_bar" in cache:
-            return (rows(self.a_bar(cache), 2) @ gm.T).T
-        x_pad, t = cache["x_pad"].transpose(1, 0, 2, 3), g.shape[1]
+            return (columns(self.a_bar(cache)) @ gm.T).T
+        x_pad = stored(cache["x_pad"])
+        n = x_pad.shape[-1]
         total = xp.zeros((self.a_dim, self.d_out), dtype=xp.result_type(g.dtype, x_pad.dtype))
-        for n0, b, blk in self.patch_blocks(x_pad):
-            total += blk @ gm[:, n0 * t : (n0 + b) * t].T
+        for t0, t1, blk in self.patch_blocks(x_pad):
+            total += blk @ gm[:, t0 * n : t1 * n].T
         return total.T
 
     def backward(self, cache, grad_out):
-        """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W), both channel-major.
+        """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W), both in the image layout.
 
-        ∂ℓ/∂cols = Wᵀ g for a block of samples at once (one product), then col2im adds it back.
+        ∂ℓ/∂cols = Wᵀ g for a block of output rows at once (one product), then col2im adds it back.
         """
         xp = get_xp(grad_out, self.weight)
         s_, n, c_out, ho, wo = grad_out.shape
-        k, p, m, t = self.kernel_size, self.padding, s_ * n, ho * wo
+        k, p, m = self.kernel_size, self.padding, s_ * n
         _, c_in, h, w = cache["x_shape"]
         w_t = self.weight.reshape(c_out, self.d_in).T  # (K, C_out), a view
-        g = rows(grad_out, 2)  # (C_out, S·N·T): a view of a channel-major gradient
-        dx_pad = xp.empty((c_in, m, h + 2 * p, w + 2 * p), dtype=grad_out.dtype)  # channel-major
-        block = block_size(m, self.a_dim * t * grad_out.dtype.itemsize)
-        d_blk = xp.empty((self.d_in, block * t), dtype=grad_out.dtype)  # reused
-        for n0 in range(0, m, block):
-            b = min(block, m - n0)
-            d = xp.matmul(w_t, g[:, n0 * t : (n0 + b) * t], out=d_blk[:, : b * t])  # (K, B·T)
-            col2im_into(dx_pad[:, n0 : n0 + b], d.reshape(self.d_in, b, t), k, k, self.stride)  # (C_in, B, Hp, Wp)
-        dx = dx_pad[:, :, p : p + h, p : p + w].reshape(c_in, s_, n, h, w)  # a view: drops the padding
-        return dx.transpose(1, 2, 0, 3, 4)
+        g = stored(grad_out).reshape(c_out, -1)  # (C_out, Ho·Wo·S·N): a view of a gradient in the image layout
+        dx = image_layout(xp, (s_, n, c_in, h + 2 * p, w + 2 * p), grad_out.dtype)
+        dx_pad = stored(dx).reshape(c_in, h + 2 * p, w + 2 * p, m)  # (C_in, Hp, Wp, S·N)
+        dx_pad[...] = 0.0
+        blocks = list(location_blocks(ho, wo, self.a_dim * m * grad_out.dtype.itemsize))
+        d_blk = xp.empty((self.d_in, max(t1 - t0 for *_, t0, t1 in blocks) * m), dtype=grad_out.dtype)  # reused
+        for rows, cols, t0, t1 in blocks:
+            d = xp.matmul(w_t, g[:, t0 * m : t1 * m], out=d_blk[:, : (t1 - t0) * m])  # (K, (t1 − t0)·S·N)
+            d = d.reshape(self.d_in, rows.stop - rows.start, cols.stop - cols.start, m)
+            col2im_add(dx_pad[:, reads(rows, k, self.stride), reads(cols, k, self.stride)], d, k, k, self.stride)
+        return dx[..., p : p + h, p : p + w]  # a view: drops the padding
 
     def g_from_grad(self, grad_out):
         s_, n, c_out, ho, wo = grad_out.shape

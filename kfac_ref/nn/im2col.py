@@ -9,14 +9,15 @@ zero padding p, the output has Ho × Wo locations,
 and the patch of location t = (u, v) is x_pad[:, :, u·s : u·s + kh, v·s : v·s + kw],
 flattened in (c, i, j) order — the order of ``Conv2d.weight.reshape(C_out, -1)``.
 
-The patches are stored feature-major, ``cols[(c, i, j), n, (u, v)] = x_pad[c, n, u·s + i, v·s + j]``
-(shape (C·kh·kw, N, Ho·Wo)), from a channel-major image x_pad (C, N, Hp, Wp)
-(:mod:`kfac_ref.nn.layout`): then kernel offset (i, j) fills the rows (·, i, j) of every
-channel with one strided copy of the shifted image, x_pad[:, :, i::s, j::s] (runs of Wo
-contiguous values), so im2col is kh·kw copies and col2im kh·kw strided adds (into a
-channel-major (C, N, Hp, Wp) gradient: both sides of each add in one layout); and the
-convolution of a block of samples is one matrix product W̄ · cols[:, block].  The
-per-sample patch matrix ā of shape (N, Ho·Wo, C·kh·kw) is a transposed view of it.
+The patches are stored feature-major with the sample index fastest,
+``cols[(c, i, j), u, v, n] = x_pad[c, u·s + i, v·s + j, n]`` (shape (C·kh·kw, Ho, Wo, N)), from an
+image stored (C, Hp, Wp, N) (:mod:`kfac_ref.nn.layout`): kernel offset (i, j) fills the rows
+(·, i, j) of every channel with one strided copy of the shifted image x_pad[:, i::s, j::s, :],
+whose runs are Wo·N contiguous numbers when s = 1 (N when s > 1).  So im2col is kh·kw copies and
+col2im kh·kw strided adds into a gradient stored the same way.  A block of output rows (or of one
+row's locations) is a contiguous range of cols' columns and reads a rectangle of the input only
+(:func:`location_blocks`), and the convolution of the block is one matrix product W̄ · cols[:, block].
+The per-sample patch matrix ā of shape (N, Ho·Wo, C·kh·kw) is a transposed view of cols.
 
 All functions work for NumPy and CuPy arrays and never loop over samples.
 """
@@ -24,7 +25,7 @@ All functions work for NumPy and CuPy arrays and never loop over samples.
 from __future__ import annotations
 
 from ..backend import get_xp
-from .layout import empty_in_layout
+from .layout import assign, image_layout, in_image_layout, stored
 
 
 def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -32,58 +33,79 @@ def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-BLOCK_BYTES = 4 << 20  # a block's patches: 4 MiB, near a core's L2 (1–4 MiB measured fastest: docs/benchmarks.md)
+BLOCK_BYTES = 4 << 20  # a block's patches: 4 MiB, near a core's L2 (docs/benchmarks.md)
 
 
-def block_size(n: int, bytes_per_sample: int) -> int:
-    """Samples per block of a batch of n: as many as fit in BLOCK_BYTES, at least one, at most n."""
-    return max(1, min(n, BLOCK_BYTES // max(1, bytes_per_sample)))
+def block_size(n: int, bytes_per_item: int) -> int:
+    """Items per block of n: as many as fit in BLOCK_BYTES, at least one, at most n."""
+    return max(1, min(n, BLOCK_BYTES // max(1, bytes_per_item)))
+
+
+def location_blocks(ho: int, wo: int, bytes_per_location: int):
+    """Blocks of the Ho × Wo output locations whose patches fit in BLOCK_BYTES, row-major, each location
+    once: (rows, cols, t0, t1) — whole rows when one fits, else segments of one row — with the
+    padded input's rows and columns that block reads (``rows``, ``cols`` as output slices; see
+    :func:`reads`) and its locations t0 … t1 − 1 (t = u·Wo + v: a contiguous range)."""
+    if wo * bytes_per_location <= BLOCK_BYTES:
+        r = block_size(ho, wo * bytes_per_location)
+        for u0 in range(0, ho, r):
+            u1 = min(ho, u0 + r)
+            yield slice(u0, u1), slice(0, wo), u0 * wo, u1 * wo
+    else:
+        seg = block_size(wo, bytes_per_location)
+        for u in range(ho):
+            for v0 in range(0, wo, seg):
+                v1 = min(wo, v0 + seg)
+                yield slice(u, u + 1), slice(v0, v1), u * wo + v0, u * wo + v1
+
+
+def reads(out: slice, kernel: int, stride: int) -> slice:
+    """The padded input positions that output positions ``out.start … out.stop − 1`` read, along one axis."""
+    return slice(out.start * stride, (out.stop - 1) * stride + kernel)
 
 
 def pad2d(x, padding: int, value: float = 0.0):
-    """Pad the last two axes of x by ``padding`` on each side with ``value``, keeping x's memory order."""
+    """x (*lead, C, H, W) padded by ``padding`` on each side of its last two axes with ``value``,
+    stored in the image layout (C, Hp, Wp, *lead) whatever x's own layout; x itself if there is no
+    padding and x is already stored so."""
     if padding == 0:
-        return x
+        return in_image_layout(x)
     *lead, h, w = x.shape
-    out = empty_in_layout(x, (*lead, h + 2 * padding, w + 2 * padding))
+    out = image_layout(get_xp(x), (*lead, h + 2 * padding, w + 2 * padding), x.dtype)
     out[...] = value
-    out[..., padding : padding + h, padding : padding + w] = x
+    assign(out[..., padding : padding + h, padding : padding + w], x)
     return out
 
 
 def shifted(x_pad, i: int, j: int, stride: int, ho: int, wo: int):
-    """x_pad[..., u·s + i, v·s + j] for all (u, v): kernel offset (i, j) of every patch.  (..., Ho, Wo), a view"""
-    return x_pad[..., i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+    """x_pad[c, u·s + i, v·s + j, n] for all (c, u, v, n): kernel offset (i, j) of every patch.
+    x_pad (C, Hp, Wp, N) → (C, Ho, Wo, N), a view."""
+    return x_pad[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
 
 
 def patches_into(cols, x_pad, kh: int, kw: int, stride: int):
-    """im2col into ``cols`` (C·kh·kw, N, Ho·Wo) — e.g. a block of a larger array — from x_pad (C, N, Hp, Wp).
-
-    kh·kw strided copies: offset (i, j) of channel c is the shifted image x_pad[c, :, i::s, j::s];
-    x_pad is channel-major (:mod:`kfac_ref.nn.layout`), so both sides of each copy are in one order.
-    """
+    """im2col into ``cols`` (C·kh·kw, Ho, Wo, N) — e.g. a block of output rows — from x_pad (C, Hp, Wp, N),
+    the input rows those output rows read.  kh·kw strided copies, both sides in one (sample-minor) order."""
     xp = get_xp(cols)
-    c, n, hp, wp = x_pad.shape
+    c, hp, wp, n = x_pad.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    rows = cols.reshape(c, kh, kw, n, ho, wo)  # a view: only splits axes
+    by_offset = cols.reshape(c, kh, kw, ho, wo, n)  # a view: only splits an axis
     for i in range(kh):
         for j in range(kw):
-            xp.copyto(rows[:, i, j], shifted(x_pad, i, j, stride, ho, wo))  # (C, N, Ho, Wo)
+            xp.copyto(by_offset[:, i, j], shifted(x_pad, i, j, stride, ho, wo))  # (C, Ho, Wo, N)
 
 
-def col2im_into(dx_pad, dcols, kh: int, kw: int, stride: int):
-    """The adjoint of :func:`patches_into`: dx_pad (C, N, Hp, Wp) = col2im(dcols (C·kh·kw, N, Ho·Wo)).
+def col2im_add(dx_pad, dcols, kh: int, kw: int, stride: int):
+    """The adjoint of :func:`patches_into`, accumulated: dx_pad (C, Hp, Wp, N) += col2im(dcols (C·kh·kw, Ho, Wo, N)).
 
-    kh·kw strided adds: row (c, i, j) of dcols goes back onto the shifted image it was copied
-    from.  dx_pad is channel-major, so that both sides of every add have the same layout.
+    kh·kw strided adds: row (c, i, j) of dcols goes back onto the shifted image it was copied from.
     """
-    c, n, hp, wp = dx_pad.shape
+    c, hp, wp, n = dx_pad.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    rows = dcols.reshape(c, kh, kw, n, ho, wo)
-    dx_pad[...] = 0.0
+    by_offset = dcols.reshape(c, kh, kw, ho, wo, n)
     for i in range(kh):
         for j in range(kw):
-            shifted(dx_pad, i, j, stride, ho, wo)[...] += rows[:, i, j]  # (C, N, Ho, Wo)
+            shifted(dx_pad, i, j, stride, ho, wo)[...] += by_offset[:, i, j]  # (C, Ho, Wo, N)
     return dx_pad
 
 
@@ -96,10 +118,10 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int, ones: bool):
     """
     xp = get_xp(x)
     n, c, h, w = x.shape
-    t = out_size(h, kh, stride, padding) * out_size(w, kw, stride, padding)
+    ho, wo = out_size(h, kh, stride, padding), out_size(w, kw, stride, padding)
     k = c * kh * kw
-    cols = xp.empty((k + ones, n, t), dtype=x.dtype)  # (K [+1], N, T)
-    patches_into(cols[:k], pad2d(x.transpose(1, 0, 2, 3), padding), kh, kw, stride)  # (C, N, Hp, Wp)
+    cols = xp.empty((k + ones, ho, wo, n), dtype=x.dtype)  # (K [+1], Ho, Wo, N)
+    patches_into(cols[:k], stored(pad2d(x, padding)), kh, kw, stride)  # from (C, Hp, Wp, N)
     if ones:
         cols[k] = 1.0
-    return cols.transpose(1, 2, 0)  # (N, T, K [+1])
+    return cols.reshape(k + ones, ho * wo, n).transpose(2, 1, 0)  # (N, T, K [+1])

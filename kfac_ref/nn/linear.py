@@ -80,7 +80,13 @@ class Linear(ParamLayer):
         return total
 
     def backward(self, cache, grad_out):
-        """grad_out : (S, N, d_out) → grad_in : (S, N, d_in)."""
+        """grad_out : (S, N, d_out) → grad_in : (S, N, d_in), stored as the input was: rows (S, N, d_in),
+        or (d_in, S, N) for an input stored (d_in, N) (a Flatten of images: kfac_ref.nn.layout)."""
+        x = cache["x"]
+        if x.shape[0] > 1 and x.strides[0] < x.strides[1]:  # the input is stored (d_in, N)
+            s_, n, d_out = grad_out.shape
+            grad_t = self.weight.T @ grad_out.reshape(s_ * n, d_out).T  # (d_in, S·N)
+            return grad_t.reshape(self.d_in, s_, n).transpose(1, 2, 0)
         return grad_out @ self.weight  # (S, N, d_in)
 
     def g_from_grad(self, grad_out):

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..backend import get_xp, to_device
 from ..validate import as_rng
-from .layout import rows
+from .layout import columns
 
 
 def float_dtype(dtype, who: str) -> np.dtype:
@@ -154,10 +154,12 @@ class ParamLayer(Layer):
         return cache["a_bar"]
 
     def patch_product(self, cache, m):
-        """m ā over every sample and location: m (R, a_dim) → (R, N·T), columns in (n, t) order."""
-        return m @ rows(self.a_bar(cache), 2)
+        """m ā over every sample and location: m (R, a_dim) → (R, T·N), columns in (t, n) order
+        (:func:`kfac_ref.nn.layout.columns`)."""
+        return m @ columns(self.a_bar(cache))
 
     def wbar_grad_sum(self, cache, g):
         """Σ_n Σ_t g_{n,t} ā_{n,t}ᵀ: g (N, T, d_out) → (d_out, a_dim), a new array (its caller may scale it
-        in place), one product over all samples and locations (g read as (d_out, N·T) rows: kfac_ref.nn.layout)."""
-        return rows(g, 2) @ rows(self.a_bar(cache), 2).T
+        in place), one product over all samples and locations (g and ā read as (·, T·N) matrices:
+        kfac_ref.nn.layout)."""
+        return columns(g) @ columns(self.a_bar(cache)).T

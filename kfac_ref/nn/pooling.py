@@ -25,7 +25,7 @@ import numpy as np
 
 from ..backend import get_xp
 from .im2col import out_size, pad2d
-from .layout import channel_major
+from .layout import image_layout
 from .module import Layer
 
 W_AXIS, H_AXIS = -1, -2  # the two stages: along the width, then along the height
@@ -82,10 +82,10 @@ class _Pool2d(Layer):
 
     def _spread(self, grad, axis: int, size: int, part):
         """The adjoint of one stage: offset j's share ``part(j, grad)`` goes back to the elements
-        that offset read.  grad : (..., n_out) along ``axis`` → (..., size) along ``axis``, channel-major."""
+        that offset read.  grad : (..., n_out) along ``axis`` → (..., size) along ``axis``, in the image layout."""
         shape = list(grad.shape)
         shape[axis] = size
-        out = channel_major(get_xp(grad), shape, grad.dtype)
+        out = image_layout(get_xp(grad), shape, grad.dtype)
         k, s, n_out = self.kernel_size, self.stride, grad.shape[axis]
         if s > k:
             out[...] = 0.0  # gaps between the windows: elements no window reads get no gradient
@@ -137,7 +137,7 @@ class MaxPool2d(_Pool2d):
         (ho, wo), v = cache["pick_h"].shape[-2:], pad2d(v, self.padding)
         for axis, pick, n_out in ((W_AXIS, cache["pick_w"], wo), (H_AXIS, cache["pick_h"], ho)):
             views = self._views(v, axis, n_out)
-            v = views[0].copy(order="K") if len(views) == 1 else views[0]  # keeps the (channel-major) layout
+            v = views[0].copy(order="K") if len(views) == 1 else views[0]  # keeps the (image) layout
             for j in range(1, self.kernel_size):
                 v = xp.where(pick == j, views[j], v)  # offset j where it held the maximum
         return v
