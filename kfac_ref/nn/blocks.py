@@ -16,10 +16,12 @@ from ..backend import get_xp
 from .layout import layout_order
 
 #: the fewest numbers a block's largest activation may hold: smaller blocks are left whole.  On the
-#: 2-core machine of docs/benchmarks.md, in steady state, two blocks gained ×1.10–1.25 at 256–400K
-#: numbers per batch (the digits ConvNet at N = 512, the 28×28 one at N = 64), ×1.4–1.8 from 512K up,
-#: and broke even or lost at 128K and below (0.49–1.05: the digits ConvNet at N ≤ 256).
-MIN_BLOCK_ELEMENTS = 1 << 17
+#: 2-core machine of docs/benchmarks.md, in steady state, with images stored sample-minor, two blocks
+#: gained ×1.07–1.21 at 512–800K numbers per batch (the digits ConvNet at N = 1,024, the 28×28 one at
+#: N = 128), ×1.28–1.48 at 1–2M, and lost or were mixed at 200–400K (0.69–1.14: the digits ConvNet at
+#: N = 512, the 28×28 one at N ≤ 64).  The threads share one interpreter lock: a step of small
+#: array operations gains less from a second thread than its size alone suggests.
+MIN_BLOCK_ELEMENTS = 1 << 18
 
 
 def block_count(workers: int, n: int, per_sample: int) -> int:
