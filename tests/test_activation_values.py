@@ -57,7 +57,7 @@ def test_sigmoid_of_infinities_and_nan():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sigmoid_keeps_the_layout_and_its_cached_derivative(rng, dtype):
-    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype).transpose(1, 0, 2, 3)  # channel-major, as Conv2d returns
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype).transpose(3, 0, 1, 2)  # sample-minor, as Conv2d returns
     y, cache = nn.Sigmoid().forward_cached(x)
     ref = sigmoid_reference(x.ravel()).reshape(x.shape)
     np.testing.assert_allclose(y, ref, rtol=4 * np.finfo(dtype).eps)

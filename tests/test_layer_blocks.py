@@ -1,6 +1,6 @@
 """The fast formulations of the layers against their definitions (float64, exact up to rounding).
 
-Conv2d runs as one matrix product per block of samples (kfac_ref.nn.im2col.BLOCK_BYTES);
+Conv2d runs as one matrix product per block of output locations (kfac_ref.nn.im2col.BLOCK_BYTES);
 results must not depend on where the blocks fall, and must match loops over the
 definitions.  MaxPool2d's two pairwise stages must route the gradient to the first
 maximum of each window in row-major order, as PyTorch does, also on ties.
@@ -36,12 +36,21 @@ def _direct_conv(layer, x):
     return out if layer.bias is None else out + layer.bias[:, None, None]
 
 
-@pytest.mark.parametrize("per_block", [1, 3, 7], ids=["one-sample", "uneven", "whole-batch"])
+BLOCKS = {  # locations per block, from the output's (Ho, Wo)
+    "one-location": lambda ho, wo: 1,
+    "row-segments": lambda ho, wo: max(1, wo - 1),  # a row does not fit: segments of Wo − 1 and 1
+    "uneven-rows": lambda ho, wo: 2 * wo,  # two whole rows per block, the last one alone when Ho is odd
+    "whole-batch": lambda ho, wo: ho * wo,
+}
+
+
+@pytest.mark.parametrize("blocks", sorted(BLOCKS))
 @pytest.mark.parametrize("make,in_shape", CONVS, ids=["s1-p1", "s2-k2", "s3-p2-nobias"])
-def test_conv_blocks_match_the_definition(make, in_shape, per_block, monkeypatch, rng):
+def test_conv_blocks_match_the_definition(make, in_shape, blocks, monkeypatch, rng):
     layer = make()
     _, ho, wo = layer.output_shape(in_shape)
-    monkeypatch.setattr(im2col_module, "BLOCK_BYTES", per_block * layer.a_dim * ho * wo * 8)  # 7 samples: 3, 3, 1
+    per_block = BLOCKS[blocks](ho, wo)
+    monkeypatch.setattr(im2col_module, "BLOCK_BYTES", per_block * layer.a_dim * 7 * 8)  # 7 samples, float64
     x = rng.standard_normal((7, *in_shape))
     out, cache = layer.forward_cached(x)
     np.testing.assert_allclose(out, _direct_conv(layer, x), rtol=1e-12, atol=1e-12)
@@ -63,11 +72,12 @@ def test_conv_blocks_match_the_definition(make, in_shape, per_block, monkeypatch
         np.testing.assert_array_equal(a_bar[n, t], patch if layer.bias is None else np.append(patch, 1.0))
 
 
-@pytest.mark.parametrize("block_bytes", [1, 3 * 19 * 36 * 8, 1 << 30], ids=["one-sample", "uneven", "whole-batch"])
+@pytest.mark.parametrize("block_bytes", [1, 4 * 19 * 9 * 8, 1 << 30], ids=["one-location", "uneven", "whole-batch"])
 def test_batch_gradient_does_not_depend_on_blocks(block_bytes, monkeypatch, rng):
     """loss_and_grad's blocked ∂h/∂W̄ against the per-sample gradients' mean (einsum, no blocks).
 
-    "uneven": 3 samples per block in the first conv (a_dim 19, T 36), 8 in the second (a_dim 28, T 9).
+    "uneven": no row fits, so each row is cut into segments of 4 and 2 locations in the first conv
+    (a_dim 19, 6 × 6 locations, 9 samples) and of 2 and 1 in the second (a_dim 28, 3 × 3).
     """
     monkeypatch.setattr(im2col_module, "BLOCK_BYTES", block_bytes)
     model = kfac_ref.models.convnet(in_shape=(2, 6, 6), channels=(3, 4), hidden=5, num_classes=3)

@@ -1,4 +1,4 @@
-"""2-D convolution as im2col + matrix products over blocks of samples, with its hand-written backward.
+"""2-D convolution as im2col + matrix products over blocks of locations, with its hand-written backward.
 
 Index legend: n sample, s seed vector, t output location (T = Ho·Wo),
 k patch feature (K = C_in·kh·kw, plus 1 for the bias), o output channel.
@@ -10,12 +10,13 @@ Backward for seeds g_{n,t} = ∂ℓ_n/∂s_{n,t} (per-sample scale):
     ∂ℓ_n/∂patch_{n,t} = W̄[:, :K]ᵀ g_{n,t}  → col2im → ∂ℓ_n/∂x_n
     ∂ℓ_n/∂W̄ = Σ_t g_{n,t} ā_{n,t}ᵀ   (weight sharing: a sum over locations, docs/math.md §5)
 
-Fast formulation: images are stored channel-major, (C, N, H, W) in memory
-(:mod:`kfac_ref.nn.layout`), and the patches feature-major, cols = ā as (a_dim, N·T)
-(:mod:`kfac_ref.nn.im2col`), built block by block (blocks of samples small enough to stay in
-the processor's cache).  Then a block's forward is one product W̄ (C_out, a_dim) × cols
-(a_dim, B·T) written straight into the output's rows, and its input gradient one product
-Wᵀ (K, C_out) × g (C_out, B·T) followed by col2im's k² strided adds.
+Fast formulation: images are stored sample-minor, (C, H, W, N) in memory
+(:mod:`kfac_ref.nn.layout`), and the patches feature-major, cols = ā as (a_dim, T·N)
+(:mod:`kfac_ref.nn.im2col`), built a block of output locations at a time (whole rows, or part of
+one row, small enough to stay in the processor's cache).  Then a block's forward is one product
+W̄ (C_out, a_dim) × cols (a_dim, B) written straight into the output's columns, and its input
+gradient one product Wᵀ (K, C_out) × g (C_out, B) followed by col2im's k² strided adds, B the
+block's locations times N.
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ class Conv2d(ParamLayer):
     """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True)``.
 
     weight : (C_out, C_in, kh, kw);  bias : (C_out,)  (PyTorch's layout)
-    Input (N, C_in, H, W) → output (N, C_out, Ho, Wo), stored channel-major.  The cache holds the
-    padded input; the patch matrix ā of shape (N, T, C_in·kh·kw + 1), T = Ho·Wo, nine times its size
-    for a 3×3 kernel, is built whole only when read (:meth:`a_bar`: K-FAC's factors); the forward
-    pass, the weight gradient and forward mode rebuild it block by block (:meth:`patch_blocks`),
+    Input (N, C_in, H, W) → output (N, C_out, Ho, Wo), stored (C_out, Ho, Wo, N).  The cache holds
+    the padded input, stored (C_in, Hp, Wp, N); the patch matrix ā of shape (N, T, C_in·kh·kw + 1),
+    T = Ho·Wo, nine times its size for a 3×3 kernel, is built whole only when read (:meth:`a_bar`:
+    K-FAC's factors); the forward pass, the weight gradient and forward mode rebuild it block by
+    block (:meth:`patch_blocks`),
     which costs about what writing it to memory and reading it back did (docs/benchmarks.md).
-    Without padding the cached input is x itself, as a saved tensor: change x in place between
-    the forward and the backward pass and the gradient changes with it.
+    Without padding, an x already stored sample-minor (a previous layer's output) is cached itself,
+    as a saved tensor: change it in place between the forward and the backward pass and the
+    gradient changes with it.
     """
 
     kind = "conv"
@@ -106,7 +109,7 @@ class Conv2d(ParamLayer):
 
     def weight_only(self, x):
         """W * x, the convolution without the bias: the input's share of a forward-mode tangent.
-        (N, C_in, H, W) → (N, C_out, Ho, Wo), channel-major."""
+        (N, C_in, H, W) → (N, C_out, Ho, Wo), stored (C_out, Ho, Wo, N)."""
         return self._forward(x, keep=False, bias=False)[0]
 
     def _forward(self, x, keep: bool, bias: bool = True):
@@ -185,7 +188,7 @@ class Conv2d(ParamLayer):
     def backward(self, cache, grad_out):
         """grad_out : (S, N, C_out, Ho, Wo) → grad_in : (S, N, C_in, H, W), both in the image layout.
 
-        ∂ℓ/∂cols = Wᵀ g for a block of output rows at once (one product), then col2im adds it back.
+        ∂ℓ/∂cols = Wᵀ g for a block of output locations at once (one product), then col2im adds it back.
         """
         xp = get_xp(grad_out, self.weight)
         s_, n, c_out, ho, wo = grad_out.shape
