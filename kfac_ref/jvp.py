@@ -68,9 +68,13 @@ def _maxpool(layer, cache, dx, vbar):
 
 
 def _avgpool(layer, cache, dx, vbar):
-    k, n = dx.shape[:2]
-    out = layer.forward(dx.reshape(k * n, *dx.shape[2:]))  # pooling is linear
-    return out.reshape(k, n, *out.shape[1:])
+    """Pooling is linear: each direction's tangent pooled.  → (k, N, C, Ho, Wo), each stored (C, Ho, Wo, N)."""
+    parts = [layer.forward(d) for d in dx]  # (N, C, Ho, Wo) each
+    n, c, ho, wo = parts[0].shape
+    out = get_xp(dx).empty((len(parts), c, ho, wo, n), dtype=parts[0].dtype).transpose(0, 4, 1, 2, 3)
+    for i, part in enumerate(parts):
+        out[i] = part
+    return out
 
 
 def _flatten(layer, cache, dx, vbar):

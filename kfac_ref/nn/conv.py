@@ -118,7 +118,7 @@ class Conv2d(ParamLayer):
             raise ValueError(f"{self!r}: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
         c_out, ho, wo = self.output_shape(x.shape[1:])
         xp, n = get_xp(x, self.weight), x.shape[0]
-        x_pad = pad2d(x, self.padding)  # (N, C_in, Hp, Wp), stored (C_in, Hp, Wp, N)
+        x_pad = pad2d(x, self.padding, image_layout_out=True)  # (N, C_in, Hp, Wp), stored (C_in, Hp, Wp, N)
         w = self.wbar() if bias else self.weight.reshape(c_out, self.d_in)  # (C_out, a_dim) or (C_out, K)
         out = xp.empty((c_out, ho, wo, n), dtype=xp.result_type(x.dtype, self.weight.dtype))  # the image layout
         flat = out.reshape(c_out, -1)  # (C_out, T·N)

@@ -25,7 +25,7 @@ All functions work for NumPy and CuPy arrays and never loop over samples.
 from __future__ import annotations
 
 from ..backend import get_xp
-from .layout import assign, image_layout, in_image_layout, stored
+from .layout import assign, empty_in_layout, image_layout, in_image_layout, stored
 
 
 def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -64,14 +64,16 @@ def reads(out: slice, kernel: int, stride: int) -> slice:
     return slice(out.start * stride, (out.stop - 1) * stride + kernel)
 
 
-def pad2d(x, padding: int, value: float = 0.0):
-    """x (*lead, C, H, W) padded by ``padding`` on each side of its last two axes with ``value``,
-    stored in the image layout (C, Hp, Wp, *lead) whatever x's own layout; x itself if there is no
-    padding and x is already stored so."""
+def pad2d(x, padding: int, value: float = 0.0, image_layout_out: bool = False):
+    """x (*lead, C, H, W) padded by ``padding`` on each side of its last two axes with ``value``, in x's
+    memory order — or, with ``image_layout_out``, stored (C, Hp, Wp, *lead) whatever x's order (a
+    convolution's input: a user's (N, C, H, W) batch is transposed here, :func:`kfac_ref.nn.layout.assign`).
+    x itself when nothing has to change."""
     if padding == 0:
-        return in_image_layout(x)
+        return in_image_layout(x) if image_layout_out else x
     *lead, h, w = x.shape
-    out = image_layout(get_xp(x), (*lead, h + 2 * padding, w + 2 * padding), x.dtype)
+    shape = (*lead, h + 2 * padding, w + 2 * padding)
+    out = image_layout(get_xp(x), shape, x.dtype) if image_layout_out else empty_in_layout(x, shape)
     out[...] = value
     assign(out[..., padding : padding + h, padding : padding + w], x)
     return out
@@ -121,7 +123,7 @@ def im2col(x, kh: int, kw: int, stride: int, padding: int, ones: bool):
     ho, wo = out_size(h, kh, stride, padding), out_size(w, kw, stride, padding)
     k = c * kh * kw
     cols = xp.empty((k + ones, ho, wo, n), dtype=x.dtype)  # (K [+1], Ho, Wo, N)
-    patches_into(cols[:k], stored(pad2d(x, padding)), kh, kw, stride)  # from (C, Hp, Wp, N)
+    patches_into(cols[:k], stored(pad2d(x, padding, image_layout_out=True)), kh, kw, stride)  # (C, Hp, Wp, N)
     if ones:
         cols[k] = 1.0
     return cols.reshape(k + ones, ho * wo, n).transpose(2, 1, 0)  # (N, T, K [+1])

@@ -59,10 +59,10 @@ TRANSPOSE_BLOCK = 64
 
 
 def assign(out, x):
-    """``out[...] = x`` for images ``(*lead, C, H, W)``, ``out`` in the image layout.  When x is stored
-    otherwise (a user's (N, C, H, W) batch) this is a transpose, run a block of samples at a time so
-    that each block's source stays in cache."""
-    if stored(x).flags.c_contiguous:
+    """``out[...] = x`` for images ``(*lead, C, H, W)``.  When their axes lie in memory in different
+    orders (a user's (N, C, H, W) batch into the image layout) this is a transpose, run a block of
+    samples at a time so that each block's source stays in cache."""
+    if x.ndim < 4 or layout_order(x) == layout_order(out):
         out[...] = x
         return
     n, b = x.shape[-4], TRANSPOSE_BLOCK
