@@ -190,9 +190,10 @@ def thread_plan(args, model: str) -> tuple:
     """(BLAS threads, workers) for --threads T on the CPU — the thread rule, measured in docs/benchmarks.md:
 
     a ConvNet ("convnet") splits its batch over up to T threads (``model.workers = T``, blocks big
-    enough to gain: kfac_ref.nn.blocks) with one BLAS thread each: ×1.56–1.74 at N = 1,024 on two idle
-    cores, 1.5–1.7× faster than T BLAS threads; any other model gives BLAS the T threads (its
-    products are large).  On the GPU: (None, 1),
+    enough to gain: kfac_ref.nn.blocks) with one BLAS thread each: ×1.72–1.83 on the 28×28 and
+    CIFAR-shaped ConvNets at N = 1,024 on two idle cores, 1.5–1.6× faster than T BLAS threads
+    (×1.02–1.04 on the digits ConvNet, at the rule's edge); any other model gives BLAS the T threads
+    (its products are large).  On the GPU: (None, 1),
     the host's BLAS left alone.
     """
     if args.device != "cpu":
