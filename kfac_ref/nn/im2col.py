@@ -65,8 +65,8 @@ def reads(out: slice, kernel: int, stride: int) -> slice:
 
 
 def pad2d(x, padding: int, value: float = 0.0, image_layout_out: bool = False):
-    """x (*lead, C, H, W) padded by ``padding`` on each side of its last two axes with ``value``, in x's
-    memory order — or, with ``image_layout_out``, stored (C, Hp, Wp, *lead) whatever x's order (a
+    """x ``(*lead, C, H, W)`` padded by ``padding`` on each side of its last two axes with ``value``, in x's
+    memory order — or, with ``image_layout_out``, stored ``(C, Hp, Wp, *lead)`` whatever x's order (a
     convolution's input: a user's (N, C, H, W) batch is transposed here, :func:`kfac_ref.nn.layout.assign`).
     x itself when nothing has to change."""
     if padding == 0:

@@ -9,7 +9,7 @@ the strides differ.  Two things follow (docs/benchmarks.md measures both):
 - **Long contiguous runs.**  A row of an image is W·N consecutive numbers, so every shifted copy
   of im2col, every strided add of col2im and every view a pooling stage takes moves runs of
   Wo·N numbers, where a (N, C, H, W) or (C, N, H, W) order moves runs of Wo (8 or 4 numbers on
-  the digits ConvNet): 1.3–10× less time in those passes.
+  the digits ConvNet): 1.2–10× less time in those passes.
 - **Every convolution is a few large matrix products** over columns ordered (location, sample):
 
       forward          s = W̄ ā           (C_out, a_dim) × (a_dim, T·N)   → the output's own rows
@@ -38,14 +38,14 @@ def image_layout(xp, shape, dtype):
 
 
 def stored(a):
-    """The (C, H, W, *lead) view of an image array ``(*lead, C, H, W)``: contiguous when ``a`` is in
+    """The ``(C, H, W, *lead)`` view of an image array ``(*lead, C, H, W)``: contiguous when ``a`` is in
     the image layout."""
     lead = a.ndim - 3
     return a.transpose((lead, lead + 1, lead + 2, *range(lead)))
 
 
 def in_image_layout(a):
-    """``a`` (*lead, C, H, W) itself if it is stored in the image layout, else a copy that is."""
+    """``a`` ``(*lead, C, H, W)`` itself if it is stored in the image layout, else a copy that is."""
     if stored(a).flags.c_contiguous:
         return a
     out = image_layout(get_xp(a), a.shape, a.dtype)
@@ -71,7 +71,7 @@ def assign(out, x):
 
 
 def columns(a):
-    """``a`` (*lead, T, d) as the matrix (d, T·lead): columns ordered (location, *lead), the order
+    """``a`` ``(*lead, T, d)`` as the matrix (d, T·lead): columns ordered ``(location, *lead)``, the order
     of the image layout — a view when ``a`` is stored so (a Conv2d's ā and g; Linear's (N, 1, d)
     rows read transposed), otherwise a copy.  Two such matrices pair column by column."""
     xp = get_xp(a)
