@@ -86,8 +86,9 @@ def shifted(x_pad, i: int, j: int, stride: int, ho: int, wo: int):
 
 
 def patches_into(cols, x_pad, kh: int, kw: int, stride: int):
-    """im2col into ``cols`` (C·kh·kw, Ho, Wo, N) — e.g. a block of output rows — from x_pad (C, Hp, Wp, N),
-    the input rows those output rows read.  kh·kw strided copies, both sides in one (sample-minor) order."""
+    """im2col into ``cols`` (C·kh·kw, Ho, Wo, N) — e.g. a block of output locations — from x_pad
+    (C, Hp, Wp, N), the part of the input those locations read (:func:`reads`).  kh·kw strided copies,
+    both sides in one (sample-minor) order."""
     xp = get_xp(cols)
     c, hp, wp, n = x_pad.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1

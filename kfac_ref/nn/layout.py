@@ -12,7 +12,7 @@ the strides differ.  Two things follow (docs/benchmarks.md measures both):
   the digits ConvNet): 1.2–10× less time in those passes.
 - **Every convolution is a few large matrix products** over columns ordered (location, sample):
 
-      forward          s = W̄ ā           (C_out, a_dim) × (a_dim, T·N)   → the output's own rows
+      forward          s = W̄ ā           (C_out, a_dim) × (a_dim, T·N)   → the output's own columns
       input gradient   ∂ℓ/∂ā = Wᵀ g       (K, C_out) × (C_out, T·S·N)     g read in place
       weight gradient  Σ_{n,t} g ā ᵀ      (C_out, T·N) × (T·N, a_dim)     one product, no per-sample loop
       K-FAC's Γ        Σ_{s,n,t} g gᵀ     (C_out, T·S·N) × (T·S·N, C_out)
