@@ -16,7 +16,8 @@ from kfac_ref.fisher.kfac import factors_from_stats
 from kfac_ref.fisher.vectors import fisher_stats
 from kfac_ref.grads import loss_and_grad
 from kfac_ref.nn import im2col as im2col_module
-from kfac_ref.nn.im2col import im2col
+from kfac_ref.nn.im2col import im2col, pad2d
+from kfac_ref.nn.layout import in_image_layout
 from tests.helpers import classification_batch, tiny_convnet
 
 TOL = dict(rtol=1e-12, atol=1e-13)
@@ -135,3 +136,18 @@ def test_forward_mode_writes_its_tangents_only(rng):
     for b, c in zip(before, after):
         for k, a in b.items():
             np.testing.assert_array_equal(c[k], a)
+
+
+@pytest.mark.parametrize("n", [1, 64, 130])  # one partial block, one whole, two whole and a partial one
+@pytest.mark.parametrize("padding", [0, 2])
+def test_a_users_batch_is_transposed_into_the_image_layout_block_by_block(rng, n, padding):
+    """pad2d(image_layout_out=True) of a C-ordered (N, C, H, W) batch (64 samples per block, nn.layout.assign)
+    against np.pad: the same values, stored (C, Hp, Wp, N); with seeds too, stored (C, H, W, S, N)."""
+    x = rng.standard_normal((n, 3, 5, 4))
+    got = pad2d(x, padding, 0.5, image_layout_out=True)
+    np.testing.assert_array_equal(got, np.pad(x, ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2), constant_values=0.5))
+    assert got.transpose(1, 2, 3, 0).flags.c_contiguous
+    seeds = rng.standard_normal((2, n, 3, 5, 4))
+    moved = in_image_layout(seeds)
+    np.testing.assert_array_equal(moved, seeds)
+    assert moved.transpose(2, 3, 4, 0, 1).flags.c_contiguous and in_image_layout(moved) is moved

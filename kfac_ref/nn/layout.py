@@ -78,14 +78,6 @@ def columns(a):
     return xp.moveaxis(a, (-1, -2), (0, 1)).reshape(a.shape[-1], -1)
 
 
-def rows(a, axis: int):
-    """``a`` as a matrix whose rows run along ``axis`` and whose columns are every other index,
-    in logical order: (a.shape[axis], rest).  A view when ``a`` is stored with ``axis`` slowest and
-    the rest in logical order (Linear's (N, d) rows read transposed); otherwise a copy."""
-    xp = get_xp(a)
-    return xp.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
-
-
 def layout_order(a) -> list:
     """a's axes as they lie in memory, the slowest first (stable on ties)."""
     return sorted(range(a.ndim), key=lambda i: -a.strides[i])
