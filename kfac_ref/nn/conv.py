@@ -134,8 +134,8 @@ class Conv2d(ParamLayer):
         xp, (_, hp, wp, n), k, s = get_xp(x_pad), x_pad.shape, self.kernel_size, self.stride
         ho, wo = (hp - k) // s + 1, (wp - k) // s + 1
         dtype = xp.result_type(x_pad.dtype, self.weight.dtype)
-        blocks = list(location_blocks(ho, wo, self.a_dim * n * dtype.itemsize))
-        buf = xp.empty((self.a_dim, max(t1 - t0 for *_, t0, t1 in blocks) * n), dtype=dtype)  # reused
+        blocks, widest = self._location_blocks(ho, wo, n, dtype)
+        buf = xp.empty((self.a_dim, widest * n), dtype=dtype)  # reused
         if self.bias is not None:
             buf[-1] = 1.0  # the homogeneous coordinate (docs/math.md §1)
         for rows, cols, t0, t1 in blocks:
@@ -143,6 +143,12 @@ class Conv2d(ParamLayer):
             shape = (self.d_in, rows.stop - rows.start, cols.stop - cols.start, n)
             patches_into(blk[: self.d_in].reshape(shape), x_pad[:, reads(rows, k, s), reads(cols, k, s)], k, k, s)
             yield t0, t1, blk
+
+    def _location_blocks(self, ho: int, wo: int, n: int, dtype):
+        """The blocks of output locations for n samples (:func:`~kfac_ref.nn.im2col.location_blocks`, sized by
+        a block's patches), and the most locations any block holds (the reused buffer's width over n)."""
+        blocks = list(location_blocks(ho, wo, self.a_dim * n * dtype.itemsize))
+        return blocks, max(t1 - t0 for *_, t0, t1 in blocks)
 
     def a_bar(self, cache):
         """ā (N, T, a_dim), a view of the feature-major patches stored (a_dim, T, N): built from the
@@ -199,8 +205,8 @@ class Conv2d(ParamLayer):
         dx = image_layout(xp, (s_, n, c_in, h + 2 * p, w + 2 * p), grad_out.dtype)
         dx_pad = stored(dx).reshape(c_in, h + 2 * p, w + 2 * p, m)  # (C_in, Hp, Wp, S·N)
         dx_pad[...] = 0.0
-        blocks = list(location_blocks(ho, wo, self.a_dim * m * grad_out.dtype.itemsize))
-        d_blk = xp.empty((self.d_in, max(t1 - t0 for *_, t0, t1 in blocks) * m), dtype=grad_out.dtype)  # reused
+        blocks, widest = self._location_blocks(ho, wo, m, grad_out.dtype)
+        d_blk = xp.empty((self.d_in, widest * m), dtype=grad_out.dtype)  # reused
         for rows, cols, t0, t1 in blocks:
             d = xp.matmul(w_t, g[:, t0 * m : t1 * m], out=d_blk[:, : (t1 - t0) * m])  # (K, (t1 − t0)·S·N)
             d = d.reshape(self.d_in, rows.stop - rows.start, cols.stop - cols.start, m)
