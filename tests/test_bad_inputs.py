@@ -107,6 +107,25 @@ def test_every_loss_method_refuses_an_empty_batch(method):
         OUTPUT_ONLY[method](np.zeros((0, 3)))
 
 
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [np.inf, -np.inf]], ids=["nan", "inf", "inf-and-minus-inf"])
+def test_model_input_with_nan_or_inf_is_refused_with_its_count(bad):
+    model = models.mlp(4, hidden=(3,), num_classes=2, dtype=np.float32)
+    x = np.ones((5, 4), dtype=np.float32)
+    x.flat[: len(bad)] = bad
+    with pytest.raises(ValueError, match=rf"model input contains {len(bad)} NaN/Inf value\(s\) out of 20"):
+        model.forward(x)
+
+
+def test_finite_model_input_whose_sum_overflows_is_accepted():
+    """The one-pass check sums the input; a finite float32 input near its largest value overflows that
+    sum and must still pass (counted element by element)."""
+    model = models.mlp(4, hidden=(3,), num_classes=2, dtype=np.float32)
+    x = np.full((5, 4), 3e38, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        assert np.isinf(x.sum()) and np.isfinite(x).all()
+    model.check_input(x)  # no error, and no warning
+
+
 def test_sample_on_nan_logits_does_not_return_class_zero():
     with pytest.raises(NonFiniteError, match="NaN/Inf"):
         CE.sample(np.full((2, 3), np.nan), np.random.default_rng(0))

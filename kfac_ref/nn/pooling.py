@@ -80,9 +80,10 @@ class _Pool2d(Layer):
     def _views(self, v, axis: int, n_out: int):
         return [offset_view(v, axis, j, self.stride, n_out) for j in range(self.kernel_size)]
 
-    def _spread(self, grad, axis: int, size: int, part):
-        """The adjoint of one stage: offset j's share ``part(j, grad)`` goes back to the elements
-        that offset read.  grad : (..., n_out) along ``axis`` → (..., size) along ``axis``, in the image layout."""
+    def _spread(self, grad, axis: int, size: int, fill):
+        """The adjoint of one stage: each offset's share of the gradient goes back to the elements that
+        offset read.  grad : (..., n_out) along ``axis`` → (..., size) along ``axis``, in the image layout.
+        ``fill(grad, targets)`` writes the shares into the k offset views of the result."""
         shape = list(grad.shape)
         shape[axis] = size
         out = image_layout(get_xp(grad), shape, grad.dtype)
@@ -91,12 +92,22 @@ class _Pool2d(Layer):
             out[...] = 0.0  # gaps between the windows: elements no window reads get no gradient
         else:  # offsets j < s write every element before s·n_out once; only the tail is zeroed
             offset_view(out, axis, s * n_out, 1, size - s * n_out)[...] = 0.0
-        for j, target in enumerate(self._views(out, axis, n_out)):
-            if j < s:  # the first s offsets of all windows are disjoint: written in place
-                part(j, grad, target)
-            else:  # overlapping windows (s < k): offset j adds onto what offsets j − s, … wrote
-                target += part(j, grad, None)
+        fill(grad, self._views(out, axis, n_out))
         return out
+
+    def _by_offset(self, share):
+        """A ``fill`` from offset j's share ``share(j, grad, out)`` (written into ``out``, or returned when
+        ``out`` is None): the first s offsets of all windows are disjoint and written in place; with
+        overlapping windows (s < k) offset j adds onto what offsets j − s, … wrote."""
+
+        def fill(grad, targets):
+            for j, target in enumerate(targets):
+                if j < self.stride:
+                    share(j, grad, target)
+                else:
+                    target += share(j, grad, None)
+
+        return fill
 
     def _unpad(self, dx, x_shape):
         p, (h, w) = self.padding, x_shape[-2:]
@@ -159,15 +170,19 @@ class MaxPool2d(_Pool2d):
             xp.maximum(best, views[j], out=best)
         return best, which
 
-    @staticmethod
-    def _route(pick):
-        """Offset j's share of the gradient: where ``pick == j``, else 0 (broadcast over seeds S)."""
+    def _route(self, pick):
+        """A ``fill`` routing the gradient to the arg-max: offset j's share is grad where ``pick == j``,
+        else 0 (broadcast over seeds S).  Two disjoint offsets (k = 2 ≤ s) take one product and one
+        difference: grad·[pick = 1], and grad minus that (exact: grad − grad·1 = 0, grad − grad·0 = grad)."""
         xp = get_xp(pick)
+        if self.kernel_size == 2 <= self.stride:
 
-        def part(j, grad, out):
-            return xp.multiply(grad, pick == j, out=out)
+            def fill(grad, targets):
+                xp.multiply(grad, pick.view(np.bool_), out=targets[1])  # pick is 0 or 1
+                xp.subtract(grad, targets[1], out=targets[0])
 
-        return part
+            return fill
+        return self._by_offset(lambda j, grad, out: xp.multiply(grad, pick == j, out=out))
 
 
 class AvgPool2d(_Pool2d):
@@ -194,7 +209,8 @@ class AvgPool2d(_Pool2d):
             return grad.copy(order="K") if out is None else xp.copyto(out, grad)
 
         g = grad_out * (1.0 / (self.kernel_size * self.kernel_size))
-        dx = self._spread(self._spread(g, H_AXIS, hp, copy), W_AXIS, wp, copy)  # (S, N, C, Hp, Wp)
+        fill = self._by_offset(copy)
+        dx = self._spread(self._spread(g, H_AXIS, hp, fill), W_AXIS, wp, fill)  # (S, N, C, Hp, Wp)
         return self._unpad(dx, cache["x_shape"])
 
     def _sum(self, v, axis: int, n_out: int):

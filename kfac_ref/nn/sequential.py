@@ -122,8 +122,10 @@ class Sequential(Layer):
             raise ValueError(f"model input must be an array of shape (N, ...), got {getattr(x, 'shape', type(x))}")
         if not xp.issubdtype(x.dtype, xp.floating):
             raise TypeError(f"model input must be floating point, got dtype {x.dtype}")
-        if bool(xp.isfinite(x.sum(dtype=xp.float64))):  # one pass; a NaN or ±Inf anywhere makes the sum non-finite
-            return
+        with np.errstate(over="ignore", invalid="ignore"):  # the sum's own overflow, or Inf − Inf
+            total = x.sum()  # one pass: a NaN or ±Inf anywhere makes the sum non-finite
+        if bool(xp.isfinite(total)):
+            return  # (a finite input whose sum overflows is counted below)
         bad = int((~xp.isfinite(x)).sum())
         if bad:
             raise ValueError(f"model input contains {bad} NaN/Inf value(s) out of {x.size}")
