@@ -8,8 +8,6 @@ any kfac_ref installed in the environment (e.g. another checkout's editable inst
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import platform
 import sys
@@ -21,6 +19,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kfac_ref  # noqa: E402
 import kfac_ref.backend  # noqa: E402
+from kfac_ref.malloc import tune_malloc  # noqa: E402,F401  (the scripts' --tune-malloc)
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -70,27 +69,3 @@ def machine_info(device: str) -> dict:
     if device == "gpu":
         info["gpu"] = kfac_ref.backend.gpu_name()
     return info
-
-
-def tune_malloc() -> bool:
-    """Keep freed memory in the process (glibc only); True if it worked.
-
-    By default glibc hands large freed blocks back to the OS, so every step's
-    large temporaries (patch matrices, activations) are page-faulted and zeroed
-    by the kernel anew: time that shows up as system CPU time.  Raising the mmap
-    and trim thresholds makes malloc reuse them.  It applies to the whole
-    process (to torch as well, in bench_forward_backward.py).
-    """
-    path = ctypes.util.find_library("c")
-    if path is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(path).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # from <malloc.h>
-    # One arena for all threads (--split's block threads): a thread's own arena grows only to
-    # 64 MiB heaps and maps larger blocks afresh on every step, whatever the thresholds.
-    return all(
-        bool(mallopt(k, v)) for k, v in ((m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_arena_max, 1))
-    )

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 
 from .experiments.arguments import DefaultsFormatter
+from .malloc import for_command_line
 from .mpi import end_every_rank, rank_label
 
 PROG = "kfac-ref"
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
         return 2
     args.command_line = shlex.join([PROG, *argv])
     try:
+        for_command_line()  # glibc keeps freed memory for the next step (kfac_ref.malloc)
         cmd = COMMANDS[args.command]
         return getattr(cmd.load(), cmd.run)(args)
     except KeyboardInterrupt:

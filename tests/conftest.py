@@ -16,6 +16,10 @@ import pytest
 
 from kfac_ref import backend
 
+# The CLI tests run `kfac-ref` in this process: leave its malloc as pytest found it (kfac_ref.malloc;
+# tests/test_malloc.py checks the setting in a process of its own).
+os.environ.setdefault("KFAC_REF_MALLOC", "system")
+
 REAL_GPU = backend.gpu_available()
 if not REAL_GPU and os.environ.get("KFAC_REF_REAL_GPU") != "1":
     from tests import fake_cupy

@@ -31,6 +31,7 @@ RANKS = {
     "backend": 0,
     "errors": 0,  # the one "the run diverged" exception: imported by nn, optim, train
     "io": 0,  # atomic file writing: checkpoint, data downloads, every figure and table
+    "malloc": 0,  # glibc's malloc thresholds: set by the cli, recorded by experiments, re-used by benchmarks
     "validate": 0,  # the shared argument checks and the one RNG rule: imported by nn, data, fisher, optim, …
     "mpi": 1,  # the MPI transport (collectives, batch shards): imported by optim.distributed
     "linalg": 1,

@@ -30,6 +30,7 @@ from ..backend import gpu_name, to_numpy
 from ..data import DATASETS, load_dataset
 from ..fisher.seeds import KINDS
 from ..io import check_output_dir, write_together
+from ..malloc import state as malloc_state
 from ..mpi import shard, world
 from ..optim import OPTIMIZERS, SGD
 from ..optim.distributed import DISTRIBUTED, distributed_optimizer
@@ -380,6 +381,7 @@ def machine_info(cfg: CompareConfig) -> dict:
         "device": cfg.device,
         "blas_threads": blas_thread_count(),
         "workers": cfg.workers,
+        "malloc": malloc_state(),  # what the command set (kfac_ref.malloc)
     }
     if cfg.device == "gpu":
         info["gpu"] = gpu_name()
