@@ -45,11 +45,12 @@ from .diagnostics import diagnostics
 from .summary import format_summary, summarize, target_list
 
 # The settings every optimizer runs with in a comparison.  Each is named in full — a comparison
-# never picks up a class default.  SGD's and Adam's learning rates and K-FAC's initial damping λ₀ are
-# the race's single-configuration picks on digits-convnet (`kfac-ref race digits-convnet`: four trials per
-# method, the one configuration that reaches the most targets in the fewest iterations,
-# docs/race.md); NGD's are the pick of `kfac-ref compare --grid` on the same ConvNet.  Any of them
-# can be overridden (`--set kfac.T_inv=1`).
+# never picks up a class default.  SGD's and Adam's learning rates and K-FAC's initial damping λ₀ were
+# the race's single-configuration picks on digits-convnet when they were set (`kfac-ref race
+# digits-convnet`: four trials per method, the one configuration that reaches the most targets in the
+# fewest iterations, docs/race.md); a later race picks SGD lr 0.1 per training-loss target but lr 0.03
+# as its single configuration, and ties λ₀ 0.01, 0.03 and 0.1.  NGD's are the pick of
+# `kfac-ref compare --grid` on the same ConvNet.  Any of them can be overridden (`--set kfac.T_inv=1`).
 DEFAULT_SETTINGS = {
     "sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
     # PyTorch's defaults but the learning rate, the one tuned hyper-parameter (kfac-ref race)
@@ -61,7 +62,7 @@ DEFAULT_SETTINGS = {
     # every T_cov = 10 steps, inverses every T_inv = 10 steps; the step δ = α Δ + μ δ₀ with (α, μ)
     # minimising the exact quadratic model on the batch (two forward-mode passes a step; "rescale"),
     # and λ adapted by the Levenberg–Marquardt rule every T_adapt = 5 steps from λ₀ = "damping"
-    # ("adapt_damping").  λ₀ is the digits race's single-configuration pick.  The amortised variant
+    # ("adapt_damping").  λ₀ was the digits race's single-configuration pick.  The amortised variant
     # without the exact model, a step that costs about one SGD step, is AMORTISED_KFAC below.
     "kfac": {
         "lr": 1.0,
