@@ -13,7 +13,8 @@ memory").
 It is a setting of the whole process, so importing kfac_ref never makes it: the ``kfac-ref`` command
 does, when it starts (:func:`for_command_line`), and the benchmarks with ``--tune-malloc``.  It
 leaves malloc as it is on a C library other than glibc, with ``KFAC_REF_MALLOC=system``, or when the
-user has set one of glibc's own ``MALLOC_*`` variables or ``GLIBC_TUNABLES``.
+user has set one of glibc's own ``MALLOC_*`` variables or ``GLIBC_TUNABLES`` (and not
+``KFAC_REF_MALLOC=tuned``).
 """
 
 from __future__ import annotations
@@ -68,17 +69,18 @@ def tune_malloc():
 
 def for_command_line(environ=None) -> str:
     """Tune malloc for a ``kfac-ref`` command unless the environment says otherwise; returns (and records
-    for :func:`state`) what malloc runs with.  ValueError, before anything is set, for a
-    ``KFAC_REF_MALLOC`` other than ``tuned`` or ``system``."""
+    for :func:`state`) what malloc runs with.  ``KFAC_REF_MALLOC=system`` leaves malloc alone, as does
+    a glibc variable the user set (:data:`GLIBC_VARS`) unless ``KFAC_REF_MALLOC=tuned`` asks for the
+    setting anyway.  ValueError, before anything is set, for any other ``KFAC_REF_MALLOC``."""
     global _state
     environ = os.environ if environ is None else environ
-    choice = environ.get(ENV, "tuned")
-    if choice not in CHOICES:
+    choice = environ.get(ENV)
+    if choice is not None and choice not in CHOICES:
         raise ValueError(f"{ENV}={choice!r}: expected one of {', '.join(CHOICES)}")
     user_set = [name for name in GLIBC_VARS if name in environ]
     if choice == "system":
         _state = f"system ({ENV}=system)"
-    elif user_set:
+    elif user_set and choice is None:  # KFAC_REF_MALLOC=tuned overrides them
         _state = f"system ({', '.join(user_set)} set)"
     else:
         outcome = tune_malloc()

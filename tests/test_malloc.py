@@ -46,6 +46,11 @@ def test_a_glibc_variable_the_user_set_leaves_malloc_alone(recorder, name):
     assert recorder.calls == []
 
 
+def test_kfac_ref_malloc_tuned_overrides_a_glibc_variable(recorder):
+    assert malloc.for_command_line({"KFAC_REF_MALLOC": "tuned", "MALLOC_ARENA_MAX": "4"}).startswith("tuned")
+    assert len(recorder.calls) == 3
+
+
 def test_kfac_ref_malloc_system_leaves_malloc_alone(recorder):
     assert malloc.for_command_line({"KFAC_REF_MALLOC": "system"}) == "system (KFAC_REF_MALLOC=system)"
     assert recorder.calls == []
