@@ -190,9 +190,9 @@ def thread_plan(args, model: str) -> tuple:
     """(BLAS threads, workers) for --threads T on the CPU — the thread rule, measured in docs/benchmarks.md:
 
     a ConvNet ("convnet") splits its batch over up to T threads (``model.workers = T``, blocks big
-    enough to gain: kfac_ref.nn.blocks) with one BLAS thread each: ×1.72–1.83 on the 28×28 and
+    enough to gain: kfac_ref.nn.blocks) with one BLAS thread each: ×1.70–1.83 on the 28×28 and
     CIFAR-shaped ConvNets at N = 1,024 on two idle cores, 1.5–1.6× faster than T BLAS threads
-    (×1.02–1.04 on the digits ConvNet, at the rule's edge); any other model gives BLAS the T threads
+    (×1.02–1.23 on the digits ConvNet, at the rule's edge); any other model gives BLAS the T threads
     (its products are large).  On the GPU: (None, 1),
     the host's BLAS left alone.
     """
