@@ -87,7 +87,7 @@ def test_batch_gradient_does_not_depend_on_blocks(block_bytes, monkeypatch, rng)
     np.testing.assert_allclose(grad, kfac_ref.per_sample_grads(model, loss_fn, x, y).mean(0), rtol=1e-12, atol=1e-14)
 
 
-POOLS = [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (2, 3, 0)]
+POOLS = [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (2, 3, 0), (4, 3, 2)]
 
 
 @pytest.mark.parametrize("k,s,p", POOLS, ids=[f"k{k}-s{s}-p{p}" for k, s, p in POOLS])

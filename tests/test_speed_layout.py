@@ -151,3 +151,31 @@ def test_a_users_batch_is_transposed_into_the_image_layout_block_by_block(rng, n
     moved = in_image_layout(seeds)
     np.testing.assert_array_equal(moved, seeds)
     assert moved.transpose(2, 3, 4, 0, 1).flags.c_contiguous and in_image_layout(moved) is moved
+
+
+@pytest.mark.parametrize("padding", [1, 2, 3])
+@pytest.mark.parametrize("image_layout_out", [False, True])
+@pytest.mark.parametrize("stored_as", ["C order", "image layout", "seeds in the image layout"])
+def test_pad2d_writes_its_frame_and_the_input_nothing_else(rng, monkeypatch, padding, image_layout_out, stored_as):
+    """pad2d fills only the frame of padding and copies x into the rest: with every buffer it allocates
+    poisoned with NaN first, so that a position it forgets shows, it equals np.pad, whatever x's layout
+    and whether the result keeps x's order or is stored in the image layout."""
+    from kfac_ref.nn import layout
+
+    def poisoned(allocate):
+        def alloc(*args, **kwargs):
+            out = allocate(*args, **kwargs)
+            out[...] = np.nan
+            return out
+
+        return alloc
+
+    monkeypatch.setattr(im2col_module, "image_layout", poisoned(layout.image_layout))
+    monkeypatch.setattr(im2col_module, "empty_in_layout", poisoned(layout.empty_in_layout))
+    x = rng.standard_normal((2, 5, 3, 7, 4) if stored_as.startswith("seeds") else (5, 3, 7, 4))
+    if stored_as != "C order":
+        x = in_image_layout(x)
+    got = pad2d(x, padding, -np.inf, image_layout_out=image_layout_out)
+    pads = ((0, 0),) * (x.ndim - 2) + ((padding, padding),) * 2
+    np.testing.assert_array_equal(got, np.pad(x, pads, constant_values=-np.inf))
+    assert layout.layout_order(got) == (layout.layout_order(in_image_layout(x)) if image_layout_out else layout.layout_order(x))

@@ -74,8 +74,10 @@ def pad2d(x, padding: int, value: float = 0.0, image_layout_out: bool = False):
     *lead, h, w = x.shape
     shape = (*lead, h + 2 * padding, w + 2 * padding)
     out = image_layout(get_xp(x), shape, x.dtype) if image_layout_out else empty_in_layout(x, shape)
-    out[...] = value
-    assign(out[..., padding : padding + h, padding : padding + w], x)
+    p = padding
+    for border in (out[..., :p, :], out[..., h + p :, :], out[..., p : h + p, :p], out[..., p : h + p, w + p :]):
+        border[...] = value  # the frame only: the interior is written once, by the copy below
+    assign(out[..., p : h + p, p : w + p], x)
     return out
 
 

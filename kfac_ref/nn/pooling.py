@@ -166,8 +166,10 @@ class MaxPool2d(_Pool2d):
         if len(views) > 1:
             xp.greater(views[1], views[0], out=which.view(np.bool_))  # offset 1 where strictly larger, else 0
         for j in range(2, self.kernel_size):
-            xp.copyto(which, j, where=views[j] > best)  # strictly larger: an earlier offset wins ties
+            hit = xp.greater(views[j], best).view(np.int8)  # 1 where strictly larger: an earlier offset wins ties
             xp.maximum(best, views[j], out=best)
+            xp.multiply(hit, j, out=hit)
+            xp.maximum(which, hit, out=which)  # j where it won, as which < j before: no masked copy
         return best, which
 
     def _route(self, pick):
