@@ -178,4 +178,5 @@ def test_pad2d_writes_its_frame_and_the_input_nothing_else(rng, monkeypatch, pad
     got = pad2d(x, padding, -np.inf, image_layout_out=image_layout_out)
     pads = ((0, 0),) * (x.ndim - 2) + ((padding, padding),) * 2
     np.testing.assert_array_equal(got, np.pad(x, pads, constant_values=-np.inf))
-    assert layout.layout_order(got) == (layout.layout_order(in_image_layout(x)) if image_layout_out else layout.layout_order(x))
+    kept = in_image_layout(x) if image_layout_out else x  # the order the result must keep
+    assert layout.layout_order(got) == layout.layout_order(kept)
